@@ -1,0 +1,116 @@
+//! Syntax-shaped structs: what the HCL says, before any reference is checked. Every struct
+//! denies unknown keys so that a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub grant_command: Option<Vec<String>>,
+    pub revoke_command: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyRef {
+    pub bundle: String,
+    pub query: String,
+    pub enforcement: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuorum {
+    pub min: u32,
+    pub of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReviewers {
+    pub one_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+    pub quorum: Option<RawQuorum>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub reviewers: RawReviewers,
+    #[serde(default)]
+    pub skip_if: Vec<RawPolicyRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkflow {
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub allowed_values: Option<Vec<String>>,
+    #[serde(default)]
+    pub required: bool,
+    pub default: Option<hcl::Value>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    #[serde(default)]
+    pub description: String,
+    pub connector: Option<String>,
+    #[serde(default)]
+    pub grant: BTreeMap<String, hcl::Value>,
+    pub max_duration: String,
+    pub durations: Option<Vec<String>>,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    pub part_of: Option<String>,
+    pub pending_ttl: Option<String>,
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    #[serde(default)]
+    pub field: BTreeMap<String, RawField>,
+    pub on_request: Option<RawPolicyRef>,
+    #[serde(default)]
+    pub policies: Vec<RawPolicyRef>,
+    pub workflow: RawWorkflow,
+}

@@ -1,0 +1,432 @@
+//! Raw structs → a checked [`Config`]: references resolved, durations parsed and bounded,
+//! reviewer lists turned into domain types.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use domain::{
+    Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers, Span,
+    StepDef, UserDef, Workflow,
+};
+
+use crate::load::{Loc, RawConfig};
+use crate::raw::*;
+use crate::{Config, ConfigError, ConnectorDef, ExecConnector, ServerConfig};
+
+const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
+const DEFAULT_EXEC_TIMEOUT: u64 = 30;
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
+    let server = match raw.server {
+        Some((_, s)) => {
+            let listen = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+            ServerConfig {
+                public_url: s.public_url.unwrap_or_else(|| format!("http://{listen}")),
+                listen,
+                database: s
+                    .database
+                    .unwrap_or_else(|| "sqlite://countersign.db".into()),
+            }
+        }
+        None => ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            database: "sqlite://countersign.db".into(),
+        },
+    };
+
+    // Users and groups first: everything else refers to them.
+    let mut users = BTreeMap::new();
+    for (loc, name, u) in raw.users {
+        if !matches!(Principal::parse(&name), Ok(Principal::User(_))) {
+            errors.push(loc.err(None, format!("{name:?} is not an email address")));
+            continue;
+        }
+        if users.contains_key(&name) {
+            errors.push(loc.err(None, format!("user {name:?} is defined twice")));
+            continue;
+        }
+        let mut def = UserDef::default();
+        for g in u.groups {
+            if !valid_name(&g) {
+                errors.push(loc.err(Some("groups"), format!("invalid group name {g:?}")));
+            }
+            def.groups.insert(g);
+        }
+        for r in u.roles {
+            match r.as_str() {
+                "admin" => def.admin = true,
+                other => errors.push(loc.err(
+                    Some("roles"),
+                    format!("unknown role {other:?}; the one role is admin"),
+                )),
+            }
+        }
+        users.insert(name, def);
+    }
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (loc, name, g) in raw.groups {
+        if !valid_name(&name) {
+            errors.push(loc.err(None, format!("invalid group name {name:?}")));
+            continue;
+        }
+        if groups.contains_key(&name) {
+            errors.push(loc.err(None, format!("group {name:?} is defined twice")));
+            continue;
+        }
+        for m in &g.members {
+            if !users.contains_key(m) {
+                errors.push(loc.err(
+                    Some("members"),
+                    format!("unknown user {m:?}: declare it with a user block"),
+                ));
+            }
+        }
+        groups.insert(name, g.members.into_iter().collect());
+    }
+    let directory = Directory::new(users, groups);
+
+    let mut connectors = BTreeMap::new();
+    let mut approval_only = BTreeSet::new();
+    for (loc, name, c) in raw.connectors {
+        if connectors.contains_key(&name) || approval_only.contains(&name) {
+            errors.push(loc.err(None, format!("connector {name:?} is defined twice")));
+            continue;
+        }
+        match c.kind.as_str() {
+            "none" => {
+                approval_only.insert(name);
+            }
+            "exec" => {
+                let cmd = |v: Option<Vec<String>>, key: &str, errors: &mut Vec<ConfigError>| match v
+                {
+                    Some(v) if !v.is_empty() && !v[0].is_empty() => v,
+                    _ => {
+                        errors.push(loc.err(
+                            Some(key),
+                            format!("an exec connector needs {key} = [\"program\", \"arg\", …]"),
+                        ));
+                        vec![]
+                    }
+                };
+                let grant_command = cmd(c.grant_command, "grant_command", errors);
+                let revoke_command = cmd(c.revoke_command, "revoke_command", errors);
+                let timeout = span(&loc, "timeout", c.timeout.as_deref(), errors)
+                    .unwrap_or(Span::from_secs(DEFAULT_EXEC_TIMEOUT));
+                let max_attempts = c.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+                if max_attempts == 0 {
+                    errors.push(loc.err(Some("max_attempts"), "max_attempts must be at least 1"));
+                }
+                connectors.insert(
+                    name,
+                    ConnectorDef::Exec(ExecConnector {
+                        grant_command,
+                        revoke_command,
+                        timeout,
+                        max_attempts,
+                        env: c.env,
+                        dir: loc.dir.clone(),
+                    }),
+                );
+            }
+            other => errors.push(loc.err(
+                Some("type"),
+                format!("connector type {other:?} is not supported; supported types: exec, none"),
+            )),
+        }
+    }
+
+    let mut resources = BTreeMap::new();
+    for (loc, name, r) in raw.resources {
+        if resources.contains_key(&name) {
+            errors.push(loc.err(None, format!("resource {name:?} is defined twice")));
+            continue;
+        }
+        if !valid_name(&name) {
+            errors.push(loc.err(None, format!("invalid resource name {name:?}")));
+            continue;
+        }
+        let before = errors.len();
+        let res = resource(
+            &loc,
+            name.clone(),
+            r,
+            &directory,
+            &connectors,
+            &approval_only,
+            errors,
+        );
+        if errors.len() == before {
+            resources.insert(name, res);
+        }
+    }
+
+    Config {
+        server,
+        directory,
+        connectors,
+        resources,
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn span(loc: &Loc, key: &str, text: Option<&str>, errors: &mut Vec<ConfigError>) -> Option<Span> {
+    let text = text?;
+    match Span::parse(text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errors.push(loc.err(Some(key), format!("{key}: {e}")));
+            None
+        }
+    }
+}
+
+fn principals(
+    loc: &Loc,
+    key: &str,
+    list: &[String],
+    dir: &Directory,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Principal> {
+    let mut out = vec![];
+    for p in list {
+        match Principal::parse(p) {
+            Ok(Principal::App(_)) => errors.push(loc.err(
+                Some(key),
+                format!("{p:?}: applications cannot review or own resources"),
+            )),
+            Ok(pr) if !dir.knows(&pr) => errors.push(loc.err(
+                Some(key),
+                format!(
+                    "unknown {}: {p:?}",
+                    if matches!(pr, Principal::Group(_)) {
+                        "group"
+                    } else {
+                        "user"
+                    }
+                ),
+            )),
+            Ok(pr) => out.push(pr),
+            Err(e) => errors.push(loc.err(Some(key), e.to_string())),
+        }
+    }
+    out
+}
+
+fn policy(p: RawPolicyRef, loc: &Loc, key: &str, errors: &mut Vec<ConfigError>) -> PolicyRef {
+    if let Some(e) = &p.enforcement {
+        if e != "deny" && e != "warn" {
+            errors.push(loc.err(
+                Some(key),
+                format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
+            ));
+        }
+    }
+    PolicyRef {
+        bundle: p.bundle,
+        query: p.query,
+        enforcement: p.enforcement,
+    }
+}
+
+fn resource(
+    loc: &Loc,
+    name: String,
+    r: RawResource,
+    dir: &Directory,
+    connectors: &BTreeMap<String, ConnectorDef>,
+    approval_only: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> ResourceDef {
+    let connector = match r.connector {
+        Some(c) if connectors.contains_key(&c) => Some(c),
+        Some(c) if approval_only.contains(&c) => None,
+        Some(c) => {
+            errors.push(loc.err(Some("connector"), format!("unknown connector {c:?}")));
+            None
+        }
+        None => None,
+    };
+    let max_duration =
+        span(loc, "max_duration", Some(&r.max_duration), errors).unwrap_or(Span::from_secs(3600));
+    let mut durations = vec![];
+    for d in r.durations.unwrap_or_default() {
+        if let Some(s) = span(loc, "durations", Some(&d), errors) {
+            if s > max_duration {
+                errors.push(loc.err(
+                    Some("durations"),
+                    format!("duration {s} is longer than max_duration {max_duration}"),
+                ));
+            }
+            durations.push(s);
+        }
+    }
+    durations.sort();
+    durations.dedup();
+    let pending_ttl = span(loc, "pending_ttl", r.pending_ttl.as_deref(), errors)
+        .unwrap_or(Span::from_secs(DEFAULT_PENDING_TTL));
+    let owners = principals(loc, "owners", &r.owners, dir, errors);
+    if let Some(p) = &r.part_of {
+        if !valid_name(p) {
+            errors.push(loc.err(Some("part_of"), format!("invalid workflow name {p:?}")));
+        }
+    }
+
+    let mut grant = BTreeMap::new();
+    for (k, v) in r.grant {
+        let text = match v {
+            hcl::Value::String(s) => s,
+            hcl::Value::Number(n) => n.to_string(),
+            hcl::Value::Bool(b) => b.to_string(),
+            _ => {
+                errors.push(loc.err(
+                    Some("grant"),
+                    format!("grant.{k}: expected a string, number or bool"),
+                ));
+                continue;
+            }
+        };
+        grant.insert(k, text);
+    }
+
+    let mut fields = vec![];
+    for (fname, f) in r.field {
+        let kind = match (f.kind.as_str(), f.allowed_values) {
+            ("enum", Some(v)) if !v.is_empty() => FieldType::Enum(v),
+            ("enum", _) => {
+                errors.push(loc.err(
+                    Some("field"),
+                    format!("field {fname:?}: an enum needs allowed_values"),
+                ));
+                continue;
+            }
+            (_, Some(_)) => {
+                errors.push(loc.err(
+                    Some("field"),
+                    format!("field {fname:?}: allowed_values is for enum fields"),
+                ));
+                continue;
+            }
+            ("string", None) => FieldType::String,
+            ("int", None) => FieldType::Int,
+            ("bool", None) => FieldType::Bool,
+            ("duration", None) => FieldType::Duration,
+            ("user", None) => FieldType::User,
+            (other, None) => {
+                errors.push(loc.err(
+                    Some("field"),
+                    format!("field {fname:?}: unknown type {other:?}; use string, int, bool, enum, duration or user"),
+                ));
+                continue;
+            }
+        };
+        let mut def = FieldDef {
+            name: fname.clone(),
+            kind,
+            required: f.required,
+            default: None,
+        };
+        if let Some(v) = f.default {
+            let input = match v {
+                hcl::Value::String(s) => Input::Text(s),
+                hcl::Value::Bool(b) => Input::Bool(b),
+                hcl::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Input::Int(i),
+                    None => Input::Other("number"),
+                },
+                _ => Input::Other("value"),
+            };
+            match def.parse(&input, dir) {
+                Ok(v) => def.default = Some(v),
+                Err(e) => errors.push(loc.err(Some("field"), format!("default: {e}"))),
+            }
+        }
+        fields.push(def);
+    }
+
+    if r.workflow.steps.is_empty() {
+        errors.push(loc.err(Some("workflow"), "workflow.steps needs at least one step"));
+    }
+    let mut steps = vec![];
+    for (i, s) in r.workflow.steps.into_iter().enumerate() {
+        let at = format!("workflow.steps[{i}].reviewers");
+        let rv = s.reviewers;
+        let n = [
+            rv.one_of.is_some(),
+            rv.all_of.is_some(),
+            rv.quorum.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            errors.push(loc.err(
+                Some("workflow"),
+                format!("{at}: write exactly one of one_of, all_of or quorum"),
+            ));
+            continue;
+        }
+        let check_list = |list: &[String], errors: &mut Vec<ConfigError>| {
+            if list.is_empty() {
+                errors.push(loc.err(
+                    Some("workflow"),
+                    format!("{at}: the reviewer list is empty"),
+                ));
+            }
+            principals(loc, "workflow", list, dir, errors)
+        };
+        let reviewers = if let Some(l) = rv.one_of {
+            Reviewers::OneOf(check_list(&l, errors))
+        } else if let Some(l) = rv.all_of {
+            Reviewers::AllOf(check_list(&l, errors))
+        } else if let Some(q) = rv.quorum {
+            let of = check_list(&q.of, errors);
+            let people: BTreeSet<String> = of.iter().flat_map(|p| dir.people(p)).collect();
+            if q.min == 0 || q.min as usize > people.len() {
+                errors.push(loc.err(
+                    Some("workflow"),
+                    format!(
+                        "{at}: quorum.min must be between 1 and the {} people it names",
+                        people.len()
+                    ),
+                ));
+            }
+            Reviewers::Quorum { min: q.min, of }
+        } else {
+            continue;
+        };
+        let skip_if = s
+            .skip_if
+            .into_iter()
+            .map(|p| policy(p, loc, "workflow", errors))
+            .collect();
+        steps.push(StepDef { reviewers, skip_if });
+    }
+
+    ResourceDef {
+        name,
+        description: r.description,
+        connector,
+        grant,
+        max_duration,
+        durations,
+        owners,
+        part_of: r.part_of,
+        pending_ttl,
+        allow_self_approval: r.allow_self_approval,
+        fields,
+        workflow: Workflow { steps },
+        on_request: r.on_request.map(|p| policy(p, loc, "on_request", errors)),
+        policies: r
+            .policies
+            .into_iter()
+            .map(|p| policy(p, loc, "policies", errors))
+            .collect(),
+    }
+}

@@ -1,0 +1,146 @@
+//! Loading configuration: the examples load, and every kind of mistake is reported with its
+//! file, line and block.
+
+use std::path::PathBuf;
+
+use config::{load_files, load_str};
+use domain::{Principal, Reviewers, Span};
+
+fn errors(src: &str) -> String {
+    match load_str("test.hcl", src) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const USERS: &str = r#"
+user "alice@example.com" { groups = ["dba"] }
+user "bob@example.com" {}
+"#;
+
+#[test]
+fn the_examples_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let cfg = load_files(&[root.join("quickstart.hcl")]).unwrap();
+    let r = &cfg.resources["prod-db-read"];
+    assert_eq!(r.workflow.steps.len(), 3);
+    assert!(matches!(&r.workflow.steps[1].reviewers, Reviewers::AllOf(p) if p.len() == 2));
+    assert_eq!(r.durations.first(), Some(&Span::from_secs(30)));
+    assert_eq!(r.part_of.as_deref(), Some("prod-db"));
+    assert!(cfg.directory.user("root@example.com").unwrap().admin);
+    let dba = cfg.directory.people(&Principal::Group("dba".into()));
+    assert_eq!(dba.len(), 2);
+}
+
+#[test]
+fn quorum_and_defaults_resolve() {
+    let cfg = load_str(
+        "t.hcl",
+        &format!(
+            "{USERS}\nresource \"r\" {{\n max_duration = \"1h\"\n workflow = {{ steps = [ {{ reviewers = {{ quorum = {{ min = 2, of = [\"group:dba\", \"bob@example.com\"] }} }} }} ] }}\n}}"
+        ),
+    )
+    .unwrap();
+    let r = &cfg.resources["r"];
+    assert!(matches!(
+        r.workflow.steps[0].reviewers,
+        Reviewers::Quorum { min: 2, .. }
+    ));
+    assert_eq!(r.pending_ttl, Span::from_secs(86400));
+    assert_eq!(r.connector, None);
+}
+
+#[test]
+fn every_error_names_file_line_and_block() {
+    let src = format!(
+        r#"{USERS}
+resource "db" {{
+  max_duration = "1h"
+  colour       = "blue"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["alice@example.com"] }} }} ] }}
+}}
+
+resource "db2" {{
+  connector    = "nope"
+  max_duration = "an hour"
+  owners       = ["group:ghosts"]
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = [] }} }}, {{ reviewers = {{ all_of = ["zed@example.com"] }} }} ] }}
+}}
+"#
+    );
+    let out = errors(&src);
+    expect_test::expect![[r#"
+        test.hcl:7: in resource "db": colour: unknown field `colour`, expected one of `description`, `connector`, `grant`, `max_duration`, `durations`, `owners`, `part_of`, `pending_ttl`, `allow_self_approval`, `field`, `on_request`, `policies`, `workflow`
+        test.hcl:12: in resource "db2": unknown connector "nope"
+        test.hcl:13: in resource "db2": max_duration: invalid duration "an hour": unknown unit; use s, m, h or d (write it as 30s, 15m, 1h30m or 7d)
+        test.hcl:14: in resource "db2": unknown group: "group:ghosts"
+        test.hcl:15: in resource "db2": workflow.steps[0].reviewers: the reviewer list is empty
+        test.hcl:15: in resource "db2": unknown user: "zed@example.com""#]]
+    .assert_eq(&out);
+}
+
+#[test]
+fn structural_mistakes_are_reported() {
+    let cases = [
+        ("resource {}", "takes exactly one label"),
+        ("widget \"x\" {}", "unknown block type \"widget\""),
+        ("listen = 1", "unexpected top-level attribute"),
+        ("resource \"r\" {", "syntax error"),
+        ("user \"alice\" {}", "is not an email address"),
+        ("user \"a@x.io\" { roles = [\"root\"] }", "unknown role"),
+        ("connector \"c\" { type = \"ldap\" }", "not supported"),
+        ("connector \"c\" { type = \"exec\" }", "needs grant_command"),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n durations = [\"2h\"]\n workflow = { steps = [ { reviewers = { one_of = [\"a@x.io\"] } } ] }\n}",
+            "longer than max_duration",
+        ),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n workflow = { steps = [ { reviewers = { quorum = { min = 3, of = [\"a@x.io\"] } } } ] }\n}",
+            "quorum.min must be between 1 and the 1 people",
+        ),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n field \"f\" { type = \"enum\" }\n workflow = { steps = [ { reviewers = { one_of = [\"a@x.io\"] } } ] }\n}",
+            "an enum needs allowed_values",
+        ),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n workflow = { steps = [ { reviewers = { one_of = [\"a@x.io\"], all_of = [\"a@x.io\"] } } ] }\n}",
+            "exactly one of one_of, all_of or quorum",
+        ),
+        (
+            "connector \"c\" {\n type = env(\"COUNTERSIGN_TEST_SURELY_UNSET\")\n}",
+            "test.hcl:2",
+        ),
+    ];
+    for (src, want) in cases {
+        let out = errors(src);
+        assert!(out.contains(want), "{src}\n---\n{out}");
+    }
+}
+
+#[test]
+fn secrets_come_from_env_and_file_and_are_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "s3cr3t-from-file\n").unwrap();
+    let path = dir.path().join("c.hcl");
+    std::fs::write(
+        &path,
+        r#"
+connector "c" {
+  type           = "exec"
+  grant_command  = ["true"]
+  revoke_command = ["true"]
+  env = { A = env("PATH"), B = file("secret.txt") }
+}
+"#,
+    )
+    .unwrap();
+    let cfg = load_files(&[path]).unwrap();
+    let config::ConnectorDef::Exec(c) = &cfg.connectors["c"];
+    assert_eq!(c.env["A"], std::env::var("PATH").unwrap());
+    assert_eq!(c.env["B"], "s3cr3t-from-file");
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("s3cr3t"),
+        "Debug output leaks a secret: {shown}"
+    );
+}

@@ -1,0 +1,169 @@
+//! What a transition asks the world to do, and what it tells the audit log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::grant::GrantSpec;
+use crate::time::Timestamp;
+
+/// One audit log entry, before the engine gives it a sequence number and a hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub detail: BTreeMap<String, String>,
+}
+
+impl Event {
+    pub fn request(kind: EventKind, id: &str, actor: Option<&str>) -> Event {
+        Event {
+            kind,
+            request: Some(id.to_owned()),
+            grant: None,
+            actor: actor.map(str::to_owned),
+            detail: BTreeMap::new(),
+        }
+    }
+    pub fn grant(kind: EventKind, id: &str, actor: Option<&str>) -> Event {
+        Event {
+            kind,
+            request: None,
+            grant: Some(id.to_owned()),
+            actor: actor.map(str::to_owned),
+            detail: BTreeMap::new(),
+        }
+    }
+    pub fn with(mut self, key: &str, value: impl ToString) -> Event {
+        self.detail.insert(key.to_owned(), value.to_string());
+        self
+    }
+}
+
+/// Every kind of audit event. The names are stable: they are stored and exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RequestCreated,
+    RequestCoveredByGrant,
+    StepEntered,
+    ReviewRecorded,
+    StepApproved,
+    RequestAssigned,
+    CommentAdded,
+    RequestApproved,
+    RequestDenied,
+    RequestCancelled,
+    RequestExpired,
+    GrantIssued,
+    GrantActivated,
+    GrantActivationFailed,
+    GrantFailed,
+    GrantRevokeStarted,
+    GrantRevokeFailed,
+    GrantRevoked,
+    GrantExpired,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RequestCreated => "request_created",
+            EventKind::RequestCoveredByGrant => "request_covered_by_grant",
+            EventKind::StepEntered => "step_entered",
+            EventKind::ReviewRecorded => "review_recorded",
+            EventKind::StepApproved => "step_approved",
+            EventKind::RequestAssigned => "request_assigned",
+            EventKind::CommentAdded => "comment_added",
+            EventKind::RequestApproved => "request_approved",
+            EventKind::RequestDenied => "request_denied",
+            EventKind::RequestCancelled => "request_cancelled",
+            EventKind::RequestExpired => "request_expired",
+            EventKind::GrantIssued => "grant_issued",
+            EventKind::GrantActivated => "grant_activated",
+            EventKind::GrantActivationFailed => "grant_activation_failed",
+            EventKind::GrantFailed => "grant_failed",
+            EventKind::GrantRevokeStarted => "grant_revoke_started",
+            EventKind::GrantRevokeFailed => "grant_revoke_failed",
+            EventKind::GrantRevoked => "grant_revoked",
+            EventKind::GrantExpired => "grant_expired",
+        }
+    }
+}
+
+/// Durable work: a timer or a connector call, keyed by the id of the request or grant it is
+/// about, so that scheduling the same work twice leaves one row (rule 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The request's pending TTL ran out (rule 3). Keyed by request id.
+    RequestExpiry,
+    /// The grant's expiry time came (rule 16). Keyed by grant id.
+    GrantExpiry,
+    /// Call the connector's grant (outbox, rule 17). Keyed by grant id.
+    ConnectorGrant,
+    /// Call the connector's revoke, retried until confirmed (rule 17). Keyed by grant id.
+    ConnectorRevoke,
+}
+
+impl TimerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::RequestExpiry => "request_expiry",
+            TimerKind::GrantExpiry => "grant_expiry",
+            TimerKind::ConnectorGrant => "connector_grant",
+            TimerKind::ConnectorRevoke => "connector_revoke",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TimerKind> {
+        [
+            TimerKind::RequestExpiry,
+            TimerKind::GrantExpiry,
+            TimerKind::ConnectorGrant,
+            TimerKind::ConnectorRevoke,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Something a transition asks the engine to carry out, in the same transaction as the state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Write (or move) a durable job.
+    Schedule {
+        kind: TimerKind,
+        key: String,
+        at: Timestamp,
+    },
+    /// Remove a durable job that is no longer needed.
+    Unschedule { kind: TimerKind, key: String },
+    /// The request was approved: issue a grant.
+    IssueGrant(GrantSpec),
+}
+
+/// The result of a transition: what to record and what to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+}
+
+impl Changes {
+    pub fn event(&mut self, e: Event) {
+        self.events.push(e);
+    }
+    pub fn effect(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+    pub fn extend(&mut self, other: Changes) {
+        self.events.extend(other.events);
+        self.effects.extend(other.effects);
+    }
+}

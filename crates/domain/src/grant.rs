@@ -1,0 +1,337 @@
+//! Grants and their lifecycle: rules 16, 17 and 19 of PRODUCT.md §3.
+//!
+//! `activating → active → revoking → expired | revoked`, or `failed` when activation fails for
+//! good. A grant with a connector reaches `active`, `expired` or `revoked` only when a worker
+//! reports that the connector confirmed the call; an approval-only grant (no connector) moves
+//! at once, because there is nothing to confirm.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::effect::{Changes, Effect, Event, EventKind, TimerKind};
+use crate::error::{DomainError, conflict, forbidden, invalid};
+use crate::principal::Actor;
+use crate::time::{Span, Timestamp};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    Scheduled,
+    Activating,
+    Active,
+    Revoking,
+    Expired,
+    Revoked,
+    Failed,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Scheduled => "scheduled",
+            GrantState::Activating => "activating",
+            GrantState::Active => "active",
+            GrantState::Revoking => "revoking",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+            GrantState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<GrantState> {
+        [
+            GrantState::Scheduled,
+            GrantState::Activating,
+            GrantState::Active,
+            GrantState::Revoking,
+            GrantState::Expired,
+            GrantState::Revoked,
+            GrantState::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            GrantState::Expired | GrantState::Revoked | GrantState::Failed
+        )
+    }
+}
+
+/// Why a grant is being taken back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GrantEnd {
+    /// Its time ran out.
+    Expired,
+    /// Its subject dropped it.
+    Dropped,
+    /// An owner or admin revoked it.
+    Revoked { by: String, reason: String },
+}
+
+/// What an approved request asks to be granted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantSpec {
+    pub request: String,
+    pub subject: String,
+    pub resource: String,
+    /// `Some(workflow)` when the grant covers every resource `part_of` that workflow.
+    pub workflow: Option<String>,
+    pub connector: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub duration: Span,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub spec: GrantSpec,
+    pub state: GrantState,
+    pub created_at: Timestamp,
+    pub activated_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub ending: Option<GrantEnd>,
+    /// Connector calls tried for the current step of the lifecycle.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl Grant {
+    /// Issues the grant of an approved request. With a connector the grant call is written to
+    /// the outbox first (rule 17); without one the grant is active at once.
+    pub fn issue(id: String, spec: GrantSpec, now: Timestamp) -> (Grant, Changes) {
+        let mut g = Grant {
+            id,
+            spec,
+            state: GrantState::Activating,
+            created_at: now,
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            ending: None,
+            attempts: 0,
+            last_error: None,
+        };
+        let mut ch = Changes::default();
+        let mut ev = Event::grant(EventKind::GrantIssued, &g.id, None)
+            .with("request", &g.spec.request)
+            .with("subject", &g.spec.subject)
+            .with("resource", &g.spec.resource)
+            .with("duration", g.spec.duration);
+        if let Some(w) = &g.spec.workflow {
+            ev = ev.with("workflow", w);
+        }
+        ch.event(ev);
+        if g.spec.connector.is_some() {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::ConnectorGrant,
+                key: g.id.clone(),
+                at: now,
+            });
+        } else {
+            ch.extend(g.activated(now));
+        }
+        (g, ch)
+    }
+
+    /// The connector confirmed the grant: the duration clock starts now (rule 16).
+    pub fn activated(&mut self, now: Timestamp) -> Changes {
+        let mut ch = Changes::default();
+        if self.state != GrantState::Activating {
+            return ch; // Revoked while activating: the revoke already follows in the outbox.
+        }
+        let until = now.plus(self.spec.duration);
+        self.state = GrantState::Active;
+        self.activated_at = Some(now);
+        self.expires_at = Some(until);
+        self.attempts = 0;
+        self.last_error = None;
+        ch.event(
+            Event::grant(EventKind::GrantActivated, &self.id, None)
+                .with("expires_at", until.millis()),
+        );
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::GrantExpiry,
+            key: self.id.clone(),
+            at: until,
+        });
+        ch
+    }
+
+    /// A connector call failed. `retry_at` is when to try again, or `None` when activation has
+    /// failed for good (revocation is always retried: rule 17).
+    pub fn call_failed(
+        &mut self,
+        error: &str,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Changes {
+        let mut ch = Changes::default();
+        self.attempts += 1;
+        self.last_error = Some(error.to_owned());
+        match (self.state, retry_at) {
+            (GrantState::Activating, Some(at)) => {
+                ch.event(
+                    Event::grant(EventKind::GrantActivationFailed, &self.id, None)
+                        .with("attempt", self.attempts)
+                        .with("error", error),
+                );
+                ch.effect(Effect::Schedule {
+                    kind: TimerKind::ConnectorGrant,
+                    key: self.id.clone(),
+                    at,
+                });
+            }
+            (GrantState::Activating, None) => {
+                self.state = GrantState::Failed;
+                self.ended_at = Some(now);
+                ch.event(
+                    Event::grant(EventKind::GrantFailed, &self.id, None)
+                        .with("attempts", self.attempts)
+                        .with("error", error),
+                );
+                ch.effect(Effect::Unschedule {
+                    kind: TimerKind::ConnectorGrant,
+                    key: self.id.clone(),
+                });
+            }
+            (GrantState::Revoking, at) => {
+                let at = at.unwrap_or(now.plus(Span::from_secs(60)));
+                ch.event(
+                    Event::grant(EventKind::GrantRevokeFailed, &self.id, None)
+                        .with("attempt", self.attempts)
+                        .with("error", error),
+                );
+                ch.effect(Effect::Schedule {
+                    kind: TimerKind::ConnectorRevoke,
+                    key: self.id.clone(),
+                    at,
+                });
+            }
+            _ => {}
+        }
+        ch
+    }
+
+    /// The expiry timer fired. `None` when there is nothing to do.
+    pub fn expire(&mut self, now: Timestamp) -> Option<Changes> {
+        if self.state != GrantState::Active || self.expires_at.is_none_or(|t| now < t) {
+            return None;
+        }
+        Some(self.start_revoke(GrantEnd::Expired, now))
+    }
+
+    /// Rule 19: the subject drops their grant, or an owner or admin revokes it with a reason.
+    pub fn revoke(
+        &mut self,
+        actor: &Actor,
+        is_owner: bool,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        if !matches!(
+            self.state,
+            GrantState::Active | GrantState::Activating | GrantState::Scheduled
+        ) {
+            return Err(conflict(format!(
+                "grant {} is already {}",
+                self.id,
+                self.state.as_str()
+            )));
+        }
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        let end = if actor.id == self.spec.subject && reason.is_none() {
+            GrantEnd::Dropped
+        } else if actor.id == self.spec.subject || actor.admin || is_owner {
+            let Some(reason) = reason else {
+                return Err(invalid("a reason is required to revoke someone's grant"));
+            };
+            if reason.chars().count() > crate::limits::MAX_TEXT {
+                return Err(invalid("reason is too long"));
+            }
+            GrantEnd::Revoked {
+                by: actor.id.clone(),
+                reason,
+            }
+        } else {
+            return Err(forbidden(
+                "only the grant's subject, an owner or an admin may revoke it",
+            ));
+        };
+        Ok(self.start_revoke(end, now))
+    }
+
+    fn start_revoke(&mut self, end: GrantEnd, now: Timestamp) -> Changes {
+        let mut ch = Changes::default();
+        let actor = match &end {
+            GrantEnd::Revoked { by, .. } => Some(by.clone()),
+            GrantEnd::Dropped => Some(self.spec.subject.clone()),
+            GrantEnd::Expired => None,
+        };
+        let mut ev = Event::grant(EventKind::GrantRevokeStarted, &self.id, actor.as_deref());
+        ev = ev.with(
+            "why",
+            match &end {
+                GrantEnd::Expired => "expired",
+                GrantEnd::Dropped => "dropped",
+                GrantEnd::Revoked { .. } => "revoked",
+            },
+        );
+        if let GrantEnd::Revoked { reason, .. } = &end {
+            ev = ev.with("reason", reason);
+        }
+        ch.event(ev);
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::GrantExpiry,
+            key: self.id.clone(),
+        });
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::ConnectorGrant,
+            key: self.id.clone(),
+        });
+        self.state = GrantState::Revoking;
+        self.ending = Some(end);
+        self.attempts = 0;
+        if self.spec.connector.is_some() {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::ConnectorRevoke,
+                key: self.id.clone(),
+                at: now,
+            });
+        } else {
+            ch.extend(self.revoke_confirmed(now));
+        }
+        ch
+    }
+
+    /// The connector confirmed the revoke: only now is the grant shown as ended (rule 17).
+    pub fn revoke_confirmed(&mut self, now: Timestamp) -> Changes {
+        let mut ch = Changes::default();
+        if self.state != GrantState::Revoking {
+            return ch;
+        }
+        let (state, kind) = match self.ending {
+            Some(GrantEnd::Expired) => (GrantState::Expired, EventKind::GrantExpired),
+            _ => (GrantState::Revoked, EventKind::GrantRevoked),
+        };
+        self.state = state;
+        self.ended_at = Some(now);
+        self.last_error = None;
+        ch.event(Event::grant(kind, &self.id, None));
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::ConnectorRevoke,
+            key: self.id.clone(),
+        });
+        ch
+    }
+
+    /// Whether this grant, while active, covers a resource (rules 5 and 15).
+    pub fn covers(&self, resource: &str, part_of: Option<&str>) -> bool {
+        self.state == GrantState::Active
+            && (self.spec.resource == resource
+                || (self.spec.workflow.is_some() && self.spec.workflow.as_deref() == part_of))
+    }
+}

@@ -1,0 +1,40 @@
+//! The vocabulary of Countersign and the pure state machine of requests, steps, reviews and
+//! grants.
+//!
+//! Everything here is deterministic: functions take the current time as a parameter and return
+//! the next state together with the audit events and effects (schedule a timer, call a
+//! connector, issue a grant) as data. The engine persists both in one transaction and workers
+//! carry the effects out. This crate deliberately does no IO, never reads the clock, and knows
+//! nothing of HTTP, SQL or JSON wire formats; its serde derives describe the *stored* snapshot
+//! of a request or grant, not an API shape.
+
+pub mod effect;
+pub mod error;
+pub mod grant;
+pub mod principal;
+pub mod request;
+pub mod resource;
+pub mod time;
+
+pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
+pub use error::DomainError;
+pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};
+pub use principal::{Actor, Directory, Principal, UserDef};
+pub use request::{
+    Comment, Decision, NewRequest, Request, RequestState, Review, ReviewInput, Scope, StepState,
+    StepStatus,
+};
+pub use resource::{
+    FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef, Reviewers, StepDef, Workflow,
+};
+pub use time::{Span, Timestamp};
+
+/// Upper bounds on what a client may send, shared by every surface (PRODUCT.md §7).
+pub mod limits {
+    /// Longest accepted reason, comment or cancellation text, in characters.
+    pub const MAX_TEXT: usize = 4096;
+    /// Most fields a request may carry.
+    pub const MAX_FIELDS: usize = 64;
+    /// Longest accepted string field value, in characters.
+    pub const MAX_FIELD_VALUE: usize = 4096;
+}

@@ -1,0 +1,885 @@
+//! Requests, their steps and reviews: rules 1 and 3–15 of PRODUCT.md §3.
+//!
+//! A request snapshots the resource's workflow when it is created, with every principal
+//! expanded to the people it stood for then, so that a later configuration change never lowers
+//! the bar for a pending request. Each transition checks the actor, changes the request, and
+//! returns the audit events and effects it implies; on error nothing changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::effect::{Changes, Effect, Event, EventKind, TimerKind};
+use crate::error::{DomainError, conflict, forbidden, invalid};
+use crate::grant::GrantSpec;
+use crate::principal::{Actor, Directory, Principal};
+use crate::resource::{FieldValue, Input, PolicyRef, ResourceDef, Reviewers};
+use crate::time::{Span, Timestamp};
+
+/// Rule 1: `pending` moves forward to one of four terminal outcomes, never back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Denied,
+    Cancelled,
+    Expired,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Expired => "expired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RequestState> {
+        [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Denied,
+            RequestState::Cancelled,
+            RequestState::Expired,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+    pub fn is_terminal(self) -> bool {
+        self != RequestState::Pending
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+/// How far an approval reaches (rule 15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Resource,
+    Workflow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not reached yet.
+    Waiting,
+    /// The current step: reviewers were notified and the engine waits for them.
+    Active,
+    Approved,
+    Denied,
+    Skipped,
+}
+
+/// One principal of a step's reviewer list, with the people it stood for at creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub principal: Principal,
+    pub people: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Constraint {
+    OneOf,
+    AllOf,
+    Quorum { min: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub by: String,
+    pub decision: Decision,
+    pub comment: Option<String>,
+    pub duration: Option<Span>,
+    pub scope: Scope,
+    pub at: Timestamp,
+}
+
+/// Rule 11: the assignee becomes eligible wherever the assigner was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub by: String,
+    pub to: Principal,
+    pub people: BTreeSet<String>,
+    /// The slots of the step the assignee may now satisfy.
+    pub slots: Vec<usize>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    pub constraint: Constraint,
+    pub slots: Vec<Slot>,
+    pub skip_if: Vec<PolicyRef>,
+    pub status: StepStatus,
+    pub reviews: Vec<Review>,
+    pub assignments: Vec<Assignment>,
+}
+
+impl StepState {
+    /// Whether `person` stands in slot `i`, directly or through an assignment.
+    fn in_slot(&self, i: usize, person: &str) -> bool {
+        self.slots[i].people.contains(person)
+            || self
+                .assignments
+                .iter()
+                .any(|a| a.slots.contains(&i) && a.people.contains(person))
+    }
+
+    fn slots_of(&self, person: &str) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.in_slot(i, person))
+            .collect()
+    }
+
+    /// Everyone who may decide this step, before the self-approval and one-decision rules.
+    pub fn candidates(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = self.slots.iter().flat_map(|s| s.people.clone()).collect();
+        for a in &self.assignments {
+            all.extend(a.people.iter().cloned());
+        }
+        all
+    }
+
+    /// Whether the approvals received so far satisfy the constraint (rule 7).
+    fn satisfied(&self) -> bool {
+        let approvers: Vec<&str> = self
+            .reviews
+            .iter()
+            .filter(|r| r.decision == Decision::Approve)
+            .map(|r| r.by.as_str())
+            .collect();
+        match self.constraint {
+            Constraint::OneOf => approvers.iter().any(|p| !self.slots_of(p).is_empty()),
+            Constraint::Quorum { min } => {
+                let n = approvers
+                    .iter()
+                    .filter(|p| !self.slots_of(p).is_empty())
+                    .count();
+                n >= min as usize
+            }
+            Constraint::AllOf => {
+                // Each principal needs its own approver: one person cannot stand for two
+                // teams. This is a bipartite matching of slots to approvers.
+                let edges: Vec<Vec<usize>> = (0..self.slots.len())
+                    .map(|i| {
+                        (0..approvers.len())
+                            .filter(|&j| self.in_slot(i, approvers[j]))
+                            .collect()
+                    })
+                    .collect();
+                max_matching(&edges, approvers.len()) == self.slots.len()
+            }
+        }
+    }
+}
+
+/// Size of a maximum matching in a bipartite graph given as `left → [right]` adjacency
+/// (Kuhn's algorithm; reviewer lists are small).
+fn max_matching(edges: &[Vec<usize>], n_right: usize) -> usize {
+    fn augment(
+        u: usize,
+        edges: &[Vec<usize>],
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for &v in &edges[u] {
+            if seen[v] {
+                continue;
+            }
+            seen[v] = true;
+            if owner[v].is_none_or(|w| augment(w, edges, seen, owner)) {
+                owner[v] = Some(u);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; n_right];
+    (0..edges.len())
+        .filter(|&u| augment(u, edges, &mut vec![false; n_right], &mut owner))
+        .count()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    pub by: String,
+    pub text: String,
+    pub at: Timestamp,
+}
+
+/// Who decided a request and when (what callbacks and polling report).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub by: Option<String>,
+    pub comment: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    pub resource: String,
+    pub requester: String,
+    pub reason: String,
+    pub fields: BTreeMap<String, FieldValue>,
+    pub duration: Span,
+    pub state: RequestState,
+    pub created_at: Timestamp,
+    /// When a still-pending request expires (rule 3).
+    pub pending_until: Timestamp,
+    pub steps: Vec<StepState>,
+    pub comments: Vec<Comment>,
+    pub outcome: Option<Outcome>,
+    pub grant: Option<String>,
+    // Snapshot of the resource at creation.
+    pub connector: Option<String>,
+    pub grant_params: BTreeMap<String, String>,
+    pub part_of: Option<String>,
+    pub durations: Vec<Span>,
+    pub allow_self_approval: bool,
+    pub owners: BTreeSet<String>,
+}
+
+/// What a requester asks for.
+#[derive(Clone, Debug)]
+pub struct NewRequest {
+    pub id: String,
+    pub requester: String,
+    pub reason: String,
+    pub duration: Option<Span>,
+    pub fields: BTreeMap<String, Input>,
+}
+
+/// One reviewer's decision as submitted.
+#[derive(Clone, Debug)]
+pub struct ReviewInput {
+    pub decision: Decision,
+    pub comment: Option<String>,
+    pub duration: Option<Span>,
+    pub scope: Scope,
+}
+
+fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
+    if text.chars().count() > crate::limits::MAX_TEXT {
+        return Err(invalid(format!(
+            "{what} is longer than {} characters",
+            crate::limits::MAX_TEXT
+        )));
+    }
+    Ok(())
+}
+
+impl Request {
+    /// Rule 2 (validation) and rule 13: builds a pending request and enters step 1.
+    pub fn create(
+        new: NewRequest,
+        res: &ResourceDef,
+        dir: &Directory,
+        now: Timestamp,
+    ) -> Result<(Request, Changes), DomainError> {
+        if dir.user(&new.requester).is_none() {
+            return Err(forbidden(format!(
+                "{} is not a configured user",
+                new.requester
+            )));
+        }
+        if new.reason.trim().is_empty() {
+            return Err(invalid("a reason is required"));
+        }
+        check_text("reason", &new.reason)?;
+        let duration = new.duration.unwrap_or_else(|| res.default_duration());
+        res.check_duration(duration).map_err(invalid)?;
+        let fields = validate_fields(&new.fields, res, dir)?;
+
+        let steps: Vec<StepState> = res
+            .workflow
+            .steps
+            .iter()
+            .map(|s| {
+                let (constraint, principals) = match &s.reviewers {
+                    Reviewers::OneOf(p) => (Constraint::OneOf, p),
+                    Reviewers::AllOf(p) => (Constraint::AllOf, p),
+                    Reviewers::Quorum { min, of } => (Constraint::Quorum { min: *min }, of),
+                };
+                StepState {
+                    constraint,
+                    slots: principals
+                        .iter()
+                        .map(|p| Slot {
+                            principal: p.clone(),
+                            people: dir.people(p),
+                        })
+                        .collect(),
+                    skip_if: s.skip_if.clone(),
+                    status: StepStatus::Waiting,
+                    reviews: vec![],
+                    assignments: vec![],
+                }
+            })
+            .collect();
+
+        let mut req = Request {
+            id: new.id,
+            resource: res.name.clone(),
+            requester: new.requester,
+            reason: new.reason,
+            fields,
+            duration,
+            state: RequestState::Pending,
+            created_at: now,
+            pending_until: now.plus(res.pending_ttl),
+            steps,
+            comments: vec![],
+            outcome: None,
+            grant: None,
+            connector: res.connector.clone(),
+            grant_params: res.grant.clone(),
+            part_of: res.part_of.clone(),
+            durations: res.durations.clone(),
+            allow_self_approval: res.allow_self_approval,
+            owners: res.owner_people(dir),
+        };
+        req.check_reviewable()?;
+
+        let mut ch = Changes::default();
+        ch.event(
+            Event::request(EventKind::RequestCreated, &req.id, Some(&req.requester))
+                .with("resource", &req.resource)
+                .with("duration", req.duration)
+                .with("reason", &req.reason),
+        );
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::RequestExpiry,
+            key: req.id.clone(),
+            at: req.pending_until,
+        });
+        req.enter_step(0, now, &mut ch);
+        Ok((req, ch))
+    }
+
+    /// Rule 13 together with rules 9 and 10: every step must be decidable by people other
+    /// than the requester, and no person can stand in two places. All the approvals the
+    /// workflow needs are matched against the eligible people at once.
+    fn check_reviewable(&self) -> Result<(), DomainError> {
+        let mut needs: Vec<(usize, BTreeSet<String>)> = vec![];
+        for (i, step) in self.steps.iter().enumerate() {
+            let eligible = |people: &BTreeSet<String>| -> BTreeSet<String> {
+                people
+                    .iter()
+                    .filter(|p| self.may_self_review(p))
+                    .cloned()
+                    .collect()
+            };
+            match step.constraint {
+                Constraint::OneOf => needs.push((i, eligible(&step.candidates()))),
+                Constraint::AllOf => {
+                    needs.extend(step.slots.iter().map(|s| (i, eligible(&s.people))));
+                }
+                Constraint::Quorum { min } => {
+                    let pool = eligible(&step.candidates());
+                    needs.extend((0..min).map(|_| (i, pool.clone())));
+                }
+            }
+        }
+        let people: Vec<&String> = needs
+            .iter()
+            .flat_map(|(_, s)| s.iter())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let edges: Vec<Vec<usize>> = needs
+            .iter()
+            .map(|(_, s)| {
+                (0..people.len())
+                    .filter(|&j| s.contains(people[j]))
+                    .collect()
+            })
+            .collect();
+        if max_matching(&edges, people.len()) < needs.len() {
+            // Name the first step that cannot be satisfied on its own, or the workflow.
+            let step = needs.iter().find(|(_, s)| s.is_empty()).map(|(i, _)| i + 1);
+            return Err(invalid(match step {
+                Some(n) => format!(
+                    "step {n} of {} has no eligible reviewer other than the requester",
+                    self.resource
+                ),
+                None => format!(
+                    "the workflow of {} needs more distinct reviewers than are eligible \
+                     (the requester cannot review, and nobody may decide twice)",
+                    self.resource
+                ),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Rule 9: the requester counts as a reviewer only where the resource allows it.
+    fn may_self_review(&self, person: &str) -> bool {
+        person != self.requester || self.allow_self_approval
+    }
+
+    fn enter_step(&mut self, i: usize, _now: Timestamp, ch: &mut Changes) {
+        // Policies are not evaluated yet: `skip_if` is kept on the step for the policy engine.
+        self.steps[i].status = StepStatus::Active;
+        let reviewers: Vec<String> = self.steps[i]
+            .candidates()
+            .into_iter()
+            .filter(|p| self.may_self_review(p))
+            .collect();
+        ch.event(
+            Event::request(EventKind::StepEntered, &self.id, None)
+                .with("step", i + 1)
+                .with("reviewers", reviewers.join(",")),
+        );
+    }
+
+    /// The index of the step awaiting decisions, if the request is pending.
+    pub fn current_step(&self) -> Option<usize> {
+        if self.state != RequestState::Pending {
+            return None;
+        }
+        self.steps
+            .iter()
+            .position(|s| s.status == StepStatus::Active)
+    }
+
+    /// Whether this person has decided anything on this request (rule 10).
+    pub fn has_decided(&self, person: &str) -> bool {
+        self.steps
+            .iter()
+            .flat_map(|s| &s.reviews)
+            .any(|r| r.by == person)
+    }
+
+    /// Whether this person may decide the current step now.
+    pub fn can_review(&self, person: &str) -> bool {
+        self.current_step().is_some_and(|i| {
+            self.may_self_review(person)
+                && !self.has_decided(person)
+                && self.steps[i].candidates().contains(person)
+        })
+    }
+
+    /// People who may decide the current step now.
+    pub fn eligible_reviewers(&self) -> BTreeSet<String> {
+        match self.current_step() {
+            Some(i) => self.steps[i]
+                .candidates()
+                .into_iter()
+                .filter(|p| self.can_review(p))
+                .collect(),
+            None => BTreeSet::new(),
+        }
+    }
+
+    /// Whether this person takes part in the request: requester, any reviewer, an owner.
+    pub fn involves(&self, person: &str) -> bool {
+        person == self.requester
+            || self.owners.contains(person)
+            || self.steps.iter().any(|s| s.candidates().contains(person))
+    }
+
+    /// Who may see this request at all (everyone else gets "not found").
+    pub fn visible_to(&self, actor: &Actor) -> bool {
+        actor.admin || self.involves(&actor.id)
+    }
+
+    fn require_pending(&self) -> Result<(), DomainError> {
+        if self.state.is_terminal() {
+            return Err(conflict(format!(
+                "request {} is already {}",
+                self.id,
+                self.state.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rules 7–10 and 14–15: records one review on the current step.
+    pub fn review(
+        &mut self,
+        actor: &Actor,
+        input: ReviewInput,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        self.require_pending()?;
+        let person = actor.id.as_str();
+        if let Some(c) = &input.comment {
+            check_text("comment", c)?;
+        }
+        if !self.may_self_review(person) {
+            return Err(forbidden("you cannot review your own request"));
+        }
+        if self.has_decided(person) {
+            return Err(conflict(format!(
+                "{person} has already decided on request {}",
+                self.id
+            )));
+        }
+        let Some(i) = self.current_step() else {
+            return Err(conflict(format!(
+                "request {} has no step awaiting review",
+                self.id
+            )));
+        };
+        if !self.steps[i].candidates().contains(person) {
+            return Err(forbidden(format!(
+                "{person} is not a reviewer of step {}",
+                i + 1
+            )));
+        }
+        if input.decision == Decision::Approve {
+            if let Some(d) = input.duration {
+                if d > self.duration {
+                    return Err(invalid(format!(
+                        "a reviewer may shorten the duration, not lengthen it: {d} is longer \
+                         than the requested {}",
+                        self.duration
+                    )));
+                }
+                if !self.durations.is_empty() && !self.durations.contains(&d) {
+                    let set: Vec<String> = self.durations.iter().map(Span::to_string).collect();
+                    return Err(invalid(format!(
+                        "duration {d} is not one of {}",
+                        set.join(", ")
+                    )));
+                }
+            }
+            if input.scope == Scope::Workflow && self.part_of.is_none() {
+                return Err(invalid(format!(
+                    "scope \"workflow\" needs a resource that is part_of a workflow; {} is not",
+                    self.resource
+                )));
+            }
+        } else if input.duration.is_some() || input.scope == Scope::Workflow {
+            return Err(invalid("duration and scope apply to approvals only"));
+        }
+
+        let mut ch = Changes::default();
+        let mut ev = Event::request(EventKind::ReviewRecorded, &self.id, Some(person))
+            .with("step", i + 1)
+            .with(
+                "decision",
+                match input.decision {
+                    Decision::Approve => "approve",
+                    Decision::Deny => "deny",
+                },
+            );
+        if let Some(d) = input.duration {
+            ev = ev.with("duration", d);
+        }
+        if input.scope == Scope::Workflow {
+            ev = ev.with("scope", "workflow");
+        }
+        if self.requester == person {
+            ev = ev.with("self_approval", "true");
+        }
+        ch.event(ev);
+        self.steps[i].reviews.push(Review {
+            by: person.to_owned(),
+            decision: input.decision,
+            comment: input.comment.clone(),
+            duration: input.duration,
+            scope: input.scope,
+            at: now,
+        });
+
+        match input.decision {
+            // Rule 8: a deny before the step is satisfied denies the whole request.
+            Decision::Deny => {
+                self.steps[i].status = StepStatus::Denied;
+                self.finish(
+                    RequestState::Denied,
+                    Some(person),
+                    input.comment,
+                    now,
+                    &mut ch,
+                );
+            }
+            Decision::Approve if self.steps[i].satisfied() => {
+                self.steps[i].status = StepStatus::Approved;
+                ch.event(
+                    Event::request(EventKind::StepApproved, &self.id, None).with("step", i + 1),
+                );
+                if i + 1 < self.steps.len() {
+                    self.enter_step(i + 1, now, &mut ch);
+                } else {
+                    self.finish(
+                        RequestState::Approved,
+                        Some(person),
+                        input.comment,
+                        now,
+                        &mut ch,
+                    );
+                }
+            }
+            Decision::Approve => {}
+        }
+        Ok(ch)
+    }
+
+    /// The grant an approved request produces: the smallest approved duration (rule 14) and
+    /// the workflow scope only if every approval chose it (rule 15), so that no reviewer's
+    /// decision is widened beyond what they approved.
+    fn grant_spec(&self) -> GrantSpec {
+        let approvals: Vec<&Review> = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.reviews)
+            .filter(|r| r.decision == Decision::Approve)
+            .collect();
+        let duration = approvals
+            .iter()
+            .filter_map(|r| r.duration)
+            .fold(self.duration, Span::min);
+        let workflow =
+            !approvals.is_empty() && approvals.iter().all(|r| r.scope == Scope::Workflow);
+        GrantSpec {
+            request: self.id.clone(),
+            subject: self.requester.clone(),
+            resource: self.resource.clone(),
+            workflow: if workflow { self.part_of.clone() } else { None },
+            connector: self.connector.clone(),
+            params: self.grant_params.clone(),
+            duration,
+        }
+    }
+
+    fn finish(
+        &mut self,
+        state: RequestState,
+        by: Option<&str>,
+        comment: Option<String>,
+        now: Timestamp,
+        ch: &mut Changes,
+    ) {
+        self.state = state;
+        self.outcome = Some(Outcome {
+            by: by.map(str::to_owned),
+            comment: comment.clone(),
+            at: now,
+        });
+        let kind = match state {
+            RequestState::Approved => EventKind::RequestApproved,
+            RequestState::Denied => EventKind::RequestDenied,
+            RequestState::Cancelled => EventKind::RequestCancelled,
+            RequestState::Expired | RequestState::Pending => EventKind::RequestExpired,
+        };
+        let mut ev = Event::request(kind, &self.id, by);
+        if let Some(c) = comment {
+            ev = ev.with("comment", c);
+        }
+        ch.event(ev);
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::RequestExpiry,
+            key: self.id.clone(),
+        });
+        if state == RequestState::Approved {
+            ch.effect(Effect::IssueGrant(self.grant_spec()));
+        }
+    }
+
+    /// Rule 5: the requester already holds an active grant that covers this resource; the
+    /// request is answered with it at once.
+    pub fn answer_with_grant(&mut self, grant: &str, now: Timestamp) -> Changes {
+        let mut ch = Changes::default();
+        for s in &mut self.steps {
+            s.status = StepStatus::Skipped;
+        }
+        self.state = RequestState::Approved;
+        self.grant = Some(grant.to_owned());
+        self.outcome = Some(Outcome {
+            by: None,
+            comment: Some(format!("covered by active grant {grant}")),
+            at: now,
+        });
+        ch.event(
+            Event::request(EventKind::RequestCoveredByGrant, &self.id, None).with("grant", grant),
+        );
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::RequestExpiry,
+            key: self.id.clone(),
+        });
+        ch
+    }
+
+    /// Rule 4: the requester may cancel; an admin may cancel any pending request with a
+    /// reason.
+    pub fn cancel(
+        &mut self,
+        actor: &Actor,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        self.require_pending()?;
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if let Some(r) = &reason {
+            check_text("reason", r)?;
+        }
+        if actor.id != self.requester {
+            if !actor.admin {
+                return Err(forbidden(
+                    "only the requester or an admin may cancel a request",
+                ));
+            }
+            if reason.is_none() {
+                return Err(invalid(
+                    "an admin must give a reason to cancel someone's request",
+                ));
+            }
+        }
+        let mut ch = Changes::default();
+        self.finish(
+            RequestState::Cancelled,
+            Some(&actor.id),
+            reason,
+            now,
+            &mut ch,
+        );
+        Ok(ch)
+    }
+
+    /// Rule 3: the pending TTL ran out. Returns `None` when there is nothing to do (the
+    /// request was decided meanwhile, or the timer fired early).
+    pub fn expire(&mut self, now: Timestamp) -> Option<Changes> {
+        if self.state != RequestState::Pending || now < self.pending_until {
+            return None;
+        }
+        let mut ch = Changes::default();
+        for s in &mut self.steps {
+            if s.status == StepStatus::Active {
+                s.status = StepStatus::Waiting;
+            }
+        }
+        self.finish(
+            RequestState::Expired,
+            None,
+            Some("not decided in time".into()),
+            now,
+            &mut ch,
+        );
+        Some(ch)
+    }
+
+    /// Rule 11: an eligible reviewer hands the current step to another principal.
+    pub fn assign(
+        &mut self,
+        actor: &Actor,
+        to: Principal,
+        dir: &Directory,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        self.require_pending()?;
+        let Some(i) = self.current_step() else {
+            return Err(conflict("the request has no step awaiting review"));
+        };
+        if !self.can_review(&actor.id) {
+            return Err(forbidden(format!(
+                "only an eligible reviewer of step {} may assign it",
+                i + 1
+            )));
+        }
+        let people = dir.people(&to);
+        if !dir.knows(&to) || people.is_empty() {
+            return Err(invalid(format!(
+                "{to} is not a configured user or group with members"
+            )));
+        }
+        if people.iter().all(|p| !self.may_self_review(p)) {
+            return Err(invalid("a request cannot be assigned to its requester"));
+        }
+        let slots = self.steps[i].slots_of(&actor.id);
+        self.steps[i].assignments.push(Assignment {
+            by: actor.id.clone(),
+            to: to.clone(),
+            people,
+            slots,
+            at: now,
+        });
+        let mut ch = Changes::default();
+        ch.event(
+            Event::request(EventKind::RequestAssigned, &self.id, Some(&actor.id))
+                .with("step", i + 1)
+                .with("to", &to),
+        );
+        Ok(ch)
+    }
+
+    /// Rule 12: anyone involved may comment, in any state.
+    pub fn comment(
+        &mut self,
+        actor: &Actor,
+        text: String,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        if !(actor.admin || self.involves(&actor.id)) {
+            return Err(forbidden(
+                "only people involved in a request may comment on it",
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err(invalid("a comment needs text"));
+        }
+        check_text("comment", &text)?;
+        self.comments.push(Comment {
+            by: actor.id.clone(),
+            text,
+            at: now,
+        });
+        let mut ch = Changes::default();
+        ch.event(Event::request(
+            EventKind::CommentAdded,
+            &self.id,
+            Some(&actor.id),
+        ));
+        Ok(ch)
+    }
+}
+
+fn validate_fields(
+    given: &BTreeMap<String, Input>,
+    res: &ResourceDef,
+    dir: &Directory,
+) -> Result<BTreeMap<String, FieldValue>, DomainError> {
+    if given.len() > crate::limits::MAX_FIELDS {
+        return Err(invalid(format!(
+            "at most {} fields",
+            crate::limits::MAX_FIELDS
+        )));
+    }
+    if let Some(unknown) = given
+        .keys()
+        .find(|k| !res.fields.iter().any(|f| &f.name == *k))
+    {
+        return Err(invalid(format!("{} has no field {unknown:?}", res.name)));
+    }
+    let mut out = BTreeMap::new();
+    for f in &res.fields {
+        let value = match given.get(&f.name) {
+            Some(input) => Some(f.parse(input, dir).map_err(invalid)?),
+            None => f.default.clone(),
+        };
+        match value {
+            Some(v) => {
+                out.insert(f.name.clone(), v);
+            }
+            None if f.required => {
+                return Err(invalid(format!("field {:?} is required", f.name)));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
