@@ -1,1 +1,468 @@
-//! placeholder
+//! Application services and workers.
+//!
+//! Every service follows one shape: inside a store write job, load the object, apply a domain
+//! transition, then persist the new state, its audit events and its effects (timers and
+//! connector outbox rows) together. Nothing is acknowledged before the store's commit is
+//! durable. Workers ([`worker`]) carry out due jobs one at a time and can be driven one step
+//! at a time with [`Engine::run_due`].
+//!
+//! The engine reads the clock only through [`clock::Clock`] and does no HTTP; authentication
+//! happens at the surfaces, which hand the engine a resolved [`domain::Actor`].
+
+pub mod backoff;
+pub mod clock;
+mod error;
+pub mod exec;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use config::Config;
+use domain::{
+    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal,
+    Request, RequestState, ReviewInput, Span, Timestamp,
+};
+use tokens::token_hash;
+use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
+pub use worker::Worker;
+
+/// What a requester submits.
+#[derive(Clone, Debug)]
+pub struct CreateRequest {
+    pub resource: String,
+    pub reason: String,
+    pub duration: Option<Span>,
+    pub fields: BTreeMap<String, Input>,
+}
+
+/// Filters of `GET /v1/requests`.
+#[derive(Clone, Debug, Default)]
+pub struct RequestQuery {
+    pub state: Option<RequestState>,
+    pub resource: Option<String>,
+    pub requester: Option<String>,
+    pub reviewable_by_me: bool,
+    pub limit: u32,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: RwLock<Arc<Config>>,
+    clock: Arc<dyn Clock>,
+    /// Wakes the worker when new jobs may be due.
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+fn new_id(now: Timestamp) -> String {
+    let ms = u64::try_from(now.millis()).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
+/// Writes what a transition produced: its events, its jobs, and any grant it issues. Returns
+/// the id of the grant issued, if any.
+async fn apply(tx: &mut dyn Tx, ch: Changes, now: Timestamp) -> Result<Option<String>, EngineError> {
+    let mut issued = None;
+    let mut queue = vec![ch];
+    while let Some(ch) = queue.pop() {
+        for e in &ch.events {
+            tx.append(e, now).await?;
+        }
+        for eff in ch.effects {
+            match eff {
+                Effect::Schedule { kind, key, at } => tx.schedule(kind, &key, at).await?,
+                Effect::Unschedule { kind, key } => tx.unschedule(kind, &key).await?,
+                Effect::IssueGrant(spec) => {
+                    let (grant, gch) = Grant::issue(new_id(now), spec, now);
+                    tx.put_grant(&grant).await?;
+                    issued = Some(grant.id.clone());
+                    queue.push(gch);
+                }
+            }
+        }
+    }
+    Ok(issued)
+}
+
+/// Persists a request after a transition, with the grant it may have produced.
+async fn save_request(
+    tx: &mut dyn Tx,
+    req: &mut Request,
+    ch: Changes,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    if let Some(grant) = apply(tx, ch, now).await? {
+        req.grant = Some(grant);
+    }
+    tx.put_request(req).await?;
+    Ok(())
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            config: RwLock::new(Arc::new(config)),
+            clock,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the configuration. Pending requests keep the workflow they snapshotted.
+    pub fn reload(&self, config: Config) {
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(p) => *p.into_inner() = Arc::new(config),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs `f` in a store transaction, passing its error through unchanged.
+    async fn write<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut dyn Tx) -> store::BoxFuture<'a, Result<T, EngineError>>
+            + Send
+            + 'static,
+    {
+        let job: store::WriteJob = Box::new(move |tx| {
+            Box::pin(async move {
+                match f(tx).await {
+                    Ok(v) => Ok(Box::new(v) as Box<dyn std::any::Any + Send>),
+                    Err(EngineError::Store(e)) => Err(JobFailure::Store(e)),
+                    Err(e) => Err(JobFailure::Abort(Box::new(e))),
+                }
+            })
+        });
+        let out = self.store.write(job).await.map_err(EngineError::from)?;
+        out.downcast::<T>().map(|b| *b).map_err(|_| {
+            EngineError::Store(store::StoreError::Corrupt("unexpected job result".into()))
+        })
+    }
+
+    /// The actor a configured user acts as, if the user is (still) configured.
+    pub fn actor(&self, user: &str) -> Option<Actor> {
+        self.config().directory.actor(user)
+    }
+
+    /// Rule 2 (validation), rule 5 (covered by an active grant), rule 13, then step 1.
+    pub async fn create_request(
+        &self,
+        actor: &Actor,
+        input: CreateRequest,
+    ) -> Result<Request, EngineError> {
+        let config = self.config();
+        let res = config.resources.get(&input.resource).cloned().ok_or_else(|| {
+            DomainError::Invalid(format!("unknown resource {:?}", input.resource))
+        })?;
+        let now = self.now();
+        let new = NewRequest {
+            id: new_id(now),
+            requester: actor.id.clone(),
+            reason: input.reason,
+            duration: input.duration,
+            fields: input.fields,
+        };
+        let (mut req, mut ch) = Request::create(new, &res, &config.directory, now)?;
+        let req = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    if let Some(g) = tx
+                        .active_grant_covering(&req.requester, &req.resource, req.part_of.as_deref())
+                        .await?
+                        .filter(|g| g.covers(&req.resource, req.part_of.as_deref()))
+                        .filter(|g| g.expires_at.is_some_and(|t| t > now))
+                    {
+                        ch.extend(req.answer_with_grant(&g.id, now));
+                    }
+                    save_request(tx, &mut req, ch, now).await?;
+                    Ok(req)
+                })
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(req)
+    }
+
+    /// Loads a request, applies `f` to it and saves the result, all in one transaction.
+    async fn transition<F>(&self, actor: &Actor, id: &str, f: F) -> Result<Request, EngineError>
+    where
+        F: FnOnce(&mut Request, Timestamp) -> Result<Changes, DomainError> + Send + 'static,
+    {
+        let now = self.now();
+        let id = id.to_owned();
+        let actor = actor.clone();
+        let req = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut req = tx
+                        .request(&id)
+                        .await?
+                        .filter(|r| r.visible_to(&actor))
+                        .ok_or_else(|| EngineError::NotFound(format!("request {id}")))?;
+                    let ch = f(&mut req, now)?;
+                    save_request(tx, &mut req, ch, now).await?;
+                    Ok(req)
+                })
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(req)
+    }
+
+    pub async fn review(
+        &self,
+        actor: &Actor,
+        id: &str,
+        input: ReviewInput,
+    ) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        self.transition(actor, id, move |r, now| r.review(&a, input, now)).await
+    }
+
+    pub async fn cancel(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        self.transition(actor, id, move |r, now| r.cancel(&a, reason, now)).await
+    }
+
+    pub async fn comment(&self, actor: &Actor, id: &str, text: String) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        self.transition(actor, id, move |r, now| r.comment(&a, text, now)).await
+    }
+
+    pub async fn assign(&self, actor: &Actor, id: &str, to: Principal) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        let dir = self.config().directory.clone();
+        self.transition(actor, id, move |r, now| r.assign(&a, to, &dir, now)).await
+    }
+
+    pub async fn request(&self, actor: &Actor, id: &str) -> Result<Request, EngineError> {
+        self.store
+            .request(id)
+            .await?
+            .filter(|r| r.visible_to(actor))
+            .ok_or_else(|| EngineError::NotFound(format!("request {id}")))
+    }
+
+    /// Requests the actor may see, newest first.
+    pub async fn list_requests(
+        &self,
+        actor: &Actor,
+        q: RequestQuery,
+    ) -> Result<Vec<Request>, EngineError> {
+        let limit = q.limit.clamp(1, 500);
+        let mut filter = RequestFilter {
+            state: if q.reviewable_by_me { Some(RequestState::Pending) } else { q.state },
+            resource: q.resource,
+            requester: q.requester,
+            before: None,
+            limit: 200,
+        };
+        let mut out = vec![];
+        // Visibility is decided by the snapshot, so pages are filtered here until full.
+        loop {
+            let page = self.store.list_requests(&filter).await?;
+            let done = page.len() < filter.limit as usize;
+            filter.before = page.last().map(|r| (r.created_at, r.id.clone()));
+            for r in page {
+                let keep = if q.reviewable_by_me {
+                    r.can_review(&actor.id) && q.state.is_none_or(|s| s == r.state)
+                } else {
+                    r.visible_to(actor)
+                };
+                if keep {
+                    out.push(r);
+                    if out.len() == limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn may_see_grant(&self, actor: &Actor, g: &Grant) -> bool {
+        actor.admin || g.spec.subject == actor.id || self.is_owner(actor, &g.spec.resource)
+    }
+
+    fn is_owner(&self, actor: &Actor, resource: &str) -> bool {
+        let config = self.config();
+        config
+            .resources
+            .get(resource)
+            .is_some_and(|r| r.owner_people(&config.directory).contains(&actor.id))
+    }
+
+    pub async fn grant(&self, actor: &Actor, id: &str) -> Result<Grant, EngineError> {
+        self.store
+            .grant(id)
+            .await?
+            .filter(|g| self.may_see_grant(actor, g))
+            .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))
+    }
+
+    pub async fn list_grants(
+        &self,
+        actor: &Actor,
+        mut f: GrantFilter,
+    ) -> Result<Vec<Grant>, EngineError> {
+        f.limit = f.limit.clamp(1, 500);
+        let want = f.limit as usize;
+        if !actor.admin {
+            f.limit = 500;
+        }
+        let mut out = self.store.list_grants(&f).await?;
+        out.retain(|g| self.may_see_grant(actor, g));
+        out.truncate(want);
+        Ok(out)
+    }
+
+    /// Rule 19: the subject drops a grant, or an owner or admin revokes it with a reason.
+    pub async fn revoke_grant(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<Grant, EngineError> {
+        let now = self.now();
+        let existing = self.grant(actor, id).await?;
+        let is_owner = self.is_owner(actor, &existing.spec.resource);
+        let (actor, id) = (actor.clone(), id.to_owned());
+        let g = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let mut g = tx
+                        .grant(&id)
+                        .await?
+                        .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))?;
+                    let ch = g.revoke(&actor, is_owner, reason, now)?;
+                    apply(tx, ch, now).await?;
+                    tx.put_grant(&g).await?;
+                    Ok(g)
+                })
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(g)
+    }
+
+    /// Audit events after `after`, for admins.
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, EngineError> {
+        if !actor.admin {
+            return Err(DomainError::Forbidden("only admins may read the audit log".into()).into());
+        }
+        Ok(self.store.events(after, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Walks the whole audit chain. Returns the number of events checked and the head hash.
+    pub async fn verify_audit(&self, actor: &Actor) -> Result<Verification, EngineError> {
+        if !actor.admin {
+            return Err(DomainError::Forbidden("only admins may verify the audit log".into()).into());
+        }
+        let mut v = store::chain::Verifier::default();
+        let mut after = 0;
+        loop {
+            let page = self.store.events(after, 1000).await?;
+            for e in &page {
+                if let Err(b) = v.check(e) {
+                    return Ok(Verification { ok: false, checked: v.checked, head: None, error: Some(b.to_string()) });
+                }
+                after = e.seq;
+            }
+            if page.len() < 1000 {
+                return Ok(Verification { ok: true, checked: v.checked, head: Some(v.head().to_owned()), error: None });
+            }
+        }
+    }
+
+    /// Issues a bearer token for a configured user; returns the token, shown only once.
+    pub async fn create_token(&self, subject: &str) -> Result<String, EngineError> {
+        if self.config().directory.user(subject).is_none() {
+            return Err(DomainError::Invalid(format!("{subject} is not a configured user")).into());
+        }
+        let token = tokens::new_token();
+        let hash = token_hash(&token);
+        let now = self.now();
+        let subject = subject.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.put_token(&hash, &subject, now).await?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(token)
+    }
+
+    /// The user a bearer token authenticates, if any.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Actor>, EngineError> {
+        if !token.starts_with("cs_") || token.len() > 128 {
+            return Ok(None);
+        }
+        let row = self.store.token(&token_hash(token)).await?;
+        Ok(row.and_then(|r| self.actor(&r.subject)))
+    }
+
+    /// Runs every job due now, one at a time; returns how many ran.
+    pub async fn run_due(&self) -> Result<usize, EngineError> {
+        worker::run_due(self, self.now()).await
+    }
+
+    /// Whether a grant state is final, for clients that wait.
+    pub fn grant_final(state: GrantState) -> bool {
+        state.is_final()
+    }
+}
+
+/// The result of walking the audit chain.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    pub ok: bool,
+    pub checked: u64,
+    pub head: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Tokens: random, prefixed, stored only as hashes.
+mod tokens {
+    use rand::RngCore;
+
+    pub fn new_token() -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        format!("cs_{}", hex::encode(bytes))
+    }
+
+    /// A SHA-256 of the token. Tokens carry 256 random bits, so a fast hash is enough: there
+    /// is nothing to guess.
+    pub fn token_hash(token: &str) -> String {
+        store::chain::sha256_hex(token.as_bytes())
+    }
+}

@@ -1,1 +1,154 @@
-//! placeholder
+//! Persistence behind one trait.
+//!
+//! The engine hands the store *write jobs*: closures that load state through a [`Tx`], apply a
+//! domain transition, and write the new state, its audit events and its jobs (timers and
+//! connector outbox rows). A store runs every job inside a transaction, so a state change,
+//! its audit event and its outbox rows are committed together or not at all, and replies to a
+//! job only after its commit is durable. Reads that need no consistency with a write go
+//! through the [`Store`] methods directly.
+//!
+//! The SQLite store ([`sqlite::SqliteStore`]) runs all write jobs on one writer task that
+//! groups the jobs waiting at a moment into one transaction (a savepoint per job), so that
+//! concurrent writers share one fsync. A PostgreSQL store can implement the same traits with
+//! one database transaction per job.
+//!
+//! This crate knows the stored shape of domain objects; it does not decide anything.
+
+pub mod chain;
+pub mod sqlite;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use domain::{Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
+
+pub use chain::StoredEvent;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("unsupported database URL {0:?}: use sqlite://path")]
+    BadUrl(String),
+}
+
+/// How a write job ended without committing its changes.
+pub enum JobFailure {
+    /// The store failed; the caller's error type never saw it.
+    Store(StoreError),
+    /// The job itself refused (a domain rule); carries the caller's error.
+    Abort(Box<dyn Any + Send>),
+}
+
+impl From<StoreError> for JobFailure {
+    fn from(e: StoreError) -> Self {
+        JobFailure::Store(e)
+    }
+}
+
+pub type JobResult = Result<Box<dyn Any + Send>, JobFailure>;
+
+/// A unit of work run inside a store transaction.
+pub type WriteJob = Box<dyn for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, JobResult> + Send>;
+
+/// A due job: a timer or a connector call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueJob {
+    pub kind: TimerKind,
+    pub key: String,
+    pub due_at: Timestamp,
+}
+
+/// What a token authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub subject: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RequestFilter {
+    pub state: Option<RequestState>,
+    pub resource: Option<String>,
+    pub requester: Option<String>,
+    /// Only requests created before this one (by creation order), for paging.
+    pub before: Option<(Timestamp, String)>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GrantFilter {
+    pub state: Option<GrantState>,
+    pub subject: Option<String>,
+    pub resource: Option<String>,
+    pub limit: u32,
+}
+
+/// The operations available inside a write transaction.
+#[async_trait]
+pub trait Tx: Send {
+    async fn request(&mut self, id: &str) -> Result<Option<Request>, StoreError>;
+    async fn put_request(&mut self, r: &Request) -> Result<(), StoreError>;
+    async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError>;
+    async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError>;
+    /// An active grant of `subject` on `resource`, or on the workflow `part_of` (rule 5).
+    async fn active_grant_covering(
+        &mut self,
+        subject: &str,
+        resource: &str,
+        part_of: Option<&str>,
+    ) -> Result<Option<Grant>, StoreError>;
+    /// Appends an audit event to the hash chain; returns its sequence number.
+    async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError>;
+    /// Writes a job, or moves it if it exists (one row per kind and key).
+    async fn schedule(&mut self, kind: TimerKind, key: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn unschedule(&mut self, kind: TimerKind, key: &str) -> Result<(), StoreError>;
+    /// Marks a due job as taken until `until`; false if it is gone or not due.
+    async fn claim(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn put_token(&mut self, hash: &str, subject: &str, now: Timestamp) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Runs a job in a transaction and returns once its changes are durable (or not made).
+    async fn write(&self, job: WriteJob) -> JobResult;
+
+    async fn request(&self, id: &str) -> Result<Option<Request>, StoreError>;
+    async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+    async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    /// Audit events with `seq > after`, in order.
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<DueJob>, StoreError>;
+    /// The earliest due time of any job, so that a worker knows how long it may wait.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Stops the writer after the jobs already queued.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names. Only `sqlite://` is supported for now.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::BadUrl(url.to_owned()))?;
+    Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+}

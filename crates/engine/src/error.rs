@@ -1,0 +1,29 @@
+//! The engine's one error type. Surfaces map it to their own status codes.
+
+use domain::DomainError;
+use store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The object does not exist or the actor may not see it (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A rule refused the change (422, 403 or 409 by kind).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed; the details go to the log, not to the client (500).
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+}
+
+impl From<store::JobFailure> for EngineError {
+    fn from(f: store::JobFailure) -> Self {
+        match f {
+            store::JobFailure::Store(e) => EngineError::Store(e),
+            store::JobFailure::Abort(any) => match any.downcast::<EngineError>() {
+                Ok(e) => *e,
+                Err(_) => EngineError::Store(StoreError::Corrupt("job failed".into())),
+            },
+        }
+    }
+}
