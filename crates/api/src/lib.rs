@@ -1,1 +1,154 @@
-//! placeholder
+//! The HTTP API: an axum router over the engine.
+//!
+//! [`app`] builds the whole router from an [`AppState`]; handlers authenticate with [`Auth`],
+//! parse the wire types of `proto`, call one engine service and convert the result back.
+//! Errors are mapped to HTTP in one place ([`error::ApiError`]). The OpenAPI document is
+//! generated from the same handler annotations that mount the routes, so it cannot drift.
+//!
+//! This crate owns no state and makes no decisions: authorisation lives in the engine and the
+//! domain.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use engine::Engine;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use auth::{Auth, TokenCache};
+pub use error::ApiError;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub tokens: Arc<TokenCache>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>) -> AppState {
+        AppState {
+            engine,
+            tokens: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Countersign", description = "Approval engine for just-in-time access and gated actions."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router and the OpenAPI document describing it.
+pub fn app(state: AppState) -> Router {
+    let (v1, mut doc) = routes::router().split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    Router::new()
+        .merge(v1)
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .with_state(state)
+}
+
+fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+}
+
+async fn count_responses(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let res = next.run(req).await;
+    state.metrics.response(res.status().as_u16());
+    res
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(proto::Health {
+        status: "ok".into(),
+    })
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine.store().ping().await {
+        Ok(()) => axum::Json(proto::Health {
+            status: "ready".into(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database does not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

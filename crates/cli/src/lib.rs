@@ -1,1 +1,451 @@
-//! placeholder
+//! The client commands of `countersign`: they talk to a server over HTTP, reading
+//! `COUNTERSIGN_URL` and `COUNTERSIGN_TOKEN`, and print a table (or JSON with `--json`).
+//!
+//! This crate depends on the wire types only, never on the server's crates, so that a client
+//! cannot accidentally decide anything itself.
+//!
+//! Exit codes: 0 success; with `request create --wait`, 1 denied and 2 cancelled or expired;
+//! 3 for any error (unreachable server, refused command, bad input).
+
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use proto::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Connection settings shared by every client command.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "COUNTERSIGN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// A bearer token from `countersign token create`.
+    #[arg(long, env = "COUNTERSIGN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create, list, show, cancel and comment on requests.
+    #[command(subcommand)]
+    Request(RequestCmd),
+    /// Approve or deny the current step of a request.
+    #[command(subcommand)]
+    Review(ReviewCmd),
+    /// List and revoke grants.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Export and verify the audit log (admins).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCmd {
+    /// Ask for a resource.
+    Create {
+        resource: String,
+        #[arg(long)]
+        reason: String,
+        /// For example 15m or 1h; defaults to the resource's shortest duration.
+        #[arg(long)]
+        duration: Option<String>,
+        /// A field value, as name=value (repeatable).
+        #[arg(long = "field", value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+        /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
+        #[arg(long)]
+        wait: bool,
+        /// How often to poll while waiting, in seconds.
+        #[arg(long, default_value_t = 2)]
+        poll_seconds: u64,
+    },
+    /// List requests you may see.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        requester: Option<String>,
+        /// Only requests you may decide now.
+        #[arg(long)]
+        reviewable: bool,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show one request with its steps, reviews and comments.
+    Show { id: String },
+    /// Cancel a pending request.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Comment on a request.
+    Comment { id: String, text: String },
+    /// Assign the current step to another user or group.
+    Assign { id: String, to: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCmd {
+    /// Approve the current step.
+    Approve {
+        id: String,
+        /// Shorten the granted duration.
+        #[arg(long)]
+        duration: Option<String>,
+        /// `workflow` approves every resource of the same workflow.
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny the request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCmd {
+    /// List grants you may see.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Show one grant.
+    Show { id: String },
+    /// Revoke a grant early (drop your own without a reason).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print every event as one JSON object per line.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// Check the hash chain on the server; exits 1 if it is broken.
+    Verify,
+}
+
+/// A failed command: what to tell the user.
+#[derive(Debug)]
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(conn: &Conn) -> Result<Client, Failure> {
+        let token = conn.token.clone().ok_or_else(|| {
+            Failure("no token: set COUNTERSIGN_TOKEN (see `countersign token create`)".into())
+        })?;
+        if conn.url.starts_with("https://") {
+            return Err(Failure(
+                "this build talks plain HTTP only; put a TLS-terminating proxy in front or use http://".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Client {
+            http,
+            base: conn.url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let res = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Failure(format!("cannot reach {}: {e}", self.base)))?;
+        let status = res.status();
+        let bytes = res.bytes().await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure(format!("unexpected response from the server: {e}")));
+        }
+        Err(Failure(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => format!(
+                "{} ({}): {}",
+                status.as_u16(),
+                b.error.code,
+                b.error.message
+            ),
+            Err(_) => format!("the server answered {status}"),
+        }))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, Failure> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+fn opt(pairs: &[(&'static str, &Option<String>)]) -> Vec<(&'static str, String)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v.clone())))
+        .collect()
+}
+
+/// Runs a client command and returns the process exit code.
+pub async fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
+    match run_inner(&conn, cmd).await {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("countersign: {msg}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure> {
+    let c = Client::new(conn)?;
+    let json = conn.json;
+    match cmd {
+        ClientCommand::Request(RequestCmd::Create {
+            resource,
+            reason,
+            duration,
+            fields,
+            wait,
+            poll_seconds,
+        }) => {
+            let mut map = std::collections::BTreeMap::new();
+            for f in fields {
+                let (k, v) = f
+                    .split_once('=')
+                    .ok_or_else(|| Failure(format!("--field {f:?}: write it as name=value")))?;
+                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+            let body = CreateRequestBody {
+                resource,
+                reason,
+                duration,
+                fields: map,
+            };
+            let mut r: RequestView = c.post("/v1/requests", &body).await?;
+            if !wait {
+                print(json, &r, || table::request(&r))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("request {} is {}; waiting for the outcome…", r.id, r.state);
+            while r.state == "pending" {
+                pause(Duration::from_secs(poll_seconds.max(1))).await;
+                r = c.get(&format!("/v1/requests/{}", r.id), &[]).await?;
+            }
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::from(match r.state.as_str() {
+                "approved" => 0,
+                "denied" => 1,
+                _ => 2,
+            }))
+        }
+        ClientCommand::Request(RequestCmd::List {
+            state,
+            resource,
+            requester,
+            reviewable,
+            limit,
+        }) => {
+            let mut q = opt(&[
+                ("state", &state),
+                ("resource", &resource),
+                ("requester", &requester),
+            ]);
+            if reviewable {
+                q.push(("reviewable_by", "me".into()));
+            }
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            let list: RequestList = c.get("/v1/requests", &q).await?;
+            print(json, &list, || table::requests(&list.requests))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Request(RequestCmd::Show { id }) => {
+            let r: RequestView = c.get(&format!("/v1/requests/{id}"), &[]).await?;
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Request(RequestCmd::Cancel { id, reason }) => {
+            let r: RequestView = c
+                .post(&format!("/v1/requests/{id}/cancel"), &ReasonBody { reason })
+                .await?;
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Request(RequestCmd::Comment { id, text }) => {
+            let r: RequestView = c
+                .post(
+                    &format!("/v1/requests/{id}/comments"),
+                    &CommentBody { text },
+                )
+                .await?;
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Request(RequestCmd::Assign { id, to }) => {
+            let r: RequestView = c
+                .post(&format!("/v1/requests/{id}/assign"), &AssignBody { to })
+                .await?;
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Review(cmd) => {
+            let (id, body) = match cmd {
+                ReviewCmd::Approve {
+                    id,
+                    duration,
+                    scope,
+                    comment,
+                } => (
+                    id,
+                    ReviewBody {
+                        decision: "approve".into(),
+                        comment,
+                        duration,
+                        scope,
+                    },
+                ),
+                ReviewCmd::Deny { id, comment } => (
+                    id,
+                    ReviewBody {
+                        decision: "deny".into(),
+                        comment,
+                        duration: None,
+                        scope: None,
+                    },
+                ),
+            };
+            let r: RequestView = c.post(&format!("/v1/requests/{id}/reviews"), &body).await?;
+            print(json, &r, || table::request(&r))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Grant(GrantCmd::List {
+            state,
+            subject,
+            resource,
+        }) => {
+            let q = opt(&[
+                ("state", &state),
+                ("subject", &subject),
+                ("resource", &resource),
+            ]);
+            let list: GrantList = c.get("/v1/grants", &q).await?;
+            print(json, &list, || table::grants(&list.grants))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Grant(GrantCmd::Show { id }) => {
+            let g: GrantView = c.get(&format!("/v1/grants/{id}"), &[]).await?;
+            print(json, &g, || table::grants(std::slice::from_ref(&g)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Grant(GrantCmd::Revoke { id, reason }) => {
+            let g: GrantView = c
+                .post(&format!("/v1/grants/{id}/revoke"), &ReasonBody { reason })
+                .await?;
+            print(json, &g, || table::grants(std::slice::from_ref(&g)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Audit(AuditCmd::Export { mut after }) => loop {
+            let page: AuditPage = c
+                .get(
+                    "/v1/audit",
+                    &[("after", after.to_string()), ("limit", "1000".into())],
+                )
+                .await?;
+            for e in &page.events {
+                println!("{}", serde_json::to_string(e)?);
+            }
+            match page.next_after {
+                Some(n) => after = n,
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        },
+        ClientCommand::Audit(AuditCmd::Verify) => {
+            let v: VerifyView = c.get("/v1/audit/verify", &[]).await?;
+            print(json, &v, || match (&v.head, &v.error) {
+                (Some(head), _) if v.ok => format!("ok: {} events, head {head}\n", v.checked),
+                (_, Some(e)) => format!("BROKEN: {e}\n"),
+                _ => format!("ok: {} events\n", v.checked),
+            })?;
+            Ok(if v.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// Client-side polling waits in real time.
+#[allow(clippy::disallowed_methods)]
+async fn pause(d: Duration) {
+    tokio::time::sleep(d).await;
+}

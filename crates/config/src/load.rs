@@ -133,7 +133,11 @@ fn finish(raw: RawConfig, mut errors: Vec<ConfigError>) -> Result<Config, Config
 }
 
 fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<ConfigError>) {
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // `file()` paths and exec commands are relative to the file's directory.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let body = match parser::parse_body(src) {
         Ok(b) => b,
         Err(e) => {

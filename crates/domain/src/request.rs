@@ -130,11 +130,16 @@ pub struct StepState {
 impl StepState {
     /// Whether `person` stands in slot `i`, directly or through an assignment.
     fn in_slot(&self, i: usize, person: &str) -> bool {
-        self.slots[i].people.contains(person)
+        !self.assigned_away(person) && self.slots[i].people.contains(person)
             || self
                 .assignments
                 .iter()
                 .any(|a| a.slots.contains(&i) && a.people.contains(person))
+    }
+
+    /// Rule 11: a reviewer who assigned the step handed their place over.
+    fn assigned_away(&self, person: &str) -> bool {
+        self.assignments.iter().any(|a| a.by == person)
     }
 
     fn slots_of(&self, person: &str) -> Vec<usize> {
@@ -149,6 +154,7 @@ impl StepState {
         for a in &self.assignments {
             all.extend(a.people.iter().cloned());
         }
+        all.retain(|p| !self.assigned_away(p));
         all
     }
 
@@ -283,11 +289,15 @@ fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
 
 impl Request {
     /// Rule 2 (validation) and rule 13: builds a pending request and enters step 1.
+    ///
+    /// `covered_by` names an active grant of the requester that already covers the resource
+    /// (rule 5): the request is then validated and answered with it, without an approval round.
     pub fn create(
         new: NewRequest,
         res: &ResourceDef,
         dir: &Directory,
         now: Timestamp,
+        covered_by: Option<&str>,
     ) -> Result<(Request, Changes), DomainError> {
         if dir.user(&new.requester).is_none() {
             return Err(forbidden(format!(
@@ -351,7 +361,9 @@ impl Request {
             allow_self_approval: res.allow_self_approval,
             owners: res.owner_people(dir),
         };
-        req.check_reviewable()?;
+        if covered_by.is_none() {
+            req.check_reviewable()?;
+        }
 
         let mut ch = Changes::default();
         ch.event(
@@ -360,12 +372,17 @@ impl Request {
                 .with("duration", req.duration)
                 .with("reason", &req.reason),
         );
-        ch.effect(Effect::Schedule {
-            kind: TimerKind::RequestExpiry,
-            key: req.id.clone(),
-            at: req.pending_until,
-        });
-        req.enter_step(0, now, &mut ch);
+        match covered_by {
+            Some(grant) => ch.extend(req.answer_with_grant(grant, now)),
+            None => {
+                ch.effect(Effect::Schedule {
+                    kind: TimerKind::RequestExpiry,
+                    key: req.id.clone(),
+                    at: req.pending_until,
+                });
+                req.enter_step(0, now, &mut ch);
+            }
+        }
         Ok((req, ch))
     }
 
@@ -436,7 +453,7 @@ impl Request {
         let reviewers: Vec<String> = self.steps[i]
             .candidates()
             .into_iter()
-            .filter(|p| self.may_self_review(p))
+            .filter(|p| self.may_self_review(p) && !self.has_decided(p))
             .collect();
         ch.event(
             Event::request(EventKind::StepEntered, &self.id, None)
@@ -488,7 +505,12 @@ impl Request {
     pub fn involves(&self, person: &str) -> bool {
         person == self.requester
             || self.owners.contains(person)
-            || self.steps.iter().any(|s| s.candidates().contains(person))
+            || self.steps.iter().any(|s| {
+                s.slots.iter().any(|sl| sl.people.contains(person))
+                    || s.assignments
+                        .iter()
+                        .any(|a| a.by == person || a.people.contains(person))
+            })
     }
 
     /// Who may see this request at all (everyone else gets "not found").
@@ -693,7 +715,7 @@ impl Request {
 
     /// Rule 5: the requester already holds an active grant that covers this resource; the
     /// request is answered with it at once.
-    pub fn answer_with_grant(&mut self, grant: &str, now: Timestamp) -> Changes {
+    fn answer_with_grant(&mut self, grant: &str, now: Timestamp) -> Changes {
         let mut ch = Changes::default();
         for s in &mut self.steps {
             s.status = StepStatus::Skipped;

@@ -33,7 +33,10 @@ impl ManualClock {
         ManualClock(AtomicI64::new(start.millis()))
     }
     pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
+        self.0.fetch_add(
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Ordering::SeqCst,
+        );
     }
 }
 

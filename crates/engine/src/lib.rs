@@ -20,11 +20,11 @@ use std::sync::{Arc, RwLock};
 
 use config::Config;
 use domain::{
-    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal,
-    Request, RequestState, ReviewInput, Span, Timestamp,
+    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal, Request,
+    RequestState, ReviewInput, Span, Timestamp,
 };
-use tokens::token_hash;
 use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
+use tokens::token_hash;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
@@ -59,13 +59,18 @@ pub struct Engine {
 
 fn new_id(now: Timestamp) -> String {
     let ms = u64::try_from(now.millis()).unwrap_or(0);
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
     uuid::Uuid::new_v7(ts).to_string()
 }
 
 /// Writes what a transition produced: its events, its jobs, and any grant it issues. Returns
 /// the id of the grant issued, if any.
-async fn apply(tx: &mut dyn Tx, ch: Changes, now: Timestamp) -> Result<Option<String>, EngineError> {
+async fn apply(
+    tx: &mut dyn Tx,
+    ch: Changes,
+    now: Timestamp,
+) -> Result<Option<String>, EngineError> {
     let mut issued = None;
     let mut queue = vec![ch];
     while let Some(ch) = queue.pop() {
@@ -113,7 +118,10 @@ impl Engine {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Replaces the configuration. Pending requests keep the workflow they snapshotted.
@@ -167,9 +175,13 @@ impl Engine {
         input: CreateRequest,
     ) -> Result<Request, EngineError> {
         let config = self.config();
-        let res = config.resources.get(&input.resource).cloned().ok_or_else(|| {
-            DomainError::Invalid(format!("unknown resource {:?}", input.resource))
-        })?;
+        let res = config
+            .resources
+            .get(&input.resource)
+            .cloned()
+            .ok_or_else(|| {
+                DomainError::Invalid(format!("unknown resource {:?}", input.resource))
+            })?;
         let now = self.now();
         let new = NewRequest {
             id: new_id(now),
@@ -178,18 +190,24 @@ impl Engine {
             duration: input.duration,
             fields: input.fields,
         };
-        let (mut req, mut ch) = Request::create(new, &res, &config.directory, now)?;
+        // The request is built inside the transaction, where the covering grant (rule 5) is
+        // read consistently with the write.
+        let dir = config.directory.clone();
         let req = self
             .write(move |tx| {
                 Box::pin(async move {
-                    if let Some(g) = tx
-                        .active_grant_covering(&req.requester, &req.resource, req.part_of.as_deref())
+                    let covering = tx
+                        .active_grant_covering(&new.requester, &res.name, res.part_of.as_deref())
                         .await?
-                        .filter(|g| g.covers(&req.resource, req.part_of.as_deref()))
-                        .filter(|g| g.expires_at.is_some_and(|t| t > now))
-                    {
-                        ch.extend(req.answer_with_grant(&g.id, now));
-                    }
+                        .filter(|g| g.covers(&res.name, res.part_of.as_deref()))
+                        .filter(|g| g.expires_at.is_some_and(|t| t > now));
+                    let (mut req, ch) = Request::create(
+                        new,
+                        &res,
+                        &dir,
+                        now,
+                        covering.as_ref().map(|g| g.id.as_str()),
+                    )?;
                     save_request(tx, &mut req, ch, now).await?;
                     Ok(req)
                 })
@@ -232,7 +250,8 @@ impl Engine {
         input: ReviewInput,
     ) -> Result<Request, EngineError> {
         let a = actor.clone();
-        self.transition(actor, id, move |r, now| r.review(&a, input, now)).await
+        self.transition(actor, id, move |r, now| r.review(&a, input, now))
+            .await
     }
 
     pub async fn cancel(
@@ -242,18 +261,31 @@ impl Engine {
         reason: Option<String>,
     ) -> Result<Request, EngineError> {
         let a = actor.clone();
-        self.transition(actor, id, move |r, now| r.cancel(&a, reason, now)).await
+        self.transition(actor, id, move |r, now| r.cancel(&a, reason, now))
+            .await
     }
 
-    pub async fn comment(&self, actor: &Actor, id: &str, text: String) -> Result<Request, EngineError> {
+    pub async fn comment(
+        &self,
+        actor: &Actor,
+        id: &str,
+        text: String,
+    ) -> Result<Request, EngineError> {
         let a = actor.clone();
-        self.transition(actor, id, move |r, now| r.comment(&a, text, now)).await
+        self.transition(actor, id, move |r, now| r.comment(&a, text, now))
+            .await
     }
 
-    pub async fn assign(&self, actor: &Actor, id: &str, to: Principal) -> Result<Request, EngineError> {
+    pub async fn assign(
+        &self,
+        actor: &Actor,
+        id: &str,
+        to: Principal,
+    ) -> Result<Request, EngineError> {
         let a = actor.clone();
         let dir = self.config().directory.clone();
-        self.transition(actor, id, move |r, now| r.assign(&a, to, &dir, now)).await
+        self.transition(actor, id, move |r, now| r.assign(&a, to, &dir, now))
+            .await
     }
 
     pub async fn request(&self, actor: &Actor, id: &str) -> Result<Request, EngineError> {
@@ -272,7 +304,11 @@ impl Engine {
     ) -> Result<Vec<Request>, EngineError> {
         let limit = q.limit.clamp(1, 500);
         let mut filter = RequestFilter {
-            state: if q.reviewable_by_me { Some(RequestState::Pending) } else { q.state },
+            state: if q.reviewable_by_me {
+                Some(RequestState::Pending)
+            } else {
+                q.state
+            },
             resource: q.resource,
             requester: q.requester,
             before: None,
@@ -384,7 +420,9 @@ impl Engine {
     /// Walks the whole audit chain. Returns the number of events checked and the head hash.
     pub async fn verify_audit(&self, actor: &Actor) -> Result<Verification, EngineError> {
         if !actor.admin {
-            return Err(DomainError::Forbidden("only admins may verify the audit log".into()).into());
+            return Err(
+                DomainError::Forbidden("only admins may verify the audit log".into()).into(),
+            );
         }
         let mut v = store::chain::Verifier::default();
         let mut after = 0;
@@ -392,12 +430,22 @@ impl Engine {
             let page = self.store.events(after, 1000).await?;
             for e in &page {
                 if let Err(b) = v.check(e) {
-                    return Ok(Verification { ok: false, checked: v.checked, head: None, error: Some(b.to_string()) });
+                    return Ok(Verification {
+                        ok: false,
+                        checked: v.checked,
+                        head: None,
+                        error: Some(b.to_string()),
+                    });
                 }
                 after = e.seq;
             }
             if page.len() < 1000 {
-                return Ok(Verification { ok: true, checked: v.checked, head: Some(v.head().to_owned()), error: None });
+                return Ok(Verification {
+                    ok: true,
+                    checked: v.checked,
+                    head: Some(v.head().to_owned()),
+                    error: None,
+                });
             }
         }
     }

@@ -51,7 +51,8 @@ async fn run_job(engine: &Engine, job: &DueJob, now: Timestamp) -> Result<(), En
                                 Some(ch) => save_request(tx, &mut r, ch, now).await?,
                                 // Fired early (the clock moved back?): wait for the deadline.
                                 None if !r.state.is_terminal() => {
-                                    tx.schedule(TimerKind::RequestExpiry, &key, r.pending_until).await?
+                                    tx.schedule(TimerKind::RequestExpiry, &key, r.pending_until)
+                                        .await?
                                 }
                                 None => tx.unschedule(TimerKind::RequestExpiry, &key).await?,
                             },
@@ -104,7 +105,11 @@ async fn connector_call(
             .write(move |tx| Box::pin(async move { Ok(tx.unschedule(kind, &key).await?) }))
             .await;
     };
-    let connector = grant.spec.connector.as_ref().and_then(|c| config.connectors.get(c));
+    let connector = grant
+        .spec
+        .connector
+        .as_ref()
+        .and_then(|c| config.connectors.get(c));
     let (timeout, max_attempts) = match connector {
         Some(config::ConnectorDef::Exec(c)) => (c.timeout, c.max_attempts),
         None => (Span::from_secs(30), 5),

@@ -1,1 +1,293 @@
-//! placeholder
+//! JSON wire types shared by the API and the CLI: the only place with wire serde.
+//!
+//! These shapes are the public contract of `/v1`; domain types are converted to them
+//! explicitly (in `api::convert`). Times are RFC 3339 strings in UTC, durations are written
+//! as `30s`, `15m`, `1h30m`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Every error: `{ "error": { "code": "...", "message": "..." } }`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code such as `not_found` or `invalid`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FieldView {
+    pub name: String,
+    /// string, int, bool, enum, duration or user.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub default: Option<Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepDefView {
+    /// 1-based.
+    pub index: usize,
+    /// one_of, all_of or quorum.
+    pub constraint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// The principals as configured.
+    pub reviewers: Vec<String>,
+    /// The people who could decide this step if the caller asked now.
+    pub eligible: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResourceView {
+    pub name: String,
+    pub description: String,
+    /// True when no connector is configured: the decision itself is the product.
+    pub approval_only: bool,
+    pub max_duration: String,
+    pub default_duration: String,
+    #[serde(default)]
+    pub durations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<String>,
+    pub pending_ttl: String,
+    pub fields: Vec<FieldView>,
+    pub steps: Vec<StepDefView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResourceList {
+    pub resources: Vec<ResourceView>,
+}
+
+/// `POST /v1/requests`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequestBody {
+    pub resource: String,
+    pub reason: String,
+    /// Defaults to the shortest duration the resource allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReviewView {
+    pub by: String,
+    /// approve or deny.
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// resource or workflow.
+    pub scope: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AssignmentView {
+    pub by: String,
+    pub to: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepView {
+    pub index: usize,
+    pub constraint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// waiting, active, approved, denied or skipped.
+    pub status: String,
+    pub reviewers: Vec<String>,
+    /// People who may decide this step now (empty unless it is the current step).
+    pub eligible: Vec<String>,
+    pub reviews: Vec<ReviewView>,
+    #[serde(default)]
+    pub assignments: Vec<AssignmentView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommentView {
+    pub by: String,
+    pub text: String,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ActorRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// How a request ended: the same data a callback carries.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeView {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub actioned_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actioned_by: Option<ActorRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestView {
+    pub id: String,
+    pub resource: String,
+    pub requester: String,
+    pub reason: String,
+    #[schema(value_type = Object)]
+    pub fields: BTreeMap<String, Value>,
+    pub duration: String,
+    /// pending, approved, denied, cancelled or expired.
+    pub state: String,
+    pub created_at: String,
+    pub pending_until: String,
+    /// 1-based index of the step awaiting review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<usize>,
+    pub steps: Vec<StepView>,
+    pub comments: Vec<CommentView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// The grant, when the request produced (or was answered by) one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestList {
+    pub requests: Vec<RequestView>,
+}
+
+/// `POST /v1/requests/{id}/reviews`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// approve or deny.
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// An approval may shorten the requested duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// resource (default) or workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// `POST /v1/requests/{id}/cancel` and `POST /v1/grants/{id}/revoke`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// A user's email or `group:<name>`.
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GrantEndingView {
+    /// expired, dropped or revoked.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GrantView {
+    pub id: String,
+    pub request_id: String,
+    pub subject: String,
+    pub resource: String,
+    /// Set when the grant covers every resource of this workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// scheduled, activating, active, revoking, expired, revoked or failed.
+    pub state: String,
+    pub duration: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<GrantEndingView>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventView {
+    pub seq: i64,
+    pub at: String,
+    /// The event as recorded: kind, request, grant, actor, detail.
+    #[schema(value_type = Object)]
+    pub event: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditEventView>,
+    /// Pass as `after` to read the next page; absent at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyView {
+    pub ok: bool,
+    pub checked: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,1 +1,57 @@
-//! placeholder
+//! The `countersign` server as a library: [`open`] builds the engine from a configuration,
+//! [`run`] serves HTTP on a listener until `shutdown` resolves, with the worker running beside
+//! it. `main.rs` only parses arguments and calls these; tests call them directly with a port-0
+//! listener and a manual clock.
+
+pub mod bench;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use config::Config;
+use engine::{Clock, Engine, Worker};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Opens the store the configuration names and builds the engine.
+pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, store::StoreError> {
+    let store = store::open(&config.server.database).await?;
+    Ok(Engine::new(store, config, clock))
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Run the background worker (timers, connector calls). Tests that drive a manual clock
+    /// turn it off and call `Engine::run_due` themselves.
+    pub worker: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { worker: true }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops the worker, waits for
+/// it, and closes the store after the writes already queued.
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = options
+        .worker
+        .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx)));
+    let app = api::app(api::AppState::new(engine.clone()));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    engine.store().close().await;
+    served
+}

@@ -1,1 +1,207 @@
-fn main() {}
+//! `countersign`: the server, the admin tool and the client, in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use countersign::{RunOptions, bench};
+use engine::SystemClock;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "Approval engine for just-in-time access and gated actions"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: cli::Conn,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server (API, worker) on the configuration's database.
+    Serve {
+        /// Configuration files (HCL); repeat or separate with commas.
+        #[arg(
+            long,
+            short,
+            required = true,
+            env = "COUNTERSIGN_CONFIG",
+            value_delimiter = ','
+        )]
+        config: Vec<PathBuf>,
+    },
+    /// Validate configuration files; print every error with file, line and block.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Issue bearer tokens (run against the server's configuration and database).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Measure throughput and latency of the approval workflow over HTTP.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a new token for a configured user (shown once; stored hashed).
+    Create {
+        #[arg(
+            long,
+            short,
+            required = true,
+            env = "COUNTERSIGN_CONFIG",
+            value_delimiter = ','
+        )]
+        config: Vec<PathBuf>,
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn load(files: &[PathBuf]) -> Result<config::Config, ExitCode> {
+    config::load_files(files).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!("{} error(s)", errors.0.len());
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("countersign: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve { config } => serve(config).await,
+            Cmd::Check { files } => match load(&files) {
+                Ok(c) => {
+                    println!(
+                        "ok: {} resources, {} users, {} connectors",
+                        c.resources.len(),
+                        c.directory.users().count(),
+                        c.connectors.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            Cmd::Token(TokenCmd::Create { config, user }) => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match token_create(cfg, &user).await {
+                    Ok(t) => {
+                        println!("{t}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("countersign: {e}");
+                        ExitCode::from(3)
+                    }
+                }
+            }
+            Cmd::Bench(args) => bench::main(args).await,
+            Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
+        }
+    })
+}
+
+async fn token_create(cfg: config::Config, user: &str) -> Result<String, String> {
+    let engine = countersign::open(cfg, Arc::new(SystemClock))
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = engine.create_token(user).await.map_err(|e| e.to_string());
+    engine.store().close().await;
+    token
+}
+
+async fn serve(files: Vec<PathBuf>) -> ExitCode {
+    let cfg = match load(&files) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let listen = cfg.server.listen.clone();
+    let engine = match countersign::open(cfg, Arc::new(SystemClock)).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("countersign: cannot open the database: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("countersign: cannot listen on {listen}: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    tracing::info!(%listen, "countersign is serving");
+    // SIGHUP reloads the configuration; a configuration with errors is refused and the
+    // running one kept.
+    let reload_engine = engine.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match config::load_files(&files) {
+                Ok(c) => {
+                    reload_engine.reload(c);
+                    tracing::info!("configuration reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(errors = %e, "configuration reload refused; keeping the running one")
+                }
+            }
+        }
+    });
+    let shutdown = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+    };
+    match countersign::run(listener, engine, RunOptions::default(), shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("countersign: {e}");
+            ExitCode::from(3)
+        }
+    }
+}

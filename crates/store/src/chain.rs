@@ -48,7 +48,11 @@ pub struct Verifier {
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier { prev: GENESIS.to_owned(), next_seq: 1, checked: 0 }
+        Verifier {
+            prev: GENESIS.to_owned(),
+            next_seq: 1,
+            checked: 0,
+        }
     }
 }
 
@@ -62,10 +66,14 @@ impl Verifier {
             )));
         }
         if e.prev_hash != self.prev {
-            return Err(broken("its prev_hash is not the previous event's hash".into()));
+            return Err(broken(
+                "its prev_hash is not the previous event's hash".into(),
+            ));
         }
         if hash(&e.prev_hash, e.seq, e.at, &e.body) != e.hash {
-            return Err(broken("its contents do not match its hash (it was edited)".into()));
+            return Err(broken(
+                "its contents do not match its hash (it was edited)".into(),
+            ));
         }
         self.prev = e.hash.clone();
         self.next_seq += 1;

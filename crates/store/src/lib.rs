@@ -110,7 +110,12 @@ pub trait Tx: Send {
     /// Appends an audit event to the hash chain; returns its sequence number.
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError>;
     /// Writes a job, or moves it if it exists (one row per kind and key).
-    async fn schedule(&mut self, kind: TimerKind, key: &str, at: Timestamp) -> Result<(), StoreError>;
+    async fn schedule(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     async fn unschedule(&mut self, kind: TimerKind, key: &str) -> Result<(), StoreError>;
     /// Marks a due job as taken until `until`; false if it is gone or not due.
     async fn claim(
@@ -120,7 +125,12 @@ pub trait Tx: Send {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<bool, StoreError>;
-    async fn put_token(&mut self, hash: &str, subject: &str, now: Timestamp) -> Result<(), StoreError>;
+    async fn put_token(
+        &mut self,
+        hash: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

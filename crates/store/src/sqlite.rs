@@ -79,13 +79,26 @@ impl SqliteStore {
             .fetch_optional(&mut conn)
             .await?
         {
-            Some(row) => Head { seq: row.try_get("seq")?, hash: row.try_get("hash")? },
-            None => Head { seq: 0, hash: GENESIS.to_owned() },
+            Some(row) => Head {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
         };
-        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         let (tx, rx) = mpsc::channel(4096);
         let writer = tokio::spawn(writer(conn, rx, head));
-        Ok(SqliteStore { jobs: tx, read, writer: Mutex::new(Some(writer)) })
+        Ok(SqliteStore {
+            jobs: tx,
+            read,
+            writer: Mutex::new(Some(writer)),
+        })
     }
 }
 
@@ -135,7 +148,10 @@ async fn run_group(
         let result = match exec(conn, "SAVEPOINT job").await {
             Err(e) => Err(JobFailure::Store(e)),
             Ok(()) => {
-                let mut tx = SqliteTx { conn: &mut *conn, head: &mut *head };
+                let mut tx = SqliteTx {
+                    conn: &mut *conn,
+                    head: &mut *head,
+                };
                 let result = job(&mut tx).await;
                 let end = if result.is_ok() {
                     exec(conn, "RELEASE job").await
@@ -165,9 +181,10 @@ async fn run_group(
         Err(e) => {
             tracing::error!(error = %e, "commit failed; the group is rolled back");
             let _ = exec(conn, "ROLLBACK").await;
-            if let Ok(Some(row)) = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await
+            if let Ok(Some(row)) =
+                sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await
             {
                 if let (Ok(seq), Ok(hash)) = (row.try_get("seq"), row.try_get("hash")) {
                     *head = Head { seq, hash };
@@ -203,7 +220,8 @@ impl Tx for SqliteTx<'_> {
             .bind(id)
             .fetch_optional(&mut *self.conn)
             .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?)).transpose()
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
     }
 
     async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
@@ -228,7 +246,8 @@ impl Tx for SqliteTx<'_> {
             .bind(id)
             .fetch_optional(&mut *self.conn)
             .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?)).transpose()
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
     }
 
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
@@ -266,7 +285,8 @@ impl Tx for SqliteTx<'_> {
         .bind(part_of)
         .fetch_optional(&mut *self.conn)
         .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?)).transpose()
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
     }
 
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError> {
@@ -291,7 +311,12 @@ impl Tx for SqliteTx<'_> {
         Ok(seq)
     }
 
-    async fn schedule(&mut self, kind: TimerKind, key: &str, at: Timestamp) -> Result<(), StoreError> {
+    async fn schedule(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO jobs (kind, key, due_at, claimed_until) VALUES (?, ?, ?, NULL)
              ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
@@ -334,7 +359,12 @@ impl Tx for SqliteTx<'_> {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn put_token(&mut self, hash: &str, subject: &str, now: Timestamp) -> Result<(), StoreError> {
+    async fn put_token(
+        &mut self,
+        hash: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO tokens (hash, subject, created_at) VALUES (?, ?, ?)")
             .bind(hash)
             .bind(subject)
@@ -353,7 +383,9 @@ impl Store for SqliteStore {
             .send(Msg::Job(job, reply))
             .await
             .map_err(|_| JobFailure::Store(StoreError::Closed))?;
-        answer.await.map_err(|_| JobFailure::Store(StoreError::Closed))?
+        answer
+            .await
+            .map_err(|_| JobFailure::Store(StoreError::Closed))?
     }
 
     async fn request(&self, id: &str) -> Result<Option<Request>, StoreError> {
@@ -361,7 +393,8 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?)).transpose()
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
     }
 
     async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
@@ -384,7 +417,9 @@ impl Store for SqliteStore {
         .bind(i64::from(f.limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| from_json(r.try_get::<&str, _>("body")?)).collect()
+        rows.iter()
+            .map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .collect()
     }
 
     async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
@@ -392,7 +427,8 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?)).transpose()
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
     }
 
     async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
@@ -408,7 +444,9 @@ impl Store for SqliteStore {
         .bind(i64::from(f.limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| from_json(r.try_get::<&str, _>("body")?)).collect()
+        rows.iter()
+            .map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .collect()
     }
 
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
@@ -456,11 +494,10 @@ impl Store for SqliteStore {
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM jobs",
-        )
-        .fetch_one(&self.read)
-        .await?;
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM jobs")
+                .fetch_one(&self.read)
+                .await?;
         Ok(at.map(Timestamp::from_millis))
     }
 
@@ -469,7 +506,12 @@ impl Store for SqliteStore {
             .bind(hash)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| Ok(TokenRow { subject: r.try_get("subject")? })).transpose()
+        row.map(|r| {
+            Ok(TokenRow {
+                subject: r.try_get("subject")?,
+            })
+        })
+        .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

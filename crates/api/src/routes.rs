@@ -1,0 +1,389 @@
+//! The `/v1` handlers. Each one authenticates, parses, calls one engine service, converts.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use domain::{Decision, Principal, RequestState, ReviewInput, Scope, Span};
+use engine::{CreateRequest, RequestQuery};
+use proto::*;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::convert;
+use crate::{ApiError, AppState, Auth};
+
+type ApiResult<T> = Result<T, ApiError>;
+type Body<T> = Result<Json<T>, JsonRejection>;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    crate::openapi_router()
+        .routes(routes!(list_resources))
+        .routes(routes!(create_request, list_requests))
+        .routes(routes!(get_request))
+        .routes(routes!(review_request))
+        .routes(routes!(cancel_request))
+        .routes(routes!(comment_request))
+        .routes(routes!(assign_request))
+        .routes(routes!(list_grants))
+        .routes(routes!(get_grant))
+        .routes(routes!(revoke_grant))
+        .routes(routes!(audit))
+        .routes(routes!(audit_verify))
+}
+
+fn span(text: &str) -> ApiResult<Span> {
+    Span::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// Attaches the request's grant, if it has one, to its view.
+async fn with_grant(state: &AppState, r: &domain::Request) -> ApiResult<RequestView> {
+    let grant = match &r.grant {
+        Some(id) => state
+            .engine
+            .store()
+            .grant(id)
+            .await
+            .map_err(engine::EngineError::from)?,
+        None => None,
+    };
+    Ok(convert::request(r, grant.as_ref()))
+}
+
+/// The catalog the caller may request, with the people who could review each step.
+#[utoipa::path(get, path = "/v1/resources", tag = "resources",
+    responses((status = 200, body = ResourceList), (status = 401, body = ErrorBody)))]
+async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Json<ResourceList> {
+    let config = state.engine.config();
+    Json(ResourceList {
+        resources: config
+            .resources
+            .values()
+            .map(|r| convert::resource(r, &config.directory, &actor.id))
+            .collect(),
+    })
+}
+
+/// Create a request.
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequestBody,
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    body: Body<CreateRequestBody>,
+) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let Json(body) = body?;
+    let duration = body.duration.as_deref().map(span).transpose()?;
+    let fields = body
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), convert::input(v)))
+        .collect();
+    let req = state
+        .engine
+        .create_request(
+            &actor,
+            CreateRequest {
+                resource: body.resource,
+                reason: body.reason,
+                duration,
+                fields,
+            },
+        )
+        .await?;
+    state
+        .metrics
+        .requests_created
+        .fetch_add(1, Ordering::Relaxed);
+    Ok((StatusCode::CREATED, Json(with_grant(&state, &req).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListRequestsQuery {
+    /// pending, approved, denied, cancelled or expired.
+    state: Option<String>,
+    resource: Option<String>,
+    requester: Option<String>,
+    /// `me`: only requests the caller may decide now.
+    reviewable_by: Option<String>,
+    /// At most 500; 100 by default.
+    limit: Option<u32>,
+}
+
+/// Requests the caller may see, newest first.
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListRequestsQuery),
+    responses((status = 200, body = RequestList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_requests(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    q: Result<Query<ListRequestsQuery>, QueryRejection>,
+) -> ApiResult<Json<RequestList>> {
+    let Query(q) = q?;
+    let st = match q.state.as_deref() {
+        Some(s) => Some(RequestState::parse(s).ok_or_else(|| {
+            ApiError::malformed(format!(
+                "unknown state {s:?}: use pending, approved, denied, cancelled or expired"
+            ))
+        })?),
+        None => None,
+    };
+    let reviewable_by_me = match q.reviewable_by.as_deref() {
+        None => false,
+        Some("me") => true,
+        Some(other) => {
+            return Err(ApiError::malformed(format!(
+                "reviewable_by takes only \"me\", not {other:?}"
+            )));
+        }
+    };
+    let list = state
+        .engine
+        .list_requests(
+            &actor,
+            RequestQuery {
+                state: st,
+                resource: q.resource,
+                requester: q.requester,
+                reviewable_by_me,
+                limit: q.limit.unwrap_or(100),
+            },
+        )
+        .await?;
+    Ok(Json(RequestList {
+        requests: list.iter().map(|r| convert::request(r, None)).collect(),
+    }))
+}
+
+/// One request: state, steps with their reviews, comments, grant and outcome.
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+async fn get_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
+    let r = state.engine.request(&actor, &id).await?;
+    Ok(Json(with_grant(&state, &r).await?))
+}
+
+/// Approve or deny the current step.
+#[utoipa::path(post, path = "/v1/requests/{id}/reviews", tag = "requests", params(("id" = String, Path)),
+    request_body = ReviewBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn review_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<ReviewBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let decision = match body.decision.as_str() {
+        "approve" => Decision::Approve,
+        "deny" => Decision::Deny,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "decision must be \"approve\" or \"deny\", not {other:?}"
+            )));
+        }
+    };
+    let scope = match body.scope.as_deref() {
+        None | Some("resource") => Scope::Resource,
+        Some("workflow") => Scope::Workflow,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "scope must be \"resource\" or \"workflow\", not {other:?}"
+            )));
+        }
+    };
+    let duration = body.duration.as_deref().map(span).transpose()?;
+    let r = state
+        .engine
+        .review(
+            &actor,
+            &id,
+            ReviewInput {
+                decision,
+                comment: body.comment,
+                duration,
+                scope,
+            },
+        )
+        .await?;
+    state.metrics.reviews.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(with_grant(&state, &r).await?))
+}
+
+/// Cancel a pending request (the requester, or an admin with a reason).
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", params(("id" = String, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let r = state.engine.cancel(&actor, &id, body.reason).await?;
+    Ok(Json(with_grant(&state, &r).await?))
+}
+
+/// Add a comment (anyone involved).
+#[utoipa::path(post, path = "/v1/requests/{id}/comments", tag = "requests", params(("id" = String, Path)),
+    request_body = CommentBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn comment_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<CommentBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let r = state.engine.comment(&actor, &id, body.text).await?;
+    Ok(Json(with_grant(&state, &r).await?))
+}
+
+/// Assign the current step to another principal.
+#[utoipa::path(post, path = "/v1/requests/{id}/assign", tag = "requests", params(("id" = String, Path)),
+    request_body = AssignBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn assign_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<AssignBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let to = Principal::parse(&body.to).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let r = state.engine.assign(&actor, &id, to).await?;
+    Ok(Json(with_grant(&state, &r).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListGrantsQuery {
+    /// scheduled, activating, active, revoking, expired, revoked or failed.
+    state: Option<String>,
+    subject: Option<String>,
+    resource: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Grants the caller may see: their own, those of resources they own, all for admins.
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", params(ListGrantsQuery),
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody)))]
+async fn list_grants(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    q: Result<Query<ListGrantsQuery>, QueryRejection>,
+) -> ApiResult<Json<GrantList>> {
+    let Query(q) = q?;
+    let st = match q.state.as_deref() {
+        Some(s) => Some(
+            domain::GrantState::parse(s)
+                .ok_or_else(|| ApiError::malformed(format!("unknown grant state {s:?}")))?,
+        ),
+        None => None,
+    };
+    let grants = state
+        .engine
+        .list_grants(
+            &actor,
+            store::GrantFilter {
+                state: st,
+                subject: q.subject,
+                resource: q.resource,
+                limit: q.limit.unwrap_or(100),
+            },
+        )
+        .await?;
+    Ok(Json(GrantList {
+        grants: grants.iter().map(convert::grant).collect(),
+    }))
+}
+
+/// One grant.
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path)),
+    responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)))]
+async fn get_grant(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<GrantView>> {
+    Ok(Json(convert::grant(
+        &state.engine.grant(&actor, &id).await?,
+    )))
+}
+
+/// Revoke a grant early: its subject drops it, or an owner or admin revokes it with a reason.
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn revoke_grant(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<ReasonBody>,
+) -> ApiResult<Json<GrantView>> {
+    let Json(body) = body?;
+    let g = state.engine.revoke_grant(&actor, &id, body.reason).await?;
+    Ok(Json(convert::grant(&g)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Return events with a sequence number above this one.
+    after: Option<i64>,
+    /// At most 1000; 100 by default.
+    limit: Option<u32>,
+}
+
+/// The audit log in order, paged (admins only).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 403, body = ErrorBody)))]
+async fn audit(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<AuditPage>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state
+        .engine
+        .audit(&actor, q.after.unwrap_or(0), limit)
+        .await?;
+    let next_after = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(AuditPage {
+        events: events.iter().map(convert::event).collect(),
+        next_after,
+    }))
+}
+
+/// Walk the hash chain and report whether every event is intact (admins only).
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = VerifyView), (status = 403, body = ErrorBody)))]
+async fn audit_verify(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+) -> ApiResult<Json<VerifyView>> {
+    let v = state.engine.verify_audit(&actor).await?;
+    Ok(Json(VerifyView {
+        ok: v.ok,
+        checked: v.checked,
+        head: v.head,
+        error: v.error,
+    }))
+}
