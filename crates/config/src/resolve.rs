@@ -220,13 +220,14 @@ fn principals(
 }
 
 fn policy(p: RawPolicyRef, loc: &Loc, key: &str, errors: &mut Vec<ConfigError>) -> PolicyRef {
-    if let Some(e) = &p.enforcement {
-        if e != "deny" && e != "warn" {
-            errors.push(loc.err(
-                Some(key),
-                format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
-            ));
-        }
+    if let Some(e) = &p.enforcement
+        && e != "deny"
+        && e != "warn"
+    {
+        errors.push(loc.err(
+            Some(key),
+            format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
+        ));
     }
     PolicyRef {
         bundle: p.bundle,
@@ -272,10 +273,10 @@ fn resource(
     let pending_ttl = span(loc, "pending_ttl", r.pending_ttl.as_deref(), errors)
         .unwrap_or(Span::from_secs(DEFAULT_PENDING_TTL));
     let owners = principals(loc, "owners", &r.owners, dir, errors);
-    if let Some(p) = &r.part_of {
-        if !valid_name(p) {
-            errors.push(loc.err(Some("part_of"), format!("invalid workflow name {p:?}")));
-        }
+    if let Some(p) = &r.part_of
+        && !valid_name(p)
+    {
+        errors.push(loc.err(Some("part_of"), format!("invalid workflow name {p:?}")));
     }
 
     let mut grant = BTreeMap::new();

@@ -102,6 +102,23 @@ impl SqliteStore {
     }
 }
 
+/// The last event of the chain, as committed.
+async fn load_head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(row) => Head {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+        },
+        None => Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        },
+    })
+}
+
 async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(conn).await?;
     Ok(())
@@ -181,14 +198,9 @@ async fn run_group(
         Err(e) => {
             tracing::error!(error = %e, "commit failed; the group is rolled back");
             let _ = exec(conn, "ROLLBACK").await;
-            if let Ok(Some(row)) =
-                sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *conn)
-                    .await
-            {
-                if let (Ok(seq), Ok(hash)) = (row.try_get("seq"), row.try_get("hash")) {
-                    *head = Head { seq, hash };
-                }
+            match load_head(conn).await {
+                Ok(h) => *head = h,
+                Err(e) => tracing::error!(error = %e, "cannot reload the audit chain head"),
             }
             let msg = e.to_string();
             for (reply, _) in done {
