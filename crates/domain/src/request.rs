@@ -518,13 +518,18 @@ impl Request {
         actor.admin || self.involves(&actor.id)
     }
 
-    fn require_pending(&self) -> Result<(), DomainError> {
+    /// Refuses decisions on a request that is finished, or whose pending TTL has run out even
+    /// if the expiry timer has not recorded it yet (rule 3 must not depend on worker lag).
+    fn require_pending(&self, now: Timestamp) -> Result<(), DomainError> {
         if self.state.is_terminal() {
             return Err(conflict(format!(
                 "request {} is already {}",
                 self.id,
                 self.state.as_str()
             )));
+        }
+        if now >= self.pending_until {
+            return Err(conflict(format!("request {} has expired", self.id)));
         }
         Ok(())
     }
@@ -536,7 +541,7 @@ impl Request {
         input: ReviewInput,
         now: Timestamp,
     ) -> Result<Changes, DomainError> {
-        self.require_pending()?;
+        self.require_pending(now)?;
         let person = actor.id.as_str();
         if let Some(c) = &input.comment {
             check_text("comment", c)?;
@@ -745,7 +750,7 @@ impl Request {
         reason: Option<String>,
         now: Timestamp,
     ) -> Result<Changes, DomainError> {
-        self.require_pending()?;
+        self.require_pending(now)?;
         let reason = reason.filter(|r| !r.trim().is_empty());
         if let Some(r) = &reason {
             check_text("reason", r)?;
@@ -803,7 +808,7 @@ impl Request {
         dir: &Directory,
         now: Timestamp,
     ) -> Result<Changes, DomainError> {
-        self.require_pending()?;
+        self.require_pending(now)?;
         let Some(i) = self.current_step() else {
             return Err(conflict("the request has no step awaiting review"));
         };
@@ -821,6 +826,13 @@ impl Request {
         }
         if people.iter().all(|p| !self.may_self_review(p)) {
             return Err(invalid("a request cannot be assigned to its requester"));
+        }
+        // Rule 10: nobody decides twice, so an assignee must still be able to decide.
+        if people
+            .iter()
+            .all(|p| !self.may_self_review(p) || self.has_decided(p))
+        {
+            return Err(invalid(format!("{to} has already decided on this request")));
         }
         let slots = self.steps[i].slots_of(&actor.id);
         self.steps[i].assignments.push(Assignment {

@@ -1,0 +1,13 @@
+//! Black-box tests of the real server: the `countersign` library's `open` and `run` serving the
+//! real router on a loopback port (on a manual clock, driven over HTTP), and the `countersign`
+//! binary itself as a server killed and restarted, and as a CI client waiting for an outcome.
+//!
+//! Each test is arrange / act / assert and names the rule of PRODUCT.md it proves (`rule_N_…`
+//! for §3, `sec_5_…` and `sec_7_…` for the API and security sections, `cli_…` for the CLI).
+
+mod cli;
+mod connector;
+mod helpers;
+mod rules;
+mod security;
+mod surface;
