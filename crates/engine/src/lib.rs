@@ -53,8 +53,6 @@ pub struct Engine {
     store: Arc<dyn Store>,
     config: RwLock<Arc<Config>>,
     clock: Arc<dyn Clock>,
-    /// Wakes the worker when new jobs may be due.
-    pub(crate) wake: tokio::sync::Notify,
 }
 
 fn new_id(now: Timestamp) -> String {
@@ -79,7 +77,12 @@ async fn apply(
         }
         for eff in ch.effects {
             match eff {
-                Effect::Schedule { kind, key, at } => tx.schedule(kind, &key, at).await?,
+                Effect::Schedule { kind, key, at } => {
+                    if at <= now {
+                        tx.signal_due();
+                    }
+                    tx.schedule(kind, &key, at).await?
+                }
                 Effect::Unschedule { kind, key } => tx.unschedule(kind, &key).await?,
                 Effect::IssueGrant(spec) => {
                     let (grant, gch) = Grant::issue(new_id(now), spec, now);
@@ -113,7 +116,6 @@ impl Engine {
             store,
             config: RwLock::new(Arc::new(config)),
             clock,
-            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -213,7 +215,6 @@ impl Engine {
                 })
             })
             .await?;
-        self.wake.notify_one();
         Ok(req)
     }
 
@@ -239,7 +240,6 @@ impl Engine {
                 })
             })
             .await?;
-        self.wake.notify_one();
         Ok(req)
     }
 
@@ -400,7 +400,6 @@ impl Engine {
                 })
             })
             .await?;
-        self.wake.notify_one();
         Ok(g)
     }
 

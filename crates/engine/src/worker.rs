@@ -182,6 +182,7 @@ pub struct Worker;
 
 impl Worker {
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+        let due = engine.store.due_signal();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -198,7 +199,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = crate::clock::pause(wait) => {}
-                _ = engine.wake.notified() => {}
+                _ = due.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }

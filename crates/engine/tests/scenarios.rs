@@ -90,9 +90,12 @@ async fn check(config_hcl: &str, script: &str, expect: Expect) {
     };
     let db = dir.path().join("countersign.db");
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(db.to_str().expect("utf-8 path"))
-            .await
-            .expect("open store"),
+        SqliteStore::open(
+            db.to_str().expect("utf-8 path"),
+            store::sqlite::Role::Server,
+        )
+        .await
+        .expect("open store"),
     );
     let clock = Arc::new(ManualClock::new(domain::Timestamp::from_millis(START)));
     let engine = Engine::new(store.clone(), config, clock.clone());

@@ -13,9 +13,21 @@ use engine::{Clock, Engine, Worker};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Opens the store the configuration names and builds the engine.
+pub use store::sqlite::Role;
+
+/// Opens the store the configuration names and builds the engine of a server.
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, store::StoreError> {
-    let store = store::open(&config.server.database).await?;
+    open_as(config, clock, Role::Server).await
+}
+
+/// Like [`open`], for a tool that works beside a running server (`token create`): it leaves
+/// the server's job claims alone.
+pub async fn open_as(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    role: Role,
+) -> Result<Arc<Engine>, store::StoreError> {
+    let store = store::open(&config.server.database, role).await?;
     Ok(Engine::new(store, config, clock))
 }
 

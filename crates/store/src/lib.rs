@@ -8,7 +8,7 @@
 //! through the [`Store`] methods directly.
 //!
 //! The SQLite store ([`sqlite::SqliteStore`]) runs all write jobs on one writer task that
-//! groups the jobs waiting at a moment into one transaction (a savepoint per job), so that
+//! groups the jobs waiting at a moment into one transaction, so that
 //! concurrent writers share one fsync. A PostgreSQL store can implement the same traits with
 //! one database transaction per job.
 //!
@@ -131,6 +131,8 @@ pub trait Tx: Send {
         subject: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Asks the store to wake the worker once this transaction commits: a job is due now.
+    fn signal_due(&mut self);
 }
 
 #[async_trait]
@@ -150,15 +152,19 @@ pub trait Store: Send + Sync + 'static {
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Notified after a commit that scheduled a job due at once (a connector call).
+    fn due_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Stops the writer after the jobs already queued.
     async fn close(&self);
 }
 
 /// Opens the store a database URL names. Only `sqlite://` is supported for now.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, role: sqlite::Role) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| StoreError::BadUrl(url.to_owned()))?;
-    Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    Ok(std::sync::Arc::new(
+        sqlite::SqliteStore::open(path, role).await?,
+    ))
 }

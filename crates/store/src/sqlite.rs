@@ -3,12 +3,15 @@
 //!
 //! Grouping is what lets durability not cost throughput: while one transaction commits (and
 //! waits for its fsync), the next jobs queue up, and they are all committed by the next single
-//! fsync. Each job runs inside its own savepoint, so a job that refuses (or fails) is rolled
-//! back alone while the rest of its group commits. A reply is sent only after the commit
-//! returned, so an acknowledged decision survives a crash or power loss.
+//! fsync. A job's writes are held in memory until the job returns: a job that refuses has
+//! written nothing and is simply dropped, and a successful one is flushed into the group's
+//! transaction (its events in one multi-row insert). If anything fails while flushing or
+//! committing, the whole group is rolled back and every job in it is told so.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,8 +23,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqlStr};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use sqlx::{AssertSqlSafe, Connection, Row, SqlStr};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::chain::{self, GENESIS, StoredEvent};
 use crate::{
@@ -52,6 +55,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Msg>,
     read: SqlitePool,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    due: Arc<Notify>,
 }
 
 /// The end of the hash chain as the writer knows it.
@@ -61,9 +65,17 @@ struct Head {
     hash: String,
 }
 
+/// Who opens the database. The server owns it; a tool (such as `token create`) only adds rows
+/// and must not touch the server's job claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Tool,
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file, runs migrations and starts the writer.
-    pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn open(path: &str, role: Role) -> Result<SqliteStore, StoreError> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -71,33 +83,33 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let mut conn = SqliteConnection::connect_with(&opts).await?;
         migrator().run(&mut conn).await?;
-        // One process owns a SQLite database: claims left by a process that died are void.
-        sqlx::query("UPDATE jobs SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
-            .execute(&mut conn)
-            .await?;
-        let head = match sqlx::query("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut conn)
-            .await?
-        {
-            Some(row) => Head {
-                seq: row.try_get("seq")?,
-                hash: row.try_get("hash")?,
-            },
-            None => Head {
-                seq: 0,
-                hash: GENESIS.to_owned(),
-            },
-        };
+        if role == Role::Server {
+            // The server owns its SQLite database: claims left by a process that died are void.
+            sqlx::query("UPDATE jobs SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
+                .execute(&mut conn)
+                .await?;
+        }
+        let head = load_head(&mut conn).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
         let (tx, rx) = mpsc::channel(4096);
-        let writer = tokio::spawn(writer(conn, rx, head));
+        let due = Arc::new(Notify::new());
+        let writer = tokio::spawn(
+            Writer {
+                conn,
+                head,
+                cache: Cache::default(),
+                due: due.clone(),
+            }
+            .run(rx),
+        );
         Ok(SqliteStore {
             jobs: tx,
             read,
             writer: Mutex::new(Some(writer)),
+            due,
         })
     }
 }
@@ -124,119 +136,182 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), Stor
     Ok(())
 }
 
-async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, mut head: Head) {
-    let mut closing = false;
-    while !closing {
-        let mut group = vec![];
-        match rx.recv().await {
-            Some(Msg::Job(job, reply)) => group.push((job, reply)),
-            Some(Msg::Close) | None => break,
-        }
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Msg::Job(job, reply)) => group.push((job, reply)),
-                Ok(Msg::Close) => {
-                    closing = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        run_group(&mut conn, &mut head, group).await;
-    }
-    let _ = conn.close().await;
+/// Live requests and grants as the writer last wrote them. The writer is the only one that
+/// writes them, so a hit is always current; it spares a read for every decision on a pending
+/// request. Finished objects leave the cache, and it is emptied whenever a group is rolled
+/// back or grows past its bound.
+#[derive(Default)]
+struct Cache {
+    requests: HashMap<String, Request>,
+    grants: HashMap<String, Grant>,
 }
 
-async fn run_group(
-    conn: &mut SqliteConnection,
-    head: &mut Head,
-    group: Vec<(WriteJob, oneshot::Sender<JobResult>)>,
-) {
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
-        let msg = e.to_string();
-        for (_, reply) in group {
-            let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(msg.clone()))));
+const CACHE_MAX: usize = 100_000;
+
+impl Cache {
+    fn put_request(&mut self, r: &Request) {
+        if r.state.is_terminal() {
+            self.requests.remove(&r.id);
+        } else if self.requests.len() < CACHE_MAX {
+            self.requests.insert(r.id.clone(), r.clone());
         }
-        return;
     }
-    let mut done = Vec::with_capacity(group.len());
-    for (job, reply) in group {
-        let saved = head.clone();
-        let result = match exec(conn, "SAVEPOINT job").await {
-            Err(e) => Err(JobFailure::Store(e)),
-            Ok(()) => {
-                let mut tx = SqliteTx {
-                    conn: &mut *conn,
-                    head: &mut *head,
-                };
-                let result = job(&mut tx).await;
-                let end = if result.is_ok() {
-                    exec(conn, "RELEASE job").await
-                } else {
-                    match exec(conn, "ROLLBACK TO job").await {
-                        Ok(()) => exec(conn, "RELEASE job").await,
-                        Err(e) => Err(e),
+    fn put_grant(&mut self, g: &Grant) {
+        if g.state.is_final() {
+            self.grants.remove(&g.id);
+        } else if self.grants.len() < CACHE_MAX {
+            self.grants.insert(g.id.clone(), g.clone());
+        }
+    }
+    fn clear(&mut self) {
+        self.requests.clear();
+        self.grants.clear();
+    }
+}
+
+/// One job's writes, held until the job succeeds. A job that refuses has written nothing, so
+/// no savepoint is needed to undo it.
+#[derive(Default)]
+struct Pending {
+    requests: Vec<Request>,
+    grants: Vec<Grant>,
+    events: Vec<(
+        i64,
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        String,
+    )>,
+    jobs: Vec<JobOp>,
+    tokens: Vec<(String, String, i64)>,
+    due_now: bool,
+}
+
+enum JobOp {
+    Put {
+        kind: TimerKind,
+        key: String,
+        at: i64,
+        claimed_until: Option<i64>,
+    },
+    Delete {
+        kind: TimerKind,
+        key: String,
+    },
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    head: Head,
+    cache: Cache,
+    due: Arc<Notify>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut closing = false;
+        while !closing {
+            let mut group = vec![];
+            match rx.recv().await {
+                Some(Msg::Job(job, reply)) => group.push((job, reply)),
+                Some(Msg::Close) | None => break,
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Msg::Job(job, reply)) => group.push((job, reply)),
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
                     }
-                };
-                if result.is_err() {
-                    *head = saved;
-                }
-                match end {
-                    Ok(()) => result,
-                    Err(e) => Err(JobFailure::Store(e)),
+                    Err(_) => break,
                 }
             }
-        };
-        done.push((reply, result));
-    }
-    match exec(conn, "COMMIT").await {
-        Ok(()) => {
-            for (reply, result) in done {
-                let _ = reply.send(result);
-            }
+            self.run_group(group).await;
         }
-        Err(e) => {
-            tracing::error!(error = %e, "commit failed; the group is rolled back");
-            let _ = exec(conn, "ROLLBACK").await;
-            match load_head(conn).await {
-                Ok(h) => *head = h,
-                Err(e) => tracing::error!(error = %e, "cannot reload the audit chain head"),
-            }
+        let _ = self.conn.close().await;
+    }
+
+    async fn run_group(&mut self, group: Vec<(WriteJob, oneshot::Sender<JobResult>)>) {
+        if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
             let msg = e.to_string();
-            for (reply, _) in done {
-                let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(format!(
-                    "commit failed: {msg}"
-                )))));
+            for (_, reply) in group {
+                let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(msg.clone()))));
+            }
+            return;
+        }
+        let mut done = Vec::with_capacity(group.len());
+        let mut failed: Option<String> = None;
+        let mut due_now = false;
+        for (job, reply) in group {
+            if failed.is_some() {
+                done.push((reply, Err(JobFailure::Store(StoreError::Closed))));
+                continue;
+            }
+            let saved = self.head.clone();
+            let mut tx = SqliteTx {
+                conn: &mut self.conn,
+                head: &mut self.head,
+                cache: &self.cache,
+                pending: Pending::default(),
+            };
+            let result = job(&mut tx).await;
+            let pending = tx.pending;
+            if result.is_err() {
+                self.head = saved;
+            } else if let Err(e) = flush(&mut self.conn, &pending).await {
+                failed = Some(e.to_string());
+            } else {
+                due_now |= pending.due_now;
+                for r in &pending.requests {
+                    self.cache.put_request(r);
+                }
+                for g in &pending.grants {
+                    self.cache.put_grant(g);
+                }
+            }
+            done.push((reply, result));
+        }
+        let committed = match failed {
+            None => exec(&mut self.conn, "COMMIT")
+                .await
+                .map_err(|e| e.to_string()),
+            Some(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => {
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+                if due_now {
+                    self.due.notify_one();
+                }
+            }
+            Err(msg) => {
+                // Nothing of this group is durable: roll back, forget what the cache and the
+                // chain head learned from it, and tell every job.
+                tracing::error!(error = %msg, "write group failed; it is rolled back");
+                let _ = exec(&mut self.conn, "ROLLBACK").await;
+                self.cache.clear();
+                match load_head(&mut self.conn).await {
+                    Ok(h) => self.head = h,
+                    Err(e) => tracing::error!(error = %e, "cannot reload the audit chain head"),
+                }
+                for (reply, _) in done {
+                    let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(format!(
+                        "the write failed: {msg}"
+                    )))));
+                }
             }
         }
     }
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-struct SqliteTx<'c> {
-    conn: &'c mut SqliteConnection,
-    head: &'c mut Head,
-}
-
-#[async_trait]
-impl Tx for SqliteTx<'_> {
-    async fn request(&mut self, id: &str) -> Result<Option<Request>, StoreError> {
-        let row = sqlx::query("SELECT body FROM requests WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
-    }
-
-    async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
+/// Writes one job's changes. Events go in one multi-row insert.
+async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreError> {
+    for r in &p.requests {
         sqlx::query(
             "INSERT INTO requests (id, resource, requester, state, created_at, body)
              VALUES (?, ?, ?, ?, ?, ?)
@@ -248,21 +323,10 @@ impl Tx for SqliteTx<'_> {
         .bind(r.state.as_str())
         .bind(r.created_at.millis())
         .bind(to_json(r)?)
-        .execute(&mut *self.conn)
+        .execute(&mut *conn)
         .await?;
-        Ok(())
     }
-
-    async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
-        let row = sqlx::query("SELECT body FROM grants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
-    }
-
-    async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
+    for g in &p.grants {
         sqlx::query(
             "INSERT INTO grants (id, request_id, subject, resource, workflow, state, created_at, body)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -276,8 +340,131 @@ impl Tx for SqliteTx<'_> {
         .bind(g.state.as_str())
         .bind(g.created_at.millis())
         .bind(to_json(g)?)
-        .execute(&mut *self.conn)
+        .execute(&mut *conn)
         .await?;
+    }
+    // SQLite allows 32766 bound parameters; 8 per event.
+    for chunk in p.events.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO events (seq, at, kind, request_id, grant_id, body, prev_hash, hash) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (seq, at, kind, request, grant, body, prev, hash) in chunk {
+            q = q
+                .bind(seq)
+                .bind(at)
+                .bind(kind)
+                .bind(request)
+                .bind(grant)
+                .bind(body)
+                .bind(prev)
+                .bind(hash);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for op in &p.jobs {
+        match op {
+            JobOp::Put {
+                kind,
+                key,
+                at,
+                claimed_until,
+            } => {
+                sqlx::query(
+                    "INSERT INTO jobs (kind, key, due_at, claimed_until) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (kind, key) DO UPDATE
+                     SET due_at = excluded.due_at, claimed_until = excluded.claimed_until",
+                )
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(at)
+                .bind(claimed_until)
+                .execute(&mut *conn)
+                .await?;
+            }
+            JobOp::Delete { kind, key } => {
+                sqlx::query("DELETE FROM jobs WHERE kind = ? AND key = ?")
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+    }
+    for (hash, subject, at) in &p.tokens {
+        sqlx::query("INSERT INTO tokens (hash, subject, created_at) VALUES (?, ?, ?)")
+            .bind(hash)
+            .bind(subject)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+struct SqliteTx<'c> {
+    conn: &'c mut SqliteConnection,
+    head: &'c mut Head,
+    cache: &'c Cache,
+    pending: Pending,
+}
+
+#[async_trait]
+impl Tx for SqliteTx<'_> {
+    async fn request(&mut self, id: &str) -> Result<Option<Request>, StoreError> {
+        if let Some(r) = self.pending.requests.iter().rev().find(|r| r.id == id) {
+            return Ok(Some(r.clone()));
+        }
+        if let Some(r) = self.cache.requests.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        let row = sqlx::query("SELECT body FROM requests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
+    }
+
+    async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
+        self.pending.requests.retain(|p| p.id != r.id);
+        self.pending.requests.push(r.clone());
+        Ok(())
+    }
+
+    async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
+        if let Some(g) = self.pending.grants.iter().rev().find(|g| g.id == id) {
+            return Ok(Some(g.clone()));
+        }
+        if let Some(g) = self.cache.grants.get(id) {
+            return Ok(Some(g.clone()));
+        }
+        let row = sqlx::query("SELECT body FROM grants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .transpose()
+    }
+
+    async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
+        self.pending.grants.retain(|p| p.id != g.id);
+        self.pending.grants.push(g.clone());
         Ok(())
     }
 
@@ -305,21 +492,18 @@ impl Tx for SqliteTx<'_> {
         let seq = self.head.seq + 1;
         let body = to_json(event)?;
         let hash = chain::hash(&self.head.hash, seq, at.millis(), &body);
-        sqlx::query(
-            "INSERT INTO events (seq, at, kind, request_id, grant_id, body, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(at.millis())
-        .bind(event.kind.as_str())
-        .bind(&event.request)
-        .bind(&event.grant)
-        .bind(&body)
-        .bind(&self.head.hash)
-        .bind(&hash)
-        .execute(&mut *self.conn)
-        .await?;
-        *self.head = Head { seq, hash };
+        let prev = std::mem::replace(&mut self.head.hash, hash.clone());
+        self.head.seq = seq;
+        self.pending.events.push((
+            seq,
+            at.millis(),
+            event.kind.as_str().to_owned(),
+            event.request.clone(),
+            event.grant.clone(),
+            body,
+            prev,
+            hash,
+        ));
         Ok(seq)
     }
 
@@ -329,24 +513,20 @@ impl Tx for SqliteTx<'_> {
         key: &str,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO jobs (kind, key, due_at, claimed_until) VALUES (?, ?, ?, NULL)
-             ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at, claimed_until = NULL",
-        )
-        .bind(kind.as_str())
-        .bind(key)
-        .bind(at.millis())
-        .execute(&mut *self.conn)
-        .await?;
+        self.pending.jobs.push(JobOp::Put {
+            kind,
+            key: key.to_owned(),
+            at: at.millis(),
+            claimed_until: None,
+        });
         Ok(())
     }
 
     async fn unschedule(&mut self, kind: TimerKind, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM jobs WHERE kind = ? AND key = ?")
-            .bind(kind.as_str())
-            .bind(key)
-            .execute(&mut *self.conn)
-            .await?;
+        self.pending.jobs.push(JobOp::Delete {
+            kind,
+            key: key.to_owned(),
+        });
         Ok(())
     }
 
@@ -357,18 +537,25 @@ impl Tx for SqliteTx<'_> {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET claimed_until = ? WHERE kind = ? AND key = ? AND due_at <= ?
+        let row = sqlx::query(
+            "SELECT due_at FROM jobs WHERE kind = ? AND key = ? AND due_at <= ?
              AND (claimed_until IS NULL OR claimed_until <= ?)",
         )
-        .bind(until.millis())
         .bind(kind.as_str())
         .bind(key)
         .bind(now.millis())
         .bind(now.millis())
-        .execute(&mut *self.conn)
+        .fetch_optional(&mut *self.conn)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = row else { return Ok(false) };
+        let due_at: i64 = row.try_get("due_at")?;
+        self.pending.jobs.push(JobOp::Put {
+            kind,
+            key: key.to_owned(),
+            at: due_at,
+            claimed_until: Some(until.millis()),
+        });
+        Ok(true)
     }
 
     async fn put_token(
@@ -377,13 +564,14 @@ impl Tx for SqliteTx<'_> {
         subject: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tokens (hash, subject, created_at) VALUES (?, ?, ?)")
-            .bind(hash)
-            .bind(subject)
-            .bind(now.millis())
-            .execute(&mut *self.conn)
-            .await?;
+        self.pending
+            .tokens
+            .push((hash.to_owned(), subject.to_owned(), now.millis()));
         Ok(())
+    }
+
+    fn signal_due(&mut self) {
+        self.pending.due_now = true;
     }
 }
 
@@ -529,6 +717,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    fn due_signal(&self) -> Arc<Notify> {
+        self.due.clone()
     }
 
     async fn close(&self) {
