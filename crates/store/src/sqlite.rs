@@ -175,20 +175,23 @@ impl Cache {
 struct Pending {
     requests: Vec<Request>,
     grants: Vec<Grant>,
-    events: Vec<(
-        i64,
-        i64,
-        String,
-        Option<String>,
-        Option<String>,
-        String,
-        String,
-        String,
-    )>,
+    events: Vec<EventRow>,
     jobs: Vec<JobOp>,
     tokens: Vec<(String, String, i64)>,
     due_now: bool,
 }
+
+/// An audit event row: seq, at, kind, request, grant, body, prev_hash, hash.
+type EventRow = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+);
 
 enum JobOp {
     Put {
@@ -475,9 +478,10 @@ impl Tx for SqliteTx<'_> {
         part_of: Option<&str>,
     ) -> Result<Option<Grant>, StoreError> {
         let row = sqlx::query(
-            "SELECT body FROM grants WHERE subject = ? AND state = 'active'
-             AND (resource = ? OR (workflow IS NOT NULL AND workflow = ?))
-             ORDER BY created_at DESC LIMIT 1",
+            "SELECT body FROM grants WHERE subject = ?1 AND resource = ?2 AND state = 'active'
+             UNION ALL
+             SELECT body FROM grants WHERE subject = ?1 AND workflow = ?3 AND state = 'active'
+             LIMIT 1",
         )
         .bind(subject)
         .bind(resource)

@@ -21,7 +21,10 @@ CREATE TABLE grants (
     created_at INTEGER NOT NULL,
     body       TEXT NOT NULL
 );
-CREATE INDEX grants_by_subject ON grants (subject, state);
+-- Rule 5 asks, on every new request, whether the requester holds an active grant of the
+-- resource or of its workflow: one index for each half of that question.
+CREATE INDEX grants_by_subject_resource ON grants (subject, resource, state);
+CREATE INDEX grants_by_subject_workflow ON grants (subject, workflow, state) WHERE workflow IS NOT NULL;
 CREATE INDEX grants_by_state ON grants (state, created_at);
 
 -- The audit log: append-only and hash-chained (each row carries the previous row's hash).
