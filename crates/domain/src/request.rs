@@ -128,18 +128,19 @@ pub struct StepState {
 }
 
 impl StepState {
-    /// Whether `person` stands in slot `i`, directly or through an assignment.
+    /// Whether `person` stands in slot `i` now. Membership at creation counts first; then
+    /// assignments apply in order: the assigner hands their place over (rule 11) and the
+    /// assignee takes it, so a step assigned back to its first reviewer is theirs again.
     fn in_slot(&self, i: usize, person: &str) -> bool {
-        !self.assigned_away(person) && self.slots[i].people.contains(person)
-            || self
-                .assignments
-                .iter()
-                .any(|a| a.slots.contains(&i) && a.people.contains(person))
-    }
-
-    /// Rule 11: a reviewer who assigned the step handed their place over.
-    fn assigned_away(&self, person: &str) -> bool {
-        self.assignments.iter().any(|a| a.by == person)
+        let mut holds = self.slots[i].people.contains(person);
+        for a in self.assignments.iter().filter(|a| a.slots.contains(&i)) {
+            if a.people.contains(person) {
+                holds = true;
+            } else if a.by == person {
+                holds = false;
+            }
+        }
+        holds
     }
 
     fn slots_of(&self, person: &str) -> Vec<usize> {
@@ -154,7 +155,7 @@ impl StepState {
         for a in &self.assignments {
             all.extend(a.people.iter().cloned());
         }
-        all.retain(|p| !self.assigned_away(p));
+        all.retain(|p| !self.slots_of(p).is_empty());
         all
     }
 

@@ -142,9 +142,16 @@ async fn connector_call(
                 let Some(mut g) = tx.grant(&key).await? else {
                     return Ok(tx.unschedule(kind, &key).await?);
                 };
+                let waits_for = match action {
+                    Action::Grant => GrantState::Activating,
+                    Action::Revoke => GrantState::Revoking,
+                };
                 let ch = match (&result, action) {
                     (Ok(()), Action::Grant) => g.activated(done_at),
                     (Ok(()), Action::Revoke) => g.revoke_confirmed(done_at),
+                    // The grant moved on while this call ran (revoked while activating): its
+                    // failure says nothing about the phase the grant is in now.
+                    (Err(_), _) if g.state != waits_for => domain::Changes::default(),
                     (Err(e), _) => {
                         let attempt = g.attempts + 1;
                         let give_up = action == Action::Grant && attempt >= max_attempts;
@@ -162,11 +169,7 @@ async fn connector_call(
                 apply(tx, ch, done_at).await?;
                 // The job stays only while the grant still waits for this call (a failure
                 // rescheduled it); otherwise it is done, or the grant moved on meanwhile.
-                let waiting = match action {
-                    Action::Grant => g.state == GrantState::Activating,
-                    Action::Revoke => g.state == GrantState::Revoking,
-                };
-                if !waiting {
+                if g.state != waits_for {
                     tx.unschedule(kind, &key).await?;
                 }
                 tx.put_grant(&g).await?;

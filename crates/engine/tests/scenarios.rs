@@ -1619,3 +1619,45 @@ async fn rule_11_assigning_hands_over_the_vote() {
     )
     .await;
 }
+
+/// Rule 11: a step assigned back to the reviewer who assigned it is theirs again, and the
+/// person it was handed to no longer holds it.
+#[tokio::test]
+async fn rule_11_assigning_back_returns_the_place() {
+    check(
+        r#"
+        resource "db" {
+          max_duration = "1h"
+          workflow = { steps = [ { reviewers = { all_of = ["dan@example.com", "eve@example.com"] } } ] }
+        }
+        "#,
+        r#"
+        request alice db
+        assign dan carol
+        assign carol dan
+        approve carol
+        approve dan
+        approve eve
+        "#,
+        expect![[r#"
+            > request alice db
+              request_created R1 by alice duration=1h resource=db
+              step_entered R1 reviewers=dan,eve step=1
+            > assign dan carol
+              request_assigned R1 by dan step=1 to=carol
+            > assign carol dan
+              request_assigned R1 by carol step=1 to=dan
+            > approve carol
+              error: forbidden: carol is not a reviewer of step 1
+            > approve dan
+              review_recorded R1 by dan decision=approve step=1
+            > approve eve
+              review_recorded R1 by eve decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by eve
+              grant_issued G1 duration=1h request=R1 resource=db subject=alice
+              grant_activated G1 expires_at=+1h
+        "#]],
+    )
+    .await;
+}
