@@ -19,10 +19,11 @@ fn dependencies(krate: &str) -> Vec<String> {
             in_deps = line == "[dependencies]";
             continue;
         }
-        if in_deps && let Some((name, _)) = line.split_once(['.', ' ', '=']) {
-            if !name.is_empty() {
-                out.push(name.to_owned());
-            }
+        if in_deps
+            && let Some((name, _)) = line.split_once(['.', ' ', '='])
+            && !name.is_empty()
+        {
+            out.push(name.to_owned());
         }
     }
     out
