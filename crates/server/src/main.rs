@@ -25,15 +25,8 @@ struct Cli {
 enum Cmd {
     /// Run the server (API, worker) on the configuration's database.
     Serve {
-        /// Configuration files (HCL); repeat or separate with commas.
-        #[arg(
-            long,
-            short,
-            required = true,
-            env = "COUNTERSIGN_CONFIG",
-            value_delimiter = ','
-        )]
-        config: Vec<PathBuf>,
+        #[command(flatten)]
+        files: ConfigFiles,
     },
     /// Validate configuration files; print every error with file, line and block.
     Check {
@@ -53,17 +46,25 @@ enum Cmd {
 enum TokenCmd {
     /// Print a new token for a configured user (shown once; stored hashed).
     Create {
-        #[arg(
-            long,
-            short,
-            required = true,
-            env = "COUNTERSIGN_CONFIG",
-            value_delimiter = ','
-        )]
-        config: Vec<PathBuf>,
+        #[command(flatten)]
+        files: ConfigFiles,
         #[arg(long)]
         user: String,
     },
+}
+
+/// The configuration of the server, for the commands that read it directly.
+#[derive(Debug, clap::Args)]
+struct ConfigFiles {
+    /// Configuration files (HCL); repeat or separate with commas.
+    #[arg(
+        long,
+        short,
+        required = true,
+        env = "COUNTERSIGN_CONFIG",
+        value_delimiter = ','
+    )]
+    config: Vec<PathBuf>,
 }
 
 fn load(files: &[PathBuf]) -> Result<config::Config, ExitCode> {
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { config } => serve(config).await,
+            Cmd::Serve { files } => serve(files.config).await,
             Cmd::Check { files } => match load(&files) {
                 Ok(c) => {
                     println!(
@@ -110,8 +111,8 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
-            Cmd::Token(TokenCmd::Create { config, user }) => {
-                let cfg = match load(&config) {
+            Cmd::Token(TokenCmd::Create { files, user }) => {
+                let cfg = match load(&files.config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };

@@ -416,6 +416,17 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Reads the stored snapshot of one object by id, through a pool or the writer's connection.
+async fn load<'e, T, E>(ex: E, sql: &'static str, id: &str) -> Result<Option<T>, StoreError>
+where
+    T: DeserializeOwned,
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let row = sqlx::query(sql).bind(id).fetch_optional(ex).await?;
+    row.map(|r| from_json(r.try_get::<&str, _>("body")?))
+        .transpose()
+}
+
 fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -436,12 +447,12 @@ impl Tx for SqliteTx<'_> {
         if let Some(r) = self.cache.requests.get(id) {
             return Ok(Some(r.clone()));
         }
-        let row = sqlx::query("SELECT body FROM requests WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
+        load(
+            &mut *self.conn,
+            "SELECT body FROM requests WHERE id = ?",
+            id,
+        )
+        .await
     }
 
     async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
@@ -457,12 +468,7 @@ impl Tx for SqliteTx<'_> {
         if let Some(g) = self.cache.grants.get(id) {
             return Ok(Some(g.clone()));
         }
-        let row = sqlx::query("SELECT body FROM grants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *self.conn)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
+        load(&mut *self.conn, "SELECT body FROM grants WHERE id = ?", id).await
     }
 
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
@@ -593,12 +599,7 @@ impl Store for SqliteStore {
     }
 
     async fn request(&self, id: &str) -> Result<Option<Request>, StoreError> {
-        let row = sqlx::query("SELECT body FROM requests WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
+        load(&self.read, "SELECT body FROM requests WHERE id = ?", id).await
     }
 
     async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
@@ -627,12 +628,7 @@ impl Store for SqliteStore {
     }
 
     async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        let row = sqlx::query("SELECT body FROM grants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
+        load(&self.read, "SELECT body FROM grants WHERE id = ?", id).await
     }
 
     async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
