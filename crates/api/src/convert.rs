@@ -226,6 +226,11 @@ pub fn grant(g: &Grant) -> GrantView {
                 by: Some(g.spec.subject.clone()),
                 reason: None,
             },
+            GrantEnd::ActivationFailed { error, .. } => GrantEndingView {
+                kind: "activation_failed".into(),
+                by: None,
+                reason: Some(error.clone()),
+            },
             GrantEnd::Revoked { by, reason } => GrantEndingView {
                 kind: "revoked".into(),
                 by: Some(by.clone()),

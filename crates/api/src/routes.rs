@@ -40,15 +40,21 @@ fn span(text: &str) -> ApiResult<Span> {
     Span::parse(text).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-/// Attaches the request's grant, if it has one, to its view.
-async fn with_grant(state: &AppState, r: &domain::Request) -> ApiResult<RequestView> {
+/// Attaches the request's grant to its view when the caller may see that grant (a request
+/// answered by another resource's workflow grant shows only its id to other reviewers).
+async fn with_grant(
+    state: &AppState,
+    actor: &domain::Actor,
+    r: &domain::Request,
+) -> ApiResult<RequestView> {
     let grant = match &r.grant {
         Some(id) => state
             .engine
             .store()
             .grant(id)
             .await
-            .map_err(engine::EngineError::from)?,
+            .map_err(engine::EngineError::from)?
+            .filter(|g| state.engine.may_see_grant(actor, g)),
         None => None,
     };
     Ok(convert::request(r, grant.as_ref()))
@@ -100,7 +106,10 @@ async fn create_request(
         .metrics
         .requests_created
         .fetch_add(1, Ordering::Relaxed);
-    Ok((StatusCode::CREATED, Json(with_grant(&state, &req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_grant(&state, &actor, &req).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -169,7 +178,7 @@ async fn get_request(
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
     let r = state.engine.request(&actor, &id).await?;
-    Ok(Json(with_grant(&state, &r).await?))
+    Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
 /// Approve or deny the current step.
@@ -217,7 +226,7 @@ async fn review_request(
         )
         .await?;
     state.metrics.reviews.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(with_grant(&state, &r).await?))
+    Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
 /// Cancel a pending request (the requester, or an admin with a reason).
@@ -233,7 +242,7 @@ async fn cancel_request(
 ) -> ApiResult<Json<RequestView>> {
     let Json(body) = body?;
     let r = state.engine.cancel(&actor, &id, body.reason).await?;
-    Ok(Json(with_grant(&state, &r).await?))
+    Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
 /// Add a comment (anyone involved).
@@ -248,7 +257,7 @@ async fn comment_request(
 ) -> ApiResult<Json<RequestView>> {
     let Json(body) = body?;
     let r = state.engine.comment(&actor, &id, body.text).await?;
-    Ok(Json(with_grant(&state, &r).await?))
+    Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
 /// Assign the current step to another principal.
@@ -265,7 +274,7 @@ async fn assign_request(
     let Json(body) = body?;
     let to = Principal::parse(&body.to).map_err(|e| ApiError::invalid(e.to_string()))?;
     let r = state.engine.assign(&actor, &id, to).await?;
-    Ok(Json(with_grant(&state, &r).await?))
+    Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

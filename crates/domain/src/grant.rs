@@ -69,6 +69,8 @@ pub enum GrantEnd {
     Dropped,
     /// An owner or admin revoked it.
     Revoked { by: String, reason: String },
+    /// Activation failed for good; the revoke cleans up whatever the failed calls did.
+    ActivationFailed { error: String, attempts: u32 },
 }
 
 /// What an approved request asks to be granted.
@@ -185,18 +187,23 @@ impl Grant {
                     at,
                 });
             }
+            // Activation failed for good. A call that failed (or timed out) may still have
+            // given access, so the connector's revoke runs before the grant is shown `failed`.
             (GrantState::Activating, None) => {
-                self.state = GrantState::Failed;
-                self.ended_at = Some(now);
                 ch.event(
-                    Event::grant(EventKind::GrantFailed, &self.id, None)
-                        .with("attempts", self.attempts)
-                        .with("error", error),
+                    Event::grant(EventKind::GrantActivationFailed, &self.id, None)
+                        .with("attempt", self.attempts)
+                        .with("error", error)
+                        .with("final", true),
                 );
-                ch.effect(Effect::Unschedule {
-                    kind: TimerKind::ConnectorGrant,
-                    key: self.id.clone(),
-                });
+                let attempts = self.attempts;
+                ch.extend(self.start_revoke(
+                    GrantEnd::ActivationFailed {
+                        error: error.to_owned(),
+                        attempts,
+                    },
+                    now,
+                ));
             }
             (GrantState::Revoking, at) => {
                 let at = at.unwrap_or(now.plus(Span::from_secs(60)));
@@ -269,7 +276,7 @@ impl Grant {
         let actor = match &end {
             GrantEnd::Revoked { by, .. } => Some(by.clone()),
             GrantEnd::Dropped => Some(self.spec.subject.clone()),
-            GrantEnd::Expired => None,
+            GrantEnd::Expired | GrantEnd::ActivationFailed { .. } => None,
         };
         let mut ev = Event::grant(EventKind::GrantRevokeStarted, &self.id, actor.as_deref());
         ev = ev.with(
@@ -278,6 +285,7 @@ impl Grant {
                 GrantEnd::Expired => "expired",
                 GrantEnd::Dropped => "dropped",
                 GrantEnd::Revoked { .. } => "revoked",
+                GrantEnd::ActivationFailed { .. } => "activation_failed",
             },
         );
         if let GrantEnd::Revoked { reason, .. } = &end {
@@ -313,14 +321,28 @@ impl Grant {
         if self.state != GrantState::Revoking {
             return ch;
         }
-        let (state, kind) = match self.ending {
-            Some(GrantEnd::Expired) => (GrantState::Expired, EventKind::GrantExpired),
-            _ => (GrantState::Revoked, EventKind::GrantRevoked),
+        let (state, event) = match &self.ending {
+            Some(GrantEnd::Expired) => (
+                GrantState::Expired,
+                Event::grant(EventKind::GrantExpired, &self.id, None),
+            ),
+            Some(GrantEnd::ActivationFailed { error, attempts }) => (
+                GrantState::Failed,
+                Event::grant(EventKind::GrantFailed, &self.id, None)
+                    .with("attempts", attempts)
+                    .with("error", error),
+            ),
+            _ => (
+                GrantState::Revoked,
+                Event::grant(EventKind::GrantRevoked, &self.id, None),
+            ),
         };
         self.state = state;
         self.ended_at = Some(now);
-        self.last_error = None;
-        ch.event(Event::grant(kind, &self.id, None));
+        if state != GrantState::Failed {
+            self.last_error = None;
+        }
+        ch.event(event);
         ch.effect(Effect::Unschedule {
             kind: TimerKind::ConnectorRevoke,
             key: self.id.clone(),

@@ -37,4 +37,8 @@ pub mod limits {
     pub const MAX_FIELDS: usize = 64;
     /// Longest accepted string field value, in characters.
     pub const MAX_FIELD_VALUE: usize = 4096;
+    /// Most comments one request may collect.
+    pub const MAX_COMMENTS: usize = 500;
+    /// Most assignments one step may collect.
+    pub const MAX_ASSIGNMENTS: usize = 20;
 }

@@ -835,6 +835,13 @@ impl Request {
         {
             return Err(invalid(format!("{to} has already decided on this request")));
         }
+        if self.steps[i].assignments.len() >= crate::limits::MAX_ASSIGNMENTS {
+            return Err(invalid(format!(
+                "step {} has been assigned {} times; no more assignments are accepted",
+                i + 1,
+                crate::limits::MAX_ASSIGNMENTS
+            )));
+        }
         let slots = self.steps[i].slots_of(&actor.id);
         self.steps[i].assignments.push(Assignment {
             by: actor.id.clone(),
@@ -868,6 +875,13 @@ impl Request {
             return Err(invalid("a comment needs text"));
         }
         check_text("comment", &text)?;
+        if self.comments.len() >= crate::limits::MAX_COMMENTS {
+            return Err(invalid(format!(
+                "request {} already has {} comments",
+                self.id,
+                crate::limits::MAX_COMMENTS
+            )));
+        }
         self.comments.push(Comment {
             by: actor.id.clone(),
             text,

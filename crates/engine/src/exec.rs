@@ -43,6 +43,9 @@ pub fn describe(action: Action, g: &Grant) -> serde_json::Value {
 
 const MAX_STDERR: usize = 2048;
 
+/// Variables passed through from the server's environment to connector programs.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
 /// Runs the program for `action`. The error text is safe to record: values of the
 /// connector's environment (which may be secrets) are redacted from it.
 pub async fn call(c: &ExecConnector, action: Action, g: &Grant) -> Result<(), String> {
@@ -51,9 +54,16 @@ pub async fn call(c: &ExecConnector, action: Action, g: &Grant) -> Result<(), St
         Action::Revoke => &c.revoke_command,
     };
     let (program, args) = argv.split_first().ok_or("the connector has no command")?;
+    // The program sees only its own configured environment and a few harmless variables,
+    // never the server's: that holds the secrets of every other connector.
+    let inherited = INHERITED
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
     let mut child = Command::new(program)
         .args(args)
         .current_dir(&c.dir)
+        .env_clear()
+        .envs(inherited)
         .envs(&c.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -199,10 +199,13 @@ impl Engine {
             .write(move |tx| {
                 Box::pin(async move {
                     let covering = tx
-                        .active_grant_covering(&new.requester, &res.name, res.part_of.as_deref())
-                        .await?
-                        .filter(|g| g.covers(&res.name, res.part_of.as_deref()))
-                        .filter(|g| g.expires_at.is_some_and(|t| t > now));
+                        .active_grant_covering(
+                            &new.requester,
+                            &res.name,
+                            res.part_of.as_deref(),
+                            now,
+                        )
+                        .await?;
                     let (mut req, ch) = Request::create(
                         new,
                         &res,
@@ -339,7 +342,8 @@ impl Engine {
         }
     }
 
-    fn may_see_grant(&self, actor: &Actor, g: &Grant) -> bool {
+    /// Who may see a grant: its subject, the owners of its resource, admins.
+    pub fn may_see_grant(&self, actor: &Actor, g: &Grant) -> bool {
         actor.admin || g.spec.subject == actor.id || self.is_owner(actor, &g.spec.resource)
     }
 

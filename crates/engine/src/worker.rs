@@ -27,13 +27,19 @@ pub(crate) async fn run_due(engine: &Engine, now: Timestamp) -> Result<usize, En
     loop {
         let jobs = engine.store.due_jobs(now, 256).await?;
         let n = jobs.len();
+        let mut progress = false;
         for job in jobs {
-            if let Err(e) = run_job(engine, &job, now).await {
-                tracing::warn!(kind = job.kind.as_str(), key = %job.key, error = %e, "job failed");
+            match run_job(engine, &job, now).await {
+                Ok(()) => progress = true,
+                Err(e) => {
+                    tracing::warn!(kind = job.kind.as_str(), key = %job.key, error = %e, "job failed")
+                }
             }
             ran += 1;
         }
-        if n < 256 {
+        // A full page that made no progress (the store is failing) is not read again at once:
+        // the loop waits and tries later instead of spinning.
+        if n < 256 || !progress {
             return Ok(ran);
         }
     }

@@ -1433,9 +1433,11 @@ async fn rule_16_failing_activation_retries_then_fails() {
             > advance 5m (now +5m)
               grant_activation_failed G1 attempt=2 error='"sh" exited with status 3: connection refused'
             > advance 5m (now +10m)
+              grant_activation_failed G1 attempt=3 error='"sh" exited with status 3: connection refused' final=true
+              grant_revoke_started G1 why=activation_failed
               grant_failed G1 attempts=3 error='"sh" exited with status 3: connection refused'
             > state G1
-              G1 failed attempts=3
+              G1 failed
             > advance 5m (now +15m)
               (no events)
             > request alice pg 1h

@@ -219,7 +219,7 @@ pub struct AssignBody {
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct GrantEndingView {
-    /// expired, dropped or revoked.
+    /// expired, dropped, revoked or activation_failed (the reason then holds the error).
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,

@@ -38,7 +38,7 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
-    #[error("unsupported database URL {0:?}: use sqlite://path")]
+    #[error("unsupported database URL scheme {0:?}: use sqlite://path")]
     BadUrl(String),
 }
 
@@ -100,12 +100,14 @@ pub trait Tx: Send {
     async fn put_request(&mut self, r: &Request) -> Result<(), StoreError>;
     async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError>;
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError>;
-    /// An active grant of `subject` on `resource`, or on the workflow `part_of` (rule 5).
+    /// An active, unexpired grant of `subject` on `resource`, or on the workflow `part_of`
+    /// (rule 5).
     async fn active_grant_covering(
         &mut self,
         subject: &str,
         resource: &str,
         part_of: Option<&str>,
+        now: Timestamp,
     ) -> Result<Option<Grant>, StoreError>;
     /// Appends an audit event to the hash chain; returns its sequence number.
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError>;
@@ -163,7 +165,10 @@ pub async fn open(url: &str, role: sqlite::Role) -> Result<std::sync::Arc<dyn St
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError::BadUrl(url.to_owned()))?;
+        .ok_or_else(|| {
+            // Only the scheme: the rest of a URL may hold a password.
+            StoreError::BadUrl(url.split("://").next().unwrap_or_default().to_owned())
+        })?;
     Ok(std::sync::Arc::new(
         sqlite::SqliteStore::open(path, role).await?,
     ))

@@ -149,19 +149,27 @@ struct Cache {
 const CACHE_MAX: usize = 100_000;
 
 impl Cache {
+    /// Records what was just written. An entry is always replaced, never left stale; at the
+    /// bound the cache starts over rather than refusing new entries.
     fn put_request(&mut self, r: &Request) {
         if r.state.is_terminal() {
             self.requests.remove(&r.id);
-        } else if self.requests.len() < CACHE_MAX {
-            self.requests.insert(r.id.clone(), r.clone());
+            return;
         }
+        if self.requests.len() >= CACHE_MAX && !self.requests.contains_key(&r.id) {
+            self.requests.clear();
+        }
+        self.requests.insert(r.id.clone(), r.clone());
     }
     fn put_grant(&mut self, g: &Grant) {
         if g.state.is_final() {
             self.grants.remove(&g.id);
-        } else if self.grants.len() < CACHE_MAX {
-            self.grants.insert(g.id.clone(), g.clone());
+            return;
         }
+        if self.grants.len() >= CACHE_MAX && !self.grants.contains_key(&g.id) {
+            self.grants.clear();
+        }
+        self.grants.insert(g.id.clone(), g.clone());
     }
     fn clear(&mut self) {
         self.requests.clear();
@@ -482,20 +490,27 @@ impl Tx for SqliteTx<'_> {
         subject: &str,
         resource: &str,
         part_of: Option<&str>,
+        now: Timestamp,
     ) -> Result<Option<Grant>, StoreError> {
-        let row = sqlx::query(
+        // Every candidate is checked: one whose expiry timer has not run yet must not hide a
+        // valid one.
+        let rows = sqlx::query(
             "SELECT body FROM grants WHERE subject = ?1 AND resource = ?2 AND state = 'active'
              UNION ALL
-             SELECT body FROM grants WHERE subject = ?1 AND workflow = ?3 AND state = 'active'
-             LIMIT 1",
+             SELECT body FROM grants WHERE subject = ?1 AND workflow = ?3 AND state = 'active'",
         )
         .bind(subject)
         .bind(resource)
         .bind(part_of)
-        .fetch_optional(&mut *self.conn)
+        .fetch_all(&mut *self.conn)
         .await?;
-        row.map(|r| from_json(r.try_get::<&str, _>("body")?))
-            .transpose()
+        for row in rows {
+            let g: Grant = from_json(row.try_get::<&str, _>("body")?)?;
+            if g.covers(resource, part_of) && g.expires_at.is_some_and(|t| t > now) {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
     }
 
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError> {
@@ -715,6 +730,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.jobs.is_closed() {
+            return Err(StoreError::Closed);
+        }
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }

@@ -475,8 +475,13 @@ async fn rule_15_workflow_scope_covers_a_sibling_resource() {
     let sibling = app.create("alice", body.clone()).await;
     let someone_else = app.create("carol", body).await;
 
-    // Assert
-    assert_eq!(approved["grant"]["workflow"], "prod-db");
+    // Assert: the reviewer is not an owner, so their view names the grant without showing
+    // it; the requester sees it whole.
+    assert!(approved["grant"].is_null());
+    assert_eq!(
+        app.request("alice", &first).await["grant"]["workflow"],
+        "prod-db"
+    );
     assert_eq!(sibling["state"], "approved");
     assert_eq!(sibling["grant_id"], approved["grant_id"]);
     assert_eq!(sibling["grant"]["state"], "active");
