@@ -7,7 +7,8 @@
 //! runs `--concurrency` clients for `--seconds` after a warm-up. Every client is its own
 //! requester and walks through many resources, so that no request is answered by an earlier
 //! grant (rule 5) and every workflow takes the full path. It prints completed workflows per
-//! second and the p50/p99 latency of a whole workflow.
+//! second and the p50/p99 latency of a whole workflow. The four reviewers own the resources,
+//! so the last approval's response shows the active grant, which the bench checks.
 //!
 //! Client and server share this process and the machine's cores, so the figure is a lower
 //! bound of what the server alone could do.
@@ -53,6 +54,7 @@ fn bench_config(dir: &std::path::Path, args: &BenchArgs) -> String {
             s,
             r#"resource "r{r}" {{
   max_duration = "1h"
+  owners       = ["s1a@bench.test", "s1b@bench.test", "s2a@bench.test", "s2b@bench.test"]
   workflow = {{ steps = [
     {{ reviewers = {{ one_of = ["s1a@bench.test", "s1b@bench.test"] }} }},
     {{ reviewers = {{ all_of = ["s2a@bench.test", "s2b@bench.test"] }} }},
