@@ -119,9 +119,6 @@ impl Directory {
     pub fn users(&self) -> impl Iterator<Item = (&String, &UserDef)> {
         self.users.iter()
     }
-    pub fn has_group(&self, name: &str) -> bool {
-        self.members.contains_key(name)
-    }
 
     /// The people a principal stands for: a user is themself, a group is its members, an app
     /// is nobody (applications never review).

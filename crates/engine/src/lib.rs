@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use config::Config;
 use domain::{
-    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal, Request,
+    Actor, Changes, DomainError, Effect, Grant, Input, NewRequest, Principal, Request,
     RequestState, ReviewInput, Span, Timestamp,
 };
 use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
@@ -177,13 +177,10 @@ impl Engine {
         input: CreateRequest,
     ) -> Result<Request, EngineError> {
         let config = self.config();
-        let res = config
-            .resources
-            .get(&input.resource)
-            .cloned()
-            .ok_or_else(|| {
-                DomainError::Invalid(format!("unknown resource {:?}", input.resource))
-            })?;
+        if !config.resources.contains_key(&input.resource) {
+            let msg = format!("unknown resource {:?}", input.resource);
+            return Err(DomainError::Invalid(msg).into());
+        }
         let now = self.now();
         let new = NewRequest {
             id: new_id(now),
@@ -194,10 +191,11 @@ impl Engine {
         };
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
-        let dir = config.directory.clone();
+        let name = input.resource;
         let req = self
             .write(move |tx| {
                 Box::pin(async move {
+                    let res = &config.resources[&name];
                     let covering = tx
                         .active_grant_covering(
                             &new.requester,
@@ -208,8 +206,8 @@ impl Engine {
                         .await?;
                     let (mut req, ch) = Request::create(
                         new,
-                        &res,
-                        &dir,
+                        res,
+                        &config.directory,
                         now,
                         covering.as_ref().map(|g| g.id.as_str()),
                     )?;
@@ -286,9 +284,11 @@ impl Engine {
         to: Principal,
     ) -> Result<Request, EngineError> {
         let a = actor.clone();
-        let dir = self.config().directory.clone();
-        self.transition(actor, id, move |r, now| r.assign(&a, to, &dir, now))
-            .await
+        let config = self.config();
+        self.transition(actor, id, move |r, now| {
+            r.assign(&a, to, &config.directory, now)
+        })
+        .await
     }
 
     pub async fn request(&self, actor: &Actor, id: &str) -> Result<Request, EngineError> {
@@ -344,15 +344,7 @@ impl Engine {
 
     /// Who may see a grant: its subject, the owners of its resource, admins.
     pub fn may_see_grant(&self, actor: &Actor, g: &Grant) -> bool {
-        actor.admin || g.spec.subject == actor.id || self.is_owner(actor, &g.spec.resource)
-    }
-
-    fn is_owner(&self, actor: &Actor, resource: &str) -> bool {
-        let config = self.config();
-        config
-            .resources
-            .get(resource)
-            .is_some_and(|r| r.owner_people(&config.directory).contains(&actor.id))
+        grant_visible(&self.config(), actor, g)
     }
 
     pub async fn grant(&self, actor: &Actor, id: &str) -> Result<Grant, EngineError> {
@@ -374,7 +366,8 @@ impl Engine {
             f.limit = 500;
         }
         let mut out = self.store.list_grants(&f).await?;
-        out.retain(|g| self.may_see_grant(actor, g));
+        let config = self.config();
+        out.retain(|g| grant_visible(&config, actor, g));
         out.truncate(want);
         Ok(out)
     }
@@ -387,8 +380,7 @@ impl Engine {
         reason: Option<String>,
     ) -> Result<Grant, EngineError> {
         let now = self.now();
-        let existing = self.grant(actor, id).await?;
-        let is_owner = self.is_owner(actor, &existing.spec.resource);
+        let config = self.config();
         let (actor, id) = (actor.clone(), id.to_owned());
         let g = self
             .write(move |tx| {
@@ -396,7 +388,9 @@ impl Engine {
                     let mut g = tx
                         .grant(&id)
                         .await?
+                        .filter(|g| grant_visible(&config, &actor, g))
                         .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))?;
+                    let is_owner = owns(&config, &actor, &g.spec.resource);
                     let ch = g.revoke(&actor, is_owner, reason, now)?;
                     apply(tx, ch, now).await?;
                     tx.put_grant(&g).await?;
@@ -485,11 +479,19 @@ impl Engine {
     pub async fn run_due(&self) -> Result<usize, EngineError> {
         worker::run_due(self, self.now()).await
     }
+}
 
-    /// Whether a grant state is final, for clients that wait.
-    pub fn grant_final(state: GrantState) -> bool {
-        state.is_final()
-    }
+/// Whether the actor owns a resource of the running configuration.
+fn owns(config: &Config, actor: &Actor, resource: &str) -> bool {
+    config
+        .resources
+        .get(resource)
+        .is_some_and(|r| r.owners.iter().any(|p| actor.is(p)))
+}
+
+/// Who may see a grant: its subject, the owners of its resource, admins.
+fn grant_visible(config: &Config, actor: &Actor, g: &Grant) -> bool {
+    actor.admin || g.spec.subject == actor.id || owns(config, actor, &g.spec.resource)
 }
 
 /// The result of walking the audit chain.

@@ -148,28 +148,25 @@ struct Cache {
 
 const CACHE_MAX: usize = 100_000;
 
+/// Records what was just written. An entry is always replaced, never left stale; a finished
+/// object leaves; at the bound the map starts over rather than refusing new entries.
+fn remember<T: Clone>(map: &mut HashMap<String, T>, id: &str, value: &T, live: bool) {
+    if !live {
+        map.remove(id);
+        return;
+    }
+    if map.len() >= CACHE_MAX && !map.contains_key(id) {
+        map.clear();
+    }
+    map.insert(id.to_owned(), value.clone());
+}
+
 impl Cache {
-    /// Records what was just written. An entry is always replaced, never left stale; at the
-    /// bound the cache starts over rather than refusing new entries.
     fn put_request(&mut self, r: &Request) {
-        if r.state.is_terminal() {
-            self.requests.remove(&r.id);
-            return;
-        }
-        if self.requests.len() >= CACHE_MAX && !self.requests.contains_key(&r.id) {
-            self.requests.clear();
-        }
-        self.requests.insert(r.id.clone(), r.clone());
+        remember(&mut self.requests, &r.id, r, !r.state.is_terminal());
     }
     fn put_grant(&mut self, g: &Grant) {
-        if g.state.is_final() {
-            self.grants.remove(&g.id);
-            return;
-        }
-        if self.grants.len() >= CACHE_MAX && !self.grants.contains_key(&g.id) {
-            self.grants.clear();
-        }
-        self.grants.insert(g.id.clone(), g.clone());
+        remember(&mut self.grants, &g.id, g, !g.state.is_final());
     }
     fn clear(&mut self) {
         self.requests.clear();
