@@ -18,6 +18,14 @@ pub fn ts(t: Timestamp) -> String {
         .unwrap_or_else(|| t.millis().to_string())
 }
 
+/// Parses an RFC 3339 time sent by a client.
+pub fn parse_ts(text: &str) -> Option<Timestamp> {
+    let t = time::OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .ok()
+        .map(Timestamp::from_millis)
+}
+
 pub fn input(v: &Value) -> Input {
     match v {
         Value::String(s) => Input::Text(s.clone()),
@@ -198,6 +206,8 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
             }),
         }),
         grant_id: r.grant.clone(),
+        start_at: r.start_at.map(ts),
+        extends: r.extends.clone(),
         grant: grant.map(self::grant),
     }
 }
@@ -212,6 +222,7 @@ pub fn grant(g: &Grant) -> GrantView {
         state: g.state.as_str().to_owned(),
         duration: g.spec.duration.to_string(),
         created_at: ts(g.created_at),
+        start_at: g.spec.start_at.map(ts),
         activated_at: g.activated_at.map(ts),
         expires_at: g.expires_at.map(ts),
         ended_at: g.ended_at.map(ts),

@@ -32,6 +32,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_grants))
         .routes(routes!(get_grant))
         .routes(routes!(revoke_grant))
+        .routes(routes!(extend_grant))
         .routes(routes!(audit))
         .routes(routes!(audit_verify))
 }
@@ -85,6 +86,14 @@ async fn create_request(
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let Json(body) = body?;
     let duration = body.duration.as_deref().map(span).transpose()?;
+    let start_at = body
+        .start_at
+        .as_deref()
+        .map(|t| {
+            convert::parse_ts(t)
+                .ok_or_else(|| ApiError::invalid(format!("start_at {t:?} is not an RFC 3339 time")))
+        })
+        .transpose()?;
     let fields = body
         .fields
         .iter()
@@ -99,6 +108,7 @@ async fn create_request(
                 reason: body.reason,
                 duration,
                 fields,
+                start_at,
             },
         )
         .await?;
@@ -347,6 +357,30 @@ async fn revoke_grant(
     let Json(body) = body?;
     let g = state.engine.revoke_grant(&actor, &id, body.reason).await?;
     Ok(Json(convert::grant(&g)))
+}
+
+/// Ask to extend an active grant: creates a linked request through the resource's workflow;
+/// on approval the grant's expiry moves by the approved duration, without a gap.
+#[utoipa::path(post, path = "/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path)),
+    request_body = ExtendBody,
+    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn extend_grant(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<ExtendBody>,
+) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let Json(body) = body?;
+    let duration = body.duration.as_deref().map(span).transpose()?;
+    let req = state
+        .engine
+        .extend_grant(&actor, &id, duration, body.reason)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_grant(&state, &actor, &req).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

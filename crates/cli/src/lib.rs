@@ -44,7 +44,7 @@ pub enum ClientCommand {
     /// Approve or deny the current step of a request.
     #[command(subcommand)]
     Review(ReviewCmd),
-    /// List and revoke grants.
+    /// List, show, revoke and extend grants.
     #[command(subcommand)]
     Grant(GrantCmd),
     /// Export and verify the audit log (admins).
@@ -65,6 +65,10 @@ pub enum RequestCmd {
         /// A field value, as name=value (repeatable).
         #[arg(long = "field", value_name = "NAME=VALUE")]
         fields: Vec<String>,
+        /// Start the grant at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z) rather than at
+        /// approval.
+        #[arg(long, value_name = "TIME")]
+        start_at: Option<String>,
         /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
         #[arg(long)]
         wait: bool,
@@ -140,6 +144,16 @@ pub enum GrantCmd {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Ask to extend your active grant: a new request through the resource's workflow; once
+    /// approved, the expiry moves without a gap.
+    Extend {
+        id: String,
+        /// How much longer, for example 1h; defaults to the grant's own duration.
+        #[arg(long)]
+        duration: Option<String>,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -273,6 +287,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             reason,
             duration,
             fields,
+            start_at,
             wait,
             poll_seconds,
         }) => {
@@ -288,6 +303,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 reason,
                 duration,
                 fields: map,
+                start_at,
             };
             let mut r: RequestView = c.post("/v1/requests", &body).await?;
             if !wait {
@@ -404,6 +420,16 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
         ClientCommand::Grant(GrantCmd::Show { id }) => {
             let g: GrantView = c.get(&format!("/v1/grants/{id}"), &[]).await?;
             print(json, &g, || table::grants(std::slice::from_ref(&g)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Grant(GrantCmd::Extend {
+            id,
+            duration,
+            reason,
+        }) => {
+            let body = ExtendBody { duration, reason };
+            let r: RequestView = c.post(&format!("/v1/grants/{id}/extend"), &body).await?;
+            print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Grant(GrantCmd::Revoke { id, reason }) => {

@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub listen: String,
     pub public_url: String,
     pub database: String,
+    /// How often the reconciliation sweep asks connectors whether access matches the grants
+    /// (`0s` turns it off).
+    pub reconcile_interval: Span,
+    /// How long before a grant expires its `grant_expiring` event is recorded.
+    pub expiry_notice: Span,
 }
 
 /// How a connector gives and takes back access.
@@ -73,12 +78,152 @@ pub enum ConnectorDef {
     /// Runs a program for grant and another for revoke, with a JSON description of the grant
     /// on stdin; exit status 0 is success.
     Exec(ExecConnector),
+    /// POSTs signed JSON (Standard Webhooks) for grant, revoke and, if enabled, check.
+    Webhook(WebhookConnector),
+    /// `GRANT role TO user` / `REVOKE` on a PostgreSQL server.
+    Postgres(PostgresConnector),
+}
+
+impl ConnectorDef {
+    pub fn timeout(&self) -> Span {
+        match self {
+            ConnectorDef::Exec(c) => c.timeout,
+            ConnectorDef::Webhook(c) => c.timeout,
+            ConnectorDef::Postgres(c) => c.timeout,
+        }
+    }
+    /// Activation attempts before the grant is marked failed (revocation never gives up).
+    pub fn max_attempts(&self) -> u32 {
+        match self {
+            ConnectorDef::Exec(c) => c.max_attempts,
+            ConnectorDef::Webhook(c) => c.max_attempts,
+            ConnectorDef::Postgres(c) => c.max_attempts,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConnector {
+    pub url: String,
+    /// The signing key: `whsec_<base64>` as Standard Webhooks writes it, or any other text.
+    pub secret: String,
+    /// Whether the receiver answers `grant.check` calls (`{"in_effect": bool}`).
+    pub check: bool,
+    pub timeout: Span,
+    pub max_attempts: u32,
+}
+
+impl fmt::Debug for WebhookConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConnector")
+            .field("url", &self.url)
+            .field("check", &self.check)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConnector {
+    /// Connection URL of the target server; may hold a password, never printed.
+    pub url: String,
+    /// Template of the database user a requester maps to (see [`UserTemplate`]).
+    pub user: String,
+    /// End the user's open sessions on revoke (a session that ran `SET ROLE` keeps the role).
+    pub terminate_sessions: bool,
+    pub timeout: Span,
+    pub max_attempts: u32,
+}
+
+impl fmt::Debug for PostgresConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConnector")
+            .field("user", &self.user)
+            .field("terminate_sessions", &self.terminate_sessions)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A text with placeholders that names something after a user: `{email}`, `{local}` (the part
+/// of the email before `@`) and `{attr.NAME}` (the user's attribute `NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserTemplate(Vec<TemplatePart>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TemplatePart {
+    Text(String),
+    Email,
+    Local,
+    Attr(String),
+}
+
+impl UserTemplate {
+    pub fn parse(text: &str) -> Result<UserTemplate, String> {
+        let mut parts = vec![];
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed {{ in {text:?}"))?;
+            let name = &rest[open + 1..open + close];
+            parts.push(match name {
+                "email" => TemplatePart::Email,
+                "local" => TemplatePart::Local,
+                _ => match name.strip_prefix("attr.") {
+                    Some(a) if !a.is_empty() => TemplatePart::Attr(a.to_owned()),
+                    _ => {
+                        return Err(format!(
+                            "unknown placeholder {{{name}}} in {text:?}: use {{email}}, {{local}} or {{attr.NAME}}"
+                        ));
+                    }
+                },
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_owned()));
+        }
+        if parts.is_empty() {
+            return Err("the template is empty".into());
+        }
+        Ok(UserTemplate(parts))
+    }
+
+    /// The name for `email`, or why there is none (a missing attribute).
+    pub fn render(
+        &self,
+        email: &str,
+        attributes: Option<&BTreeMap<String, String>>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Email => out.push_str(email),
+                TemplatePart::Local => out.push_str(email.split('@').next().unwrap_or(email)),
+                TemplatePart::Attr(a) => out.push_str(
+                    attributes
+                        .and_then(|m| m.get(a))
+                        .ok_or_else(|| format!("user {email} has no attribute {a:?}"))?,
+                ),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ExecConnector {
     pub grant_command: Vec<String>,
     pub revoke_command: Vec<String>,
+    /// Optional: exit 0 when the grant is in effect, 1 when it is not.
+    pub check_command: Option<Vec<String>>,
     pub timeout: Span,
     /// Activation attempts before the grant is marked failed (revocation never gives up).
     pub max_attempts: u32,
@@ -93,6 +238,7 @@ impl fmt::Debug for ExecConnector {
         f.debug_struct("ExecConnector")
             .field("grant_command", &self.grant_command)
             .field("revoke_command", &self.revoke_command)
+            .field("check_command", &self.check_command)
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
             .field("env", &self.env.keys().collect::<Vec<_>>())

@@ -11,6 +11,8 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub database: Option<String>,
+    pub reconcile_interval: Option<String>,
+    pub expiry_notice: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +22,8 @@ pub struct RawUser {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +40,14 @@ pub struct RawConnector {
     pub kind: String,
     pub grant_command: Option<Vec<String>>,
     pub revoke_command: Option<Vec<String>>,
+    pub check_command: Option<Vec<String>>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub check: bool,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub terminate_sessions: bool,
     pub timeout: Option<String>,
     pub max_attempts: Option<u32>,
     #[serde(default)]

@@ -10,29 +10,44 @@ use domain::{
 
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
-use crate::{Config, ConfigError, ConnectorDef, ExecConnector, ServerConfig};
+use crate::{
+    Config, ConfigError, ConnectorDef, ExecConnector, PostgresConnector, ServerConfig,
+    UserTemplate, WebhookConnector,
+};
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
-const DEFAULT_EXEC_TIMEOUT: u64 = 30;
+const DEFAULT_CONNECTOR_TIMEOUT: u64 = 30;
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_RECONCILE_SECS: u64 = 300;
+const DEFAULT_EXPIRY_NOTICE_SECS: u64 = 900;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
-    let server = match raw.server {
-        Some((_, s)) => {
-            let listen = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-            ServerConfig {
-                public_url: s.public_url.unwrap_or_else(|| format!("http://{listen}")),
-                listen,
-                database: s
-                    .database
-                    .unwrap_or_else(|| "sqlite://countersign.db".into()),
-            }
+    let defaults = RawServer::default();
+    let (sloc, s) = match raw.server {
+        Some((loc, s)) => (Some(loc), s),
+        None => (None, defaults),
+    };
+    let listen = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut server_span = |key: &str, text: Option<String>, default: u64| match (&sloc, text) {
+        (Some(loc), Some(t)) => {
+            span(loc, key, Some(&t), errors).unwrap_or(Span::from_secs(default))
         }
-        None => ServerConfig {
-            listen: "127.0.0.1:8080".into(),
-            public_url: "http://127.0.0.1:8080".into(),
-            database: "sqlite://countersign.db".into(),
-        },
+        _ => Span::from_secs(default),
+    };
+    let reconcile_interval = server_span(
+        "reconcile_interval",
+        s.reconcile_interval,
+        DEFAULT_RECONCILE_SECS,
+    );
+    let expiry_notice = server_span("expiry_notice", s.expiry_notice, DEFAULT_EXPIRY_NOTICE_SECS);
+    let server = ServerConfig {
+        public_url: s.public_url.unwrap_or_else(|| format!("http://{listen}")),
+        listen,
+        database: s
+            .database
+            .unwrap_or_else(|| "sqlite://countersign.db".into()),
+        reconcile_interval,
+        expiry_notice,
     };
 
     // Users and groups first: everything else refers to them.
@@ -61,6 +76,12 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
                     format!("unknown role {other:?}; the one role is admin"),
                 )),
             }
+        }
+        for (k, v) in u.attributes {
+            if !valid_name(&k) {
+                errors.push(loc.err(Some("attributes"), format!("invalid attribute name {k:?}")));
+            }
+            def.attributes.insert(k, v);
         }
         users.insert(name, def);
     }
@@ -97,41 +118,14 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             "none" => {
                 approval_only.insert(name);
             }
-            "exec" => {
-                let cmd = |v: Option<Vec<String>>, key: &str, errors: &mut Vec<ConfigError>| match v
-                {
-                    Some(v) if !v.is_empty() && !v[0].is_empty() => v,
-                    _ => {
-                        errors.push(loc.err(
-                            Some(key),
-                            format!("an exec connector needs {key} = [\"program\", \"arg\", …]"),
-                        ));
-                        vec![]
-                    }
-                };
-                let grant_command = cmd(c.grant_command, "grant_command", errors);
-                let revoke_command = cmd(c.revoke_command, "revoke_command", errors);
-                let timeout = span(&loc, "timeout", c.timeout.as_deref(), errors)
-                    .unwrap_or(Span::from_secs(DEFAULT_EXEC_TIMEOUT));
-                let max_attempts = c.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-                if max_attempts == 0 {
-                    errors.push(loc.err(Some("max_attempts"), "max_attempts must be at least 1"));
+            "exec" | "webhook" | "postgres" => {
+                if let Some(def) = connector(&loc, c, errors) {
+                    connectors.insert(name, def);
                 }
-                connectors.insert(
-                    name,
-                    ConnectorDef::Exec(ExecConnector {
-                        grant_command,
-                        revoke_command,
-                        timeout,
-                        max_attempts,
-                        env: c.env,
-                        dir: loc.dir.clone(),
-                    }),
-                );
             }
             other => errors.push(loc.err(
                 Some("type"),
-                format!("connector type {other:?} is not supported; supported types: exec, none"),
+                format!("connector type {other:?} is not supported; supported types: exec, webhook, postgres, none"),
             )),
         }
     }
@@ -167,6 +161,131 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         connectors,
         resources,
     }
+}
+
+/// A connector of a type that calls something (`exec`, `webhook`, `postgres`).
+fn connector(loc: &Loc, c: RawConnector, errors: &mut Vec<ConfigError>) -> Option<ConnectorDef> {
+    let before = errors.len();
+    let timeout = span(loc, "timeout", c.timeout.as_deref(), errors)
+        .unwrap_or(Span::from_secs(DEFAULT_CONNECTOR_TIMEOUT));
+    if timeout.secs() == 0 || timeout.secs() > 600 {
+        errors.push(loc.err(Some("timeout"), "timeout must be between 1s and 10m"));
+    }
+    let max_attempts = c.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        errors.push(loc.err(Some("max_attempts"), "max_attempts must be at least 1"));
+    }
+    // Every key is checked against the type, so that a key meant for another type is an
+    // error rather than a setting that silently does nothing.
+    let kind = c.kind.clone();
+    let mut only = |key: &str, set: bool, types: &[&str]| {
+        if set && !types.contains(&kind.as_str()) {
+            errors.push(loc.err(
+                Some(key),
+                format!("{key} does not apply to a {kind} connector"),
+            ));
+        }
+    };
+    only("grant_command", c.grant_command.is_some(), &["exec"]);
+    only("revoke_command", c.revoke_command.is_some(), &["exec"]);
+    only("check_command", c.check_command.is_some(), &["exec"]);
+    only("env", !c.env.is_empty(), &["exec"]);
+    only("url", c.url.is_some(), &["webhook", "postgres"]);
+    only("secret", c.secret.is_some(), &["webhook"]);
+    only("check", c.check, &["webhook"]);
+    only("user", c.user.is_some(), &["postgres"]);
+    only("terminate_sessions", c.terminate_sessions, &["postgres"]);
+
+    let def = match c.kind.as_str() {
+        "exec" => {
+            let cmd = |v: Option<Vec<String>>, key: &str, errors: &mut Vec<ConfigError>| match v {
+                Some(v) if !v.is_empty() && !v[0].is_empty() => v,
+                _ => {
+                    errors.push(loc.err(
+                        Some(key),
+                        format!("an exec connector needs {key} = [\"program\", \"arg\", …]"),
+                    ));
+                    vec![]
+                }
+            };
+            let grant_command = cmd(c.grant_command, "grant_command", errors);
+            let revoke_command = cmd(c.revoke_command, "revoke_command", errors);
+            let check_command = c
+                .check_command
+                .map(|v| cmd(Some(v), "check_command", errors));
+            ConnectorDef::Exec(ExecConnector {
+                grant_command,
+                revoke_command,
+                check_command,
+                timeout,
+                max_attempts,
+                env: c.env,
+                dir: loc.dir.clone(),
+            })
+        }
+        "webhook" => {
+            let url = match c.url {
+                Some(u) if u.starts_with("https://") || u.starts_with("http://") => u,
+                Some(_) => {
+                    errors.push(loc.err(Some("url"), "url must start with https:// or http://"));
+                    String::new()
+                }
+                None => {
+                    errors.push(loc.err(Some("url"), "a webhook connector needs a url"));
+                    String::new()
+                }
+            };
+            let secret = match c.secret {
+                Some(s) if s.len() >= 16 => s,
+                Some(_) => {
+                    errors.push(loc.err(
+                        Some("secret"),
+                        "secret is too short: use at least 16 characters (read it with env() or file())",
+                    ));
+                    String::new()
+                }
+                None => {
+                    errors.push(loc.err(
+                        Some("secret"),
+                        "a webhook connector needs a secret to sign its calls: secret = env(\"NAME\")",
+                    ));
+                    String::new()
+                }
+            };
+            ConnectorDef::Webhook(WebhookConnector {
+                url,
+                secret,
+                check: c.check,
+                timeout,
+                max_attempts,
+            })
+        }
+        "postgres" => {
+            let url = match c.url {
+                Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
+                _ => {
+                    errors.push(loc.err(
+                        Some("url"),
+                        "a postgres connector needs url = \"postgres://…\" (read it with env())",
+                    ));
+                    String::new()
+                }
+            };
+            let user = c.user.unwrap_or_else(|| "{local}".into());
+            if let Err(e) = UserTemplate::parse(&user) {
+                errors.push(loc.err(Some("user"), e));
+            }
+            ConnectorDef::Postgres(PostgresConnector {
+                url,
+                user,
+                terminate_sessions: c.terminate_sessions,
+                timeout,
+                max_attempts,
+            })
+        }
+        _ => return None,
+    };
+    (errors.len() == before).then_some(def)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -294,6 +413,14 @@ fn resource(
             }
         };
         grant.insert(k, text);
+    }
+    if let Some(ConnectorDef::Postgres(_)) = connector.as_ref().and_then(|c| connectors.get(c))
+        && !grant.contains_key("role")
+    {
+        errors.push(loc.err(
+            Some("grant"),
+            "a resource on a postgres connector needs grant = { role = \"<role to grant>\" }",
+        ));
     }
 
     let mut fields = vec![];

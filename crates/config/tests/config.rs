@@ -135,7 +135,9 @@ connector "c" {
     )
     .unwrap();
     let cfg = load_files(&[path]).unwrap();
-    let config::ConnectorDef::Exec(c) = &cfg.connectors["c"];
+    let config::ConnectorDef::Exec(c) = &cfg.connectors["c"] else {
+        panic!("c is an exec connector");
+    };
     assert_eq!(c.env["A"], std::env::var("PATH").unwrap());
     assert_eq!(c.env["B"], "s3cr3t-from-file");
     let shown = format!("{cfg:?}");

@@ -69,6 +69,11 @@ pub enum EventKind {
     GrantRevokeFailed,
     GrantRevoked,
     GrantExpired,
+    GrantExtended,
+    GrantExpiring,
+    GrantDrift,
+    GrantRepaired,
+    GrantRepairFailed,
 }
 
 impl EventKind {
@@ -93,6 +98,11 @@ impl EventKind {
             EventKind::GrantRevokeFailed => "grant_revoke_failed",
             EventKind::GrantRevoked => "grant_revoked",
             EventKind::GrantExpired => "grant_expired",
+            EventKind::GrantExtended => "grant_extended",
+            EventKind::GrantExpiring => "grant_expiring",
+            EventKind::GrantDrift => "grant_drift",
+            EventKind::GrantRepaired => "grant_repaired",
+            EventKind::GrantRepairFailed => "grant_repair_failed",
         }
     }
 }
@@ -110,6 +120,15 @@ pub enum TimerKind {
     ConnectorGrant,
     /// Call the connector's revoke, retried until confirmed (rule 17). Keyed by grant id.
     ConnectorRevoke,
+    /// A scheduled grant's start time came (rule 16). Keyed by grant id.
+    GrantStart,
+    /// Record that a grant expires soon (the pre-expiry notice). Keyed by grant id.
+    GrantNotice,
+    /// Make the target match a grant again after drift or a concurrent revoke: grant if the
+    /// grant is live, revoke if it ended and nothing else holds the access. Keyed by grant id.
+    Repair,
+    /// The periodic reconciliation sweep. One row, keyed `sweep`.
+    Reconcile,
 }
 
 impl TimerKind {
@@ -119,7 +138,22 @@ impl TimerKind {
             TimerKind::GrantExpiry => "grant_expiry",
             TimerKind::ConnectorGrant => "connector_grant",
             TimerKind::ConnectorRevoke => "connector_revoke",
+            TimerKind::GrantStart => "grant_start",
+            TimerKind::GrantNotice => "grant_notice",
+            TimerKind::Repair => "repair",
+            TimerKind::Reconcile => "reconcile",
         }
+    }
+    /// Whether the job calls a connector (and so may take seconds), rather than being a timer
+    /// that only changes state.
+    pub fn calls_connector(self) -> bool {
+        matches!(
+            self,
+            TimerKind::ConnectorGrant
+                | TimerKind::ConnectorRevoke
+                | TimerKind::Repair
+                | TimerKind::Reconcile
+        )
     }
     pub fn parse(s: &str) -> Option<TimerKind> {
         [
@@ -127,6 +161,10 @@ impl TimerKind {
             TimerKind::GrantExpiry,
             TimerKind::ConnectorGrant,
             TimerKind::ConnectorRevoke,
+            TimerKind::GrantStart,
+            TimerKind::GrantNotice,
+            TimerKind::Repair,
+            TimerKind::Reconcile,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -84,6 +84,12 @@ pub struct GrantSpec {
     pub connector: Option<String>,
     pub params: BTreeMap<String, String>,
     pub duration: Span,
+    /// A start in the future: the grant waits `scheduled` until then (rule 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<Timestamp>,
+    /// Set when the request extends this grant rather than asking for a new one (rule 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,16 +105,28 @@ pub struct Grant {
     /// Connector calls tried for the current step of the lifecycle.
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Failed repair calls in a row (drift repair backs off on this count).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repair_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Grant {
     /// Issues the grant of an approved request. With a connector the grant call is written to
     /// the outbox first (rule 17); without one the grant is active at once.
     pub fn issue(id: String, spec: GrantSpec, now: Timestamp) -> (Grant, Changes) {
+        let scheduled = spec.start_at.filter(|t| *t > now);
         let mut g = Grant {
             id,
             spec,
-            state: GrantState::Activating,
+            state: if scheduled.is_some() {
+                GrantState::Scheduled
+            } else {
+                GrantState::Activating
+            },
             created_at: now,
             activated_at: None,
             expires_at: None,
@@ -116,6 +134,7 @@ impl Grant {
             ending: None,
             attempts: 0,
             last_error: None,
+            repair_attempts: 0,
         };
         let mut ch = Changes::default();
         let mut ev = Event::grant(EventKind::GrantIssued, &g.id, None)
@@ -126,17 +145,88 @@ impl Grant {
         if let Some(w) = &g.spec.workflow {
             ev = ev.with("workflow", w);
         }
+        if let Some(at) = scheduled {
+            ev = ev.with("start_at", at.millis());
+        }
         ch.event(ev);
-        if g.spec.connector.is_some() {
+        match scheduled {
+            Some(at) => ch.effect(Effect::Schedule {
+                kind: TimerKind::GrantStart,
+                key: g.id.clone(),
+                at,
+            }),
+            None => ch.extend(g.begin_activation(now)),
+        }
+        (g, ch)
+    }
+
+    /// The start timer of a scheduled grant fired. `None` when there is nothing to do.
+    pub fn start(&mut self, now: Timestamp) -> Option<Changes> {
+        if self.state != GrantState::Scheduled || self.spec.start_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.state = GrantState::Activating;
+        let mut ch = Changes::default();
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::GrantStart,
+            key: self.id.clone(),
+        });
+        ch.extend(self.begin_activation(now));
+        Some(ch)
+    }
+
+    fn begin_activation(&mut self, now: Timestamp) -> Changes {
+        let mut ch = Changes::default();
+        if self.spec.connector.is_some() {
             ch.effect(Effect::Schedule {
                 kind: TimerKind::ConnectorGrant,
-                key: g.id.clone(),
+                key: self.id.clone(),
                 at: now,
             });
         } else {
-            ch.extend(g.activated(now));
+            ch.extend(self.activated(now));
         }
-        (g, ch)
+        ch
+    }
+
+    /// Rule 19: an approved extension moves the expiry of an active grant by `by`, from its
+    /// current expiry, so that there is no gap. `None` when the grant is no longer active.
+    pub fn extend(&mut self, request: &str, by: Span, now: Timestamp) -> Option<Changes> {
+        let until = self.expires_at?;
+        if self.state != GrantState::Active || until <= now {
+            return None;
+        }
+        let until = until.plus(by);
+        self.expires_at = Some(until);
+        let mut ch = Changes::default();
+        ch.event(
+            Event::grant(EventKind::GrantExtended, &self.id, None)
+                .with("request", request)
+                .with("duration", by)
+                .with("expires_at", until.millis()),
+        );
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::GrantExpiry,
+            key: self.id.clone(),
+            at: until,
+        });
+        Some(ch)
+    }
+
+    /// The pre-expiry notice: recorded once, while the grant is still active.
+    pub fn expiring(&self, now: Timestamp) -> Option<Changes> {
+        let until = self.expires_at?;
+        if self.state != GrantState::Active || until <= now {
+            return None;
+        }
+        let mut ch = Changes::default();
+        ch.event(
+            Event::grant(EventKind::GrantExpiring, &self.id, None)
+                .with("subject", &self.spec.subject)
+                .with("expires_at", until.millis())
+                .with("seconds_left", (until.millis() - now.millis()) / 1000),
+        );
+        Some(ch)
     }
 
     /// The connector confirmed the grant: the duration clock starts now (rule 16).
@@ -300,10 +390,20 @@ impl Grant {
             kind: TimerKind::ConnectorGrant,
             key: self.id.clone(),
         });
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::GrantStart,
+            key: self.id.clone(),
+        });
+        ch.effect(Effect::Unschedule {
+            kind: TimerKind::GrantNotice,
+            key: self.id.clone(),
+        });
+        // A grant that never started gave nothing: there is nothing to take back.
+        let gave_access = self.state != GrantState::Scheduled;
         self.state = GrantState::Revoking;
         self.ending = Some(end);
         self.attempts = 0;
-        if self.spec.connector.is_some() {
+        if self.spec.connector.is_some() && gave_access {
             ch.effect(Effect::Schedule {
                 kind: TimerKind::ConnectorRevoke,
                 key: self.id.clone(),
@@ -317,6 +417,16 @@ impl Grant {
 
     /// The connector confirmed the revoke: only now is the grant shown as ended (rule 17).
     pub fn revoke_confirmed(&mut self, now: Timestamp) -> Changes {
+        self.finish_revoke(None, now)
+    }
+
+    /// Rule 18: another live grant (`kept_by`) gives the same access, so the connector's revoke
+    /// is not called and this grant ends at once; the access goes when the last one ends.
+    pub fn revoke_kept(&mut self, kept_by: &str, now: Timestamp) -> Changes {
+        self.finish_revoke(Some(kept_by), now)
+    }
+
+    fn finish_revoke(&mut self, kept_by: Option<&str>, now: Timestamp) -> Changes {
         let mut ch = Changes::default();
         if self.state != GrantState::Revoking {
             return ch;
@@ -342,7 +452,10 @@ impl Grant {
         if state != GrantState::Failed {
             self.last_error = None;
         }
-        ch.event(event);
+        ch.event(match kept_by {
+            Some(other) => event.with("access_kept_by", other),
+            None => event,
+        });
         ch.effect(Effect::Unschedule {
             kind: TimerKind::ConnectorRevoke,
             key: self.id.clone(),

@@ -41,4 +41,6 @@ pub mod limits {
     pub const MAX_COMMENTS: usize = 500;
     /// Most assignments one step may collect.
     pub const MAX_ASSIGNMENTS: usize = 20;
+    /// How far ahead a request may schedule its grant's start.
+    pub const MAX_START_AHEAD: crate::Span = crate::Span::from_secs(30 * 24 * 3600);
 }

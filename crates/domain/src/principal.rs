@@ -80,6 +80,8 @@ impl TryFrom<String> for Principal {
 pub struct UserDef {
     pub groups: BTreeSet<String>,
     pub admin: bool,
+    /// Free-form attributes (`db_user = "alice_ro"`), read by connectors and policies.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// The users and groups of the configuration, with membership resolved both ways.
@@ -189,7 +191,7 @@ mod tests {
                 "a@x.io".to_owned(),
                 UserDef {
                     groups: ["dba".to_owned()].into(),
-                    admin: false,
+                    ..UserDef::default()
                 },
             ),
             ("b@x.io".to_owned(), UserDef::default()),

@@ -257,6 +257,12 @@ pub struct Request {
     pub durations: Vec<Span>,
     pub allow_self_approval: bool,
     pub owners: BTreeSet<String>,
+    /// When the grant should start, if not at approval (rule 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<Timestamp>,
+    /// The grant this request asks to extend (rule 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 /// What a requester asks for.
@@ -267,6 +273,8 @@ pub struct NewRequest {
     pub reason: String,
     pub duration: Option<Span>,
     pub fields: BTreeMap<String, Input>,
+    pub start_at: Option<Timestamp>,
+    pub extends: Option<String>,
 }
 
 /// One reviewer's decision as submitted.
@@ -341,6 +349,17 @@ impl Request {
             })
             .collect();
 
+        if let Some(at) = new.start_at {
+            if at.millis() < now.millis() - 60_000 {
+                return Err(invalid("start_at is in the past"));
+            }
+            if at.millis() > now.plus(crate::limits::MAX_START_AHEAD).millis() {
+                return Err(invalid(format!(
+                    "start_at is more than {} ahead",
+                    crate::limits::MAX_START_AHEAD
+                )));
+            }
+        }
         let mut req = Request {
             id: new.id,
             resource: res.name.clone(),
@@ -361,18 +380,25 @@ impl Request {
             durations: res.durations.clone(),
             allow_self_approval: res.allow_self_approval,
             owners: res.owner_people(dir),
+            start_at: new.start_at.filter(|t| *t > now),
+            extends: new.extends,
         };
         if covered_by.is_none() {
             req.check_reviewable()?;
         }
 
         let mut ch = Changes::default();
-        ch.event(
-            Event::request(EventKind::RequestCreated, &req.id, Some(&req.requester))
-                .with("resource", &req.resource)
-                .with("duration", req.duration)
-                .with("reason", &req.reason),
-        );
+        let mut ev = Event::request(EventKind::RequestCreated, &req.id, Some(&req.requester))
+            .with("resource", &req.resource)
+            .with("duration", req.duration)
+            .with("reason", &req.reason);
+        if let Some(at) = req.start_at {
+            ev = ev.with("start_at", at.millis());
+        }
+        if let Some(g) = &req.extends {
+            ev = ev.with("extends", g);
+        }
+        ch.event(ev);
         match covered_by {
             Some(grant) => ch.extend(req.answer_with_grant(grant, now)),
             None => {
@@ -682,6 +708,8 @@ impl Request {
             connector: self.connector.clone(),
             params: self.grant_params.clone(),
             duration,
+            start_at: self.start_at,
+            extends: self.extends.clone(),
         }
     }
 

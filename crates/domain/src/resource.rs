@@ -104,6 +104,18 @@ pub enum Input {
     Other(&'static str),
 }
 
+impl From<&FieldValue> for Input {
+    /// The input that validates back to the same value (to copy a request's fields).
+    fn from(v: &FieldValue) -> Input {
+        match v {
+            FieldValue::String(s) | FieldValue::User(s) => Input::Text(s.clone()),
+            FieldValue::Int(i) => Input::Int(*i),
+            FieldValue::Bool(b) => Input::Bool(*b),
+            FieldValue::Duration(d) => Input::Text(d.to_string()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldDef {
     pub name: String,

@@ -22,6 +22,11 @@ impl Timestamp {
         let add = i64::try_from(span.secs().saturating_mul(1000)).unwrap_or(i64::MAX);
         Timestamp(self.0.saturating_add(add))
     }
+    /// This time minus a span, saturating.
+    pub fn minus(self, span: Span) -> Timestamp {
+        let sub = i64::try_from(span.secs().saturating_mul(1000)).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(sub))
+    }
     pub fn plus_millis(self, ms: i64) -> Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }

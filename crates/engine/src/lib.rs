@@ -11,17 +11,18 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod connector;
 mod error;
-pub mod exec;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use config::Config;
+use connector::Connectors;
 use domain::{
-    Actor, Changes, DomainError, Effect, Grant, Input, NewRequest, Principal, Request,
-    RequestState, ReviewInput, Span, Timestamp,
+    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal, Request,
+    RequestState, ReviewInput, Span, TimerKind, Timestamp,
 };
 use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
 use tokens::token_hash;
@@ -37,6 +38,8 @@ pub struct CreateRequest {
     pub reason: String,
     pub duration: Option<Span>,
     pub fields: BTreeMap<String, Input>,
+    /// Start the grant later than approval (rule 16).
+    pub start_at: Option<Timestamp>,
 }
 
 /// Filters of `GET /v1/requests`.
@@ -51,8 +54,12 @@ pub struct RequestQuery {
 
 pub struct Engine {
     store: Arc<dyn Store>,
-    config: RwLock<Arc<Config>>,
+    config: RwLock<(Arc<Config>, Connectors)>,
     clock: Arc<dyn Clock>,
+    /// Connector jobs this process is running now, so that a job is not started twice.
+    in_flight: std::sync::Mutex<std::collections::HashSet<(TimerKind, String)>>,
+    /// Bounds the connector calls running at once.
+    calls: tokio::sync::Semaphore,
 }
 
 fn new_id(now: Timestamp) -> String {
@@ -64,10 +71,15 @@ fn new_id(now: Timestamp) -> String {
 
 /// Writes what a transition produced: its events, its jobs, and any grant it issues. Returns
 /// the id of the grant issued, if any.
+///
+/// Wherever a grant's expiry is scheduled, its pre-expiry notice is scheduled with it, `notice`
+/// ahead (none when the grant is shorter than that). An approved extension (rule 19) moves
+/// the expiry of the grant it names; if that grant is no longer active, a new grant is issued.
 async fn apply(
     tx: &mut dyn Tx,
     ch: Changes,
     now: Timestamp,
+    notice: Span,
 ) -> Result<Option<String>, EngineError> {
     let mut issued = None;
     let mut queue = vec![ch];
@@ -81,10 +93,27 @@ async fn apply(
                     if at <= now {
                         tx.signal_due();
                     }
+                    if kind == TimerKind::GrantExpiry && notice.secs() > 0 {
+                        let warn_at = at.minus(notice);
+                        if warn_at > now {
+                            tx.schedule(TimerKind::GrantNotice, &key, warn_at).await?;
+                        } else {
+                            tx.unschedule(TimerKind::GrantNotice, &key).await?;
+                        }
+                    }
                     tx.schedule(kind, &key, at).await?
                 }
                 Effect::Unschedule { kind, key } => tx.unschedule(kind, &key).await?,
                 Effect::IssueGrant(spec) => {
+                    if let Some(id) = spec.extends.clone()
+                        && let Some(mut g) = tx.grant(&id).await?
+                        && let Some(gch) = g.extend(&spec.request, spec.duration, now)
+                    {
+                        tx.put_grant(&g).await?;
+                        issued = Some(g.id.clone());
+                        queue.push(gch);
+                        continue;
+                    }
                     let (grant, gch) = Grant::issue(new_id(now), spec, now);
                     tx.put_grant(&grant).await?;
                     issued = Some(grant.id.clone());
@@ -102,8 +131,9 @@ async fn save_request(
     req: &mut Request,
     ch: Changes,
     now: Timestamp,
+    notice: Span,
 ) -> Result<(), EngineError> {
-    if let Some(grant) = apply(tx, ch, now).await? {
+    if let Some(grant) = apply(tx, ch, now, notice).await? {
         req.grant = Some(grant);
     }
     tx.put_request(req).await?;
@@ -112,25 +142,39 @@ async fn save_request(
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        let connectors = Connectors::build(&config);
         Arc::new(Engine {
             store,
-            config: RwLock::new(Arc::new(config)),
+            config: RwLock::new((Arc::new(config), connectors)),
             clock,
+            in_flight: Default::default(),
+            calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
         })
     }
 
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+            .map(|c| c.0.clone())
+            .unwrap_or_else(|p| p.into_inner().0.clone())
     }
 
-    /// Replaces the configuration. Pending requests keep the workflow they snapshotted.
+    /// The connectors of the running configuration.
+    pub fn connectors(&self) -> Connectors {
+        self.config
+            .read()
+            .map(|c| c.1.clone())
+            .unwrap_or_else(|p| p.into_inner().1.clone())
+    }
+
+    /// Replaces the configuration (and rebuilds its connectors). Pending requests keep the
+    /// workflow they snapshotted.
     pub fn reload(&self, config: Config) {
+        let connectors = Connectors::build(&config);
+        let new = (Arc::new(config), connectors);
         match self.config.write() {
-            Ok(mut c) => *c = Arc::new(config),
-            Err(p) => *p.into_inner() = Arc::new(config),
+            Ok(mut c) => *c = new,
+            Err(p) => *p.into_inner() = new,
         }
     }
 
@@ -182,12 +226,15 @@ impl Engine {
             return Err(DomainError::Invalid(msg).into());
         }
         let now = self.now();
+        let notice = config.server.expiry_notice;
         let new = NewRequest {
             id: new_id(now),
             requester: actor.id.clone(),
             reason: input.reason,
             duration: input.duration,
             fields: input.fields,
+            start_at: input.start_at,
+            extends: None,
         };
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
@@ -211,7 +258,7 @@ impl Engine {
                         now,
                         covering.as_ref().map(|g| g.id.as_str()),
                     )?;
-                    save_request(tx, &mut req, ch, now).await?;
+                    save_request(tx, &mut req, ch, now, notice).await?;
                     Ok(req)
                 })
             })
@@ -225,6 +272,7 @@ impl Engine {
         F: FnOnce(&mut Request, Timestamp) -> Result<Changes, DomainError> + Send + 'static,
     {
         let now = self.now();
+        let notice = self.config().server.expiry_notice;
         let id = id.to_owned();
         let actor = actor.clone();
         let req = self
@@ -236,7 +284,7 @@ impl Engine {
                         .filter(|r| r.visible_to(&actor))
                         .ok_or_else(|| EngineError::NotFound(format!("request {id}")))?;
                     let ch = f(&mut req, now)?;
-                    save_request(tx, &mut req, ch, now).await?;
+                    save_request(tx, &mut req, ch, now, notice).await?;
                     Ok(req)
                 })
             })
@@ -392,13 +440,77 @@ impl Engine {
                         .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))?;
                     let is_owner = owns(&config, &actor, &g.spec.resource);
                     let ch = g.revoke(&actor, is_owner, reason, now)?;
-                    apply(tx, ch, now).await?;
+                    apply(tx, ch, now, config.server.expiry_notice).await?;
                     tx.put_grant(&g).await?;
                     Ok(g)
                 })
             })
             .await?;
         Ok(g)
+    }
+
+    /// Rule 19: the subject of an active grant asks to extend it by `duration`. The extension
+    /// is a new request for the same resource, with the same fields, through the resource's
+    /// workflow; on approval the grant's expiry moves by the approved duration, from its
+    /// current expiry, so there is no gap.
+    pub async fn extend_grant(
+        &self,
+        actor: &Actor,
+        id: &str,
+        duration: Option<Span>,
+        reason: String,
+    ) -> Result<Request, EngineError> {
+        let config = self.config();
+        let g = self.grant(actor, id).await?;
+        if g.spec.subject != actor.id {
+            return Err(DomainError::Forbidden(
+                "only the grant's subject may ask to extend it".into(),
+            )
+            .into());
+        }
+        if g.state != GrantState::Active {
+            return Err(DomainError::Conflict(format!(
+                "grant {id} is {}, not active",
+                g.state.as_str()
+            ))
+            .into());
+        }
+        if !config.resources.contains_key(&g.spec.resource) {
+            return Err(DomainError::Conflict(format!(
+                "resource {:?} is no longer configured",
+                g.spec.resource
+            ))
+            .into());
+        }
+        let fields = match self.store.request(&g.spec.request).await? {
+            Some(r) => r
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let now = self.now();
+        let notice = config.server.expiry_notice;
+        let new = NewRequest {
+            id: new_id(now),
+            requester: actor.id.clone(),
+            reason,
+            duration: Some(duration.unwrap_or(g.spec.duration)),
+            fields,
+            start_at: None,
+            extends: Some(g.id.clone()),
+        };
+        self.write(move |tx| {
+            Box::pin(async move {
+                let res = &config.resources[&g.spec.resource];
+                // Rule 5 does not apply: the grant that covers the resource is the one to extend.
+                let (mut req, ch) = Request::create(new, res, &config.directory, now, None)?;
+                save_request(tx, &mut req, ch, now, notice).await?;
+                Ok(req)
+            })
+        })
+        .await
     }
 
     /// Audit events after `after`, for admins.
@@ -475,9 +587,42 @@ impl Engine {
         Ok(row.and_then(|r| self.actor(&r.subject)))
     }
 
-    /// Runs every job due now, one at a time; returns how many ran.
-    pub async fn run_due(&self) -> Result<usize, EngineError> {
-        worker::run_due(self, self.now()).await
+    /// Runs every job due now and waits for the connector calls it started; returns how many
+    /// jobs ran.
+    pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
+        worker::run_due(self, self.now(), true).await
+    }
+
+    /// Schedules the reconciliation sweep if it is on and not scheduled yet.
+    pub async fn ensure_sweep(&self) -> Result<(), EngineError> {
+        let interval = self.config().server.reconcile_interval;
+        let now = self.now();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let at = tx.scheduled(TimerKind::Reconcile, worker::SWEEP).await?;
+                match (at, interval.secs()) {
+                    (_, 0) => tx.unschedule(TimerKind::Reconcile, worker::SWEEP).await?,
+                    (None, _) => {
+                        tx.schedule(TimerKind::Reconcile, worker::SWEEP, now.plus(interval))
+                            .await?
+                    }
+                    (Some(_), _) => {}
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Marks a connector job as running in this process; false if it already is.
+    fn start_call(&self, job: &store::DueJob) -> bool {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert((job.kind, job.key.clone()))
+    }
+
+    fn end_call(&self, job: &store::DueJob) {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&(job.kind, job.key.clone()));
     }
 }
 

@@ -1,143 +1,311 @@
-//! The worker: carries out due jobs (timers and the connector outbox).
+//! The worker: carries out due jobs (timers, the connector outbox, repairs and the
+//! reconciliation sweep).
 //!
-//! [`run_due`] is one step: it reads the jobs due at `now` and runs each, so tests drive it
-//! with a manual clock. [`Worker`] is the thin loop the server runs. A connector call is
-//! claimed in one transaction, made outside any transaction, and its result recorded in a
-//! second one; a crash in between leaves the claim to run out and the call to be repeated,
-//! never lost (rule 17).
+//! [`run_due`] is one step: it reads the jobs due at `now`. Timers only change state, so they
+//! are run in batches, one write job per batch, submitted together so that the store commits
+//! them in few transactions (100,000 grants expiring in the same second are not 100,000
+//! fsyncs). Connector calls take real time, so each runs in its own task, at most
+//! [`MAX_CALLS`] at once: a slow connector never holds up expiry or other connectors.
+//!
+//! A connector call is claimed in one transaction, made outside any transaction, and its
+//! result recorded in a second one; a crash in between leaves the claim to run out and the
+//! call to be repeated, never lost (rule 17). Tests drive [`run_due`] with a manual clock and
+//! wait for the calls it started.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{GrantState, Span, TimerKind, Timestamp};
+use domain::{Event, EventKind, Grant, GrantState, Span, TimerKind, Timestamp};
 use store::DueJob;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::exec::{self, Action};
+use crate::connector::{Action, Call, Connector};
 use crate::{Engine, EngineError, apply, save_request};
 
+/// Connector calls running at once.
+pub(crate) const MAX_CALLS: usize = 32;
+/// Jobs read per page.
+const PAGE: u32 = 1024;
+/// Timers run in one write job.
+const TIMER_BATCH: usize = 256;
 /// Retry delays for connector calls: from one second up to five minutes.
 const RETRY_BASE_MS: u64 = 1_000;
 const RETRY_CAP_MS: u64 = 300_000;
 /// How long past its timeout a claimed connector call may run before it is tried again.
 const CLAIM_MARGIN: Span = Span::from_secs(30);
+/// How long one reconciliation sweep may hold its claim.
+const SWEEP_CLAIM: Span = Span::from_secs(600);
+/// The key of the one reconciliation job.
+pub(crate) const SWEEP: &str = "sweep";
 
-pub(crate) async fn run_due(engine: &Engine, now: Timestamp) -> Result<usize, EngineError> {
+pub(crate) async fn run_due(
+    engine: &Arc<Engine>,
+    now: Timestamp,
+    wait_for_calls: bool,
+) -> Result<usize, EngineError> {
     let mut ran = 0;
+    let mut calls = JoinSet::new();
     loop {
-        let jobs = engine.store.due_jobs(now, 256).await?;
+        let jobs = engine.store.due_jobs(now, PAGE).await?;
         let n = jobs.len();
-        let mut progress = false;
-        for job in jobs {
-            match run_job(engine, &job, now).await {
-                Ok(()) => progress = true,
-                Err(e) => {
-                    tracing::warn!(kind = job.kind.as_str(), key = %job.key, error = %e, "job failed")
-                }
+        let (calling, timers): (Vec<DueJob>, Vec<DueJob>) =
+            jobs.into_iter().partition(|j| j.kind.calls_connector());
+        for job in calling {
+            if !engine.start_call(&job) {
+                continue; // Already running in this process.
             }
             ran += 1;
+            let e = engine.clone();
+            calls.spawn(async move {
+                let permit = e.calls.acquire().await;
+                let r = run_call(&e, &job, e.now().max(now)).await;
+                drop(permit);
+                e.end_call(&job);
+                if let Err(err) = r {
+                    tracing::warn!(kind = job.kind.as_str(), key = %job.key, error = %err, "job failed");
+                }
+            });
         }
-        // A full page that made no progress (the store is failing) is not read again at once:
-        // the loop waits and tries later instead of spinning.
-        if n < 256 || !progress {
-            return Ok(ran);
+        let mut writes = JoinSet::new();
+        for batch in timers.chunks(TIMER_BATCH) {
+            let (e, batch) = (engine.clone(), batch.to_vec());
+            writes.spawn(async move { run_timers(&e, batch, now).await });
+        }
+        let mut progress = false;
+        while let Some(r) = writes.join_next().await {
+            match r {
+                Ok(Ok(k)) => {
+                    ran += k;
+                    progress = true;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "timer batch failed"),
+                Err(e) => tracing::error!(error = %e, "timer batch panicked"),
+            }
+        }
+        // A full page that made no progress (the store is failing, or only calls already
+        // running were due) is not read again at once: the loop waits instead of spinning.
+        if n < PAGE as usize || !progress {
+            break;
         }
     }
+    if wait_for_calls {
+        while calls.join_next().await.is_some() {}
+    } else {
+        calls.detach_all();
+    }
+    Ok(ran)
 }
 
-async fn run_job(engine: &Engine, job: &DueJob, now: Timestamp) -> Result<(), EngineError> {
-    let key = job.key.clone();
+/// Runs a batch of timers in one transaction. Returns how many ran.
+async fn run_timers(
+    engine: &Arc<Engine>,
+    batch: Vec<DueJob>,
+    now: Timestamp,
+) -> Result<usize, EngineError> {
+    let notice = engine.config().server.expiry_notice;
+    engine
+        .write(move |tx| {
+            Box::pin(async move {
+                for job in &batch {
+                    timer(tx, job, now, notice).await?;
+                }
+                Ok(batch.len())
+            })
+        })
+        .await
+}
+
+async fn timer(
+    tx: &mut dyn store::Tx,
+    job: &DueJob,
+    now: Timestamp,
+    notice: Span,
+) -> Result<(), EngineError> {
+    let key = job.key.as_str();
     match job.kind {
-        TimerKind::RequestExpiry => {
-            engine
-                .write(move |tx| {
-                    Box::pin(async move {
-                        match tx.request(&key).await? {
-                            Some(mut r) => match r.expire(now) {
-                                Some(ch) => save_request(tx, &mut r, ch, now).await?,
-                                // Fired early (the clock moved back?): wait for the deadline.
-                                None if !r.state.is_terminal() => {
-                                    tx.schedule(TimerKind::RequestExpiry, &key, r.pending_until)
-                                        .await?
-                                }
-                                None => tx.unschedule(TimerKind::RequestExpiry, &key).await?,
-                            },
-                            None => tx.unschedule(TimerKind::RequestExpiry, &key).await?,
-                        }
-                        Ok(())
-                    })
-                })
-                .await
-        }
+        TimerKind::RequestExpiry => match tx.request(key).await? {
+            Some(mut r) => match r.expire(now) {
+                Some(ch) => save_request(tx, &mut r, ch, now, notice).await?,
+                // Fired early (the clock moved back?): wait for the deadline.
+                None if !r.state.is_terminal() => {
+                    tx.schedule(TimerKind::RequestExpiry, key, r.pending_until)
+                        .await?
+                }
+                None => tx.unschedule(TimerKind::RequestExpiry, key).await?,
+            },
+            None => tx.unschedule(TimerKind::RequestExpiry, key).await?,
+        },
         TimerKind::GrantExpiry => {
-            engine
-                .write(move |tx| {
-                    Box::pin(async move {
-                        let Some(mut g) = tx.grant(&key).await? else {
-                            return Ok(tx.unschedule(TimerKind::GrantExpiry, &key).await?);
-                        };
-                        match g.expire(now) {
-                            Some(ch) => {
-                                apply(tx, ch, now).await?;
-                                tx.put_grant(&g).await?;
-                            }
-                            None => match g.expires_at {
-                                Some(at) if g.state == GrantState::Active => {
-                                    tx.schedule(TimerKind::GrantExpiry, &key, at).await?
-                                }
-                                _ => tx.unschedule(TimerKind::GrantExpiry, &key).await?,
-                            },
-                        }
-                        Ok(())
-                    })
-                })
-                .await
+            let Some(mut g) = tx.grant(key).await? else {
+                return Ok(tx.unschedule(TimerKind::GrantExpiry, key).await?);
+            };
+            match g.expire(now) {
+                Some(ch) => {
+                    apply(tx, ch, now, notice).await?;
+                    tx.put_grant(&g).await?;
+                }
+                None => match g.expires_at {
+                    Some(at) if g.state == GrantState::Active => {
+                        tx.schedule(TimerKind::GrantExpiry, key, at).await?
+                    }
+                    _ => tx.unschedule(TimerKind::GrantExpiry, key).await?,
+                },
+            }
         }
-        TimerKind::ConnectorGrant => connector_call(engine, job, Action::Grant, now).await,
-        TimerKind::ConnectorRevoke => connector_call(engine, job, Action::Revoke, now).await,
+        TimerKind::GrantStart => {
+            let Some(mut g) = tx.grant(key).await? else {
+                return Ok(tx.unschedule(TimerKind::GrantStart, key).await?);
+            };
+            match g.start(now) {
+                Some(ch) => {
+                    apply(tx, ch, now, notice).await?;
+                    tx.put_grant(&g).await?;
+                }
+                None => match g.spec.start_at {
+                    Some(at) if g.state == GrantState::Scheduled => {
+                        tx.schedule(TimerKind::GrantStart, key, at).await?
+                    }
+                    _ => tx.unschedule(TimerKind::GrantStart, key).await?,
+                },
+            }
+        }
+        TimerKind::GrantNotice => {
+            if let Some(g) = tx.grant(key).await?
+                && let Some(ch) = g.expiring(now)
+            {
+                apply(tx, ch, now, notice).await?;
+            }
+            tx.unschedule(TimerKind::GrantNotice, key).await?;
+        }
+        TimerKind::ConnectorGrant
+        | TimerKind::ConnectorRevoke
+        | TimerKind::Repair
+        | TimerKind::Reconcile => {}
+    }
+    Ok(())
+}
+
+async fn run_call(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<(), EngineError> {
+    match job.kind {
+        TimerKind::ConnectorGrant => lifecycle_call(engine, job, Action::Grant, now).await,
+        TimerKind::ConnectorRevoke => lifecycle_call(engine, job, Action::Revoke, now).await,
+        TimerKind::Repair => repair(engine, job, now).await,
+        TimerKind::Reconcile => reconcile(engine, now).await,
+        _ => Ok(()),
     }
 }
 
-async fn connector_call(
-    engine: &Engine,
+/// The connector of a grant and how long a call to it may take.
+fn connector_of(engine: &Engine, g: &Grant) -> (Option<Arc<dyn Connector>>, Span, u32) {
+    let name = g.spec.connector.as_deref().unwrap_or_default();
+    let config = engine.config();
+    let (timeout, max_attempts) = config
+        .connectors
+        .get(name)
+        .map_or((Span::from_secs(30), 5), |d| {
+            (d.timeout(), d.max_attempts())
+        });
+    (
+        engine.connectors().get(name).cloned(),
+        timeout,
+        max_attempts,
+    )
+}
+
+/// Makes one call, bounded by the connector's timeout (plus a margin for the connector's
+/// own, more precise, timeout to fire first).
+async fn make_call(
+    connector: Option<&Arc<dyn Connector>>,
+    call: &Call<'_>,
+    timeout: Span,
+) -> Result<(), String> {
+    let Some(c) = connector else {
+        return Err(format!(
+            "connector {:?} is not configured",
+            call.grant.spec.connector.as_deref().unwrap_or_default()
+        ));
+    };
+    let limit = Duration::from_secs(timeout.secs() + 5);
+    tokio::time::timeout(limit, c.call(call))
+        .await
+        .unwrap_or_else(|_| Err(format!("the call did not finish within {timeout}")))
+}
+
+/// After a revoke took access away, every other live grant of the same subject and resource
+/// is re-applied: its grant call may have run before the revoke (rule 18).
+async fn regrant_others(
+    tx: &mut dyn store::Tx,
+    g: &Grant,
+    at: Timestamp,
+) -> Result<(), EngineError> {
+    for other in tx.live_grants(&g.spec.subject, &g.spec.resource).await? {
+        if other.id != g.id {
+            tx.schedule(TimerKind::Repair, &other.id, at).await?;
+            tx.signal_due();
+        }
+    }
+    Ok(())
+}
+
+/// A grant's own activation or revocation call (the outbox of rule 17).
+async fn lifecycle_call(
+    engine: &Arc<Engine>,
     job: &DueJob,
     action: Action,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let config = engine.config();
     let Some(grant) = engine.store.grant(&job.key).await? else {
         let (kind, key) = (job.kind, job.key.clone());
         return engine
             .write(move |tx| Box::pin(async move { Ok(tx.unschedule(kind, &key).await?) }))
             .await;
     };
-    let connector = grant
-        .spec
-        .connector
-        .as_ref()
-        .and_then(|c| config.connectors.get(c));
-    let (timeout, max_attempts) = match connector {
-        Some(config::ConnectorDef::Exec(c)) => (c.timeout, c.max_attempts),
-        None => (Span::from_secs(30), 5),
+    let (connector, timeout, max_attempts) = connector_of(engine, &grant);
+    let notice = engine.config().server.expiry_notice;
+    let waits_for = match action {
+        Action::Grant => GrantState::Activating,
+        Action::Revoke => GrantState::Revoking,
     };
 
-    // Claim the call so that no other worker makes it while this one does.
+    // Claim the call so that no other worker makes it while this one does. A revoke whose
+    // access another live grant still gives ends without a call (rule 18).
     let (kind, key) = (job.kind, job.key.clone());
     let until = now.plus(timeout).plus(CLAIM_MARGIN);
     let claimed = engine
-        .write(move |tx| Box::pin(async move { Ok(tx.claim(kind, &key, now, until).await?) }))
+        .write(move |tx| {
+            Box::pin(async move {
+                let Some(mut g) = tx.grant(&key).await? else {
+                    tx.unschedule(kind, &key).await?;
+                    return Ok(None);
+                };
+                if g.state != waits_for {
+                    tx.unschedule(kind, &key).await?;
+                    return Ok(None);
+                }
+                if action == Action::Revoke {
+                    let others = tx.live_grants(&g.spec.subject, &g.spec.resource).await?;
+                    if let Some(o) = others.iter().find(|o| o.id != g.id) {
+                        let ch = g.revoke_kept(&o.id, now);
+                        apply(tx, ch, now, notice).await?;
+                        tx.put_grant(&g).await?;
+                        return Ok(None);
+                    }
+                }
+                Ok(tx.claim(kind, &key, now, until).await?.then_some(g))
+            })
+        })
         .await?;
-    if !claimed {
+    let Some(grant) = claimed else {
         return Ok(());
-    }
-
-    let result = match connector {
-        Some(config::ConnectorDef::Exec(c)) => exec::call(c, action, &grant).await,
-        None => Err(format!(
-            "connector {:?} is not configured",
-            grant.spec.connector.as_deref().unwrap_or_default()
-        )),
     };
+
+    let result = make_call(
+        connector.as_ref(),
+        &Call::lifecycle(action, &grant, now),
+        timeout,
+    )
+    .await;
     // The call took real time: record its result at the time it ended.
     let done_at = engine.now().max(now);
     let fraction: f64 = rand::random();
@@ -148,13 +316,12 @@ async fn connector_call(
                 let Some(mut g) = tx.grant(&key).await? else {
                     return Ok(tx.unschedule(kind, &key).await?);
                 };
-                let waits_for = match action {
-                    Action::Grant => GrantState::Activating,
-                    Action::Revoke => GrantState::Revoking,
-                };
                 let ch = match (&result, action) {
                     (Ok(()), Action::Grant) => g.activated(done_at),
-                    (Ok(()), Action::Revoke) => g.revoke_confirmed(done_at),
+                    (Ok(()), Action::Revoke) => {
+                        regrant_others(tx, &g, done_at).await?;
+                        g.revoke_confirmed(done_at)
+                    }
                     // The grant moved on while this call ran (revoked while activating): its
                     // failure says nothing about the phase the grant is in now.
                     (Err(_), _) if g.state != waits_for => domain::Changes::default(),
@@ -172,7 +339,7 @@ async fn connector_call(
                         g.call_failed(e, retry_at, done_at)
                     }
                 };
-                apply(tx, ch, done_at).await?;
+                apply(tx, ch, done_at, notice).await?;
                 // The job stays only while the grant still waits for this call (a failure
                 // rescheduled it); otherwise it is done, or the grant moved on meanwhile.
                 if g.state != waits_for {
@@ -185,23 +352,245 @@ async fn connector_call(
         .await
 }
 
+/// Makes the target match a grant again: grant while the grant is live, revoke once it has
+/// ended and no other grant gives the same access. Retried with backoff until it succeeds or
+/// there is nothing left to repair.
+async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<(), EngineError> {
+    let key = job.key.clone();
+    let Some(grant) = engine.store.grant(&key).await? else {
+        return engine
+            .write(move |tx| {
+                Box::pin(async move { Ok(tx.unschedule(TimerKind::Repair, &key).await?) })
+            })
+            .await;
+    };
+    let (connector, timeout, _) = connector_of(engine, &grant);
+    let until = now.plus(timeout).plus(CLAIM_MARGIN);
+    let claimed = engine
+        .write(move |tx| {
+            Box::pin(async move {
+                let Some(g) = tx.grant(&key).await? else {
+                    tx.unschedule(TimerKind::Repair, &key).await?;
+                    return Ok(None);
+                };
+                let action = match g.state {
+                    GrantState::Activating | GrantState::Active => Action::Grant,
+                    s if s.is_final() => {
+                        let others = tx.live_grants(&g.spec.subject, &g.spec.resource).await?;
+                        if others.iter().any(|o| o.id != g.id) {
+                            tx.unschedule(TimerKind::Repair, &key).await?;
+                            return Ok(None);
+                        }
+                        Action::Revoke
+                    }
+                    // Scheduled or revoking: the grant's own jobs take care of it.
+                    _ => {
+                        tx.unschedule(TimerKind::Repair, &key).await?;
+                        return Ok(None);
+                    }
+                };
+                let claimed = tx.claim(TimerKind::Repair, &key, now, until).await?;
+                Ok(claimed.then_some((g, action)))
+            })
+        })
+        .await?;
+    let Some((grant, action)) = claimed else {
+        return Ok(());
+    };
+    let call = Call {
+        action,
+        grant: &grant,
+        id: format!(
+            "msg_{}_{}_repair_{}",
+            grant.id,
+            action.as_str(),
+            now.millis()
+        ),
+        now,
+    };
+    let result = make_call(connector.as_ref(), &call, timeout).await;
+    let done_at = engine.now().max(now);
+    let fraction: f64 = rand::random();
+    let notice = engine.config().server.expiry_notice;
+    let key = job.key.clone();
+    engine
+        .write(move |tx| {
+            Box::pin(async move {
+                let Some(mut g) = tx.grant(&key).await? else {
+                    return Ok(tx.unschedule(TimerKind::Repair, &key).await?);
+                };
+                let mut ch = domain::Changes::default();
+                match &result {
+                    Ok(()) => {
+                        if action == Action::Revoke {
+                            regrant_others(tx, &g, done_at).await?;
+                        }
+                        g.repair_attempts = 0;
+                        ch.event(
+                            Event::grant(EventKind::GrantRepaired, &g.id, None)
+                                .with("action", action.as_str()),
+                        );
+                        tx.unschedule(TimerKind::Repair, &key).await?;
+                    }
+                    Err(e) => {
+                        g.repair_attempts += 1;
+                        let delay = crate::backoff::retry_delay_ms(
+                            g.repair_attempts,
+                            RETRY_BASE_MS,
+                            RETRY_CAP_MS,
+                            fraction,
+                        );
+                        ch.event(
+                            Event::grant(EventKind::GrantRepairFailed, &g.id, None)
+                                .with("action", action.as_str())
+                                .with("attempt", g.repair_attempts)
+                                .with("error", e),
+                        );
+                        let at = done_at.plus_millis(i64::try_from(delay).unwrap_or(i64::MAX));
+                        tx.schedule(TimerKind::Repair, &key, at).await?;
+                    }
+                }
+                apply(tx, ch, done_at, notice).await?;
+                tx.put_grant(&g).await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// What one check found wrong.
+struct Drift {
+    grant: String,
+    /// The state the grant was in when checked: the drift is recorded only if it still is.
+    state: GrantState,
+    /// `missing` (an active grant whose access is gone) or `lingering` (access left after the
+    /// grant ended).
+    kind: &'static str,
+}
+
+/// The reconciliation sweep: asks every connector that can tell whether each grant's access
+/// matches its state, records drift and schedules its repair, then schedules the next sweep.
+async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineError> {
+    let until = now.plus(SWEEP_CLAIM);
+    let claimed = engine
+        .write(move |tx| {
+            Box::pin(async move { Ok(tx.claim(TimerKind::Reconcile, SWEEP, now, until).await?) })
+        })
+        .await?;
+    if !claimed {
+        return Ok(());
+    }
+    let config = engine.config();
+    let connectors = engine.connectors();
+    let mut drift = vec![];
+    let (mut checked, mut failed) = (0u64, 0u64);
+    for (name, res) in &config.resources {
+        let Some(cname) = res.connector.as_deref() else {
+            continue;
+        };
+        let Some(c) = connectors.get(cname).filter(|c| c.can_check()) else {
+            continue;
+        };
+        let timeout = config
+            .connectors
+            .get(cname)
+            .map_or(Span::from_secs(30), |d| d.timeout());
+        for g in engine.store.reconcile_candidates(name).await? {
+            let limit = Duration::from_secs(timeout.secs() + 5);
+            let answer = tokio::time::timeout(limit, c.check(&g, now))
+                .await
+                .unwrap_or_else(|_| Err(format!("check did not finish within {timeout}")));
+            checked += 1;
+            let in_effect = match answer {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(grant = %g.id, connector = cname, error = %e, "check failed");
+                    continue;
+                }
+            };
+            let should = g.state == GrantState::Active;
+            if in_effect != should {
+                drift.push(Drift {
+                    grant: g.id.clone(),
+                    state: g.state,
+                    kind: if should { "missing" } else { "lingering" },
+                });
+            }
+        }
+    }
+    tracing::info!(
+        checked,
+        failed,
+        drift = drift.len(),
+        "reconciliation sweep done"
+    );
+    let interval = config.server.reconcile_interval;
+    let notice = config.server.expiry_notice;
+    let done_at = engine.now().max(now);
+    engine
+        .write(move |tx| {
+            Box::pin(async move {
+                for d in drift {
+                    let Some(g) = tx.grant(&d.grant).await? else {
+                        continue;
+                    };
+                    // The grant moved on since it was checked: what was seen is stale.
+                    if g.state != d.state {
+                        continue;
+                    }
+                    let others = tx.live_grants(&g.spec.subject, &g.spec.resource).await?;
+                    if d.kind == "lingering" && !others.is_empty() {
+                        continue;
+                    }
+                    let mut ch = domain::Changes::default();
+                    ch.event(
+                        Event::grant(EventKind::GrantDrift, &g.id, None)
+                            .with("drift", d.kind)
+                            .with("state", g.state.as_str())
+                            .with("subject", &g.spec.subject)
+                            .with("resource", &g.spec.resource),
+                    );
+                    apply(tx, ch, done_at, notice).await?;
+                    tx.schedule(TimerKind::Repair, &g.id, done_at).await?;
+                    tx.signal_due();
+                }
+                if interval.secs() > 0 {
+                    tx.schedule(TimerKind::Reconcile, SWEEP, done_at.plus(interval))
+                        .await?;
+                } else {
+                    tx.unschedule(TimerKind::Reconcile, SWEEP).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
 /// The loop the server runs: due jobs now, then wait until the next is due, new work is
 /// signalled, or a second passes.
 pub struct Worker;
 
 impl Worker {
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = engine.ensure_sweep().await {
+            tracing::error!(error = %e, "cannot schedule the reconciliation sweep");
+        }
         let due = engine.store.due_signal();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = run_due(&engine, engine.now()).await {
+            let now = engine.now();
+            if let Err(e) = run_due(&engine, now, false).await {
                 tracing::error!(error = %e, "worker step failed");
             }
-            let wait = match engine.store.next_due().await {
+            // Jobs already due are running (or failing): wait for the next one to come due,
+            // a signal, or a second.
+            let wait = match engine.store.next_due(now).await {
                 Ok(Some(at)) => {
-                    let ms = (at.millis() - engine.now().millis()).clamp(10, 1_000);
+                    let ms = (at.millis() - engine.now().millis()).clamp(5, 1_000);
                     Duration::from_millis(u64::try_from(ms).unwrap_or(1_000))
                 }
                 _ => Duration::from_secs(1),

@@ -341,6 +341,7 @@ impl Run {
                     reason,
                     duration,
                     fields,
+                    start_at: None,
                 };
                 let req = self.engine.create_request(&self.actor(user), input).await?;
                 self.name(&req.id, 'R');
@@ -558,7 +559,7 @@ async fn seed_001_three_step_workflow_from_request_to_expiry() {
             > tick
               grant_activated G1 expires_at=+1h
             > advance 59m (now +59m)
-              (no events)
+              grant_expiring G1 expires_at=+1h seconds_left=60 subject=grace
             > advance 1m (now +1h)
               grant_revoke_started G1 why=expired
               grant_expired G1
@@ -1383,7 +1384,7 @@ async fn rule_16_exec_connector_activates_then_expires() {
             > state G1
               G1 active expires_at=+1h10m
             > advance 59m (now +1h9m)
-              (no events)
+              grant_expiring G1 expires_at=+1h10m seconds_left=60 subject=alice
             > advance 1m (now +1h10m)
               grant_revoke_started G1 why=expired
               grant_expired G1

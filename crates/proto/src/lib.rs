@@ -85,6 +85,19 @@ pub struct CreateRequestBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub fields: BTreeMap<String, Value>,
+    /// Start the grant at this time (RFC 3339) rather than at approval; at most 30 days ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+}
+
+/// Ask to extend an active grant (rule 19): a new request through the resource's workflow.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// How much longer; defaults to the grant's own duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -170,6 +183,12 @@ pub struct RequestView {
     pub outcome: Option<OutcomeView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    /// When the grant starts, if later than approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// The grant this request asks to extend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// The grant, when the request produced (or was answered by) one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantView>,
@@ -240,6 +259,9 @@ pub struct GrantView {
     pub state: String,
     pub duration: String,
     pub created_at: String,
+    /// When a scheduled grant starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -227,6 +227,7 @@ async fn workflow(
         reason: "bench".into(),
         duration: Some("1h".into()),
         fields: Default::default(),
+        start_at: None,
     };
     let r = call(
         http,

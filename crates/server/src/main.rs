@@ -79,6 +79,8 @@ fn load(files: &[PathBuf]) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every HTTP client of the process (connectors, the CLI, bench) uses ring for TLS.
+    engine::connector::install_tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

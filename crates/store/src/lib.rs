@@ -109,6 +109,19 @@ pub trait Tx: Send {
         part_of: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Grant>, StoreError>;
+    /// Grants of `subject` on `resource` that hold access now or are being given it
+    /// (`activating` or `active`), this job's own unsaved changes included (rule 18).
+    async fn live_grants(
+        &mut self,
+        subject: &str,
+        resource: &str,
+    ) -> Result<Vec<Grant>, StoreError>;
+    /// When a job is due, if it exists.
+    async fn scheduled(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+    ) -> Result<Option<Timestamp>, StoreError>;
     /// Appends an audit event to the hash chain; returns its sequence number.
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError>;
     /// Writes a job, or moves it if it exists (one row per kind and key).
@@ -149,8 +162,12 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events with `seq > after`, in order.
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
     async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<DueJob>, StoreError>;
-    /// The earliest due time of any job, so that a worker knows how long it may wait.
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// What the reconciliation sweep checks for one resource: its active grants, and for each
+    /// subject that no longer holds any grant of it, the latest ended one.
+    async fn reconcile_candidates(&self, resource: &str) -> Result<Vec<Grant>, StoreError>;
+    /// The earliest time after `after` at which a job becomes due (or its claim runs out), so
+    /// that a worker knows how long it may wait.
+    async fn next_due(&self, after: Timestamp) -> Result<Option<Timestamp>, StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use domain::{Event, Grant, Request, TimerKind, Timestamp};
+use domain::{Event, Grant, GrantState, Request, TimerKind, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -37,13 +37,27 @@ use crate::{
 const MAX_GROUP: usize = 512;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../migrations/sqlite/0001_init.sql")),
-        false,
-    )])
+    let step = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            SqlStr::from_static(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        step(
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        ),
+        step(
+            2,
+            "claims",
+            include_str!("../migrations/sqlite/0002_claims.sql"),
+        ),
+    ])
 }
 
 enum Msg {
@@ -510,6 +524,64 @@ impl Tx for SqliteTx<'_> {
         Ok(None)
     }
 
+    async fn live_grants(
+        &mut self,
+        subject: &str,
+        resource: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM grants
+             WHERE subject = ?1 AND resource = ?2 AND state IN ('activating', 'active')",
+        )
+        .bind(subject)
+        .bind(resource)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| from_json::<Grant>(r.try_get::<&str, _>("body")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        // This job's own writes are not flushed yet, and they win.
+        for p in &self.pending.grants {
+            out.retain(|g| g.id != p.id);
+            if p.spec.subject == subject
+                && p.spec.resource == resource
+                && matches!(p.state, GrantState::Activating | GrantState::Active)
+            {
+                out.push(p.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scheduled(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        for op in self.pending.jobs.iter().rev() {
+            match op {
+                JobOp::Put {
+                    kind: k,
+                    key: x,
+                    at,
+                    ..
+                } if *k == kind && x == key => {
+                    return Ok(Some(Timestamp::from_millis(*at)));
+                }
+                JobOp::Delete { kind: k, key: x } if *k == kind && x == key => return Ok(None),
+                _ => {}
+            }
+        }
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT due_at FROM jobs WHERE kind = ? AND key = ?")
+                .bind(kind.as_str())
+                .bind(key)
+                .fetch_optional(&mut *self.conn)
+                .await?;
+        Ok(at.map(Timestamp::from_millis))
+    }
+
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError> {
         let seq = self.head.seq + 1;
         let body = to_json(event)?;
@@ -705,12 +777,44 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(MAX(due_at, COALESCE(claimed_until, 0))) FROM jobs")
-                .fetch_one(&self.read)
-                .await?;
-        Ok(at.map(Timestamp::from_millis))
+    async fn reconcile_candidates(&self, resource: &str) -> Result<Vec<Grant>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM grants WHERE resource = ?1 AND state = 'active'
+             UNION ALL
+             SELECT g.body FROM grants g
+             WHERE g.resource = ?1 AND g.state IN ('expired', 'revoked', 'failed')
+               AND g.created_at = (SELECT MAX(h.created_at) FROM grants h
+                                   WHERE h.subject = g.subject AND h.resource = ?1)
+               AND NOT EXISTS (SELECT 1 FROM grants h
+                               WHERE h.subject = g.subject AND h.resource = ?1
+                                 AND h.state IN ('scheduled', 'activating', 'active', 'revoking'))",
+        )
+        .bind(resource)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .collect()
+    }
+
+    async fn next_due(&self, after: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        // Two indexed lookups rather than one scan: there is a job row for every live grant.
+        let due: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM jobs WHERE due_at > ?")
+            .bind(after.millis())
+            .fetch_one(&self.read)
+            .await?;
+        let claim: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(claimed_until) FROM jobs
+             WHERE claimed_until IS NOT NULL AND claimed_until > ?",
+        )
+        .bind(after.millis())
+        .fetch_one(&self.read)
+        .await?;
+        Ok(due
+            .into_iter()
+            .chain(claim)
+            .min()
+            .map(Timestamp::from_millis))
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {

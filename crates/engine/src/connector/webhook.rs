@@ -1,0 +1,163 @@
+//! The `webhook` connector and the Standard Webhooks signature it (and, later, request
+//! callbacks) uses.
+//!
+//! Each call is a POST of `{"type": "grant.activate" | "grant.revoke" | "grant.check", "data":
+//! {…}}` (the same `data` an exec program reads) with the headers `webhook-id` (stable across
+//! retries of one call), `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64
+//! HMAC-SHA256 of "id.timestamp.body">`. Any 2xx is success; a redirect is a failure and is
+//! never followed. A check call expects `{"in_effect": true | false}` back.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use config::WebhookConnector;
+use domain::{Grant, Timestamp};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{Action, Call, Connector, describe, truncate};
+
+/// The key a secret stands for: Standard Webhooks writes keys as `whsec_<base64>`; any other
+/// text is used as it is.
+pub fn secret_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The `webhook-signature` header value for one message.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+pub struct Webhook {
+    def: WebhookConnector,
+    key: Vec<u8>,
+    http: Result<reqwest::Client, String>,
+}
+
+impl Webhook {
+    pub fn new(def: WebhookConnector) -> Webhook {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(def.timeout.secs()))
+            .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        Webhook {
+            key: secret_key(&def.secret),
+            def,
+            http,
+        }
+    }
+
+    async fn post(
+        &self,
+        id: &str,
+        kind: &str,
+        g: &Grant,
+        now: Timestamp,
+    ) -> Result<String, String> {
+        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let body = serde_json::json!({
+            "type": format!("grant.{kind}"),
+            "data": describe(kind, g),
+        })
+        .to_string();
+        let ts = now.millis().div_euclid(1000);
+        let resp = http
+            .post(&self.def.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                sign(&self.key, id, ts, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {}", self.def.url, error_chain(&e)))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(text);
+        }
+        Err(format!(
+            "POST {} answered {}: {}",
+            self.def.url,
+            status,
+            truncate(text.trim().to_owned(), 512)
+        ))
+    }
+}
+
+/// reqwest's error with its causes: the first line alone often says only "error sending
+/// request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+#[async_trait]
+impl Connector for Webhook {
+    async fn call(&self, call: &Call<'_>) -> Result<(), String> {
+        let kind = match call.action {
+            Action::Grant => "activate",
+            Action::Revoke => "revoke",
+        };
+        self.post(&call.id, kind, call.grant, call.now)
+            .await
+            .map(drop)
+    }
+
+    async fn check(&self, grant: &Grant, now: Timestamp) -> Result<Option<bool>, String> {
+        if !self.def.check {
+            return Ok(None);
+        }
+        let id = format!("msg_{}_check_{}", grant.id, now.millis());
+        let text = self.post(&id, "check", grant, now).await?;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            in_effect: bool,
+        }
+        serde_json::from_str::<Answer>(&text)
+            .map(|a| Some(a.in_effect))
+            .map_err(|e| format!("the check answer is not {{\"in_effect\": bool}}: {e}"))
+    }
+
+    fn can_check(&self) -> bool {
+        self.def.check
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the Standard Webhooks specification's reference libraries.
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let body = br#"{"test": 2432232314}"#;
+        let sig = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}
