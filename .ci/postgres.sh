@@ -36,5 +36,7 @@ mkdir -p "$DATA"
 "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 <<SQL >&2
 CREATE ROLE countersign_test LOGIN PASSWORD 'countersign' CREATEROLE;
 CREATE DATABASE countersign_test OWNER countersign_test;
+-- The postgres connector's terminate_sessions ends other users' sessions.
+GRANT pg_signal_backend TO countersign_test;
 SQL
 echo "postgres://countersign_test:countersign@127.0.0.1:$PORT/countersign_test"

@@ -28,7 +28,9 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         None => (None, defaults),
     };
     let listen = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    // `off` (or `0s`) turns the setting off.
     let mut server_span = |key: &str, text: Option<String>, default: u64| match (&sloc, text) {
+        (_, Some(t)) if matches!(t.as_str(), "off" | "0" | "0s") => Span::from_secs(0),
         (Some(loc), Some(t)) => {
             span(loc, key, Some(&t), errors).unwrap_or(Span::from_secs(default))
         }

@@ -11,7 +11,7 @@
 //! one created.
 //!
 //! ```text
-//! request <user> <resource> [<duration>] [field=value…] [reason…]
+//! request <user> <resource> [<duration>] [start=<duration>] [field=value…] [reason…]
 //! approve <user> [R<n>] [duration=<d>] [scope=workflow] [comment…]
 //! deny    <user> [R<n>] [comment…]
 //! cancel  <user> [R<n>] [reason…]
@@ -19,10 +19,13 @@
 //! assign  <user> [R<n>] <principal>        (a user's local part, or group:<name>)
 //! revoke  <user> G<n> [reason…]
 //! drop    <user> G<n>
+//! extend  <user> G<n> [<duration>] [reason…]   (ask to extend a grant: a new request)
 //! advance <duration>                        (move the clock, then run due jobs until none)
 //! tick                                      (run due jobs until none)
 //! state   R<n> | G<n>                       (show the stored state)
 //! touch   <file>                            (create a file in the configuration directory)
+//! rm      <file>                            (remove one)
+//! exists  <file>                            (whether it is there)
 //! ```
 //!
 //! The transcript echoes each command after `> ` and then either the error it got (`error:
@@ -71,6 +74,21 @@ connector "flaky" {
   max_attempts   = 3
 }
 
+# Keeps the access as a file `held-<subject>` and can tell whether it is there.
+connector "files" {
+  type           = "exec"
+  grant_command  = ["sh", "-c", "s=$(sed -n 's/.*\"subject\":\"\\([^@]*\\)@.*/\\1/p'); touch held-$s"]
+  revoke_command = ["sh", "-c", "s=$(sed -n 's/.*\"subject\":\"\\([^@]*\\)@.*/\\1/p'); rm -f held-$s"]
+  check_command  = ["sh", "-c", "s=$(sed -n 's/.*\"subject\":\"\\([^@]*\\)@.*/\\1/p'); test -e held-$s"]
+}
+
+# Fails its first two grant calls, then succeeds.
+connector "twice" {
+  type           = "exec"
+  grant_command  = ["sh", "-c", "cat >/dev/null; n=$(cat tries 2>/dev/null || echo 0); n=$((n+1)); echo $n >tries; [ $n -gt 2 ] || { echo try $n: timeout talking to target >&2; exit 1; }"]
+  revoke_command = ["sh", "-c", "cat >/dev/null"]
+}
+
 connector "stuck" {
   type           = "exec"
   grant_command  = ["sh", "-c", "cat >/dev/null"]
@@ -99,6 +117,7 @@ async fn check(config_hcl: &str, script: &str, expect: Expect) {
     );
     let clock = Arc::new(ManualClock::new(domain::Timestamp::from_millis(START)));
     let engine = Engine::new(store.clone(), config, clock.clone());
+    engine.ensure_sweep().await.expect("schedule the sweep");
     let mut run = Run {
         engine,
         clock,
@@ -287,7 +306,7 @@ impl Run {
                 continue;
             }
             let v = match (k.as_str(), v.parse::<i64>()) {
-                ("expires_at", Ok(ms)) => relative(ms),
+                ("expires_at" | "start_at", Ok(ms)) => relative(ms),
                 _ => self.clean(v),
             };
             if v.contains(char::is_whitespace) {
@@ -323,7 +342,13 @@ impl Run {
                 }
                 let mut fields = BTreeMap::new();
                 let mut reason = vec![];
+                let mut start_at = None;
                 for w in rest {
+                    if let Some(d) = w.strip_prefix("start=") {
+                        let d = Span::parse(d).expect("span");
+                        start_at = Some(self.engine.now().plus(d));
+                        continue;
+                    }
                     match w.split_once('=') {
                         Some((k, v)) => {
                             fields.insert(k.to_owned(), Input::Text(v.to_owned()));
@@ -341,7 +366,7 @@ impl Run {
                     reason,
                     duration,
                     fields,
-                    start_at: None,
+                    start_at,
                 };
                 let req = self.engine.create_request(&self.actor(user), input).await?;
                 self.name(&req.id, 'R');
@@ -433,6 +458,25 @@ impl Run {
                     .await?;
                 Ok(None)
             }
+            "extend" => {
+                let [user, grant, rest @ ..] = args else {
+                    panic!("extend <user> G<n> [<duration>] [reason…]");
+                };
+                let mut rest = rest;
+                let mut duration = None;
+                if let Some(first) = rest.first().filter(|w| looks_like_span(w)) {
+                    duration = Some(Span::parse(first).expect("span"));
+                    rest = &rest[1..];
+                }
+                let id = self.id(grant);
+                let req = self
+                    .engine
+                    .extend_grant(&self.actor(user), &id, duration, rest.join(" "))
+                    .await?;
+                self.name(&req.id, 'R');
+                self.latest = Some(req.id);
+                Ok(None)
+            }
             "advance" => {
                 let [d] = args else {
                     panic!("advance <duration>");
@@ -471,6 +515,9 @@ impl Run {
                     if g.attempts > 0 {
                         write!(s, " attempts={}", g.attempts).ok();
                     }
+                    if let Some(e) = &g.last_error {
+                        write!(s, " last_error='{e}'").ok();
+                    }
                     Ok(Some(s))
                 }
             }
@@ -480,6 +527,21 @@ impl Run {
                 };
                 std::fs::write(self.dir.join(file), "").expect("touch");
                 Ok(Some(format!("created {file}")))
+            }
+            "rm" => {
+                let [file] = args else { panic!("rm <file>") };
+                std::fs::remove_file(self.dir.join(file)).expect("rm");
+                Ok(Some(format!("removed {file}")))
+            }
+            "exists" => {
+                let [file] = args else {
+                    panic!("exists <file>")
+                };
+                let there = self.dir.join(file).exists();
+                Ok(Some(format!(
+                    "{file} {}",
+                    if there { "exists" } else { "absent" }
+                )))
             }
             other => panic!("unknown script command {other:?}"),
         }
@@ -1430,7 +1492,7 @@ async fn rule_16_failing_activation_retries_then_fails() {
             > tick
               grant_activation_failed G1 attempt=1 error='"sh" exited with status 3: connection refused'
             > state G1
-              G1 activating attempts=1
+              G1 activating attempts=1 last_error='"sh" exited with status 3: connection refused'
             > advance 5m (now +5m)
               grant_activation_failed G1 attempt=2 error='"sh" exited with status 3: connection refused'
             > advance 5m (now +10m)
@@ -1438,7 +1500,7 @@ async fn rule_16_failing_activation_retries_then_fails() {
               grant_revoke_started G1 why=activation_failed
               grant_failed G1 attempts=3 error='"sh" exited with status 3: connection refused'
             > state G1
-              G1 failed
+              G1 failed last_error='"sh" exited with status 3: connection refused'
             > advance 5m (now +15m)
               (no events)
             > request alice pg 1h
@@ -1489,13 +1551,13 @@ async fn rule_17_revocation_is_retried_until_confirmed() {
               grant_revoke_started G1 why=expired
               grant_revoke_failed G1 attempt=1 error='"sh" exited with status 3: permission denied'
             > state G1
-              G1 revoking expires_at=+1h attempts=1
+              G1 revoking expires_at=+1h attempts=1 last_error='"sh" exited with status 3: permission denied'
             > advance 5m (now +1h5m)
               grant_revoke_failed G1 attempt=2 error='"sh" exited with status 3: permission denied'
             > advance 5m (now +1h10m)
               grant_revoke_failed G1 attempt=3 error='"sh" exited with status 3: permission denied'
             > state G1
-              G1 revoking expires_at=+1h attempts=3
+              G1 revoking expires_at=+1h attempts=3 last_error='"sh" exited with status 3: permission denied'
             > touch revoke-works
               created revoke-works
             > advance 5m (now +1h15m)
@@ -1660,6 +1722,325 @@ async fn rule_11_assigning_back_returns_the_place() {
               request_approved R1 by eve
               grant_issued G1 duration=1h request=R1 resource=db subject=alice
               grant_activated G1 expires_at=+1h
+        "#]],
+    )
+    .await;
+}
+
+/// A resource on the `files` connector, reviewed by bob.
+const FILES_DB: &str = r#"
+resource "files-db" {
+  connector    = "files"
+  max_duration = "4h"
+  workflow     = { steps = [{ reviewers = { one_of = ["bob@example.com"] } }] }
+}
+"#;
+
+/// Rule 18: two grants of the same resource to the same subject overlap; when the first
+/// ends, the connector's revoke is not called (the access stays) until the second ends.
+#[tokio::test]
+async fn rule_18_overlapping_grants_keep_access_until_the_last_ends() {
+    check(
+        FILES_DB,
+        r#"
+        # Two requests made before either is granted (rule 5 answers later ones with the grant).
+        request alice files-db 1h first
+        request alice files-db 2h second
+        approve bob R1
+        approve bob R2
+        tick
+        exists held-alice
+        advance 1h
+        state G1
+        exists held-alice
+        advance 1h
+        state G2
+        exists held-alice
+        "#,
+        expect![[r#"
+            > request alice files-db 1h first
+              request_created R1 by alice duration=1h resource=files-db
+              step_entered R1 reviewers=bob step=1
+            > request alice files-db 2h second
+              request_created R2 by alice duration=2h resource=files-db
+              step_entered R2 reviewers=bob step=1
+            > approve bob R1
+              review_recorded R1 by bob decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by bob
+              grant_issued G1 duration=1h request=R1 resource=files-db subject=alice
+            > approve bob R2
+              review_recorded R2 by bob decision=approve step=1
+              step_approved R2 step=1
+              request_approved R2 by bob
+              grant_issued G2 duration=2h request=R2 resource=files-db subject=alice
+            > tick
+              grant_activated G1 expires_at=+1h
+              grant_activated G2 expires_at=+2h
+            > exists held-alice
+              held-alice exists
+            > advance 1h (now +1h)
+              grant_revoke_started G1 why=expired
+              grant_expired G1 access_kept_by=G2
+            > state G1
+              G1 expired expires_at=+1h
+            > exists held-alice
+              held-alice exists
+            > advance 1h (now +2h)
+              grant_revoke_started G2 why=expired
+              grant_expired G2
+            > state G2
+              G2 expired expires_at=+2h
+            > exists held-alice
+              held-alice absent
+        "#]],
+    )
+    .await;
+}
+
+/// Rule 19: an extension is a new request through the workflow; once approved, the expiry
+/// moves from the current expiry (no gap), and the pre-expiry notice moves with it.
+#[tokio::test]
+async fn rule_19_extension_moves_the_expiry_without_a_gap() {
+    check(
+        &format!("server {{\n expiry_notice = \"10m\"\n}}\n{FILES_DB}"),
+        r#"
+        request alice files-db 1h
+        approve bob
+        tick
+        advance 45m
+        # Only the grant's subject may ask; bob reviews it but may not even see the grant.
+        extend bob G1 1h
+        extend alice G1 1h need another hour
+        state R2
+        advance 5m
+        approve bob R2
+        state G1
+        advance 20m
+        exists held-alice
+        advance 1h
+        state G1
+        exists held-alice
+        extend alice G1 1h too late
+        "#,
+        expect![[r#"
+            > request alice files-db 1h
+              request_created R1 by alice duration=1h resource=files-db
+              step_entered R1 reviewers=bob step=1
+            > approve bob
+              review_recorded R1 by bob decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by bob
+              grant_issued G1 duration=1h request=R1 resource=files-db subject=alice
+            > tick
+              grant_activated G1 expires_at=+1h
+            > advance 45m (now +45m)
+              (no events)
+            > extend bob G1 1h
+              error: not_found: grant G1 not found
+            > extend alice G1 1h need another hour
+              request_created R2 by alice duration=1h extends=G1 resource=files-db
+              step_entered R2 reviewers=bob step=1
+            > state R2
+              R2 pending step=1
+            > advance 5m (now +50m)
+              grant_expiring G1 expires_at=+1h seconds_left=600 subject=alice
+            > approve bob R2
+              review_recorded R2 by bob decision=approve step=1
+              step_approved R2 step=1
+              request_approved R2 by bob
+              grant_extended G1 duration=1h expires_at=+2h request=R2
+            > state G1
+              G1 active expires_at=+2h
+            > advance 20m (now +1h10m)
+              (no events)
+            > exists held-alice
+              held-alice exists
+            > advance 1h (now +2h10m)
+              grant_revoke_started G1 why=expired
+              grant_expired G1
+            > state G1
+              G1 expired expires_at=+2h
+            > exists held-alice
+              held-alice absent
+            > extend alice G1 1h too late
+              error: conflict: grant G1 is expired, not active
+        "#]],
+    )
+    .await;
+}
+
+/// Rule 16: a grant may start later than its approval; the duration clock starts when it is
+/// active. A scheduled grant that is revoked ends without a connector call.
+#[tokio::test]
+async fn rule_16_scheduled_grant_starts_at_its_start_time() {
+    check(
+        FILES_DB,
+        r#"
+        request alice files-db 1h start=2h maintenance window
+        approve bob
+        state G1
+        advance 1h
+        exists held-alice
+        advance 1h
+        state G1
+        exists held-alice
+        advance 1h
+        exists held-alice
+        request carol files-db 1h start=1h
+        approve bob
+        revoke root G2 window cancelled
+        state G2
+        request carol files-db 1h start=31d
+        "#,
+        expect![[r#"
+            > request alice files-db 1h start=2h maintenance window
+              request_created R1 by alice duration=1h resource=files-db start_at=+2h
+              step_entered R1 reviewers=bob step=1
+            > approve bob
+              review_recorded R1 by bob decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by bob
+              grant_issued G1 duration=1h request=R1 resource=files-db start_at=+2h subject=alice
+            > state G1
+              G1 scheduled
+            > advance 1h (now +1h)
+              (no events)
+            > exists held-alice
+              held-alice absent
+            > advance 1h (now +2h)
+              grant_activated G1 expires_at=+3h
+            > state G1
+              G1 active expires_at=+3h
+            > exists held-alice
+              held-alice exists
+            > advance 1h (now +3h)
+              grant_revoke_started G1 why=expired
+              grant_expired G1
+            > exists held-alice
+              held-alice absent
+            > request carol files-db 1h start=1h
+              request_created R2 by carol duration=1h resource=files-db start_at=+4h
+              step_entered R2 reviewers=bob step=1
+            > approve bob
+              review_recorded R2 by bob decision=approve step=1
+              step_approved R2 step=1
+              request_approved R2 by bob
+              grant_issued G2 duration=1h request=R2 resource=files-db start_at=+4h subject=carol
+            > revoke root G2 window cancelled
+              grant_revoke_started G2 by root reason='window cancelled' why=revoked
+              grant_revoked G2
+            > state G2
+              G2 revoked
+            > request carol files-db 1h start=31d
+              error: invalid: start_at is more than 30d ahead
+        "#]],
+    )
+    .await;
+}
+
+/// Rule 17: a connector that fails twice and then succeeds gives the access on the third
+/// try; the failures are in the grant's history with the connector's own words.
+#[tokio::test]
+async fn rule_17_connector_that_fails_twice_then_succeeds() {
+    check(
+        r#"
+        resource "twice-db" {
+          connector    = "twice"
+          max_duration = "1h"
+          workflow     = { steps = [{ reviewers = { one_of = ["bob@example.com"] } }] }
+        }
+        "#,
+        r#"
+        request alice twice-db 1h
+        approve bob
+        tick
+        state G1
+        advance 10m
+        state G1
+        advance 10m
+        state G1
+        "#,
+        expect![[r#"
+            > request alice twice-db 1h
+              request_created R1 by alice duration=1h resource=twice-db
+              step_entered R1 reviewers=bob step=1
+            > approve bob
+              review_recorded R1 by bob decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by bob
+              grant_issued G1 duration=1h request=R1 resource=twice-db subject=alice
+            > tick
+              grant_activation_failed G1 attempt=1 error='"sh" exited with status 1: try 1: timeout talking to target'
+            > state G1
+              G1 activating attempts=1 last_error='"sh" exited with status 1: try 1: timeout talking to target'
+            > advance 10m (now +10m)
+              grant_activation_failed G1 attempt=2 error='"sh" exited with status 1: try 2: timeout talking to target'
+            > state G1
+              G1 activating attempts=2 last_error='"sh" exited with status 1: try 2: timeout talking to target'
+            > advance 10m (now +20m)
+              grant_activated G1 expires_at=+1h20m
+            > state G1
+              G1 active expires_at=+1h20m
+        "#]],
+    )
+    .await;
+}
+
+/// Reconciliation: access removed by hand under an active grant is recorded as drift and
+/// given back; access left after the grant ended is recorded and taken away again.
+#[tokio::test]
+async fn reconciliation_repairs_drift_both_ways() {
+    check(
+        &format!(
+            "server {{\n reconcile_interval = \"1m\"\n expiry_notice = \"0s\"\n}}\n{FILES_DB}"
+        ),
+        r#"
+        request alice files-db 1h
+        approve bob
+        tick
+        rm held-alice
+        advance 1m
+        exists held-alice
+        advance 1h
+        exists held-alice
+        touch held-alice
+        advance 1m
+        exists held-alice
+        advance 1m
+        "#,
+        expect![[r#"
+            > request alice files-db 1h
+              request_created R1 by alice duration=1h resource=files-db
+              step_entered R1 reviewers=bob step=1
+            > approve bob
+              review_recorded R1 by bob decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by bob
+              grant_issued G1 duration=1h request=R1 resource=files-db subject=alice
+            > tick
+              grant_activated G1 expires_at=+1h
+            > rm held-alice
+              removed held-alice
+            > advance 1m (now +1m)
+              grant_drift G1 drift=missing resource=files-db state=active subject=alice
+              grant_repaired G1 action=grant
+            > exists held-alice
+              held-alice exists
+            > advance 1h (now +1h1m)
+              grant_revoke_started G1 why=expired
+              grant_expired G1
+            > exists held-alice
+              held-alice absent
+            > touch held-alice
+              created held-alice
+            > advance 1m (now +1h2m)
+              grant_drift G1 drift=lingering resource=files-db state=expired subject=alice
+              grant_repaired G1 action=revoke
+            > exists held-alice
+              held-alice absent
+            > advance 1m (now +1h3m)
+              (no events)
         "#]],
     )
     .await;
