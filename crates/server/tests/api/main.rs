@@ -8,6 +8,7 @@
 mod cli;
 mod connector;
 mod helpers;
+mod lifecycle;
 mod rules;
 mod security;
 mod surface;
