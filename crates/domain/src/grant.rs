@@ -381,36 +381,43 @@ impl Grant {
         if let GrantEnd::Revoked { reason, .. } = &end {
             ev = ev.with("reason", reason);
         }
-        ch.event(ev);
-        ch.effect(Effect::Unschedule {
-            kind: TimerKind::GrantExpiry,
-            key: self.id.clone(),
-        });
-        ch.effect(Effect::Unschedule {
-            kind: TimerKind::ConnectorGrant,
-            key: self.id.clone(),
-        });
-        ch.effect(Effect::Unschedule {
-            kind: TimerKind::GrantStart,
-            key: self.id.clone(),
-        });
-        ch.effect(Effect::Unschedule {
-            kind: TimerKind::GrantNotice,
-            key: self.id.clone(),
-        });
+        // Only the jobs that can exist are removed: expiring many grants at once is many rows.
+        let mut drop_job = |kind| {
+            ch.effect(Effect::Unschedule {
+                kind,
+                key: self.id.clone(),
+            })
+        };
+        drop_job(TimerKind::GrantExpiry);
+        drop_job(TimerKind::GrantNotice);
+        if self.spec.connector.is_some() {
+            drop_job(TimerKind::ConnectorGrant);
+        }
+        if self.spec.start_at.is_some() {
+            drop_job(TimerKind::GrantStart);
+        }
         // A grant that never started gave nothing: there is nothing to take back.
         let gave_access = self.state != GrantState::Scheduled;
         self.state = GrantState::Revoking;
         self.ending = Some(end);
         self.attempts = 0;
         if self.spec.connector.is_some() && gave_access {
+            ch.event(ev);
             ch.effect(Effect::Schedule {
                 kind: TimerKind::ConnectorRevoke,
                 key: self.id.clone(),
                 at: now,
             });
         } else {
-            ch.extend(self.revoke_confirmed(now));
+            // Nothing to call, so nothing to wait for: one event says why and that it ended.
+            let mut end = self.finish_revoke(None, now);
+            if let Some(last) = end.events.last_mut() {
+                last.actor = ev.actor;
+                for (k, v) in ev.detail {
+                    last.detail.entry(k).or_insert(v);
+                }
+            }
+            ch.extend(end);
         }
         ch
     }
@@ -456,10 +463,12 @@ impl Grant {
             Some(other) => event.with("access_kept_by", other),
             None => event,
         });
-        ch.effect(Effect::Unschedule {
-            kind: TimerKind::ConnectorRevoke,
-            key: self.id.clone(),
-        });
+        if self.spec.connector.is_some() {
+            ch.effect(Effect::Unschedule {
+                kind: TimerKind::ConnectorRevoke,
+                key: self.id.clone(),
+            });
+        }
         ch
     }
 

@@ -593,6 +593,29 @@ impl Engine {
         worker::run_due(self, self.now(), true).await
     }
 
+    /// For `countersign bench-expiry` only: issues grants directly, without requests, each
+    /// activated at the time given with it, so that a benchmark can seed hundreds of
+    /// thousands of active grants whose expiries fall exactly when it wants. Everything else
+    /// (audit events, expiry timers, the store) is what a real grant gets. Not reachable from
+    /// any API.
+    pub async fn seed_grants(
+        &self,
+        grants: Vec<(domain::GrantSpec, Timestamp)>,
+    ) -> Result<(), EngineError> {
+        let notice = self.config().server.expiry_notice;
+        self.write(move |tx| {
+            Box::pin(async move {
+                for (spec, at) in grants {
+                    let (g, ch) = Grant::issue(new_id(at), spec, at);
+                    apply(tx, ch, at, notice).await?;
+                    tx.put_grant(&g).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Schedules the reconciliation sweep if it is on and not scheduled yet.
     pub async fn ensure_sweep(&self) -> Result<(), EngineError> {
         let interval = self.config().server.reconcile_interval;

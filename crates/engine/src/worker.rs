@@ -26,9 +26,9 @@ use crate::{Engine, EngineError, apply, save_request};
 /// Connector calls running at once.
 pub(crate) const MAX_CALLS: usize = 32;
 /// Jobs read per page.
-const PAGE: u32 = 1024;
+const PAGE: u32 = 4096;
 /// Timers run in one write job.
-const TIMER_BATCH: usize = 256;
+const TIMER_BATCH: usize = 512;
 /// Retry delays for connector calls: from one second up to five minutes.
 const RETRY_BASE_MS: u64 = 1_000;
 const RETRY_CAP_MS: u64 = 300_000;
@@ -104,9 +104,25 @@ async fn run_timers(
     now: Timestamp,
 ) -> Result<usize, EngineError> {
     let notice = engine.config().server.expiry_notice;
+    let clock = engine.clock.clone();
     engine
         .write(move |tx| {
             Box::pin(async move {
+                // What a timer records is stamped with the time its transaction runs (the
+                // page of due jobs may have been read a little earlier).
+                let now = clock.now().max(now);
+                let (requests, grants): (Vec<&str>, Vec<&str>) = batch
+                    .iter()
+                    .map(|j| (j.kind == TimerKind::RequestExpiry, j.key.as_str()))
+                    .fold((vec![], vec![]), |(mut r, mut g), (is_request, key)| {
+                        if is_request {
+                            r.push(key)
+                        } else {
+                            g.push(key)
+                        }
+                        (r, g)
+                    });
+                tx.warm(&grants, &requests).await?;
                 for job in &batch {
                     timer(tx, job, now, notice).await?;
                 }

@@ -793,8 +793,7 @@ async fn rule_5_active_grant_answers_a_new_request() {
               request_created R3 by carol duration=1h resource=db
               step_entered R3 reviewers=bob step=1
             > advance 30m (now +1h)
-              grant_revoke_started G1 why=expired
-              grant_expired G1
+              grant_expired G1 why=expired
             > request alice db 1h
               request_created R4 by alice duration=1h resource=db
               step_entered R4 reviewers=bob,carol step=1
@@ -1308,8 +1307,7 @@ async fn rule_14_reviewers_shorten_and_the_grant_gets_the_smallest() {
               grant_issued G1 duration=15m request=R1 resource=db subject=alice
               grant_activated G1 expires_at=+15m
             > advance 15m (now +15m)
-              grant_revoke_started G1 why=expired
-              grant_expired G1
+              grant_expired G1 why=expired
             > request dan db
               request_created R2 by dan duration=5m resource=db
               step_entered R2 reviewers=bob step=1
@@ -1372,8 +1370,7 @@ async fn rule_15_workflow_scope_covers_sibling_resources() {
             > cancel alice
               request_cancelled R2 by alice
             > advance 1h (now +1h)
-              grant_revoke_started G1 why=expired
-              grant_expired G1
+              grant_expired G1 why=expired
             > request alice db-read 1h
               request_created R3 by alice duration=1h resource=db-read
               step_entered R3 reviewers=bob step=1
@@ -1395,8 +1392,7 @@ async fn rule_15_workflow_scope_covers_sibling_resources() {
             > approve bob scope=workflow
               error: invalid: scope "workflow" needs a resource that is part_of a workflow; cache is not
             > advance 1h (now +2h)
-              grant_revoke_started G2 why=expired
-              grant_expired G2
+              grant_expired G2 why=expired
             > request alice db-write 1h
               request_created R7 by alice duration=1h resource=db-write
               step_entered R7 reviewers=bob step=1
@@ -1611,8 +1607,7 @@ async fn rule_19_drop_and_revoke_grants() {
             > revoke bob G1 I approved it
               error: not_found: grant G1 not found
             > drop alice G1
-              grant_revoke_started G1 by alice why=dropped
-              grant_revoked G1
+              grant_revoked G1 by alice why=dropped
             > drop alice G1
               error: conflict: grant G1 is already revoked
             > request alice db 1h
@@ -1627,8 +1622,7 @@ async fn rule_19_drop_and_revoke_grants() {
             > revoke frank G2
               error: invalid: a reason is required to revoke someone's grant
             > revoke frank G2 no longer needed
-              grant_revoke_started G2 by frank reason='no longer needed' why=revoked
-              grant_revoked G2
+              grant_revoked G2 by frank reason='no longer needed' why=revoked
             > request alice db 1h
               request_created R3 by alice duration=1h resource=db
               step_entered R3 reviewers=bob step=1
@@ -1639,8 +1633,7 @@ async fn rule_19_drop_and_revoke_grants() {
               grant_issued G3 duration=1h request=R3 resource=db subject=alice
               grant_activated G3 expires_at=+1h
             > revoke root G3 security incident INC-9
-              grant_revoke_started G3 by root reason='security incident INC-9' why=revoked
-              grant_revoked G3
+              grant_revoked G3 by root reason='security incident INC-9' why=revoked
         "#]],
     )
     .await;
@@ -1775,8 +1768,8 @@ async fn rule_18_overlapping_grants_keep_access_until_the_last_ends() {
               request_approved R2 by bob
               grant_issued G2 duration=2h request=R2 resource=files-db subject=alice
             > tick
-              grant_activated G1 expires_at=+1h
               grant_activated G2 expires_at=+2h
+              grant_activated G1 expires_at=+1h
             > exists held-alice
               held-alice exists
             > advance 1h (now +1h)
@@ -1928,8 +1921,7 @@ async fn rule_16_scheduled_grant_starts_at_its_start_time() {
               request_approved R2 by bob
               grant_issued G2 duration=1h request=R2 resource=files-db start_at=+4h subject=carol
             > revoke root G2 window cancelled
-              grant_revoke_started G2 by root reason='window cancelled' why=revoked
-              grant_revoked G2
+              grant_revoked G2 by root reason='window cancelled' why=revoked
             > state G2
               G2 revoked
             > request carol files-db 1h start=31d

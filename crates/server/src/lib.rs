@@ -4,6 +4,7 @@
 //! listener and a manual clock.
 
 pub mod bench;
+pub mod bench_expiry;
 
 use std::future::Future;
 use std::sync::Arc;

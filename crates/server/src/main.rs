@@ -38,6 +38,8 @@ enum Cmd {
     Token(TokenCmd),
     /// Measure throughput and latency of the approval workflow over HTTP.
     Bench(bench::BenchArgs),
+    /// Measure how fast grants expire (approval-only grants on durable SQLite).
+    BenchExpiry(countersign::bench_expiry::ExpiryArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
                 }
             }
             Cmd::Bench(args) => bench::main(args).await,
+            Cmd::BenchExpiry(args) => countersign::bench_expiry::run(args).await,
             Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
         }
     })

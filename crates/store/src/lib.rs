@@ -109,6 +109,9 @@ pub trait Tx: Send {
         part_of: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Grant>, StoreError>;
+    /// Reads these grants and requests ahead, in as few statements as possible, so that the
+    /// reads that follow in this job are cheap. A hint: every read works without it.
+    async fn warm(&mut self, grants: &[&str], requests: &[&str]) -> Result<(), StoreError>;
     /// Grants of `subject` on `resource` that hold access now or are being given it
     /// (`activating` or `active`), this job's own unsaved changes included (rule 18).
     async fn live_grants(

@@ -54,8 +54,8 @@ fn migrator() -> Migrator {
         ),
         step(
             2,
-            "claims",
-            include_str!("../migrations/sqlite/0002_claims.sql"),
+            "indexes",
+            include_str!("../migrations/sqlite/0002_indexes.sql"),
         ),
     ])
 }
@@ -94,7 +94,12 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // 64 MiB of page cache per connection (the default is 2 MiB): expiring or
+            // listing many grants otherwise re-reads the same pages from the OS.
+            .pragma("cache_size", "-65536")
+            // Reads through a memory map rather than a system call per page.
+            .pragma("mmap_size", "268435456");
         let mut conn = SqliteConnection::connect_with(&opts).await?;
         migrator().run(&mut conn).await?;
         if role == Role::Server {
@@ -194,6 +199,8 @@ impl Cache {
 struct Pending {
     requests: Vec<Request>,
     grants: Vec<Grant>,
+    /// Position of each grant in `grants`.
+    grant_at: HashMap<String, usize>,
     events: Vec<EventRow>,
     jobs: Vec<JobOp>,
     tokens: Vec<(String, String, i64)>,
@@ -276,7 +283,7 @@ impl Writer {
             let mut tx = SqliteTx {
                 conn: &mut self.conn,
                 head: &mut self.head,
-                cache: &self.cache,
+                cache: &mut self.cache,
                 pending: Pending::default(),
             };
             let result = job(&mut tx).await;
@@ -332,51 +339,76 @@ impl Writer {
 }
 
 /// Writes one job's changes. Events go in one multi-row insert.
-async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreError> {
-    for r in &p.requests {
-        sqlx::query(
-            "INSERT INTO requests (id, resource, requester, state, created_at, body)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
-        )
-        .bind(&r.id)
-        .bind(&r.resource)
-        .bind(&r.requester)
-        .bind(r.state.as_str())
-        .bind(r.created_at.millis())
-        .bind(to_json(r)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for g in &p.grants {
-        sqlx::query(
-            "INSERT INTO grants (id, request_id, subject, resource, workflow, state, created_at, body)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
-        )
-        .bind(&g.id)
-        .bind(&g.spec.request)
-        .bind(&g.spec.subject)
-        .bind(&g.spec.resource)
-        .bind(&g.spec.workflow)
-        .bind(g.state.as_str())
-        .bind(g.created_at.millis())
-        .bind(to_json(g)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    // SQLite allows 32766 bound parameters; 8 per event.
-    for chunk in p.events.chunks(500) {
-        let mut sql = String::from(
-            "INSERT INTO events (seq, at, kind, request_id, grant_id, body, prev_hash, hash) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 {
-                "(?, ?, ?, ?, ?, ?, ?, ?)"
-            } else {
-                ", (?, ?, ?, ?, ?, ?, ?, ?)"
-            });
+/// `INSERT … VALUES (…), (…), …` for `rows` rows of `width` values.
+fn values_sql(head: &str, width: usize, rows: usize, tail: &str) -> String {
+    let one = format!("({})", vec!["?"; width].join(", "));
+    let mut sql = String::with_capacity(head.len() + rows * (one.len() + 2) + tail.len());
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
         }
+        sql.push_str(&one);
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// Rows per multi-row statement: SQLite allows 32766 bound parameters, and statements of a
+/// few hundred rows already amortise the per-statement cost.
+const ROWS: usize = 400;
+
+/// Writes a job's changes: a few multi-row statements rather than one per row, because each
+/// statement costs a round trip to SQLite's thread (expiring 100,000 grants at once is
+/// hundreds of thousands of rows).
+async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreError> {
+    for chunk in p.requests.chunks(ROWS) {
+        let sql = values_sql(
+            "INSERT INTO requests (id, resource, requester, state, created_at, body) VALUES ",
+            6,
+            chunk.len(),
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(&r.id)
+                .bind(&r.resource)
+                .bind(&r.requester)
+                .bind(r.state.as_str())
+                .bind(r.created_at.millis())
+                .bind(to_json(r)?);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in p.grants.chunks(ROWS) {
+        let sql = values_sql(
+            "INSERT INTO grants (id, request_id, subject, resource, workflow, state, created_at, body) VALUES ",
+            8,
+            chunk.len(),
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for g in chunk {
+            q = q
+                .bind(&g.id)
+                .bind(&g.spec.request)
+                .bind(&g.spec.subject)
+                .bind(&g.spec.resource)
+                .bind(&g.spec.workflow)
+                .bind(g.state.as_str())
+                .bind(g.created_at.millis())
+                .bind(to_json(g)?);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in p.events.chunks(ROWS) {
+        let sql = values_sql(
+            "INSERT INTO events (seq, at, kind, request_id, grant_id, body, prev_hash, hash) VALUES ",
+            8,
+            chunk.len(),
+            "",
+        );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (seq, at, kind, request, grant, body, prev, hash) in chunk {
             q = q
@@ -391,33 +423,56 @@ async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreErro
         }
         q.execute(&mut *conn).await?;
     }
+    // Only the last operation on a job counts (a put is a whole upsert; a delete removes it),
+    // so the operations collapse to one per job and run as two kinds of statement.
+    let mut last: HashMap<(TimerKind, &str), &JobOp> = HashMap::with_capacity(p.jobs.len());
     for op in &p.jobs {
+        let id = match op {
+            JobOp::Put { kind, key, .. } | JobOp::Delete { kind, key } => (*kind, key.as_str()),
+        };
+        last.insert(id, op);
+    }
+    let mut puts = vec![];
+    let mut deletes: HashMap<TimerKind, Vec<&str>> = HashMap::new();
+    for op in last.into_values() {
         match op {
-            JobOp::Put {
+            JobOp::Put { .. } => puts.push(op),
+            JobOp::Delete { kind, key } => deletes.entry(*kind).or_default().push(key),
+        }
+    }
+    for chunk in puts.chunks(ROWS) {
+        let sql = values_sql(
+            "INSERT INTO jobs (kind, key, due_at, claimed_until) VALUES ",
+            4,
+            chunk.len(),
+            " ON CONFLICT (kind, key) DO UPDATE
+             SET due_at = excluded.due_at, claimed_until = excluded.claimed_until",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for op in chunk {
+            if let JobOp::Put {
                 kind,
                 key,
                 at,
                 claimed_until,
-            } => {
-                sqlx::query(
-                    "INSERT INTO jobs (kind, key, due_at, claimed_until) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (kind, key) DO UPDATE
-                     SET due_at = excluded.due_at, claimed_until = excluded.claimed_until",
-                )
-                .bind(kind.as_str())
-                .bind(key)
-                .bind(at)
-                .bind(claimed_until)
-                .execute(&mut *conn)
-                .await?;
+            } = op
+            {
+                q = q.bind(kind.as_str()).bind(key).bind(at).bind(claimed_until);
             }
-            JobOp::Delete { kind, key } => {
-                sqlx::query("DELETE FROM jobs WHERE kind = ? AND key = ?")
-                    .bind(kind.as_str())
-                    .bind(key)
-                    .execute(&mut *conn)
-                    .await?;
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for (kind, keys) in &deletes {
+        for chunk in keys.chunks(ROWS) {
+            let sql = format!(
+                "DELETE FROM jobs WHERE kind = ? AND key IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(kind.as_str());
+            for key in chunk {
+                q = q.bind(*key);
             }
+            q.execute(&mut *conn).await?;
         }
     }
     for (hash, subject, at) in &p.tokens {
@@ -453,7 +508,7 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 struct SqliteTx<'c> {
     conn: &'c mut SqliteConnection,
     head: &'c mut Head,
-    cache: &'c Cache,
+    cache: &'c mut Cache,
     pending: Pending,
 }
 
@@ -481,8 +536,8 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
-        if let Some(g) = self.pending.grants.iter().rev().find(|g| g.id == id) {
-            return Ok(Some(g.clone()));
+        if let Some(&i) = self.pending.grant_at.get(id) {
+            return Ok(Some(self.pending.grants[i].clone()));
         }
         if let Some(g) = self.cache.grants.get(id) {
             return Ok(Some(g.clone()));
@@ -491,8 +546,16 @@ impl Tx for SqliteTx<'_> {
     }
 
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
-        self.pending.grants.retain(|p| p.id != g.id);
-        self.pending.grants.push(g.clone());
+        // Indexed by id: a batch of timers puts hundreds of grants in one job.
+        match self.pending.grant_at.get(&g.id) {
+            Some(&i) => self.pending.grants[i] = g.clone(),
+            None => {
+                self.pending
+                    .grant_at
+                    .insert(g.id.clone(), self.pending.grants.len());
+                self.pending.grants.push(g.clone());
+            }
+        }
         Ok(())
     }
 
@@ -522,6 +585,49 @@ impl Tx for SqliteTx<'_> {
             }
         }
         Ok(None)
+    }
+
+    async fn warm(&mut self, grants: &[&str], requests: &[&str]) -> Result<(), StoreError> {
+        // The writer is the only writer, so what it reads now is current until it writes it.
+        let missing: Vec<&str> = grants
+            .iter()
+            .copied()
+            .filter(|id| !self.cache.grants.contains_key(*id))
+            .collect();
+        for chunk in missing.chunks(ROWS) {
+            let sql = format!(
+                "SELECT body FROM grants WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *self.conn).await? {
+                let g: Grant = from_json(row.try_get::<&str, _>("body")?)?;
+                self.cache.put_grant(&g);
+            }
+        }
+        let missing: Vec<&str> = requests
+            .iter()
+            .copied()
+            .filter(|id| !self.cache.requests.contains_key(*id))
+            .collect();
+        for chunk in missing.chunks(ROWS) {
+            let sql = format!(
+                "SELECT body FROM requests WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *self.conn).await? {
+                let r: Request = from_json(row.try_get::<&str, _>("body")?)?;
+                self.cache.put_request(&r);
+            }
+        }
+        Ok(())
     }
 
     async fn live_grants(
@@ -687,25 +793,36 @@ impl Store for SqliteStore {
     }
 
     async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
-        let (before_at, before_id) = match &f.before {
-            Some((at, id)) => (Some(at.millis()), Some(id.as_str())),
-            None => (None, None),
-        };
-        let rows = sqlx::query(
-            "SELECT body FROM requests
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR resource = ?2)
-               AND (?3 IS NULL OR requester = ?3)
-               AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND id < ?5))
-             ORDER BY created_at DESC, id DESC LIMIT ?6",
-        )
-        .bind(f.state.map(|s| s.as_str()))
-        .bind(f.resource.as_deref())
-        .bind(f.requester.as_deref())
-        .bind(before_at)
-        .bind(before_id)
-        .bind(i64::from(f.limit))
-        .fetch_all(&self.read)
-        .await?;
+        // Only the filters given go into the statement, so that SQLite can use an index
+        // (`?1 IS NULL OR state = ?1` would make it scan the table).
+        let mut sql = String::from("SELECT body FROM requests WHERE 1 = 1");
+        if f.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if f.resource.is_some() {
+            sql.push_str(" AND resource = ?");
+        }
+        if f.requester.is_some() {
+            sql.push_str(" AND requester = ?");
+        }
+        if f.before.is_some() {
+            sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(s) = f.state {
+            q = q.bind(s.as_str());
+        }
+        if let Some(r) = &f.resource {
+            q = q.bind(r);
+        }
+        if let Some(r) = &f.requester {
+            q = q.bind(r);
+        }
+        if let Some((at, id)) = &f.before {
+            q = q.bind(at.millis()).bind(at.millis()).bind(id);
+        }
+        let rows = q.bind(i64::from(f.limit)).fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| from_json(r.try_get::<&str, _>("body")?))
             .collect()
@@ -716,18 +833,29 @@ impl Store for SqliteStore {
     }
 
     async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT body FROM grants
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR subject = ?2)
-               AND (?3 IS NULL OR resource = ?3)
-             ORDER BY created_at DESC, id DESC LIMIT ?4",
-        )
-        .bind(f.state.map(|s| s.as_str()))
-        .bind(f.subject.as_deref())
-        .bind(f.resource.as_deref())
-        .bind(i64::from(f.limit))
-        .fetch_all(&self.read)
-        .await?;
+        // As for requests: only the filters given, so that an index serves them.
+        let mut sql = String::from("SELECT body FROM grants WHERE 1 = 1");
+        if f.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if f.subject.is_some() {
+            sql.push_str(" AND subject = ?");
+        }
+        if f.resource.is_some() {
+            sql.push_str(" AND resource = ?");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(s) = f.state {
+            q = q.bind(s.as_str());
+        }
+        if let Some(s) = &f.subject {
+            q = q.bind(s);
+        }
+        if let Some(r) = &f.resource {
+            q = q.bind(r);
+        }
+        let rows = q.bind(i64::from(f.limit)).fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| from_json(r.try_get::<&str, _>("body")?))
             .collect()

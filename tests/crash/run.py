@@ -1,0 +1,852 @@
+#!/usr/bin/env python3
+"""Crash-safety test of the server with the PostgreSQL connector.
+
+What it proves, on a real server binary and a real PostgreSQL server, while the server is
+killed with SIGKILL at random moments and restarted at once:
+
+* Durability: every request whose creation was acknowledged (HTTP 201) exists afterwards,
+  and every approval that was acknowledged (HTTP 200) is still there: the request is
+  approved and carries the review by the approver.
+* Liveness of grants (rule 17): every grant reaches a final state (expired, revoked or
+  failed) once the load stops; no connector call is lost across a crash.
+* Access matches grants: a monitor reads `pg_auth_members` every half second. A user is
+  never seen as a member of the granted role outside the lifetime of one of their grants
+  (from 1 s before it was created until 5 s after it expired or ended, whichever is later),
+  and no membership is left at the end.
+* The audit chain still verifies (`GET /v1/audit/verify`).
+
+Python 3.11 standard library only; PostgreSQL is read and set up with the `psql` client.
+Run from the repository root:
+
+    python3 tests/crash/run.py --pg-url postgres://countersign_test:countersign@127.0.0.1:54329/countersign_test
+
+Without --pg-url or COUNTERSIGN_TEST_PG_URL the test is skipped (exit 0). It exits 1 when a
+check fails and 2 when it cannot run (no binary, PostgreSQL unreachable, setup failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESOURCE = "db-ro"
+ROLE = "crash_ro"
+ADMIN = "root@example.com"
+DURATIONS = ["3s", "4s", "5s", "6s"]
+FINAL_STATES = {"expired", "revoked", "failed"}
+LIVE_STATES = ["scheduled", "activating", "active", "revoking"]
+# A membership may be seen this long before a grant's creation (clock granularity) and this
+# long after its expiry or end, whichever is later (the revoke call and its confirmation).
+EARLY_SLACK = 1.0
+LATE_SLACK = 5.0
+MONITOR_PERIOD = 0.5
+RECONCILE_INTERVAL = 10
+
+
+class SetupError(Exception):
+    """The test cannot run (as opposed to a check that failed)."""
+
+
+def user_email(n: int) -> str:
+    return f"u{n}@example.com"
+
+
+def db_user(n: int) -> str:
+    return f"crash_u{n}"
+
+
+def parse_time(text: str | None) -> float | None:
+    """An RFC 3339 time from the API as seconds since the epoch."""
+    return None if text is None else datetime.fromisoformat(text).timestamp()
+
+
+def clock(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+class Postgres:
+    """Runs SQL through `psql`, one connection per call."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def query(self, sql: str, timeout: float = 10) -> list[list[str]]:
+        cmd = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+               "-d", self.url, "-f", "-"]
+        done = subprocess.run(cmd, input=sql, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql failed ({done.returncode}): {done.stderr.strip()}")
+        return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+    def reset_roles(self, users: int) -> None:
+        """Drops the roles of earlier runs and creates the role to grant and the login roles."""
+        old = [row[0] for row in self.query(
+            "SELECT rolname FROM pg_roles WHERE rolname ~ '^crash_u[0-9]+$'")]
+        statements = [f'DROP ROLE IF EXISTS "{name}";' for name in old]
+        statements.append(f'DROP ROLE IF EXISTS "{ROLE}";')
+        statements.append(f'CREATE ROLE "{ROLE}" NOLOGIN;')
+        statements += [f'CREATE ROLE "{db_user(n)}" LOGIN;' for n in range(1, users + 1)]
+        self.query("\n".join(statements))
+
+    def drop_roles(self, users: int) -> None:
+        names = [ROLE] + [db_user(n) for n in range(1, users + 1)]
+        self.query("\n".join(f'DROP ROLE IF EXISTS "{name}";' for name in names))
+
+    def members(self) -> set[str]:
+        """The roles that are members of the granted role now."""
+        rows = self.query(
+            "SELECT u.rolname FROM pg_auth_members m"
+            " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
+            f" WHERE r.rolname = '{ROLE}'", timeout=5)
+        return {row[0] for row in rows}
+
+
+# --- The server -------------------------------------------------------------------------------
+
+
+CONFIG = """\
+server {{
+  listen             = "127.0.0.1:{port}"
+  database           = "sqlite://{database}"
+  reconcile_interval = "{reconcile}s"
+  expiry_notice      = "0s"
+}}
+
+{users}
+user "{admin}" {{ roles = ["admin"] }}
+
+connector "pg" {{
+  type               = "postgres"
+  url                = env("CRASH_PG_URL")
+  user               = "{{attr.db_user}}"
+  terminate_sessions = true
+  timeout            = "5s"
+}}
+
+resource "{resource}" {{
+  connector    = "pg"
+  grant        = {{ role = "{role}" }}
+  max_duration = "1m"
+  durations    = [{durations}]
+  owners       = ["{admin}"]
+  workflow     = {{ steps = [ {{ reviewers = {{ one_of = ["{admin}"] }} }} ] }}
+}}
+"""
+
+
+def write_config(workdir: Path, port: int, users: int) -> Path:
+    path = workdir / "countersign.hcl"
+    path.write_text(CONFIG.format(
+        port=port,
+        database=workdir / "countersign.db",
+        reconcile=RECONCILE_INTERVAL,
+        users="\n".join(
+            f'user "{user_email(n)}" {{ attributes = {{ db_user = "{db_user(n)}" }} }}'
+            for n in range(1, users + 1)),
+        admin=ADMIN,
+        resource=RESOURCE,
+        role=ROLE,
+        durations=", ".join(f'"{d}"' for d in DURATIONS),
+    ))
+    return path
+
+
+class Server:
+    """The server process: started, killed with SIGKILL, restarted, stopped.
+
+    Its stdout and stderr are appended to one log file, with a line from this script before
+    every start and after every kill.
+    """
+
+    def __init__(self, binary: Path, config: Path, workdir: Path, env: dict[str, str]):
+        self.binary, self.config, self.workdir, self.env = binary, config, workdir, env
+        self.log_path = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.kills = 0
+        self.stopped = False  # Once stopped, the server is not started again.
+        self.lock = threading.Lock()
+
+    def _mark(self, text: str) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(f"===== crash test {clock(time.time())}: {text} =====\n")
+
+    def start(self) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.starts += 1
+            self._mark(f"start #{self.starts}")
+            with open(self.log_path, "a") as log:
+                self.proc = subprocess.Popen(
+                    [str(self.binary), "serve", "--config", str(self.config)],
+                    cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=log, start_new_session=True)
+
+    def kill(self) -> None:
+        with self.lock:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+            self._mark(f"SIGKILL #{self.kills} (pid {self.proc.pid})")
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            if self.proc is None or self.proc.poll() is not None:
+                return
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._mark(f"stopped (status {self.proc.returncode})")
+
+    def exit_status(self) -> int | None:
+        """The status if the server exited by itself (it is never expected to)."""
+        with self.lock:
+            return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError as e:
+            return f"(cannot read {self.log_path}: {e})"
+
+
+def run_tool(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SetupError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+class Unreachable(Exception):
+    """No HTTP answer: the server is down, or was killed while answering."""
+
+
+class Api:
+    def __init__(self, port: int):
+        self.port = port
+
+    def call(self, method: str, path: str, token: str | None = None,
+             body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"{method} {path}: {e!r}") from e
+        finally:
+            conn.close()
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"raw": raw.decode(errors="replace")}
+        return resp.status, payload
+
+    def get(self, path: str, token: str, missing_ok: bool = False) -> dict | None:
+        """A read that must succeed (used once the load has stopped); with `missing_ok`, a
+        404 gives None."""
+        for _ in range(50):
+            try:
+                status, body = self.call("GET", path, token)
+            except Unreachable:
+                time.sleep(0.2)
+                continue
+            if status == 404 and missing_ok:
+                return None
+            if status != 200:
+                raise RuntimeError(f"GET {path} answered {status}: {body}")
+            return body
+        raise RuntimeError(f"GET {path}: the server did not answer")
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.call("GET", "/readyz", timeout=2)[0] == 200:
+                    return True
+            except Unreachable:
+                pass
+            time.sleep(0.1)
+        return False
+
+
+# --- What the load saw ------------------------------------------------------------------------
+
+
+@dataclass
+class Created:
+    id: str
+    user: str
+    duration: str
+    covered: bool  # answered at once by an active grant (rule 5): nothing to approve
+
+
+@dataclass
+class Ledger:
+    """Every acknowledged write, and everything unexpected, recorded by the load workers."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    created: dict[str, Created] = field(default_factory=dict)
+    approved: set[str] = field(default_factory=set)
+    # The approval's answer was lost in a crash and the retry found the request decided.
+    unconfirmed: set[str] = field(default_factory=set)
+    unreachable: collections.Counter = field(default_factory=collections.Counter)
+    unexpected: list[str] = field(default_factory=list)
+
+    def add_created(self, c: Created) -> None:
+        with self.lock:
+            self.created[c.id] = c
+
+    def add_approved(self, request_id: str) -> None:
+        with self.lock:
+            self.approved.add(request_id)
+
+    def add_unconfirmed(self, request_id: str) -> None:
+        with self.lock:
+            self.unconfirmed.add(request_id)
+
+    def count_unreachable(self, what: str) -> None:
+        with self.lock:
+            self.unreachable[what] += 1
+
+    def add_unexpected(self, text: str) -> None:
+        with self.lock:
+            self.unexpected.append(text)
+
+
+# --- The threads ------------------------------------------------------------------------------
+
+
+def load_worker(api: Api, tokens: dict[str, str], users: list[str], ledger: Ledger,
+                stop: threading.Event, rng: random.Random) -> None:
+    """Creates requests as random users and has the admin approve each, until told to stop."""
+    while not stop.is_set():
+        user, duration = rng.choice(users), rng.choice(DURATIONS)
+        body = {"resource": RESOURCE, "reason": "crash test", "duration": duration, "fields": {}}
+        try:
+            status, reply = api.call("POST", "/v1/requests", tokens[user], body)
+        except Unreachable:
+            ledger.count_unreachable("create")
+            stop.wait(0.2)
+            continue
+        if status != 201:
+            ledger.add_unexpected(f"POST /v1/requests as {user} answered {status}: {reply}")
+            stop.wait(0.5)
+            continue
+        covered = reply["state"] == "approved"
+        ledger.add_created(Created(reply["id"], user, duration, covered))
+        if not covered:
+            approve(api, tokens[ADMIN], reply["id"], ledger, stop)
+        stop.wait(rng.uniform(0.05, 0.25))
+
+
+def approve(api: Api, token: str, request_id: str, ledger: Ledger,
+            stop: threading.Event) -> None:
+    """Approves a request, retrying through crashes until the server gives an answer."""
+    path = f"/v1/requests/{request_id}/reviews"
+    lost_reply = False
+    while not stop.is_set():
+        try:
+            status, reply = api.call("POST", path, token,
+                                     {"decision": "approve", "comment": "crash test"})
+        except Unreachable:
+            ledger.count_unreachable("approve")
+            lost_reply = True
+            stop.wait(0.2)
+            continue
+        if status == 200:
+            ledger.add_approved(request_id)
+        elif status == 409 and lost_reply:
+            ledger.add_unconfirmed(request_id)
+        else:
+            ledger.add_unexpected(f"POST {path} answered {status}: {reply}")
+        return
+
+
+def killer(server: Server, stop: threading.Event, rng: random.Random,
+           min_gap: float, max_gap: float) -> None:
+    """SIGKILLs the server at random moments and restarts it at once."""
+    while not stop.wait(rng.uniform(min_gap, max_gap)):
+        if server.exit_status() is not None:
+            return  # It died by itself; the main thread reports it.
+        server.kill()
+        server.start()
+
+
+@dataclass
+class Observation:
+    start: float  # wall time before the query was sent
+    end: float  # wall time after its answer arrived
+    members: frozenset[str]
+
+    @property
+    def mid(self) -> float:
+        return (self.start + self.end) / 2
+
+
+def monitor(pg: Postgres, out: list[Observation], errors: list[str],
+            stop: threading.Event) -> None:
+    """Reads the members of the granted role every MONITOR_PERIOD seconds."""
+    while not stop.is_set():
+        started = time.time()
+        try:
+            members = pg.members()
+            out.append(Observation(started, time.time(), frozenset(members)))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            errors.append(f"{clock(started)}: {e}")
+        stop.wait(max(0.0, MONITOR_PERIOD - (time.time() - started)))
+
+
+# --- Checks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Grant:
+    id: str
+    subject: str
+    state: str
+    created: float
+    activated: float | None
+    expires: float | None
+    ended: float | None
+    attempts: int
+    last_error: str | None
+
+    @staticmethod
+    def of(view: dict) -> Grant:
+        return Grant(view["id"], view["subject"], view["state"],
+                     parse_time(view["created_at"]), parse_time(view.get("activated_at")),
+                     parse_time(view.get("expires_at")), parse_time(view.get("ended_at")),
+                     view["attempts"], view.get("last_error"))
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def access_until(self) -> float:
+        """Until when access may rightly exist: the later of expiry and end (never, while the
+        grant is live)."""
+        ends = [t for t in (self.expires, self.ended) if t is not None]
+        return max(ends) if self.final and ends else float("inf")
+
+    @property
+    def expiry(self) -> float:
+        """When access should stop: the expiry, or the end of a grant that never became
+        active (never, while it is live)."""
+        if self.expires is not None:
+            return self.expires
+        return self.ended if self.final and self.ended is not None else float("inf")
+
+    def describe(self, t0: float) -> str:
+        def at(t: float | None) -> str:
+            return "-" if t is None else f"{clock(t)} (+{t - t0:.1f}s)"
+        return (f"grant {self.id} [{self.state}] created {at(self.created)}, activated "
+                f"{at(self.activated)}, expires {at(self.expires)}, ended {at(self.ended)}")
+
+
+def fetch_requests(api: Api, admin: str, ids: list[str]) -> dict[str, dict]:
+    """The requests of this run as the server has them now; missing ids are left out."""
+    found = {}
+    for rid in ids:
+        view = api.get(f"/v1/requests/{rid}", admin, missing_ok=True)
+        if view is not None:
+            found[rid] = view
+    return found
+
+
+def fetch_grants(api: Api, admin: str, users: list[str],
+                 requests: dict[str, dict]) -> tuple[dict[str, Grant], list[str]]:
+    """Every grant of the run (each user's list, plus any grant a request names), and the
+    users whose list may be cut at the API's limit."""
+    grants: dict[str, Grant] = {}
+    cut = []
+    for user in users:
+        views = api.get(f"/v1/grants?subject={user}&limit=500", admin)["grants"]
+        if len(views) == 500:
+            cut.append(user)
+        grants.update((v["id"], Grant.of(v)) for v in views)
+    for r in requests.values():
+        gid = r.get("grant_id")
+        if gid and gid not in grants:
+            grants[gid] = Grant.of(api.get(f"/v1/grants/{gid}", admin))
+    return grants, cut
+
+
+def live_grants(api: Api, admin: str) -> list[dict]:
+    return [v for s in LIVE_STATES
+            for v in api.get(f"/v1/grants?state={s}&limit=500", admin)["grants"]]
+
+
+def check_requests(ledger: Ledger, requests: dict[str, dict]) -> list[str]:
+    """Every acknowledged create and approval survived the crashes."""
+    out = []
+    for rid, c in ledger.created.items():
+        r = requests.get(rid)
+        if r is None:
+            out.append(f"request {rid} ({c.user}): its creation was acknowledged (201) but "
+                       "the server does not know it")
+            continue
+        stored = (r["requester"], r["resource"], r["duration"])
+        if stored != (c.user, RESOURCE, c.duration):
+            out.append(f"request {rid}: created as {(c.user, RESOURCE, c.duration)}, "
+                       f"stored as {stored}")
+        if c.covered and r["state"] != "approved":
+            out.append(f"request {rid}: answered approved at creation, now {r['state']}")
+    for rid in sorted(ledger.approved):
+        r = requests.get(rid)
+        if r is None:
+            continue  # Already reported.
+        reviews = [rv for step in r["steps"] for rv in step["reviews"]]
+        if r["state"] != "approved":
+            out.append(f"request {rid}: its approval was acknowledged (200) but it is "
+                       f"{r['state']}")
+        if not any(rv["by"] == ADMIN and rv["decision"] == "approve" for rv in reviews):
+            out.append(f"request {rid}: its approval was acknowledged (200) but the review "
+                       f"by {ADMIN} is missing; reviews: {reviews}")
+        if not r.get("grant_id"):
+            out.append(f"request {rid}: approved, but names no grant")
+    return out
+
+
+def check_grants(grants: dict[str, Grant], live: list[dict], t0: float) -> list[str]:
+    """Every grant reached a final state."""
+    out = [f"{g.describe(t0)} did not reach a final state (attempts {g.attempts}, "
+           f"last error {g.last_error!r})" for g in grants.values() if not g.final]
+    out += [f"grant {v['id']} of {v['subject']} is {v['state']}" for v in live
+            if v["id"] not in grants]
+    return out
+
+
+def check_memberships(observations: list[Observation], grants: dict[str, Grant],
+                      role_of: dict[str, str], t0: float) -> tuple[list[str], float, str]:
+    """Every observed membership lies within a grant of its user.
+
+    Also returns the largest lag of a membership past the expiry of the user's latest grant,
+    and where it was seen.
+    """
+    own: dict[str, list[Grant]] = collections.defaultdict(list)
+    for g in grants.values():
+        own[role_of[g.subject]].append(g)
+    out = []
+    max_lag, where = 0.0, "-"
+    reported: set[str] = set()
+    for obs in observations:
+        for role in sorted(obs.members):
+            # The grants that existed (give or take the slack) when the query ran.
+            earlier = [g for g in own[role] if g.created - EARLY_SLACK <= obs.end]
+            inside = any(obs.start <= g.access_until + LATE_SLACK for g in earlier)
+            if not inside and role not in reported:
+                reported.add(role)  # The first violation per user says enough.
+                latest = max(earlier, key=lambda g: g.access_until, default=None)
+                out.append(
+                    f"{role} was a member of {ROLE} at {clock(obs.mid)} (+{obs.mid - t0:.1f}s)"
+                    f", outside every grant of its user; the latest grant before: "
+                    f"{latest.describe(t0) if latest else 'none'}")
+            if earlier:
+                lag = obs.mid - max(g.expiry for g in earlier)
+                if lag > max_lag:
+                    max_lag, where = lag, f"{role} at {clock(obs.mid)} (+{obs.mid - t0:.1f}s)"
+    return out, max_lag, where
+
+
+def audit(api: Api, admin: str) -> tuple[dict, collections.Counter]:
+    """The verification result and the number of events of each kind."""
+    verify = api.get("/v1/audit/verify", admin)
+    kinds: collections.Counter = collections.Counter()
+    after = 0
+    while True:
+        page = api.get(f"/v1/audit?after={after}&limit=1000", admin)
+        kinds.update(e["event"]["kind"] for e in page["events"])
+        if page.get("next_after") is None:
+            return verify, kinds
+        after = page["next_after"]
+
+
+# --- The run ----------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bin", default="target/debug/countersign", help="the server binary")
+    p.add_argument("--pg-url", default=os.environ.get("COUNTERSIGN_TEST_PG_URL"),
+                   help="URL of a PostgreSQL role with CREATEROLE "
+                        "(default: $COUNTERSIGN_TEST_PG_URL)")
+    p.add_argument("--seconds", type=float, default=60, help="how long the load runs")
+    p.add_argument("--kills", type=int, default=5,
+                   help="at least this many kills (the load runs longer if needed)")
+    p.add_argument("--kill-min", type=float, default=3, help="shortest time between kills")
+    p.add_argument("--kill-max", type=float, default=8, help="longest time between kills")
+    p.add_argument("--workers", type=int, default=4, help="concurrent load workers")
+    p.add_argument("--users", type=int, default=8, help="requesting users (and login roles)")
+    p.add_argument("--settle", type=float, default=120,
+                   help="how long to wait for every grant to reach a final state")
+    p.add_argument("--linger", type=float, default=RECONCILE_INTERVAL + 3,
+                   help="how long to keep watching memberships once every grant is final "
+                        "(longer than the reconciliation interval, to see late repairs)")
+    p.add_argument("--wait-for-bin", type=float, default=1800,
+                   help="how long to wait for the binary to be built")
+    p.add_argument("--seed", type=int, help="random seed (a random one is printed)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory on success")
+    args = p.parse_args()
+    if args.users < 1 or args.workers < 1 or not 0 < args.kill_min <= args.kill_max:
+        p.error("--users and --workers must be at least 1, and 0 < --kill-min <= --kill-max")
+    return args
+
+
+def wait_for_binary(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    announced = float("-inf")
+    while not (path.is_file() and os.access(path, os.X_OK)):
+        if time.monotonic() > deadline:
+            raise SetupError(f"{path} did not appear within {timeout:.0f}s")
+        if time.monotonic() - announced > 60:
+            print(f"waiting for {path} to be built…", flush=True)
+            announced = time.monotonic()
+        time.sleep(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CrashTest:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+        self.rng = random.Random(self.seed)
+        self.pg = Postgres(args.pg_url)
+        self.users = [user_email(n) for n in range(1, args.users + 1)]
+        self.role_of = {user_email(n): db_user(n) for n in range(1, args.users + 1)}
+        self.workdir = Path(tempfile.mkdtemp(prefix="countersign-crash-"))
+        self.port = free_port()
+        self.api = Api(self.port)
+        self.ledger = Ledger()
+        self.observations: list[Observation] = []
+        self.monitor_errors: list[str] = []
+        self.stop_load = threading.Event()
+        self.stop_killer = threading.Event()
+        self.stop_monitor = threading.Event()
+        self.violations: list[str] = []
+        self.server: Server | None = None
+        self.tokens: dict[str, str] = {}
+
+    def setup(self, binary: Path) -> None:
+        try:
+            self.pg.reset_roles(self.args.users)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            raise SetupError(f"cannot set up the PostgreSQL roles: {e}") from e
+        config = write_config(self.workdir, self.port, self.args.users)
+        env = dict(os.environ, CRASH_PG_URL=self.args.pg_url, NO_COLOR="1")
+        env.setdefault("RUST_LOG", "info")
+        for user in self.users + [ADMIN]:
+            self.tokens[user] = run_tool(
+                [str(binary), "token", "create", "--config", str(config), "--user", user],
+                env, self.workdir)
+        self.server = Server(binary, config, self.workdir, env)
+
+    def died(self) -> int | None:
+        """The status of a server that exited by itself, if it did."""
+        status = self.server.exit_status()
+        return None if status in (None, -signal.SIGKILL) else status
+
+    def run(self) -> int:
+        args, server, admin = self.args, self.server, self.tokens[ADMIN]
+        print(f"crash test: seed {self.seed}, {args.workers} workers, {args.users} users, "
+              f"{args.seconds:.0f}s of load, at least {args.kills} kills; in {self.workdir}",
+              flush=True)
+        server.start()
+        if not self.api.wait_ready(30):
+            raise SetupError(f"the server did not become ready\n{server.log_tail()}")
+
+        monitor_thread = threading.Thread(
+            target=monitor, args=(self.pg, self.observations, self.monitor_errors,
+                                  self.stop_monitor), daemon=True)
+        workers = [threading.Thread(
+            target=load_worker, args=(self.api, self.tokens, self.users, self.ledger,
+                                      self.stop_load, random.Random(self.rng.random())),
+            daemon=True) for _ in range(args.workers)]
+        killer_thread = threading.Thread(
+            target=killer, args=(server, self.stop_killer, random.Random(self.rng.random()),
+                                 args.kill_min, args.kill_max), daemon=True)
+        t0 = time.time()
+        for t in [monitor_thread, *workers, killer_thread]:
+            t.start()
+
+        # The load runs until its time is up and the killer has killed often enough.
+        while (time.time() - t0 < args.seconds or server.kills < args.kills) \
+                and self.died() is None:
+            time.sleep(0.2)
+        self.stop_killer.set()
+        killer_thread.join()
+        self.stop_load.set()
+        for t in workers:
+            t.join()
+        load_end = time.time()
+
+        # The server runs on until no grant is live, then a little longer for late repairs.
+        settled = False
+        if self.died() is None and self.api.wait_ready(30):
+            deadline = time.time() + args.settle
+            while not settled and time.time() < deadline and self.died() is None:
+                settled = not live_grants(self.api, admin)
+                if not settled:
+                    time.sleep(1)
+            if settled:
+                self.stop_monitor.wait(args.linger)
+        self.stop_monitor.set()
+        monitor_thread.join()
+        settle_end = time.time()
+
+        if self.died() is not None:
+            self.violations.append(f"the server exited by itself with status {self.died()}")
+            return self.finish(t0, load_end, settle_end, {}, None, collections.Counter())
+        if not settled:
+            self.violations.append(
+                f"grants were still live {args.settle:.0f}s after the load stopped")
+        requests = fetch_requests(self.api, admin, list(self.ledger.created))
+        self.violations += check_requests(self.ledger, requests)
+        grants, cut = fetch_grants(self.api, admin, self.users, requests)
+        self.violations += [f"{u} has 500 grants or more, the list may be cut: run shorter "
+                            "or with more users" for u in cut]
+        self.violations += check_grants(grants, live_grants(self.api, admin), t0)
+        found, lag, lag_where = check_memberships(self.observations, grants, self.role_of, t0)
+        self.violations += found
+        if not any(o.members for o in self.observations):
+            self.violations.append("the monitor never saw a membership: nothing was granted")
+        verify, kinds = audit(self.api, admin)
+        if not verify.get("ok"):
+            self.violations.append(f"GET /v1/audit/verify: {verify}")
+        return self.finish(t0, load_end, settle_end, grants, (lag, lag_where, verify), kinds)
+
+    def finish(self, t0: float, load_end: float, settle_end: float, grants: dict[str, Grant],
+               results: tuple[float, str, dict] | None, kinds: collections.Counter) -> int:
+        try:
+            left = self.pg.members()
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            self.violations.append(f"cannot read the final memberships: {e}")
+        else:
+            if left:
+                self.violations.append(f"memberships of {ROLE} remain at the end: "
+                                       f"{sorted(left)}")
+        if len(self.monitor_errors) > len(self.observations) // 10:
+            self.violations.append(f"the monitor failed {len(self.monitor_errors)} times; "
+                                   f"first: {self.monitor_errors[0]}")
+        self.violations += [f"unexpected answer: {text}" for text in self.ledger.unexpected[:20]]
+        self.server.stop()
+        self.print_summary(t0, load_end, settle_end, grants, results, kinds)
+
+        if self.violations:
+            print(f"\nFAILED: {len(self.violations)} violation(s):")
+            for v in self.violations:
+                print(f"  - {v}")
+            print(f"\nlast lines of {self.server.log_path}:\n{self.server.log_tail()}")
+            print(f"kept {self.workdir} (seed {self.seed})")
+            return 1
+        print("\nOK: every check passed")
+        if self.args.keep:
+            print(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.pg.drop_roles(self.args.users)
+        return 0
+
+    def print_summary(self, t0: float, load_end: float, settle_end: float,
+                      grants: dict[str, Grant], results: tuple[float, str, dict] | None,
+                      kinds: collections.Counter) -> None:
+        ledger, server = self.ledger, self.server
+        states = collections.Counter(g.state for g in grants.values())
+        delays = [g.ended - g.expires for g in grants.values()
+                  if g.state == "expired" and g.ended is not None and g.expires is not None]
+        covered = sum(c.covered for c in ledger.created.values())
+        members = sum(len(o.members) for o in self.observations)
+        lines = [
+            ("kills", f"{server.kills} (the server was started {server.starts} times)"),
+            ("time", f"{load_end - t0:.1f}s of load, then {settle_end - load_end:.1f}s "
+                     "to settle and watch"),
+            ("requests", f"{len(ledger.created)} acknowledged creates ({covered} answered by "
+                         f"an active grant), {len(ledger.approved)} acknowledged approvals, "
+                         f"{len(ledger.unconfirmed)} approvals whose answer was lost"),
+            ("no answer", ", ".join(f"{n} {what}" for what, n in ledger.unreachable.items())
+             or "none"),
+            ("grants", f"{len(grants)}: " + ", ".join(f"{n} {s}" for s, n in
+                                                      sorted(states.items()))),
+            ("monitor", f"{len(self.observations)} observations, {members} memberships seen, "
+                        f"{len(self.monitor_errors)} errors"),
+            ("revoke delay", f"max {max(delays, default=0):.2f}s from expires_at to ended_at"),
+        ]
+        if results is not None:
+            lag, where, verify = results
+            lines += [
+                ("max lag", f"{lag:.2f}s of membership past expiry ({where})"),
+                ("audit", f"ok={verify.get('ok')}, {verify.get('checked')} events; "
+                          + ", ".join(f"{k} {kinds[k]}" for k in (
+                              "grant_drift", "grant_repaired", "grant_repair_failed",
+                              "grant_activation_failed", "grant_revoke_failed"))),
+            ]
+        print()
+        for name, text in lines:
+            print(f"{name + ':':<14}{text}")
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.pg_url:
+        print("skipping: no PostgreSQL (set COUNTERSIGN_TEST_PG_URL)")
+        return 0
+    binary = Path(args.bin).resolve()
+    wait_for_binary(binary, args.wait_for_bin)
+    test = CrashTest(args)
+    try:
+        test.setup(binary)
+        return test.run()
+    finally:
+        for event in (test.stop_killer, test.stop_load, test.stop_monitor):
+            event.set()
+        if test.server is not None:
+            test.server.stop()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SetupError as e:
+        print(f"cannot run the crash test: {e}", file=sys.stderr)
+        sys.exit(2)
