@@ -646,6 +646,16 @@ impl Engine {
     fn end_call(&self, job: &store::DueJob) {
         let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&(job.kind, job.key.clone()));
+        drop(set);
+        // A revoke may be waiting for this call to end.
+        self.store.due_signal().notify_one();
+    }
+
+    /// Whether this process is making a grant call (activation or repair) for `grant`.
+    fn granting(&self, grant: &str) -> bool {
+        let set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.contains(&(TimerKind::ConnectorGrant, grant.to_owned()))
+            || set.contains(&(TimerKind::Repair, grant.to_owned()))
     }
 }
 

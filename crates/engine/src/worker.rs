@@ -52,6 +52,13 @@ pub(crate) async fn run_due(
         let (calling, timers): (Vec<DueJob>, Vec<DueJob>) =
             jobs.into_iter().partition(|j| j.kind.calls_connector());
         for job in calling {
+            // A revoke waits while a grant call for the same grant still runs: finishing
+            // first, it would be undone by the grant call landing after it.
+            if matches!(job.kind, TimerKind::ConnectorRevoke | TimerKind::Repair)
+                && engine.granting(&job.key)
+            {
+                continue;
+            }
             if !engine.start_call(&job) {
                 continue; // Already running in this process.
             }
@@ -513,7 +520,9 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
             .map_or(Span::from_secs(30), |d| d.timeout());
         for g in engine.store.reconcile_candidates(name).await? {
             let limit = Duration::from_secs(timeout.secs() + 5);
-            let answer = tokio::time::timeout(limit, c.check(&g, now))
+            // Signed with the time of the check itself: a long sweep's later checks must not
+            // look stale to a receiver that bounds the timestamp.
+            let answer = tokio::time::timeout(limit, c.check(&g, engine.now()))
                 .await
                 .unwrap_or_else(|_| Err(format!("check did not finish within {timeout}")));
             checked += 1;

@@ -313,13 +313,19 @@ async fn webhook_connector_never_follows_a_redirect_and_reports_unreachable_rece
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let c = connector(dir.path(), &webhook_hcl(&format!("http://{closed}/hook")));
+    let url = format!("http://user:pa55word@{closed}/hook?token=s3cr3t-token");
+    let c = connector(dir.path(), &webhook_hcl(&url));
     let err = c
         .call(&Call::lifecycle(Action::Grant, &g, NOW))
         .await
         .expect_err("nobody listens");
-    assert!(err.contains("POST http://"), "{err}");
-    assert!(!err.contains(SECRET), "{err}");
+    assert!(
+        err.contains(&format!("POST http://{closed}/hook failed")),
+        "{err}"
+    );
+    for secret in [SECRET, "s3cr3t-token", "pa55word"] {
+        assert!(!err.contains(secret), "the error leaks {secret}: {err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -181,6 +181,10 @@ async fn serve(files: Vec<PathBuf>) -> ExitCode {
                 Ok(c) => {
                     reload_engine.reload(c);
                     tracing::info!("configuration reloaded");
+                    // A sweep turned on by this configuration starts now, not at restart.
+                    if let Err(e) = reload_engine.ensure_sweep().await {
+                        tracing::error!(error = %e, "cannot schedule the reconciliation sweep");
+                    }
                 }
                 Err(e) => {
                     tracing::error!(errors = %e, "configuration reload refused; keeping the running one")

@@ -111,6 +111,9 @@ impl Exec {
             drop(stdin);
             let mut err = Vec::new();
             let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut err).await;
+            // Whatever else it writes is drained, so that a chatty program never blocks on a
+            // full pipe.
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
             let status = child.wait().await;
             (status, err)
         };

@@ -7,6 +7,8 @@
 //! HMAC-SHA256 of "id.timestamp.body">`. Any 2xx is success; a redirect is a failure and is
 //! never followed. A check call expects `{"in_effect": true | false}` back.
 
+use std::error::Error as _;
+
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -43,6 +45,8 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 
 pub struct Webhook {
     def: WebhookConnector,
+    /// The URL as errors show it: without credentials or query (either may hold a token).
+    shown: String,
     key: Vec<u8>,
     http: Result<reqwest::Client, String>,
 }
@@ -55,7 +59,18 @@ impl Webhook {
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        let shown = match reqwest::Url::parse(&def.url) {
+            Ok(mut u) => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.set_fragment(None);
+                u.to_string()
+            }
+            Err(_) => "[invalid url]".to_owned(),
+        };
         Webhook {
+            shown,
             key: secret_key(&def.secret),
             def,
             http,
@@ -88,7 +103,16 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("POST {}: {}", self.def.url, error_chain(&e)))?;
+            .map_err(|e| {
+                // reqwest's own text names the URL; the cause chain after it does not.
+                let cause = e.source().map(error_chain).unwrap_or_default();
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed"
+                };
+                format!("POST {} {kind}: {cause}", self.shown)
+            })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
@@ -96,7 +120,7 @@ impl Webhook {
         }
         Err(format!(
             "POST {} answered {}: {}",
-            self.def.url,
+            self.shown,
             status,
             truncate(text.trim().to_owned(), 512)
         ))
