@@ -15,7 +15,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::{GrantSpec, GrantState, Span};
 use engine::{Clock, SystemClock};
@@ -109,13 +109,14 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
     // Seeding speed decides when the expiries can be: measure it on a probe batch (on
     // another resource, expiring in an hour, outside the measurement), then place the
     // expiries comfortably after the end of seeding.
-    let started = Instant::now();
+    let started = clock.now();
+    let elapsed_secs = || (clock.now().millis() - started.millis()) as f64 / 1000.0;
     let hour = Span::from_secs(3600);
     let probe: Vec<_> = (0..SEED_BATCH)
         .map(|i| (spec(i, "probe", hour), clock.now()))
         .collect();
     engine.seed_grants(probe).await.map_err(|e| e.to_string())?;
-    let per_grant = started.elapsed().as_secs_f64() / SEED_BATCH as f64;
+    let per_grant = elapsed_secs() / SEED_BATCH as f64;
     let seed_estimate = per_grant * n as f64 * 1.5 + 3.0;
     let first_expiry = clock
         .now()
@@ -150,7 +151,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
     while let Some(r) = batches.join_next().await {
         r.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     }
-    let seed_secs = started.elapsed().as_secs_f64();
+    let seed_secs = elapsed_secs();
     println!(
         "seeded: {n} active grants (+{SEED_BATCH} probe) in {seed_secs:.1} s ({:.0} grants/s)",
         (n + SEED_BATCH) as f64 / seed_secs
@@ -161,7 +162,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
 
     if args.mode == Mode::Hold {
         // Let the worker settle, then read the resident memory.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        engine::clock::pause(Duration::from_secs(3)).await;
         let db = std::fs::metadata(dir.path().join("bench.db"))
             .map(|m| m.len() as f64 / 1048576.0)
             .unwrap_or(0.0);
@@ -179,7 +180,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
             );
         }
         // Poll until no grant is active.
-        let deadline = Instant::now() + Duration::from_secs(args.seconds + 120);
+        let deadline = clock.now().plus(Span::from_secs(args.seconds + 120));
         let done_at = loop {
             let left = engine
                 .store()
@@ -194,10 +195,10 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
             if left.is_empty() {
                 break clock.now();
             }
-            if Instant::now() > deadline {
+            if clock.now() > deadline {
                 return Err("grants were still active at the deadline".into());
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            engine::clock::pause(Duration::from_millis(10)).await;
         };
         let expired = engine
             .store()
