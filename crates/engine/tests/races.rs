@@ -1,0 +1,98 @@
+//! Races between connector calls that run at the same time (issue 4, rule 17).
+//!
+//! Connector calls run concurrently, each in its own task. A grant revoked while its grant call
+//! is still running must not end with access: the revoke waits for that call, so it cannot
+//! finish first and be undone by the grant call landing after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{Decision, GrantState, ReviewInput, Scope, Timestamp};
+use engine::{CreateRequest, Engine, ManualClock};
+use store::sqlite::{Role, SqliteStore};
+
+const CONFIG: &str = r#"
+user "alice@example.com" {}
+user "bob@example.com" { roles = ["admin"] }
+
+# The grant call takes a second to land; the revoke is immediate.
+connector "slow" {
+  type           = "exec"
+  grant_command  = ["sh", "-c", "cat >/dev/null; sleep 1; touch held"]
+  revoke_command = ["sh", "-c", "cat >/dev/null; rm -f held"]
+}
+
+resource "db" {
+  connector    = "slow"
+  max_duration = "1h"
+  workflow     = { steps = [{ reviewers = { one_of = ["bob@example.com"] } }] }
+}
+"#;
+
+#[tokio::test]
+async fn rule_17_revoke_during_activation_never_leaves_access() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("countersign.hcl");
+    let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
+    let db = dir.path().join("cs.db");
+    let store = Arc::new(
+        SqliteStore::open(db.to_str().expect("utf-8"), Role::Server)
+            .await
+            .expect("store"),
+    );
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_225_600_000)));
+    let engine = Engine::new(store, config, clock);
+    let alice = engine.actor("alice@example.com").expect("alice");
+    let bob = engine.actor("bob@example.com").expect("bob");
+    let req = engine
+        .create_request(
+            &alice,
+            CreateRequest {
+                resource: "db".into(),
+                reason: "x".into(),
+                duration: None,
+                fields: Default::default(),
+                start_at: None,
+            },
+        )
+        .await
+        .expect("create");
+    let req = engine
+        .review(
+            &bob,
+            &req.id,
+            ReviewInput {
+                decision: Decision::Approve,
+                comment: None,
+                duration: None,
+                scope: Scope::Resource,
+            },
+        )
+        .await
+        .expect("approve");
+    let grant = req.grant.expect("a grant");
+
+    // Act: the grant call starts; while it runs, the grant is revoked and the worker runs
+    // again (and would make the revoke call at once if nothing held it back).
+    let first = tokio::spawn({
+        let e = engine.clone();
+        async move { e.run_due().await }
+    });
+    engine::clock::pause(Duration::from_millis(300)).await;
+    engine
+        .revoke_grant(&bob, &grant, Some("changed my mind".into()))
+        .await
+        .expect("revoke while activating");
+    engine.run_due().await.expect("worker runs beside the call");
+    first.await.expect("join").expect("first run");
+    engine.run_due().await.expect("the held-back revoke runs");
+
+    // Assert
+    let g = engine.grant(&bob, &grant).await.expect("grant");
+    assert_eq!(g.state, GrantState::Revoked);
+    assert!(
+        !dir.path().join("held").exists(),
+        "the grant call landed after the revoke: access outlives a revoked grant"
+    );
+}
