@@ -9,8 +9,8 @@
 //!
 //! A connector call is claimed in one transaction, made outside any transaction, and its
 //! result recorded in a second one; a crash in between leaves the claim to run out and the
-//! call to be repeated, never lost (rule 17). Tests drive [`run_due`] with a manual clock and
-//! wait for the calls it started.
+//! call to be repeated, never lost (rule 17). Tests drive [`run_due`] with a manual clock; it then
+//! makes the calls itself, one after the other in due order, so that transcripts are reproducible.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub(crate) async fn run_due(
             }
             ran += 1;
             let e = engine.clone();
-            calls.spawn(async move {
+            let call = async move {
                 let permit = e.calls.acquire().await;
                 let r = run_call(&e, &job, e.now().max(now)).await;
                 drop(permit);
@@ -72,7 +72,14 @@ pub(crate) async fn run_due(
                 if let Err(err) = r {
                     tracing::warn!(kind = job.kind.as_str(), key = %job.key, error = %err, "job failed");
                 }
-            });
+            };
+            // Driven step by step (tests), calls run one after the other in due order, so
+            // that what they record comes in a reproducible order.
+            if wait_for_calls {
+                call.await;
+            } else {
+                calls.spawn(call);
+            }
         }
         let mut writes = JoinSet::new();
         for batch in timers.chunks(TIMER_BATCH) {
@@ -96,11 +103,7 @@ pub(crate) async fn run_due(
             break;
         }
     }
-    if wait_for_calls {
-        while calls.join_next().await.is_some() {}
-    } else {
-        calls.detach_all();
-    }
+    calls.detach_all();
     Ok(ran)
 }
 

@@ -1739,7 +1739,9 @@ async fn rule_18_overlapping_grants_keep_access_until_the_last_ends() {
         # Two requests made before either is granted (rule 5 answers later ones with the grant).
         request alice files-db 1h first
         request alice files-db 2h second
+        # One at a time: two calls due at the same instant may run in either order.
         approve bob R1
+        tick
         approve bob R2
         tick
         exists held-alice
@@ -1762,6 +1764,8 @@ async fn rule_18_overlapping_grants_keep_access_until_the_last_ends() {
               step_approved R1 step=1
               request_approved R1 by bob
               grant_issued G1 duration=1h request=R1 resource=files-db subject=alice
+            > tick
+              grant_activated G1 expires_at=+1h
             > approve bob R2
               review_recorded R2 by bob decision=approve step=1
               step_approved R2 step=1
@@ -1769,7 +1773,6 @@ async fn rule_18_overlapping_grants_keep_access_until_the_last_ends() {
               grant_issued G2 duration=2h request=R2 resource=files-db subject=alice
             > tick
               grant_activated G2 expires_at=+2h
-              grant_activated G1 expires_at=+1h
             > exists held-alice
               held-alice exists
             > advance 1h (now +1h)
