@@ -461,50 +461,55 @@ impl Engine {
         reason: String,
     ) -> Result<Request, EngineError> {
         let config = self.config();
-        let g = self.grant(actor, id).await?;
-        if g.spec.subject != actor.id {
-            return Err(DomainError::Forbidden(
-                "only the grant's subject may ask to extend it".into(),
-            )
-            .into());
-        }
-        if g.state != GrantState::Active {
-            return Err(DomainError::Conflict(format!(
-                "grant {id} is {}, not active",
-                g.state.as_str()
-            ))
-            .into());
-        }
-        if !config.resources.contains_key(&g.spec.resource) {
-            return Err(DomainError::Conflict(format!(
-                "resource {:?} is no longer configured",
-                g.spec.resource
-            ))
-            .into());
-        }
-        let fields = match self.store.request(&g.spec.request).await? {
-            Some(r) => r
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.into()))
-                .collect(),
-            None => BTreeMap::new(),
-        };
         let now = self.now();
         let notice = config.server.expiry_notice;
-        let new = NewRequest {
-            id: new_id(now),
-            requester: actor.id.clone(),
-            reason,
-            duration: Some(duration.unwrap_or(g.spec.duration)),
-            fields,
-            start_at: None,
-            extends: Some(g.id.clone()),
-        };
+        let (actor, id) = (actor.clone(), id.to_owned());
+        let request_id = new_id(now);
+        // Checked and created in one transaction: the grant cannot end in between.
         self.write(move |tx| {
             Box::pin(async move {
-                let res = &config.resources[&g.spec.resource];
-                // Rule 5 does not apply: the grant that covers the resource is the one to extend.
+                let g = tx
+                    .grant(&id)
+                    .await?
+                    .filter(|g| grant_visible(&config, &actor, g))
+                    .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))?;
+                if g.spec.subject != actor.id {
+                    return Err(DomainError::Forbidden(
+                        "only the grant's subject may ask to extend it".into(),
+                    )
+                    .into());
+                }
+                if g.state != GrantState::Active {
+                    let state = g.state.as_str();
+                    return Err(DomainError::Conflict(format!(
+                        "grant {id} is {state}, not active"
+                    ))
+                    .into());
+                }
+                let Some(res) = config.resources.get(&g.spec.resource) else {
+                    let msg = format!("resource {:?} is no longer configured", g.spec.resource);
+                    return Err(DomainError::Conflict(msg).into());
+                };
+                // The extension asks with the same fields as the request that got the grant.
+                let fields = match tx.request(&g.spec.request).await? {
+                    Some(r) => r
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.into()))
+                        .collect(),
+                    None => BTreeMap::new(),
+                };
+                let new = NewRequest {
+                    id: request_id,
+                    requester: actor.id.clone(),
+                    reason,
+                    duration: Some(duration.unwrap_or(g.spec.duration)),
+                    fields,
+                    start_at: None,
+                    extends: Some(g.id.clone()),
+                };
+                // Rule 5 does not apply: the grant that covers the resource is the one to
+                // extend.
                 let (mut req, ch) = Request::create(new, res, &config.directory, now, None)?;
                 save_request(tx, &mut req, ch, now, notice).await?;
                 Ok(req)

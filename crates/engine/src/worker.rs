@@ -20,7 +20,7 @@ use store::DueJob;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::connector::{Action, Call, Connector};
+use crate::connector::{Action, Call, Connector, Connectors};
 use crate::{Engine, EngineError, apply, save_request};
 
 /// Connector calls running at once.
@@ -222,31 +222,36 @@ async fn run_call(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<
     }
 }
 
-/// The connector of a grant and how long a call to it may take.
-fn connector_of(engine: &Engine, g: &Grant) -> (Option<Arc<dyn Connector>>, Span, u32) {
-    let name = g.spec.connector.as_deref().unwrap_or_default();
-    let config = engine.config();
-    let (timeout, max_attempts) = config
-        .connectors
-        .get(name)
-        .map_or((Span::from_secs(30), 5), |d| {
-            (d.timeout(), d.max_attempts())
-        });
-    (
-        engine.connectors().get(name).cloned(),
-        timeout,
-        max_attempts,
-    )
+/// A connector as a call needs it: the connector itself, how long a call may take, and how
+/// many activation attempts it gets.
+struct Target {
+    connector: Option<Arc<dyn Connector>>,
+    timeout: Span,
+    max_attempts: u32,
+}
+
+impl Target {
+    fn of(config: &config::Config, connectors: &Connectors, g: &Grant) -> Target {
+        let name = g.spec.connector.as_deref().unwrap_or_default();
+        let (timeout, max_attempts) = config
+            .connectors
+            .get(name)
+            .map_or((Span::from_secs(30), 5), |d| {
+                (d.timeout(), d.max_attempts())
+            });
+        Target {
+            connector: connectors.get(name).cloned(),
+            timeout,
+            max_attempts,
+        }
+    }
 }
 
 /// Makes one call, bounded by the connector's timeout (plus a margin for the connector's
 /// own, more precise, timeout to fire first).
-async fn make_call(
-    connector: Option<&Arc<dyn Connector>>,
-    call: &Call<'_>,
-    timeout: Span,
-) -> Result<(), String> {
-    let Some(c) = connector else {
+async fn make_call(target: &Target, call: &Call<'_>) -> Result<(), String> {
+    let timeout = target.timeout;
+    let Some(c) = &target.connector else {
         return Err(format!(
             "connector {:?} is not configured",
             call.grant.spec.connector.as_deref().unwrap_or_default()
@@ -281,14 +286,8 @@ async fn lifecycle_call(
     action: Action,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let Some(grant) = engine.store.grant(&job.key).await? else {
-        let (kind, key) = (job.kind, job.key.clone());
-        return engine
-            .write(move |tx| Box::pin(async move { Ok(tx.unschedule(kind, &key).await?) }))
-            .await;
-    };
-    let (connector, timeout, max_attempts) = connector_of(engine, &grant);
-    let notice = engine.config().server.expiry_notice;
+    let (config, connectors) = (engine.config(), engine.connectors());
+    let notice = config.server.expiry_notice;
     let waits_for = match action {
         Action::Grant => GrantState::Activating,
         Action::Revoke => GrantState::Revoking,
@@ -297,7 +296,6 @@ async fn lifecycle_call(
     // Claim the call so that no other worker makes it while this one does. A revoke whose
     // access another live grant still gives ends without a call (rule 18).
     let (kind, key) = (job.kind, job.key.clone());
-    let until = now.plus(timeout).plus(CLAIM_MARGIN);
     let claimed = engine
         .write(move |tx| {
             Box::pin(async move {
@@ -318,20 +316,21 @@ async fn lifecycle_call(
                         return Ok(None);
                     }
                 }
-                Ok(tx.claim(kind, &key, now, until).await?.then_some(g))
+                let target = Target::of(&config, &connectors, &g);
+                let until = now.plus(target.timeout).plus(CLAIM_MARGIN);
+                Ok(tx
+                    .claim(kind, &key, now, until)
+                    .await?
+                    .then_some((g, target)))
             })
         })
         .await?;
-    let Some(grant) = claimed else {
+    let Some((grant, target)) = claimed else {
         return Ok(());
     };
+    let max_attempts = target.max_attempts;
 
-    let result = make_call(
-        connector.as_ref(),
-        &Call::lifecycle(action, &grant, now),
-        timeout,
-    )
-    .await;
+    let result = make_call(&target, &Call::lifecycle(action, &grant, now)).await;
     // The call took real time: record its result at the time it ended.
     let done_at = engine.now().max(now);
     let fraction: f64 = rand::random();
@@ -383,15 +382,8 @@ async fn lifecycle_call(
 /// there is nothing left to repair.
 async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<(), EngineError> {
     let key = job.key.clone();
-    let Some(grant) = engine.store.grant(&key).await? else {
-        return engine
-            .write(move |tx| {
-                Box::pin(async move { Ok(tx.unschedule(TimerKind::Repair, &key).await?) })
-            })
-            .await;
-    };
-    let (connector, timeout, _) = connector_of(engine, &grant);
-    let until = now.plus(timeout).plus(CLAIM_MARGIN);
+    let (config, connectors) = (engine.config(), engine.connectors());
+    let notice = config.server.expiry_notice;
     let claimed = engine
         .write(move |tx| {
             Box::pin(async move {
@@ -415,12 +407,14 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
                         return Ok(None);
                     }
                 };
+                let target = Target::of(&config, &connectors, &g);
+                let until = now.plus(target.timeout).plus(CLAIM_MARGIN);
                 let claimed = tx.claim(TimerKind::Repair, &key, now, until).await?;
-                Ok(claimed.then_some((g, action)))
+                Ok(claimed.then_some((g, action, target)))
             })
         })
         .await?;
-    let Some((grant, action)) = claimed else {
+    let Some((grant, action, target)) = claimed else {
         return Ok(());
     };
     let call = Call {
@@ -434,10 +428,9 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
         ),
         now,
     };
-    let result = make_call(connector.as_ref(), &call, timeout).await;
+    let result = make_call(&target, &call).await;
     let done_at = engine.now().max(now);
     let fraction: f64 = rand::random();
-    let notice = engine.config().server.expiry_notice;
     let key = job.key.clone();
     engine
         .write(move |tx| {

@@ -490,6 +490,30 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Reads the stored snapshots of many objects of `table` (`grants` or `requests`) by id, a few
+/// hundred per statement.
+async fn load_many<T: DeserializeOwned>(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    ids: &[&str],
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS) {
+        let sql = format!(
+            "SELECT body FROM {table} WHERE id IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push(from_json(row.try_get::<&str, _>("body")?)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the stored snapshot of one object by id, through a pool or the writer's connection.
 async fn load<'e, T, E>(ex: E, sql: &'static str, id: &str) -> Result<Option<T>, StoreError>
 where
@@ -594,38 +618,16 @@ impl Tx for SqliteTx<'_> {
             .copied()
             .filter(|id| !self.cache.grants.contains_key(*id))
             .collect();
-        for chunk in missing.chunks(ROWS) {
-            let sql = format!(
-                "SELECT body FROM grants WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(&mut *self.conn).await? {
-                let g: Grant = from_json(row.try_get::<&str, _>("body")?)?;
-                self.cache.put_grant(&g);
-            }
+        for g in load_many::<Grant>(self.conn, "grants", &missing).await? {
+            self.cache.put_grant(&g);
         }
         let missing: Vec<&str> = requests
             .iter()
             .copied()
             .filter(|id| !self.cache.requests.contains_key(*id))
             .collect();
-        for chunk in missing.chunks(ROWS) {
-            let sql = format!(
-                "SELECT body FROM requests WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(&mut *self.conn).await? {
-                let r: Request = from_json(row.try_get::<&str, _>("body")?)?;
-                self.cache.put_request(&r);
-            }
+        for r in load_many::<Request>(self.conn, "requests", &missing).await? {
+            self.cache.put_request(&r);
         }
         Ok(())
     }
