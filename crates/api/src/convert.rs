@@ -184,6 +184,7 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
                             at: ts(a.at),
                         })
                         .collect(),
+                    skipped_because: s.skipped_because.clone(),
                 }
             })
             .collect(),
@@ -204,11 +205,72 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
                 id: b.clone(),
                 name: b.clone(),
             }),
+            policy: o.policy.clone(),
         }),
         grant_id: r.grant.clone(),
         start_at: r.start_at.map(ts),
         extends: r.extends.clone(),
         grant: grant.map(self::grant),
+        warnings: r.warnings.clone(),
+    }
+}
+
+pub fn trace(t: &domain::Trace) -> TraceView {
+    TraceView {
+        purpose: t.purpose.as_str().to_owned(),
+        step: t.step,
+        bundle: t.bundle.clone(),
+        query: t.query.clone(),
+        result: t.result.clone(),
+        error: t.error.clone(),
+        verdict: t.verdict.clone(),
+        duration_us: t.micros,
+        at: ts(t.at),
+    }
+}
+
+fn explain_steps(steps: &[engine::StepView]) -> Vec<ExplainStep> {
+    steps
+        .iter()
+        .map(|s| ExplainStep {
+            index: s.index,
+            status: s.status.clone(),
+            constraint: s.constraint.clone(),
+            skipped_because: s.skipped_because.clone(),
+            reviewers: s.reviewers.clone(),
+            reviews: s.reviews.clone(),
+            evaluations: s.evaluations.iter().map(trace).collect(),
+        })
+        .collect()
+}
+
+pub fn explanation(e: &engine::Explanation) -> ExplainView {
+    ExplainView {
+        request: e.request.clone(),
+        resource: e.resource.clone(),
+        requester: e.requester.clone(),
+        state: e.state.clone(),
+        decided_by: e.decided_by.clone(),
+        outcome: e.outcome.clone(),
+        warnings: e.warnings.clone(),
+        policies: e.policies.iter().map(trace).collect(),
+        steps: explain_steps(&e.steps),
+        lines: e.lines.clone(),
+    }
+}
+
+pub fn simulation(s: &engine::Simulation) -> SimulationView {
+    SimulationView {
+        resource: s.resource.clone(),
+        requester: s.requester.clone(),
+        outcome: s.outcome.clone(),
+        decided_by: s.decided_by.clone(),
+        reason: s.reason.clone(),
+        deny: s.deny.clone(),
+        warnings: s.warnings.clone(),
+        policies: s.policies.iter().map(trace).collect(),
+        steps: explain_steps(&s.steps),
+        lines: s.lines.clone(),
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_resources))
         .routes(routes!(create_request, list_requests))
         .routes(routes!(get_request))
+        .routes(routes!(explain_request))
+        .routes(routes!(simulate))
         .routes(routes!(review_request))
         .routes(routes!(cancel_request))
         .routes(routes!(comment_request))
@@ -189,6 +191,53 @@ async fn get_request(
 ) -> ApiResult<Json<RequestView>> {
     let r = state.engine.request(&actor, &id).await?;
     Ok(Json(with_grant(&state, &actor, &r).await?))
+}
+
+/// The decision trace (rule 31): every policy evaluation, each step skipped, auto-decided or
+/// routed to whom.
+#[utoipa::path(get, path = "/v1/requests/{id}/explain", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = ExplainView), (status = 404, body = ErrorBody)))]
+async fn explain_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExplainView>> {
+    let e = state.engine.explain(&actor, &id).await?;
+    Ok(Json(convert::explanation(&e)))
+}
+
+/// What would happen to such a request: deny and warn messages, an auto-decision, each step
+/// skipped or its reviewers. Nothing is created.
+#[utoipa::path(post, path = "/v1/simulate", tag = "requests", request_body = SimulateBody,
+    responses((status = 200, body = SimulationView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn simulate(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    body: Body<SimulateBody>,
+) -> ApiResult<Json<SimulationView>> {
+    let Json(body) = body?;
+    let duration = body.duration.as_deref().map(span).transpose()?;
+    let fields = body
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), convert::input(v)))
+        .collect();
+    let sim = state
+        .engine
+        .simulate(
+            &actor,
+            body.requester,
+            CreateRequest {
+                resource: body.resource,
+                reason: body.reason,
+                duration,
+                fields,
+                start_at: None,
+            },
+        )
+        .await?;
+    Ok(Json(convert::simulation(&sim)))
 }
 
 /// Approve or deny the current step.

@@ -50,6 +50,25 @@ pub enum ClientCommand {
     /// Export and verify the audit log (admins).
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Show why a request was skipped, auto-decided or routed to whom (every policy
+    /// evaluation, step by step).
+    Explain { id: String },
+    /// Show what would happen to a request without creating it: deny and warn messages, an
+    /// auto-decision, each step skipped or its reviewers.
+    Simulate {
+        #[arg(long)]
+        resource: String,
+        /// Whom to simulate for (admins only; yourself by default).
+        #[arg(long)]
+        requester: Option<String>,
+        /// A field value, as name=value (repeatable).
+        #[arg(long = "field", value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+        #[arg(long)]
+        duration: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,10 +297,47 @@ pub async fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
     }
 }
 
+/// `--field name=value` arguments as the API's `fields` object.
+fn field_args(
+    fields: Vec<String>,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Failure> {
+    let mut map = std::collections::BTreeMap::new();
+    for f in fields {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| Failure(format!("--field {f:?}: write it as name=value")))?;
+        map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+    }
+    Ok(map)
+}
+
 async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure> {
     let c = Client::new(conn)?;
     let json = conn.json;
     match cmd {
+        ClientCommand::Explain { id } => {
+            let e: ExplainView = c.get(&format!("/v1/requests/{id}/explain"), &[]).await?;
+            print(json, &e, || table::explanation(&e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Simulate {
+            resource,
+            requester,
+            fields,
+            duration,
+            reason,
+        } => {
+            let body = SimulateBody {
+                resource,
+                requester,
+                reason,
+                duration,
+                fields: field_args(fields)?,
+            };
+            let s: SimulationView = c.post("/v1/simulate", &body).await?;
+            print(json, &s, || table::simulation(&s))?;
+            Ok(ExitCode::SUCCESS)
+        }
         ClientCommand::Request(RequestCmd::Create {
             resource,
             reason,
@@ -291,13 +347,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             wait,
             poll_seconds,
         }) => {
-            let mut map = std::collections::BTreeMap::new();
-            for f in fields {
-                let (k, v) = f
-                    .split_once('=')
-                    .ok_or_else(|| Failure(format!("--field {f:?}: write it as name=value")))?;
-                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
-            }
+            let map = field_args(fields)?;
             let body = CreateRequestBody {
                 resource,
                 reason,

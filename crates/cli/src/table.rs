@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use proto::{GrantView, RequestView};
+use proto::{ExplainView, GrantView, RequestView, SimulationView};
 
 /// Lays out rows in columns separated by two spaces.
 fn columns(rows: &[Vec<String>]) -> String {
@@ -73,6 +73,9 @@ pub fn request(r: &RequestView) -> String {
     let _ = writeln!(out, "state     {}", r.state);
     let _ = writeln!(out, "duration  {}", r.duration);
     let _ = writeln!(out, "reason    {}", r.reason);
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning   {w}");
+    }
     for (k, v) in &r.fields {
         let v = match v {
             serde_json::Value::String(s) => s.clone(),
@@ -96,6 +99,9 @@ pub fn request(r: &RequestView) -> String {
         if !s.eligible.is_empty() {
             let _ = writeln!(out, "          awaiting: {}", s.eligible.join(", "));
         }
+        if let Some(why) = &s.skipped_because {
+            let _ = writeln!(out, "          skipped: {why}");
+        }
         for rv in &s.reviews {
             let mut line = format!("          {} by {}", rv.decision, rv.by);
             if let Some(d) = &rv.duration {
@@ -114,11 +120,11 @@ pub fn request(r: &RequestView) -> String {
         let _ = writeln!(out, "comment   {} {}: {}", c.at, c.by, c.text);
     }
     if let Some(o) = &r.outcome {
-        let by = o
-            .actioned_by
-            .as_ref()
-            .map(|a| a.id.as_str())
-            .unwrap_or("countersign");
+        let by = match (&o.actioned_by, &o.policy) {
+            (Some(a), _) => a.id.clone(),
+            (None, Some(q)) => format!("policy {q}"),
+            (None, None) => "countersign".to_owned(),
+        };
         let _ = writeln!(out, "outcome   {} by {by} at {}", o.status, o.actioned_at);
     }
     if let Some(g) = &r.grant {
@@ -157,4 +163,35 @@ pub fn grants(list: &[GrantView]) -> String {
         ]);
     }
     columns(&rows)
+}
+
+/// `countersign explain`: the decision trace, one sentence per line.
+pub fn explanation(e: &ExplainView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request   {} ({} for {})", e.request, e.resource, e.requester);
+    let _ = writeln!(out, "state     {}", e.state);
+    for w in &e.warnings {
+        let _ = writeln!(out, "warning   {w}");
+    }
+    for l in &e.lines {
+        let _ = writeln!(out, "  {l}");
+    }
+    out
+}
+
+/// `countersign simulate`: what would happen, one sentence per line.
+pub fn simulation(s: &SimulationView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "resource  {} for {}", s.resource, s.requester);
+    let _ = writeln!(out, "outcome   {}", s.outcome);
+    for d in &s.deny {
+        let _ = writeln!(out, "deny      {d}");
+    }
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning   {w}");
+    }
+    for l in &s.lines {
+        let _ = writeln!(out, "  {l}");
+    }
+    out
 }

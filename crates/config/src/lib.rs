@@ -8,7 +8,8 @@
 //! `countersign check` reports them all.
 //!
 //! This crate reads the configuration files and the files and environment variables they name
-//! with `file()` and `env()`; it does not open databases, sockets or policy bundles.
+//! with `file()` and `env()`; it does not open databases, sockets or policy bundles (bundle
+//! paths are resolved against the configuration file's directory and compiled by the engine).
 
 mod load;
 pub mod raw;
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use domain::{Directory, ResourceDef, Span};
+use domain::{Directory, PolicyRef, ResourceDef, Span};
 
 pub use load::{load_files, load_str};
 
@@ -70,6 +71,10 @@ pub struct ServerConfig {
     pub reconcile_interval: Span,
     /// How long before a grant expires its `grant_expiring` event is recorded.
     pub expiry_notice: Span,
+    /// How often deny policies are evaluated again for active grants (rule 20; `0s` is off).
+    pub policy_interval: Span,
+    /// The time limit of one policy evaluation, in milliseconds.
+    pub policy_timeout_ms: u64,
 }
 
 /// How a connector gives and takes back access.
@@ -253,4 +258,7 @@ pub struct Config {
     pub directory: Directory,
     pub connectors: BTreeMap<String, ConnectorDef>,
     pub resources: BTreeMap<String, ResourceDef>,
+    /// Every policy reference with where it is written (`file:line: in resource "x"`), so
+    /// that a query the bundle does not define is reported at its line.
+    pub policy_sites: Vec<(PolicyRef, String)>,
 }

@@ -13,6 +13,8 @@ pub struct RawServer {
     pub database: Option<String>,
     pub reconcile_interval: Option<String>,
     pub expiry_notice: Option<String>,
+    pub policy_interval: Option<String>,
+    pub policy_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,9 @@ pub struct RawReviewers {
     pub one_of: Option<Vec<String>>,
     pub all_of: Option<Vec<String>>,
     pub quorum: Option<RawQuorum>,
+    /// Dynamic reviewers: queries whose principals join the list.
+    #[serde(default)]
+    pub from: Vec<RawPolicyRef>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,9 @@ const DEFAULT_CONNECTOR_TIMEOUT: u64 = 30;
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RECONCILE_SECS: u64 = 300;
 const DEFAULT_EXPIRY_NOTICE_SECS: u64 = 900;
+const DEFAULT_POLICY_INTERVAL_SECS: u64 = 300;
+const DEFAULT_POLICY_TIMEOUT_MS: u64 = 100;
+const MAX_POLICY_TIMEOUT_MS: u64 = 10_000;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let defaults = RawServer::default();
@@ -42,6 +45,28 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         DEFAULT_RECONCILE_SECS,
     );
     let expiry_notice = server_span("expiry_notice", s.expiry_notice, DEFAULT_EXPIRY_NOTICE_SECS);
+    let policy_interval = server_span(
+        "policy_interval",
+        s.policy_interval,
+        DEFAULT_POLICY_INTERVAL_SECS,
+    );
+    let policy_timeout_ms = match (&sloc, s.policy_timeout) {
+        (Some(loc), Some(t)) => match millis(&t) {
+            Ok(ms) if (1..=MAX_POLICY_TIMEOUT_MS).contains(&ms) => ms,
+            Ok(_) => {
+                errors.push(loc.err(
+                    Some("policy_timeout"),
+                    format!("policy_timeout must be between 1ms and {MAX_POLICY_TIMEOUT_MS}ms"),
+                ));
+                DEFAULT_POLICY_TIMEOUT_MS
+            }
+            Err(e) => {
+                errors.push(loc.err(Some("policy_timeout"), e));
+                DEFAULT_POLICY_TIMEOUT_MS
+            }
+        },
+        _ => DEFAULT_POLICY_TIMEOUT_MS,
+    };
     let server = ServerConfig {
         public_url: s.public_url.unwrap_or_else(|| format!("http://{listen}")),
         listen,
@@ -50,6 +75,8 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             .unwrap_or_else(|| "sqlite://countersign.db".into()),
         reconcile_interval,
         expiry_notice,
+        policy_interval,
+        policy_timeout_ms,
     };
 
     // Users and groups first: everything else refers to them.
@@ -133,6 +160,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     }
 
     let mut resources = BTreeMap::new();
+    let mut policy_sites = vec![];
     for (loc, name, r) in raw.resources {
         if resources.contains_key(&name) {
             errors.push(loc.err(None, format!("resource {name:?} is defined twice")));
@@ -150,6 +178,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             &directory,
             &connectors,
             &approval_only,
+            &mut policy_sites,
             errors,
         );
         if errors.len() == before {
@@ -162,6 +191,20 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         directory,
         connectors,
         resources,
+        policy_sites,
+    }
+}
+
+/// A time limit written as `250ms` or as a span (`2s`).
+fn millis(text: &str) -> Result<u64, String> {
+    match text.trim().strip_suffix("ms") {
+        Some(n) => n
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?} (write it as 100ms or 1s)")),
+        None => Span::parse(text)
+            .map(|s| s.secs().saturating_mul(1000))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -340,7 +383,15 @@ fn principals(
     out
 }
 
-fn policy(p: RawPolicyRef, loc: &Loc, key: &str, errors: &mut Vec<ConfigError>) -> PolicyRef {
+/// A policy reference, its bundle path resolved against the file's directory, recorded with
+/// where it is written.
+fn policy(
+    p: RawPolicyRef,
+    loc: &Loc,
+    key: &str,
+    sites: &mut Vec<(PolicyRef, String)>,
+    errors: &mut Vec<ConfigError>,
+) -> PolicyRef {
     if let Some(e) = &p.enforcement
         && e != "deny"
         && e != "warn"
@@ -350,11 +401,23 @@ fn policy(p: RawPolicyRef, loc: &Loc, key: &str, errors: &mut Vec<ConfigError>) 
             format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
         ));
     }
-    PolicyRef {
-        bundle: p.bundle,
+    if p.bundle.trim().is_empty() {
+        errors.push(loc.err(Some(key), "bundle must name a directory, .rego or .tar.gz"));
+    }
+    let bundle = if std::path::Path::new(&p.bundle).is_absolute() {
+        p.bundle
+    } else {
+        loc.dir.join(&p.bundle).to_string_lossy().into_owned()
+    };
+    let r = PolicyRef {
+        bundle,
         query: p.query,
         enforcement: p.enforcement,
-    }
+    };
+    let site = loc.err(Some(key), String::new());
+    let at = format!("{}:{}: in {}", site.file.display(), site.line, site.block);
+    sites.push((r.clone(), at));
+    r
 }
 
 fn resource(
@@ -364,6 +427,7 @@ fn resource(
     dir: &Directory,
     connectors: &BTreeMap<String, ConnectorDef>,
     approval_only: &BTreeSet<String>,
+    sites: &mut Vec<(PolicyRef, String)>,
     errors: &mut Vec<ConfigError>,
 ) -> ResourceDef {
     let connector = match r.connector {
@@ -502,8 +566,9 @@ fn resource(
             ));
             continue;
         }
+        let dynamic = !rv.from.is_empty();
         let check_list = |list: &[String], errors: &mut Vec<ConfigError>| {
-            if list.is_empty() {
+            if list.is_empty() && !dynamic {
                 errors.push(loc.err(
                     Some("workflow"),
                     format!("{at}: the reviewer list is empty"),
@@ -518,7 +583,7 @@ fn resource(
         } else if let Some(q) = rv.quorum {
             let of = check_list(&q.of, errors);
             let people: BTreeSet<String> = of.iter().flat_map(|p| dir.people(p)).collect();
-            if q.min == 0 || q.min as usize > people.len() {
+            if q.min == 0 || (!dynamic && q.min as usize > people.len()) {
                 errors.push(loc.err(
                     Some("workflow"),
                     format!(
@@ -534,9 +599,18 @@ fn resource(
         let skip_if = s
             .skip_if
             .into_iter()
-            .map(|p| policy(p, loc, "workflow", errors))
+            .map(|p| policy(p, loc, "workflow", sites, errors))
             .collect();
-        steps.push(StepDef { reviewers, skip_if });
+        let reviewers_from = rv
+            .from
+            .into_iter()
+            .map(|p| policy(p, loc, "workflow", sites, errors))
+            .collect();
+        steps.push(StepDef {
+            reviewers,
+            skip_if,
+            reviewers_from,
+        });
     }
 
     ResourceDef {
@@ -552,11 +626,13 @@ fn resource(
         allow_self_approval: r.allow_self_approval,
         fields,
         workflow: Workflow { steps },
-        on_request: r.on_request.map(|p| policy(p, loc, "on_request", errors)),
+        on_request: r
+            .on_request
+            .map(|p| policy(p, loc, "on_request", sites, errors)),
         policies: r
             .policies
             .into_iter()
-            .map(|p| policy(p, loc, "policies", errors))
+            .map(|p| policy(p, loc, "policies", sites, errors))
             .collect(),
     }
 }

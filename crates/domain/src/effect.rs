@@ -53,6 +53,7 @@ pub enum EventKind {
     RequestCreated,
     RequestCoveredByGrant,
     StepEntered,
+    StepSkipped,
     ReviewRecorded,
     StepApproved,
     RequestAssigned,
@@ -82,6 +83,7 @@ impl EventKind {
             EventKind::RequestCreated => "request_created",
             EventKind::RequestCoveredByGrant => "request_covered_by_grant",
             EventKind::StepEntered => "step_entered",
+            EventKind::StepSkipped => "step_skipped",
             EventKind::ReviewRecorded => "review_recorded",
             EventKind::StepApproved => "step_approved",
             EventKind::RequestAssigned => "request_assigned",
@@ -129,6 +131,9 @@ pub enum TimerKind {
     Repair,
     /// The periodic reconciliation sweep. One row, keyed `sweep`.
     Reconcile,
+    /// The periodic re-evaluation of deny policies for active grants (rule 20). One row,
+    /// keyed `sweep`.
+    PolicyCheck,
 }
 
 impl TimerKind {
@@ -142,6 +147,7 @@ impl TimerKind {
             TimerKind::GrantNotice => "grant_notice",
             TimerKind::Repair => "repair",
             TimerKind::Reconcile => "reconcile",
+            TimerKind::PolicyCheck => "policy_check",
         }
     }
     /// Whether the job calls a connector (and so may take seconds), rather than being a timer
@@ -153,6 +159,7 @@ impl TimerKind {
                 | TimerKind::ConnectorRevoke
                 | TimerKind::Repair
                 | TimerKind::Reconcile
+                | TimerKind::PolicyCheck
         )
     }
     pub fn parse(s: &str) -> Option<TimerKind> {
@@ -165,6 +172,7 @@ impl TimerKind {
             TimerKind::GrantNotice,
             TimerKind::Repair,
             TimerKind::Reconcile,
+            TimerKind::PolicyCheck,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

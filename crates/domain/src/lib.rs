@@ -5,12 +5,14 @@
 //! the next state together with the audit events and effects (schedule a timer, call a
 //! connector, issue a grant) as data. The engine persists both in one transaction and workers
 //! carry the effects out. This crate deliberately does no IO, never reads the clock, and knows
-//! nothing of HTTP, SQL or JSON wire formats; its serde derives describe the *stored* snapshot
-//! of a request or grant, not an API shape.
+//! nothing of HTTP or SQL; its serde derives describe the *stored* snapshot of a request or
+//! grant, not an API shape. The one JSON document it defines is the policy input (rule 29),
+//! because policies are written against it.
 
 pub mod effect;
 pub mod error;
 pub mod grant;
+pub mod policy;
 pub mod principal;
 pub mod request;
 pub mod resource;
@@ -19,6 +21,7 @@ pub mod time;
 pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
 pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};
+pub use policy::{Evaluation, NoPolicies, PolicyEval, Purpose, Trace};
 pub use principal::{Actor, Directory, Principal, UserDef};
 pub use request::{
     Comment, Decision, NewRequest, Request, RequestState, Review, ReviewInput, Scope, StepState,

@@ -8,10 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::effect::{Changes, Effect, Event, EventKind, TimerKind};
 use crate::error::{DomainError, conflict, forbidden, invalid};
 use crate::grant::GrantSpec;
+use crate::policy::{self, PolicyEval, Purpose, Trace};
 use crate::principal::{Actor, Directory, Principal};
 use crate::resource::{FieldValue, Input, PolicyRef, ResourceDef, Reviewers};
 use crate::time::{Span, Timestamp};
@@ -125,6 +127,9 @@ pub struct StepState {
     pub status: StepStatus,
     pub reviews: Vec<Review>,
     pub assignments: Vec<Assignment>,
+    /// Why the step was skipped (rule 6): the `skip_if` policies' reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_because: Option<String>,
 }
 
 impl StepState {
@@ -232,6 +237,9 @@ pub struct Outcome {
     pub by: Option<String>,
     pub comment: Option<String>,
     pub at: Timestamp,
+    /// The policy query that decided, when no person did (rule 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +271,17 @@ pub struct Request {
     /// The grant this request asks to extend (rule 19).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<String>,
+    /// Snapshot of the resource's `on_request` hook and deny/warn policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_request: Option<PolicyRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyRef>,
+    /// Messages of `warn` policies, shown to reviewers (rule 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Every policy evaluation that affected this request, in order (rule 31).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<Trace>,
 }
 
 /// What a requester asks for.
@@ -301,10 +320,15 @@ impl Request {
     ///
     /// `covered_by` names an active grant of the requester that already covers the resource
     /// (rule 5): the request is then validated and answered with it, without an approval round.
+    ///
+    /// Policies run in the order of rule 2: deny and warn policies, then the `on_request`
+    /// hook, then step 1's `skip_if` list. Dynamic reviewers are evaluated first, with the
+    /// validation, because rule 13 needs them.
     pub fn create(
         new: NewRequest,
         res: &ResourceDef,
         dir: &Directory,
+        policies: &dyn PolicyEval,
         now: Timestamp,
         covered_by: Option<&str>,
     ) -> Result<(Request, Changes), DomainError> {
@@ -345,6 +369,7 @@ impl Request {
                     status: StepStatus::Waiting,
                     reviews: vec![],
                     assignments: vec![],
+                    skipped_because: None,
                 }
             })
             .collect();
@@ -382,11 +407,24 @@ impl Request {
             owners: res.owner_people(dir),
             start_at: new.start_at.filter(|t| *t > now),
             extends: new.extends,
+            on_request: res.on_request.clone(),
+            policies: res.policies.clone(),
+            warnings: vec![],
+            trace: vec![],
         };
+        for (i, step) in res.workflow.steps.iter().enumerate() {
+            for p in &step.reviewers_from {
+                req.add_dynamic_reviewers(i, p, dir, policies, now);
+            }
+        }
         if covered_by.is_none() {
-            req.check_reviewable()?;
+            let skippable: Vec<bool> = (0..req.steps.len())
+                .map(|i| req.skip_reasons(i, dir, policies, now, false).is_some())
+                .collect();
+            req.check_reviewable(&skippable)?;
         }
 
+        let denial = req.evaluate_resource_policies(dir, policies, now);
         let mut ch = Changes::default();
         let mut ev = Event::request(EventKind::RequestCreated, &req.id, Some(&req.requester))
             .with("resource", &req.resource)
@@ -398,27 +436,243 @@ impl Request {
         if let Some(g) = &req.extends {
             ev = ev.with("extends", g);
         }
+        if !req.warnings.is_empty() {
+            ev = ev.with("warnings", req.warnings.join("\n"));
+        }
         ch.event(ev);
-        match covered_by {
-            Some(grant) => ch.extend(req.answer_with_grant(grant, now)),
-            None => {
-                ch.effect(Effect::Schedule {
-                    kind: TimerKind::RequestExpiry,
-                    key: req.id.clone(),
-                    at: req.pending_until,
-                });
-                req.enter_step(0, now, &mut ch);
-            }
+        if let Some(d) = denial {
+            req.finish_by_policy(RequestState::Denied, d, now, &mut ch);
+            return Ok((req, ch));
+        }
+        if let Some(grant) = covered_by {
+            ch.extend(req.answer_with_grant(grant, now));
+            return Ok((req, ch));
+        }
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::RequestExpiry,
+            key: req.id.clone(),
+            at: req.pending_until,
+        });
+        if let Some((decision, by)) = req.evaluate_on_request(dir, policies, now) {
+            let state = match decision {
+                Decision::Approve => RequestState::Approved,
+                Decision::Deny => RequestState::Denied,
+            };
+            req.finish_by_policy(state, by, now, &mut ch);
+            return Ok((req, ch));
+        }
+        if !req.enter_step(0, dir, policies, now, &mut ch) {
+            let by = PolicyVerdict {
+                policy: "skip_if".into(),
+                reason: "every step was skipped by policy".into(),
+                error: None,
+            };
+            req.finish_by_policy(RequestState::Approved, by, now, &mut ch);
         }
         Ok((req, ch))
+    }
+
+    /// Evaluates one policy for this request and records it in the trace (rule 31). The
+    /// verdict is computed from the result by `read`.
+    fn evaluate<T>(
+        &mut self,
+        purpose: Purpose,
+        step: Option<usize>,
+        p: &PolicyRef,
+        (dir, policies): (&Directory, &dyn PolicyEval),
+        now: Timestamp,
+        read: impl FnOnce(&Value) -> Result<(T, String), String>,
+    ) -> Result<T, String> {
+        let input = policy::input(self, dir, step, None, now);
+        let ev = policies.eval(p, &input);
+        let read = ev.result.as_ref().map_err(Clone::clone).and_then(read);
+        let (out, verdict) = match read {
+            Ok((t, verdict)) => (Ok(t), verdict),
+            Err(e) => (Err(e.clone()), format!("error: {e}")),
+        };
+        self.trace.push(Trace {
+            purpose,
+            step: step.map(|i| i + 1),
+            bundle: p.bundle.clone(),
+            query: p.query.clone(),
+            result: ev.result.as_ref().ok().cloned(),
+            error: out.as_ref().err().cloned(),
+            verdict,
+            micros: ev.micros,
+            at: now,
+        });
+        out
+    }
+
+    /// Rule 30: a step's reviewer query adds the principals it names to the static list.
+    /// Principals the configuration does not know are ignored (they could never sign in);
+    /// an error adds nobody.
+    fn add_dynamic_reviewers(
+        &mut self,
+        i: usize,
+        p: &PolicyRef,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+    ) {
+        let known = self.evaluate(Purpose::Reviewers, Some(i), p, (dir, policies), now, |v| {
+            let names = policy::principals(v)?;
+            let (known, unknown) = policy::known_principals(&names, dir);
+            let mut verdict = if known.is_empty() {
+                "no reviewers".to_owned()
+            } else {
+                let list: Vec<String> = known.iter().map(ToString::to_string).collect();
+                format!("reviewers {}", list.join(", "))
+            };
+            if !unknown.is_empty() {
+                verdict.push_str(&format!(
+                    "; ignored {} (not configured)",
+                    unknown.join(", ")
+                ));
+            }
+            Ok((known, verdict))
+        });
+        let step = &mut self.steps[i];
+        for principal in known.unwrap_or_default() {
+            if step.slots.iter().all(|s| s.principal != principal) {
+                step.slots.push(Slot {
+                    people: dir.people(&principal),
+                    principal,
+                });
+            }
+        }
+    }
+
+    /// Rule 6: the reasons to skip step `i`, if every one of its `skip_if` policies says
+    /// skip. An error says "do not skip". `record` keeps the evaluations in the trace (when
+    /// the step is entered) or not (when rule 13 only asks whether the step could be skipped).
+    fn skip_reasons(
+        &mut self,
+        i: usize,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+        record: bool,
+    ) -> Option<Vec<String>> {
+        let refs = self.steps[i].skip_if.clone();
+        if refs.is_empty() {
+            return None;
+        }
+        let mut reasons = vec![];
+        let mut skip = true;
+        for p in &refs {
+            let said = if record {
+                self.evaluate(Purpose::SkipIf, Some(i), p, (dir, policies), now, |v| {
+                    let s = policy::skip(v)?;
+                    let verdict = match &s {
+                        Some(r) if r.is_empty() => "skip".to_owned(),
+                        Some(r) => format!("skip: {r}"),
+                        None => "no skip".to_owned(),
+                    };
+                    Ok((s, verdict))
+                })
+            } else {
+                let input = policy::input(self, dir, Some(i), None, now);
+                policies.eval(p, &input).result.and_then(|v| policy::skip(&v))
+            };
+            match said {
+                Ok(Some(r)) => reasons.push(if r.is_empty() { p.query.clone() } else { r }),
+                Ok(None) | Err(_) => skip = false,
+            }
+            // Every policy is evaluated even after a "no", so that explain shows them all.
+        }
+        skip.then_some(reasons)
+    }
+
+    /// Rule 2: deny and warn policies. Warnings are kept on the request; the first deny (or a
+    /// deny policy that fails) is returned.
+    fn evaluate_resource_policies(
+        &mut self,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+    ) -> Option<PolicyVerdict> {
+        let mut denial: Option<PolicyVerdict> = None;
+        for p in self.policies.clone() {
+            let warn = p.enforcement.as_deref() == Some("warn");
+            let purpose = if warn { Purpose::Warn } else { Purpose::Deny };
+            let said = self.evaluate(purpose, None, &p, (dir, policies), now, |v| {
+                let m = policy::messages(v, &p.query)?;
+                let verdict = match (m.is_empty(), warn) {
+                    (true, _) => "no messages".to_owned(),
+                    (false, true) => format!("warn: {}", m.join("; ")),
+                    (false, false) => format!("deny: {}", m.join("; ")),
+                };
+                Ok((m, verdict))
+            });
+            match (said, warn) {
+                (Ok(m), true) => self.warnings.extend(m),
+                (Err(e), true) => self
+                    .warnings
+                    .push(format!("policy error in {}: {e}", p.query)),
+                (Ok(m), false) if m.is_empty() => {}
+                (Ok(m), false) => {
+                    denial.get_or_insert(PolicyVerdict {
+                        policy: p.query.clone(),
+                        reason: m.join("; "),
+                        error: None,
+                    });
+                }
+                (Err(e), false) => {
+                    denial.get_or_insert(PolicyVerdict {
+                        policy: p.query.clone(),
+                        reason: "policy error".into(),
+                        error: Some(e),
+                    });
+                }
+            }
+        }
+        denial
+    }
+
+    /// Rule 2: the `on_request` hook may decide at once; anything else, an error included,
+    /// leaves the request to its reviewers.
+    fn evaluate_on_request(
+        &mut self,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+    ) -> Option<(Decision, PolicyVerdict)> {
+        let p = self.on_request.clone()?;
+        let said = self.evaluate(Purpose::OnRequest, None, &p, (dir, policies), now, |v| {
+            let d = policy::decision(v)?;
+            let verdict = match &d {
+                Some((Decision::Approve, r)) => format!("approve: {r}"),
+                Some((Decision::Deny, r)) => format!("deny: {r}"),
+                None => "continue to the reviewers".to_owned(),
+            };
+            Ok((d, verdict))
+        });
+        let (decision, reason) = said.ok().flatten()?;
+        let reason = if reason.is_empty() {
+            format!("decided by {}", p.query)
+        } else {
+            reason
+        };
+        Some((
+            decision,
+            PolicyVerdict {
+                policy: p.query,
+                reason,
+                error: None,
+            },
+        ))
     }
 
     /// Rule 13 together with rules 9 and 10: every step must be decidable by people other
     /// than the requester, and no person can stand in two places. All the approvals the
     /// workflow needs are matched against the eligible people at once.
-    fn check_reviewable(&self) -> Result<(), DomainError> {
+    fn check_reviewable(&self, skippable: &[bool]) -> Result<(), DomainError> {
         let mut needs: Vec<(usize, BTreeSet<String>)> = vec![];
         for (i, step) in self.steps.iter().enumerate() {
+            if skippable[i] {
+                continue;
+            }
             let eligible = |people: &BTreeSet<String>| -> BTreeSet<String> {
                 people
                     .iter()
@@ -474,8 +728,34 @@ impl Request {
         person != self.requester || self.allow_self_approval
     }
 
-    fn enter_step(&mut self, i: usize, _now: Timestamp, ch: &mut Changes) {
-        // Policies are not evaluated yet: `skip_if` is kept on the step for the policy engine.
+    /// Enters step `from`, or the first step after it that its `skip_if` policies do not
+    /// skip (rule 6). Returns false when every remaining step was skipped.
+    fn enter_step(
+        &mut self,
+        from: usize,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+        ch: &mut Changes,
+    ) -> bool {
+        let mut i = from;
+        while i < self.steps.len() {
+            let Some(reasons) = self.skip_reasons(i, dir, policies, now, true) else {
+                break;
+            };
+            let why = reasons.join("; ");
+            self.steps[i].status = StepStatus::Skipped;
+            self.steps[i].skipped_because = Some(why.clone());
+            ch.event(
+                Event::request(EventKind::StepSkipped, &self.id, None)
+                    .with("step", i + 1)
+                    .with("reason", why),
+            );
+            i += 1;
+        }
+        if i == self.steps.len() {
+            return false;
+        }
         self.steps[i].status = StepStatus::Active;
         let reviewers: Vec<String> = self.steps[i]
             .candidates()
@@ -487,6 +767,38 @@ impl Request {
                 .with("step", i + 1)
                 .with("reviewers", reviewers.join(",")),
         );
+        true
+    }
+
+    /// For a simulation: evaluates the `skip_if` list of every step not reached yet, as if it
+    /// were entered now, and records the evaluations. Returns, per step, the reasons it would
+    /// be skipped (`None` for steps already reached or that would wait for reviewers).
+    pub fn preview_skips(
+        &mut self,
+        dir: &Directory,
+        policies: &dyn PolicyEval,
+        now: Timestamp,
+    ) -> Vec<Option<Vec<String>>> {
+        (0..self.steps.len())
+            .map(|i| {
+                if self.state == RequestState::Pending && self.steps[i].status == StepStatus::Waiting
+                {
+                    self.skip_reasons(i, dir, policies, now, true)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The people who could decide step `i`, ignoring who has decided already: its
+    /// candidates without the requester (rule 9).
+    pub fn step_reviewers(&self, i: usize) -> BTreeSet<String> {
+        self.steps[i]
+            .candidates()
+            .into_iter()
+            .filter(|p| self.may_self_review(p))
+            .collect()
     }
 
     /// The index of the step awaiting decisions, if the request is pending.
@@ -566,6 +878,7 @@ impl Request {
         &mut self,
         actor: &Actor,
         input: ReviewInput,
+        (dir, policies): (&Directory, &dyn PolicyEval),
         now: Timestamp,
     ) -> Result<Changes, DomainError> {
         self.require_pending(now)?;
@@ -667,9 +980,7 @@ impl Request {
                 ch.event(
                     Event::request(EventKind::StepApproved, &self.id, None).with("step", i + 1),
                 );
-                if i + 1 < self.steps.len() {
-                    self.enter_step(i + 1, now, &mut ch);
-                } else {
+                if !self.enter_step(i + 1, dir, policies, now, &mut ch) {
                     self.finish(
                         RequestState::Approved,
                         Some(person),
@@ -713,6 +1024,26 @@ impl Request {
         }
     }
 
+    /// A policy decided the request (rule 2): no person is the actor.
+    fn finish_by_policy(
+        &mut self,
+        state: RequestState,
+        v: PolicyVerdict,
+        now: Timestamp,
+        ch: &mut Changes,
+    ) {
+        self.finish(state, None, Some(v.reason.clone()), now, ch);
+        if let Some(o) = &mut self.outcome {
+            o.policy = Some(v.policy.clone());
+        }
+        if let Some(ev) = ch.events.last_mut() {
+            ev.detail.insert("policy".into(), v.policy);
+            if let Some(e) = v.error {
+                ev.detail.insert("error".into(), e);
+            }
+        }
+    }
+
     fn finish(
         &mut self,
         state: RequestState,
@@ -726,6 +1057,7 @@ impl Request {
             by: by.map(str::to_owned),
             comment: comment.clone(),
             at: now,
+            policy: None,
         });
         let kind = match state {
             RequestState::Approved => EventKind::RequestApproved,
@@ -760,6 +1092,7 @@ impl Request {
             by: None,
             comment: Some(format!("covered by active grant {grant}")),
             at: now,
+            policy: None,
         });
         ch.event(
             Event::request(EventKind::RequestCoveredByGrant, &self.id, None).with("grant", grant),
@@ -923,6 +1256,13 @@ impl Request {
         ));
         Ok(ch)
     }
+}
+
+/// A decision a policy took, and the cause when it failed closed.
+struct PolicyVerdict {
+    policy: String,
+    reason: String,
+    error: Option<String>,
 }
 
 fn validate_fields(

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::principal::{Directory, Principal};
 use crate::time::Span;
 
-/// A policy reference, kept as written. Evaluating policies is the policy engine's work.
+/// A policy reference (rule 28): a bundle path, resolved against the configuration file's
+/// directory, and a rule path. Evaluating it is the policy crate's work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRef {
     pub bundle: String,
@@ -40,6 +41,9 @@ pub struct StepDef {
     pub reviewers: Reviewers,
     #[serde(default)]
     pub skip_if: Vec<PolicyRef>,
+    /// Queries whose principals join the static reviewer list (rule 30).
+    #[serde(default)]
+    pub reviewers_from: Vec<PolicyRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]

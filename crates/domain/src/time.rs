@@ -30,6 +30,35 @@ impl Timestamp {
     pub fn plus_millis(self, ms: i64) -> Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
+
+    /// RFC 3339 in UTC with milliseconds: `2026-11-21T09:30:00.000Z`.
+    pub fn rfc3339(self) -> String {
+        let days = self.0.div_euclid(86_400_000);
+        let ms = self.0.rem_euclid(86_400_000);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+}
+
+/// Year, month and day of a count of days since 1970-01-01 in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// A length of time with one-second resolution, written as `30s`, `15m`, `1h30m` or `7d`.
@@ -142,6 +171,24 @@ mod tests {
             let e = Span::parse(bad).unwrap_err();
             assert!(e.to_string().contains("invalid duration"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(Timestamp::from_millis(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        // 2026-11-21T09:30:05.123Z, 2024-02-29 (leap day) and a time before 1970.
+        assert_eq!(
+            Timestamp::from_millis(1_795_253_405_123).rfc3339(),
+            "2026-11-21T09:30:05.123Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_709_164_800_000).rfc3339(),
+            "2024-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(-1).rfc3339(),
+            "1969-12-31T23:59:59.999Z"
+        );
     }
 
     #[test]

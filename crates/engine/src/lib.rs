@@ -13,6 +13,8 @@ pub mod backoff;
 pub mod clock;
 pub mod connector;
 mod error;
+mod explain;
+mod recheck;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -24,8 +26,11 @@ use domain::{
     Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal, Request,
     RequestState, ReviewInput, Span, TimerKind, Timestamp,
 };
+use policy::{Policies, PolicyError};
 use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
 use tokens::token_hash;
+
+pub use explain::{Explanation, Simulation, StepView};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
@@ -52,9 +57,25 @@ pub struct RequestQuery {
     pub limit: u32,
 }
 
+/// What a configuration compiles to: the configuration, its connectors and its policies.
+/// Replaced as a whole on reload.
+#[derive(Clone)]
+struct Live {
+    config: Arc<Config>,
+    connectors: Connectors,
+    policies: Arc<Policies>,
+}
+
+/// Compiles every policy bundle the configuration references (rule 28) and checks each
+/// query, with the configuration location of each undefined query.
+pub fn compile_policies(config: &Config) -> Result<Policies, Vec<PolicyError>> {
+    let timeout = std::time::Duration::from_millis(config.server.policy_timeout_ms);
+    Policies::load(config.policy_sites.iter().map(|(r, at)| (r, at.clone())), timeout)
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
-    config: RwLock<(Arc<Config>, Connectors)>,
+    live: RwLock<Live>,
     clock: Arc<dyn Clock>,
     /// Connector jobs this process is running now, so that a job is not started twice.
     in_flight: std::sync::Mutex<std::collections::HashSet<(TimerKind, String)>>,
@@ -141,41 +162,66 @@ async fn save_request(
 }
 
 impl Engine {
+    /// Builds the engine. Policies that do not compile leave the engine with none, so that
+    /// every evaluation fails closed; servers check them first ([`compile_policies`]).
     pub fn new(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        let policies = compile_policies(&config).unwrap_or_else(|errors| {
+            for e in &errors {
+                tracing::error!(error = %e, "policy bundle refused; evaluations fail closed");
+            }
+            Policies::empty()
+        });
         let connectors = Connectors::build(&config);
         Arc::new(Engine {
             store,
-            config: RwLock::new((Arc::new(config), connectors)),
+            live: RwLock::new(Live {
+                config: Arc::new(config),
+                connectors,
+                policies: Arc::new(policies),
+            }),
             clock,
             in_flight: Default::default(),
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
         })
     }
 
-    pub fn config(&self) -> Arc<Config> {
-        self.config
+    fn live(&self) -> Live {
+        self.live
             .read()
-            .map(|c| c.0.clone())
-            .unwrap_or_else(|p| p.into_inner().0.clone())
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.live().config
     }
 
     /// The connectors of the running configuration.
     pub fn connectors(&self) -> Connectors {
-        self.config
-            .read()
-            .map(|c| c.1.clone())
-            .unwrap_or_else(|p| p.into_inner().1.clone())
+        self.live().connectors
     }
 
-    /// Replaces the configuration (and rebuilds its connectors). Pending requests keep the
-    /// workflow they snapshotted.
-    pub fn reload(&self, config: Config) {
+    /// The compiled policies of the running configuration.
+    pub fn policies(&self) -> Arc<Policies> {
+        self.live().policies
+    }
+
+    /// Replaces the configuration, rebuilding its connectors and compiling its policies.
+    /// Policies that do not compile refuse the whole reload: the running configuration and
+    /// policies stay. Pending requests keep the workflow and policies they snapshotted.
+    pub fn reload(&self, config: Config) -> Result<(), Vec<PolicyError>> {
+        let policies = compile_policies(&config)?;
         let connectors = Connectors::build(&config);
-        let new = (Arc::new(config), connectors);
-        match self.config.write() {
+        let new = Live {
+            config: Arc::new(config),
+            connectors,
+            policies: Arc::new(policies),
+        };
+        match self.live.write() {
             Ok(mut c) => *c = new,
             Err(p) => *p.into_inner() = new,
         }
+        Ok(())
     }
 
     pub fn now(&self) -> Timestamp {
@@ -220,7 +266,9 @@ impl Engine {
         actor: &Actor,
         input: CreateRequest,
     ) -> Result<Request, EngineError> {
-        let config = self.config();
+        let Live {
+            config, policies, ..
+        } = self.live();
         if !config.resources.contains_key(&input.resource) {
             let msg = format!("unknown resource {:?}", input.resource);
             return Err(DomainError::Invalid(msg).into());
@@ -255,6 +303,7 @@ impl Engine {
                         new,
                         res,
                         &config.directory,
+                        policies.as_ref(),
                         now,
                         covering.as_ref().map(|g| g.id.as_str()),
                     )?;
@@ -299,8 +348,13 @@ impl Engine {
         input: ReviewInput,
     ) -> Result<Request, EngineError> {
         let a = actor.clone();
-        self.transition(actor, id, move |r, now| r.review(&a, input, now))
-            .await
+        let Live {
+            config, policies, ..
+        } = self.live();
+        self.transition(actor, id, move |r, now| {
+            r.review(&a, input, (&config.directory, policies.as_ref()), now)
+        })
+        .await
     }
 
     pub async fn cancel(
@@ -460,7 +514,9 @@ impl Engine {
         duration: Option<Span>,
         reason: String,
     ) -> Result<Request, EngineError> {
-        let config = self.config();
+        let Live {
+            config, policies, ..
+        } = self.live();
         let now = self.now();
         let notice = config.server.expiry_notice;
         let (actor, id) = (actor.clone(), id.to_owned());
@@ -510,7 +566,14 @@ impl Engine {
                 };
                 // Rule 5 does not apply: the grant that covers the resource is the one to
                 // extend.
-                let (mut req, ch) = Request::create(new, res, &config.directory, now, None)?;
+                let (mut req, ch) = Request::create(
+                    new,
+                    res,
+                    &config.directory,
+                    policies.as_ref(),
+                    now,
+                    None,
+                )?;
                 save_request(tx, &mut req, ch, now, notice).await?;
                 Ok(req)
             })
@@ -621,20 +684,25 @@ impl Engine {
         .await
     }
 
-    /// Schedules the reconciliation sweep if it is on and not scheduled yet.
+    /// Schedules the reconciliation sweep and the policy re-evaluation (rule 20) if they are
+    /// on and not scheduled yet, and removes them if they are off.
     pub async fn ensure_sweep(&self) -> Result<(), EngineError> {
-        let interval = self.config().server.reconcile_interval;
+        let config = self.config();
+        let server = &config.server;
+        let sweeps = [
+            (TimerKind::Reconcile, server.reconcile_interval),
+            (TimerKind::PolicyCheck, server.policy_interval),
+        ];
         let now = self.now();
         self.write(move |tx| {
             Box::pin(async move {
-                let at = tx.scheduled(TimerKind::Reconcile, worker::SWEEP).await?;
-                match (at, interval.secs()) {
-                    (_, 0) => tx.unschedule(TimerKind::Reconcile, worker::SWEEP).await?,
-                    (None, _) => {
-                        tx.schedule(TimerKind::Reconcile, worker::SWEEP, now.plus(interval))
-                            .await?
+                for (kind, interval) in sweeps {
+                    let at = tx.scheduled(kind, worker::SWEEP).await?;
+                    match (at, interval.secs()) {
+                        (_, 0) => tx.unschedule(kind, worker::SWEEP).await?,
+                        (None, _) => tx.schedule(kind, worker::SWEEP, now.plus(interval)).await?,
+                        (Some(_), _) => {}
                     }
-                    (Some(_), _) => {}
                 }
                 Ok(())
             })

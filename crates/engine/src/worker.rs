@@ -35,7 +35,7 @@ const RETRY_CAP_MS: u64 = 300_000;
 /// How long past its timeout a claimed connector call may run before it is tried again.
 const CLAIM_MARGIN: Span = Span::from_secs(30);
 /// How long one reconciliation sweep may hold its claim.
-const SWEEP_CLAIM: Span = Span::from_secs(600);
+pub(crate) const SWEEP_CLAIM: Span = Span::from_secs(600);
 /// The key of the one reconciliation job.
 pub(crate) const SWEEP: &str = "sweep";
 
@@ -207,7 +207,8 @@ async fn timer(
         TimerKind::ConnectorGrant
         | TimerKind::ConnectorRevoke
         | TimerKind::Repair
-        | TimerKind::Reconcile => {}
+        | TimerKind::Reconcile
+        | TimerKind::PolicyCheck => {}
     }
     Ok(())
 }
@@ -218,6 +219,7 @@ async fn run_call(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<
         TimerKind::ConnectorRevoke => lifecycle_call(engine, job, Action::Revoke, now).await,
         TimerKind::Repair => repair(engine, job, now).await,
         TimerKind::Reconcile => reconcile(engine, now).await,
+        TimerKind::PolicyCheck => crate::recheck::sweep(engine, now).await,
         _ => Ok(()),
     }
 }
@@ -596,7 +598,7 @@ pub struct Worker;
 impl Worker {
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = engine.ensure_sweep().await {
-            tracing::error!(error = %e, "cannot schedule the reconciliation sweep");
+            tracing::error!(error = %e, "cannot schedule the periodic sweeps");
         }
         let due = engine.store.due_signal();
         loop {

@@ -135,6 +135,9 @@ pub struct StepView {
     pub reviews: Vec<ReviewView>,
     #[serde(default)]
     pub assignments: Vec<AssignmentView>,
+    /// Why the step was skipped: its `skip_if` policies' reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_because: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -159,6 +162,9 @@ pub struct OutcomeView {
     pub actioned_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actioned_by: Option<ActorRef>,
+    /// The policy query that decided, when no person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -192,6 +198,99 @@ pub struct RequestView {
     /// The grant, when the request produced (or was answered by) one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantView>,
+    /// Messages of the resource's `warn` policies, for reviewers.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// One policy evaluation that affected a request.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TraceView {
+    /// deny, warn, on_request, skip_if or reviewers.
+    pub purpose: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    pub bundle: String,
+    pub query: String,
+    /// The query's value (null when undefined); absent when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the engine made of it: skip, no skip, deny: …, approve: …, reviewers ….
+    pub verdict: String,
+    pub duration_us: u64,
+    pub at: String,
+}
+
+/// One step of an explanation or simulation.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExplainStep {
+    pub index: usize,
+    /// waiting, active, approved, denied, skipped; in a simulation also would_skip and
+    /// would_wait.
+    pub status: String,
+    pub constraint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_because: Option<String>,
+    /// Who may decide it (never the requester).
+    pub reviewers: Vec<String>,
+    pub reviews: Vec<String>,
+    pub evaluations: Vec<TraceView>,
+}
+
+/// `GET /v1/requests/{id}/explain`: why the request was skipped, auto-decided or routed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExplainView {
+    pub request: String,
+    pub resource: String,
+    pub requester: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    pub warnings: Vec<String>,
+    /// Deny and warn policies and `on_request`, in the order they ran.
+    pub policies: Vec<TraceView>,
+    pub steps: Vec<ExplainStep>,
+    /// The same, in sentences.
+    pub lines: Vec<String>,
+}
+
+/// `POST /v1/simulate`: what a request would do, without creating it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateBody {
+    pub resource: String,
+    /// Whom to simulate for; only admins may name someone other than themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SimulationView {
+    pub resource: String,
+    pub requester: String,
+    /// denied, approved or pending (it would wait for reviewers).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub deny: Vec<String>,
+    pub warnings: Vec<String>,
+    pub policies: Vec<TraceView>,
+    pub steps: Vec<ExplainStep>,
+    pub lines: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod policy_cmd;
+
 use clap::{Parser, Subcommand};
 use countersign::{RunOptions, bench};
 use engine::SystemClock;
@@ -33,6 +35,9 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Try policy bundles: evaluate a query on sample input, run `test_` rules.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// Issue bearer tokens (run against the server's configuration and database).
     #[command(subcommand)]
     Token(TokenCmd),
@@ -69,14 +74,23 @@ struct ConfigFiles {
     config: Vec<PathBuf>,
 }
 
+/// Loads the configuration and compiles its policies, printing every error found.
 fn load(files: &[PathBuf]) -> Result<config::Config, ExitCode> {
-    config::load_files(files).map_err(|errors| {
+    let config = config::load_files(files).map_err(|errors| {
         for e in &errors.0 {
             eprintln!("{e}");
         }
         eprintln!("{} error(s)", errors.0.len());
         ExitCode::from(1)
-    })
+    })?;
+    if let Err(errors) = engine::compile_policies(&config) {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        eprintln!("{} error(s)", errors.len());
+        return Err(ExitCode::from(1));
+    }
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -105,11 +119,14 @@ fn main() -> ExitCode {
             Cmd::Serve { files } => serve(files.config).await,
             Cmd::Check { files } => match load(&files) {
                 Ok(c) => {
+                    let bundles: std::collections::BTreeSet<&str> =
+                        c.policy_sites.iter().map(|(r, _)| r.bundle.as_str()).collect();
                     println!(
-                        "ok: {} resources, {} users, {} connectors",
+                        "ok: {} resources, {} users, {} connectors, {} policy bundles",
                         c.resources.len(),
                         c.directory.users().count(),
-                        c.connectors.len()
+                        c.connectors.len(),
+                        bundles.len()
                     );
                     ExitCode::SUCCESS
                 }
@@ -131,6 +148,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Cmd::Policy(cmd) => policy_cmd::run(cmd),
             Cmd::Bench(args) => bench::main(args).await,
             Cmd::BenchExpiry(args) => countersign::bench_expiry::run(args).await,
             Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
@@ -178,14 +196,23 @@ async fn serve(files: Vec<PathBuf>) -> ExitCode {
         };
         while hup.recv().await.is_some() {
             match config::load_files(&files) {
-                Ok(c) => {
-                    reload_engine.reload(c);
-                    tracing::info!("configuration reloaded");
-                    // A sweep turned on by this configuration starts now, not at restart.
-                    if let Err(e) = reload_engine.ensure_sweep().await {
-                        tracing::error!(error = %e, "cannot schedule the reconciliation sweep");
+                Ok(c) => match reload_engine.reload(c) {
+                    Ok(()) => {
+                        tracing::info!("configuration reloaded");
+                        // A sweep turned on by this configuration starts now, not at restart.
+                        if let Err(e) = reload_engine.ensure_sweep().await {
+                            tracing::error!(error = %e, "cannot schedule the periodic sweeps");
+                        }
                     }
-                }
+                    Err(errors) => {
+                        for e in &errors {
+                            tracing::error!(error = %e, "policy bundle refused");
+                        }
+                        tracing::error!(
+                            "configuration reload refused; keeping the running configuration and policies"
+                        );
+                    }
+                },
                 Err(e) => {
                     tracing::error!(errors = %e, "configuration reload refused; keeping the running one")
                 }
