@@ -1,6 +1,8 @@
 //! Loading one bundle: files in, a compiled regorus engine out.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::sync::{Arc, RwLock};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub struct Bundle {
     /// `(module name, package)` of each `.rego` file.
     modules: Vec<(String, String, String)>,
     pub revision: Option<String>,
+    declared: Arc<RwLock<HashMap<String, bool>>>,
 }
 
 /// The outcome of one `test_` rule.
@@ -174,6 +177,7 @@ impl Bundle {
             data,
             modules,
             revision: manifest.revision,
+            declared: Arc::default(),
         })
     }
 
@@ -194,12 +198,7 @@ impl Bundle {
                 self.path
             ));
         }
-        let declared = self.modules.iter().any(|(file, _, _)| {
-            self.engine
-                .has_declared_rule_rooted_at(file, query)
-                .unwrap_or(false)
-        });
-        if declared || self.data_at(rest).is_some() {
+        if self.declared(query) || self.data_at(rest).is_some() {
             Ok(())
         } else {
             Err(format!(
@@ -207,6 +206,35 @@ impl Bundle {
                 self.path
             ))
         }
+    }
+
+    /// Whether a module declares a rule at `query` or below it (answers are cached: queries
+    /// repeat on every evaluation).
+    fn declared(&self, query: &str) -> bool {
+        if let Some(known) = self
+            .declared
+            .read()
+            .ok()
+            .and_then(|m| m.get(query).copied())
+        {
+            return known;
+        }
+        let found = self.modules.iter().any(|(file, package, _)| {
+            query
+                .strip_prefix(package.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|rest| {
+                    self.engine
+                        .has_declared_rule_rooted_at(file, rest)
+                        .unwrap_or(false)
+                })
+        });
+        if let Ok(mut m) = self.declared.write()
+            && m.len() < 10_000
+        {
+            m.insert(query.to_owned(), found);
+        }
+        found
     }
 
     fn data_at(&self, dotted: &str) -> Option<&Value> {
@@ -226,12 +254,7 @@ impl Bundle {
     }
 
     fn eval_inner(&self, query: &str, input: Option<&Value>) -> Result<Value, String> {
-        let declared = self.modules.iter().any(|(file, _, _)| {
-            self.engine
-                .has_declared_rule_rooted_at(file, query)
-                .unwrap_or(false)
-        });
-        if !declared {
+        if !self.declared(query) {
             // A query that names data (dynamic reviewers kept in data.json).
             let rest = query.strip_prefix("data.").unwrap_or(query);
             return self
@@ -265,10 +288,11 @@ impl Bundle {
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
                 let path = format!("{package}.test_{name}");
+                let selector = format!("test_{name}");
                 if !out.contains(&path)
                     && self
                         .engine
-                        .has_declared_rule_rooted_at(file, &path)
+                        .has_declared_rule_rooted_at(file, &selector)
                         .unwrap_or(false)
                 {
                     out.push(path);
