@@ -168,7 +168,11 @@ pub fn grants(list: &[GrantView]) -> String {
 /// `countersign explain`: the decision trace, one sentence per line.
 pub fn explanation(e: &ExplainView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "request   {} ({} for {})", e.request, e.resource, e.requester);
+    let _ = writeln!(
+        out,
+        "request   {} ({} for {})",
+        e.request, e.resource, e.requester
+    );
     let _ = writeln!(out, "state     {}", e.state);
     for w in &e.warnings {
         let _ = writeln!(out, "warning   {w}");

@@ -134,7 +134,9 @@ pub fn skip(v: &Value) -> Result<Option<String>, String> {
             Some(Value::Bool(false)) | None => Ok(None),
             Some(other) => Err(format!("\"skip\" must be a boolean, got {other}")),
         },
-        _ => Err(format!("expected true or {{\"skip\": true, \"reason\": …}}, got {v}")),
+        _ => Err(format!(
+            "expected true or {{\"skip\": true, \"reason\": …}}, got {v}"
+        )),
     }
 }
 
@@ -294,7 +296,10 @@ mod tests {
             messages(&json!(["a", {"msg": "b"}]), "q"),
             Ok(vec!["a".to_owned(), "b".to_owned()])
         );
-        assert_eq!(messages(&json!(true), "data.x"), Ok(vec!["data.x is true".into()]));
+        assert_eq!(
+            messages(&json!(true), "data.x"),
+            Ok(vec!["data.x is true".into()])
+        );
         assert!(messages(&json!(3), "q").is_err());
         assert!(messages(&json!([3]), "q").is_err());
     }

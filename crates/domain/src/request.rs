@@ -573,7 +573,10 @@ impl Request {
                 })
             } else {
                 let input = policy::input(self, dir, Some(i), None, now);
-                policies.eval(p, &input).result.and_then(|v| policy::skip(&v))
+                policies
+                    .eval(p, &input)
+                    .result
+                    .and_then(|v| policy::skip(&v))
             };
             match said {
                 Ok(Some(r)) => reasons.push(if r.is_empty() { p.query.clone() } else { r }),
@@ -781,7 +784,8 @@ impl Request {
     ) -> Vec<Option<Vec<String>>> {
         (0..self.steps.len())
             .map(|i| {
-                if self.state == RequestState::Pending && self.steps[i].status == StepStatus::Waiting
+                if self.state == RequestState::Pending
+                    && self.steps[i].status == StepStatus::Waiting
                 {
                     self.skip_reasons(i, dir, policies, now, true)
                 } else {

@@ -175,7 +175,10 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339() {
-        assert_eq!(Timestamp::from_millis(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
         // 2026-11-21T09:30:05.123Z, 2024-02-29 (leap day) and a time before 1970.
         assert_eq!(
             Timestamp::from_millis(1_795_253_405_123).rfc3339(),

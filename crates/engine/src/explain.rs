@@ -109,7 +109,10 @@ fn trace_line(t: &Trace) -> String {
 
 /// Steps and sentences, shared by explain and simulate. `previews` holds, for a simulation,
 /// the reasons each step not reached yet would be skipped.
-fn describe(req: &Request, previews: Option<&[Option<Vec<String>>]>) -> (Vec<StepView>, Vec<String>) {
+fn describe(
+    req: &Request,
+    previews: Option<&[Option<Vec<String>>]>,
+) -> (Vec<StepView>, Vec<String>) {
     let mut lines: Vec<String> = req
         .trace
         .iter()
@@ -149,8 +152,13 @@ fn describe(req: &Request, previews: Option<&[Option<Vec<String>>]>) -> (Vec<Ste
             .collect();
         let c = constraint(s.constraint);
         let line = match s.status {
-            StepStatus::Skipped if req.state == RequestState::Approved && s.skipped_because.is_none() => {
-                format!("step {}: not needed (the request was answered without it)", i + 1)
+            StepStatus::Skipped
+                if req.state == RequestState::Approved && s.skipped_because.is_none() =>
+            {
+                format!(
+                    "step {}: not needed (the request was answered without it)",
+                    i + 1
+                )
             }
             StepStatus::Skipped => format!(
                 "step {}: skipped ({})",
@@ -222,7 +230,12 @@ pub fn explain(req: &Request) -> Explanation {
         decided_by: decided_by(req),
         outcome: req.outcome.as_ref().and_then(|o| o.comment.clone()),
         warnings: req.warnings.clone(),
-        policies: req.trace.iter().filter(|t| t.step.is_none()).cloned().collect(),
+        policies: req
+            .trace
+            .iter()
+            .filter(|t| t.step.is_none())
+            .cloned()
+            .collect(),
         steps,
         lines,
     }
@@ -256,7 +269,9 @@ impl Engine {
             return Err(DomainError::Invalid(msg).into());
         };
         if config.directory.user(&requester).is_none() {
-            return Err(DomainError::Invalid(format!("{requester} is not a configured user")).into());
+            return Err(
+                DomainError::Invalid(format!("{requester} is not a configured user")).into(),
+            );
         }
         let now = self.now();
         // Read in a transaction, where the store answers it (nothing is written).
@@ -312,7 +327,12 @@ impl Engine {
             reason: req.outcome.as_ref().and_then(|o| o.comment.clone()),
             deny,
             warnings: req.warnings.clone(),
-            policies: req.trace.iter().filter(|t| t.step.is_none()).cloned().collect(),
+            policies: req
+                .trace
+                .iter()
+                .filter(|t| t.step.is_none())
+                .cloned()
+                .collect(),
             steps,
             lines,
         })

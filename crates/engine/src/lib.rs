@@ -70,7 +70,10 @@ struct Live {
 /// query, with the configuration location of each undefined query.
 pub fn compile_policies(config: &Config) -> Result<Policies, Vec<PolicyError>> {
     let timeout = std::time::Duration::from_millis(config.server.policy_timeout_ms);
-    Policies::load(config.policy_sites.iter().map(|(r, at)| (r, at.clone())), timeout)
+    Policies::load(
+        config.policy_sites.iter().map(|(r, at)| (r, at.clone())),
+        timeout,
+    )
 }
 
 pub struct Engine {
@@ -566,14 +569,8 @@ impl Engine {
                 };
                 // Rule 5 does not apply: the grant that covers the resource is the one to
                 // extend.
-                let (mut req, ch) = Request::create(
-                    new,
-                    res,
-                    &config.directory,
-                    policies.as_ref(),
-                    now,
-                    None,
-                )?;
+                let (mut req, ch) =
+                    Request::create(new, res, &config.directory, policies.as_ref(), now, None)?;
                 save_request(tx, &mut req, ch, now, notice).await?;
                 Ok(req)
             })

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use domain::{Actor, GrantState, PolicyEval, Timestamp, TimerKind, policy};
+use domain::{Actor, GrantState, PolicyEval, TimerKind, Timestamp, policy};
 use serde_json::json;
 
 use crate::worker::{SWEEP, SWEEP_CLAIM};

@@ -97,7 +97,18 @@ connector "stuck" {
 "#;
 
 async fn check(config_hcl: &str, script: &str, expect: Expect) {
+    check_files(&[], config_hcl, script, expect).await
+}
+
+/// Like [`check`], with files (policy bundles) written into the configuration's directory
+/// first.
+async fn check_files(files: &[(&str, &str)], config_hcl: &str, script: &str, expect: Expect) {
     let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
     // Named as a file in the temporary directory: exec connectors run there (`touch`). A bare
     // relative name would leave the connectors' directory empty, and spawning would fail.
     let path = dir.path().join("countersign.hcl");
@@ -122,6 +133,7 @@ async fn check(config_hcl: &str, script: &str, expect: Expect) {
         engine,
         clock,
         dir: dir.path().to_owned(),
+        config: (path.to_string_lossy().into_owned(), src),
         names: BTreeMap::new(),
         requests: 0,
         grants: 0,
@@ -143,6 +155,8 @@ struct Run {
     engine: Arc<Engine>,
     clock: Arc<ManualClock>,
     dir: PathBuf,
+    /// The configuration's path and text, for `reload`.
+    config: (String, String),
     /// Request and grant ids → `R1`, `G1`…
     names: BTreeMap<String, String>,
     requests: usize,
@@ -211,9 +225,9 @@ impl Run {
             .unwrap_or_else(|| panic!("the script names {name}, which does not exist yet"))
     }
 
-    /// Replaces ids by names and addresses by local parts.
+    /// Replaces ids by names, addresses by local parts and the scenario's directory by `.`.
     fn clean(&self, text: &str) -> String {
-        let mut text = text.to_owned();
+        let mut text = text.replace(self.dir.to_string_lossy().as_ref(), ".");
         for (id, name) in &self.names {
             text = text.replace(id.as_str(), name);
         }
@@ -520,6 +534,62 @@ impl Run {
                     }
                     Ok(Some(s))
                 }
+            }
+            "write" => {
+                let [file, text @ ..] = args else {
+                    panic!("write <file> <text…>");
+                };
+                let text = text.join(" ").replace("\\n", "\n");
+                std::fs::write(self.dir.join(file), text).expect("write");
+                Ok(Some(format!("wrote {file}")))
+            }
+            "reload" => {
+                let config = config::load_str(&self.config.0, &self.config.1).expect("config");
+                Ok(Some(match self.engine.reload(config) {
+                    Ok(()) => "reloaded".to_owned(),
+                    Err(errors) => {
+                        let dir = self.dir.to_string_lossy().into_owned();
+                        let list: Vec<String> = errors
+                            .iter()
+                            .map(|e| e.to_string().replace(&dir, "."))
+                            .collect();
+                        format!("reload refused: {}", list.join("; "))
+                    }
+                }))
+            }
+            "explain" => {
+                let [name] = args else {
+                    panic!("explain R<n>");
+                };
+                let id = self.id(name);
+                let e = self.engine.explain(&self.actor("root"), &id).await?;
+                Ok(Some(e.lines.join("\n  ")))
+            }
+            "simulate" => {
+                let [user, resource, rest @ ..] = args else {
+                    panic!("simulate <user> <resource> [field=value…]");
+                };
+                let fields = rest
+                    .iter()
+                    .filter_map(|w| w.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), Input::Text(v.to_owned())))
+                    .collect();
+                let input = CreateRequest {
+                    resource: (*resource).to_owned(),
+                    reason: "what if".into(),
+                    duration: None,
+                    fields,
+                    start_at: None,
+                };
+                let s = self
+                    .engine
+                    .simulate(&self.actor("root"), Some(email(user)), input)
+                    .await?;
+                Ok(Some(format!(
+                    "outcome {}\n  {}",
+                    s.outcome,
+                    s.lines.join("\n  ")
+                )))
             }
             "touch" => {
                 let [file] = args else {
@@ -2036,6 +2106,481 @@ async fn reconciliation_repairs_drift_both_ways() {
               held-alice absent
             > advance 1m (now +1h3m)
               (no events)
+        "#]],
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies (rules 2, 6, 13, 20, 28–31)
+// ---------------------------------------------------------------------------------------------
+
+const ABBEY_POLICIES: &str = r#"
+package countersign
+
+# carol is on call this week.
+oncall := {"skip": true, "reason": "carol is on call"} if {
+	input.request.requester.email == "carol@example.com"
+}
+
+# A second skip_if that never says skip.
+business_hours := false
+"#;
+
+/// Rule 6 with seed 001 (Abbey): a `skip_if` that passes skips step 1, whose reviewers are
+/// never asked, and the request goes straight to dan and eve. With two policies of which only
+/// one says skip, the step is not skipped. Rule 31: explain says why.
+#[tokio::test]
+async fn rule_6_seed_001_skip_if_skips_a_step_only_when_every_policy_says_skip() {
+    let workflow = |skip_if: &str| {
+        format!(
+            r#"
+  max_duration = "24h"
+  workflow = {{
+    steps = [
+      {{
+        reviewers = {{ one_of = ["alice@example.com", "bob@example.com", "frank@example.com"] }}
+        skip_if   = [{skip_if}]
+      }},
+      {{ reviewers = {{ all_of = ["dan@example.com", "eve@example.com"] }} }},
+      {{ reviewers = {{ one_of = ["hank@example.com"] }} }},
+    ]
+  }}"#
+        )
+    };
+    let oncall = r#"{ bundle = "policies/", query = "data.countersign.oncall" }"#;
+    let hours = r#"{ bundle = "policies/", query = "data.countersign.business_hours" }"#;
+    let config = format!(
+        "resource \"db\" {{{}\n}}\nresource \"db-two\" {{{}\n}}\n",
+        workflow(oncall),
+        workflow(&format!("{oncall}, {hours}"))
+    );
+    check_files(
+        &[("policies/abbey.rego", ABBEY_POLICIES)],
+        &config,
+        r#"
+        request carol db
+        approve alice
+        approve dan
+        approve eve
+        approve hank
+        explain R1
+        # Two skip_if policies, one says no: step 1 waits for its reviewers.
+        request carol db-two
+        explain R2
+        # Not on call: no skip.
+        request bob db
+        state R3
+        # What would happen, without a request: the later steps are previewed too.
+        simulate carol db
+        simulate bob db-two
+        "#,
+        expect![[r#"
+            > request carol db
+              request_created R1 by carol duration=1h resource=db
+              step_skipped R1 reason='carol is on call' step=1
+              step_entered R1 reviewers=dan,eve step=2
+            > approve alice
+              error: forbidden: alice is not a reviewer of step 2
+            > approve dan
+              review_recorded R1 by dan decision=approve step=2
+            > approve eve
+              review_recorded R1 by eve decision=approve step=2
+              step_approved R1 step=2
+              step_entered R1 reviewers=hank step=3
+            > approve hank
+              review_recorded R1 by hank decision=approve step=3
+              step_approved R1 step=3
+              request_approved R1 by hank
+              grant_issued G1 duration=1h request=R1 resource=db subject=carol
+              grant_activated G1 expires_at=+1h
+            > explain R1
+              step 1: skip_if data.countersign.oncall: skip: carol is on call
+              step 1: skipped (carol is on call)
+              step 2: approved (dan approve, eve approve)
+              step 3: approved (hank approve)
+              approved by hank
+            > request carol db-two
+              request_created R2 by carol duration=1h resource=db-two
+              step_entered R2 reviewers=alice,bob,frank step=1
+            > explain R2
+              step 1: skip_if data.countersign.oncall: skip: carol is on call
+              step 1: skip_if data.countersign.business_hours: no skip
+              step 1: routed to one_of alice, bob, frank
+              step 2: not reached
+              step 3: not reached
+              pending: waiting for reviewers
+            > request bob db
+              request_created R3 by bob duration=1h resource=db
+              step_entered R3 reviewers=alice,frank step=1
+            > state R3
+              R3 pending step=1
+            > simulate carol db
+              outcome approved
+              step 1: not needed (the request was answered without it)
+              step 2: not needed (the request was answered without it)
+              step 3: not needed (the request was answered without it)
+              approved: covered by active grant G1
+            > simulate bob db-two
+              outcome pending
+              step 1: skip_if data.countersign.oncall: no skip
+              step 1: skip_if data.countersign.business_hours: no skip
+              step 1: routed to one_of alice, frank
+              step 2: would go to all_of dan, eve
+              step 3: would go to one_of hank
+              pending: waiting for reviewers
+        "#]],
+    )
+    .await;
+}
+
+const SYM_POLICIES: &str = r#"
+package countersign
+
+fast_track := {"decision": "approve", "reason": reason} if {
+	input.request.fields.urgency == "Emergency"
+	reason := sprintf("%s was fast tracked", [input.request.requester.email])
+}
+
+deny contains "mallory may not touch production" if {
+	input.request.requester.email == "mallory@example.com"
+}
+
+warn contains msg if {
+	input.request.duration_seconds > 4 * 3600
+	msg := sprintf("asks for %s, more than 4h", [input.request.duration])
+}
+"#;
+
+const SYM_RESOURCE: &str = r#"
+resource "aws" {
+  max_duration = "24h"
+  field "urgency" {
+    type           = "enum"
+    allowed_values = ["Normal", "Emergency"]
+    required       = true
+  }
+  on_request = { bundle = "policies/sym.rego", query = "data.countersign.fast_track" }
+  policies = [
+    { bundle = "policies/sym.rego", query = "data.countersign.deny" },
+    { bundle = "policies/sym.rego", query = "data.countersign.warn", enforcement = "warn" },
+  ]
+  workflow = { steps = [{ reviewers = { one_of = ["alice@example.com"] } }] }
+}
+"#;
+
+/// Rule 2 with seeds 002 and 004 (Sym's `on_request` fast track): an emergency is approved
+/// at once by the policy, with its reason; a deny policy denies before the hook runs, with
+/// its message; a warn policy's message is kept for reviewers and decides nothing.
+#[tokio::test]
+async fn rule_2_seed_002_fast_track_deny_and_warn_policies() {
+    check_files(
+        &[("policies/sym.rego", SYM_POLICIES)],
+        SYM_RESOURCE,
+        r#"
+        request bob aws urgency=Emergency
+        state R1
+        request carol aws urgency=Normal
+        state R2
+        request mallory aws urgency=Emergency
+        state R3
+        request dan aws 8h urgency=Normal
+        explain R4
+        simulate mallory aws urgency=Normal
+        simulate eve aws urgency=Normal
+        simulate eve aws urgency=Emergency
+        "#,
+        expect![[r#"
+            > request bob aws urgency=Emergency
+              request_created R1 by bob duration=1h resource=aws
+              request_approved R1 comment='bob was fast tracked' policy=data.countersign.fast_track
+              grant_issued G1 duration=1h request=R1 resource=aws subject=bob
+              grant_activated G1 expires_at=+1h
+            > state R1
+              R1 approved grant=G1
+            > request carol aws urgency=Normal
+              request_created R2 by carol duration=1h resource=aws
+              step_entered R2 reviewers=alice step=1
+            > state R2
+              R2 pending step=1
+            > request mallory aws urgency=Emergency
+              request_created R3 by mallory duration=1h resource=aws
+              request_denied R3 comment='mallory may not touch production' policy=data.countersign.deny
+            > state R3
+              R3 denied
+            > request dan aws 8h urgency=Normal
+              request_created R4 by dan duration=8h resource=aws warnings='asks for 8h, more than 4h'
+              step_entered R4 reviewers=alice step=1
+            > explain R4
+              deny policy data.countersign.deny: no messages
+              warn policy data.countersign.warn: warn: asks for 8h, more than 4h
+              on_request data.countersign.fast_track: continue to the reviewers
+              step 1: routed to one_of alice
+              pending: waiting for reviewers
+            > simulate mallory aws urgency=Normal
+              outcome denied
+              deny policy data.countersign.deny: deny: mallory may not touch production
+              warn policy data.countersign.warn: no messages
+              step 1: not reached
+              denied by policy data.countersign.deny: mallory may not touch production
+            > simulate eve aws urgency=Normal
+              outcome pending
+              deny policy data.countersign.deny: no messages
+              warn policy data.countersign.warn: no messages
+              on_request data.countersign.fast_track: continue to the reviewers
+              step 1: routed to one_of alice
+              pending: waiting for reviewers
+            > simulate eve aws urgency=Emergency
+              outcome approved
+              deny policy data.countersign.deny: no messages
+              warn policy data.countersign.warn: no messages
+              on_request data.countersign.fast_track: approve: eve was fast tracked
+              step 1: not reached
+              approved by policy data.countersign.fast_track: eve was fast tracked
+        "#]],
+    )
+    .await;
+}
+
+/// Rule 30: a step takes reviewers from a query over `data.json` (nested by directory), added
+/// to its static list. Principals the configuration does not know are ignored, and said so.
+/// Rule 13 counts dynamic reviewers: a step whose only reviewers come from data fails when the
+/// data names nobody else than the requester.
+#[tokio::test]
+async fn rule_30_dynamic_reviewers_come_from_data_json() {
+    check_files(
+        &[
+            ("bundle/oncall/data.json", r#"{"leads": ["grace@example.com", "nobody@example.com", "group:security"], "solo": ["bob@example.com"]}"#),
+            ("bundle/empty.rego", "package empty\n"),
+        ],
+        r#"
+resource "db" {
+  max_duration = "1h"
+  workflow = { steps = [{
+    reviewers = {
+      one_of = ["alice@example.com"]
+      from   = [{ bundle = "bundle", query = "data.oncall.leads" }]
+    }
+  }] }
+}
+resource "solo" {
+  max_duration = "1h"
+  workflow = { steps = [{
+    reviewers = {
+      all_of = []
+      from   = [{ bundle = "bundle", query = "data.oncall.solo" }]
+    }
+  }] }
+}
+"#,
+        r#"
+        request bob db
+        explain R1
+        approve grace
+        request bob solo
+        request carol solo
+        approve bob
+        "#,
+        expect![[r#"
+            > request bob db
+              request_created R1 by bob duration=1h resource=db
+              step_entered R1 reviewers=alice,dan,grace,hank,sam step=1
+            > explain R1
+              step 1: reviewers from data.oncall.leads: reviewers grace, group:security; ignored nobody (not configured)
+              step 1: routed to one_of alice, dan, grace, hank, sam
+              pending: waiting for reviewers
+            > approve grace
+              review_recorded R1 by grace decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by grace
+              grant_issued G1 duration=1h request=R1 resource=db subject=bob
+              grant_activated G1 expires_at=+1h
+            > request bob solo
+              error: invalid: step 1 of solo has no eligible reviewer other than the requester
+            > request carol solo
+              request_created R2 by carol duration=1h resource=solo
+              step_entered R2 reviewers=bob step=1
+            > approve bob
+              review_recorded R2 by bob decision=approve step=1
+              step_approved R2 step=1
+              request_approved R2 by bob
+              grant_issued G2 duration=1h request=R2 resource=solo subject=carol
+              grant_activated G2 expires_at=+1h
+        "#]],
+    )
+    .await;
+}
+
+const FAILING_POLICIES: &str = r#"
+package bad
+
+# A runtime error: division by zero.
+boom := 1 / count([])
+
+skip_boom := {"skip": true, "n": boom}
+
+# Ten billion iterations: stopped by the time limit.
+spin contains "never" if {
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	i * j == -1
+}
+
+# Not a decision a hook can take.
+odd := {"decision": "maybe"}
+"#;
+
+/// Failing closed: an error or a timeout never grants anything. A failing `skip_if` does not
+/// skip, a failing `on_request` (an error, or a decision it cannot take) leaves the request
+/// to humans, a failing deny policy denies with "policy error" and the cause in the audit
+/// event, and a policy that loops is stopped by the time limit and treated the same.
+#[tokio::test]
+async fn rules_2_6_policies_that_error_or_loop_fail_closed() {
+    check_files(
+        &[("bad.rego", FAILING_POLICIES)],
+        r#"
+server { policy_timeout = "30ms" }
+resource "hooked" {
+  max_duration = "1h"
+  on_request   = { bundle = "bad.rego", query = "data.bad.boom" }
+  workflow = { steps = [{
+    reviewers = { one_of = ["alice@example.com"] }
+    skip_if   = [{ bundle = "bad.rego", query = "data.bad.skip_boom" }]
+  }] }
+}
+resource "odd" {
+  max_duration = "1h"
+  on_request   = { bundle = "bad.rego", query = "data.bad.odd" }
+  workflow = { steps = [{ reviewers = { one_of = ["alice@example.com"] } }] }
+}
+resource "denied-by-error" {
+  max_duration = "1h"
+  policies = [{ bundle = "bad.rego", query = "data.bad.boom" }]
+  workflow = { steps = [{ reviewers = { one_of = ["alice@example.com"] } }] }
+}
+resource "denied-by-loop" {
+  max_duration = "1h"
+  policies = [{ bundle = "bad.rego", query = "data.bad.spin" }]
+  workflow = { steps = [{ reviewers = { one_of = ["alice@example.com"] } }] }
+}
+"#,
+        r#"
+        request bob hooked
+        explain R1
+        request bob odd
+        explain R2
+        request bob denied-by-error
+        request bob denied-by-loop
+        "#,
+        expect![[r#"
+            > request bob hooked
+              request_created R1 by bob duration=1h resource=hooked
+              step_entered R1 reviewers=alice step=1
+            > explain R1
+              on_request data.bad.boom: error: divide by zero (at ./bad.rego:5:11)
+              step 1: skip_if data.bad.skip_boom: error: divide by zero (at ./bad.rego:5:11)
+              step 1: routed to one_of alice
+              pending: waiting for reviewers
+            > request bob odd
+              request_created R2 by bob duration=1h resource=odd
+              step_entered R2 reviewers=alice step=1
+            > explain R2
+              on_request data.bad.odd: error: "decision" must be "approve" or "deny", got "maybe"
+              step 1: routed to one_of alice
+              pending: waiting for reviewers
+            > request bob denied-by-error
+              request_created R3 by bob duration=1h resource=denied-by-error
+              request_denied R3 comment='policy error' error='divide by zero (at ./bad.rego:5:11)' policy=data.bad.boom
+            > request bob denied-by-loop
+              request_created R4 by bob duration=1h resource=denied-by-loop
+              request_denied R4 comment='policy error' error='evaluation stopped at the time limit of 30ms' policy=data.bad.spin
+        "#]],
+    )
+    .await;
+}
+
+const SUSPENSION: &str = r#"
+package countersign
+
+deny contains msg if {
+	input.request.requester.email in data.suspended
+	msg := sprintf("%s is suspended", [input.request.requester.email])
+}
+"#;
+
+/// Rule 20: deny policies are evaluated again for active grants every `policy_interval`; a
+/// grant the policy now denies is revoked early with its message. Rule 28: a reload whose
+/// bundle does not compile is refused with the file and line, and the running policies stay.
+#[tokio::test]
+async fn rule_20_active_grants_are_revoked_when_a_deny_policy_turns() {
+    check_files(
+        &[
+            ("policies/p.rego", SUSPENSION),
+            ("policies/data.json", r#"{"suspended": []}"#),
+        ],
+        r#"
+server { policy_interval = "10m" }
+resource "db" {
+  connector    = "ok"
+  max_duration = "4h"
+  policies     = [{ bundle = "policies", query = "data.countersign.deny" }]
+  workflow     = { steps = [{ reviewers = { one_of = ["alice@example.com"] } }] }
+}
+"#,
+        r#"
+        request bob db 4h
+        approve alice
+        tick
+        write policies/data.json {"suspended": ["bob@example.com"]}
+        # Bundles are compiled at start and on reload only.
+        advance 10m
+        state G1
+        reload
+        advance 10m
+        state G1
+        request bob db
+        write policies/p.rego package countersign\ndeny contains "x" if {\n
+        reload
+        request carol db
+        request bob db
+        "#,
+        expect![[r#"
+            > request bob db 4h
+              request_created R1 by bob duration=4h resource=db
+              step_entered R1 reviewers=alice step=1
+            > approve alice
+              review_recorded R1 by alice decision=approve step=1
+              step_approved R1 step=1
+              request_approved R1 by alice
+              grant_issued G1 duration=4h request=R1 resource=db subject=bob
+            > tick
+              grant_activated G1 expires_at=+4h
+            > write policies/data.json {"suspended": ["bob@example.com"]}
+              wrote policies/data.json
+            > advance 10m (now +10m)
+              (no events)
+            > state G1
+              G1 active expires_at=+4h
+            > reload
+              reloaded
+            > advance 10m (now +20m)
+              grant_revoke_started G1 by policy policy=data.countersign.deny reason='bob is suspended' why=revoked
+              grant_revoked G1
+            > state G1
+              G1 revoked expires_at=+4h
+            > request bob db
+              request_created R2 by bob duration=1h resource=db
+              request_denied R2 comment='bob is suspended' policy=data.countersign.deny
+            > write policies/p.rego package countersign\ndeny contains "x" if {\n
+              wrote policies/p.rego
+            > reload
+              reload refused: ./policies/p.rego:3:1: expecting expression
+            > request carol db
+              request_created R3 by carol duration=1h resource=db
+              step_entered R3 reviewers=alice step=1
+            > request bob db
+              request_created R4 by bob duration=1h resource=db
+              request_denied R4 comment='bob is suspended' policy=data.countersign.deny
         "#]],
     )
     .await;

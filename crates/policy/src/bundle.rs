@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::{Arc, RwLock};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use domain::Evaluation;
@@ -25,10 +25,11 @@ pub struct Bundle {
     engine: regorus::Engine,
     /// The merged data document, also answered directly for queries that name data.
     data: Value,
-    /// `(module name, package)` of each `.rego` file.
+    /// `(module name, package, source)` of each `.rego` file.
     modules: Vec<(String, String, String)>,
     pub revision: Option<String>,
     declared: Arc<RwLock<HashMap<String, bool>>>,
+    limit: Duration,
 }
 
 /// The outcome of one `test_` rule.
@@ -61,11 +62,14 @@ impl Bundle {
     /// Loads and compiles a bundle. Every problem found is returned, located.
     pub fn load(path: &Path, timeout: Duration) -> Result<Bundle, Vec<PolicyError>> {
         let shown = path.display().to_string();
-        let at = |m: String| vec![PolicyError {
-            at: shown.clone(),
-            message: m,
-        }];
-        let meta = std::fs::metadata(path).map_err(|e| at(format!("cannot read the bundle: {e}")))?;
+        let at = |m: String| {
+            vec![PolicyError {
+                at: shown.clone(),
+                message: m,
+            }]
+        };
+        let meta =
+            std::fs::metadata(path).map_err(|e| at(format!("cannot read the bundle: {e}")))?;
         let name = path.to_string_lossy();
         let entries = if meta.is_dir() {
             let mut out = vec![];
@@ -92,7 +96,11 @@ impl Bundle {
         Bundle::compile(shown, entries, timeout)
     }
 
-    fn compile(path: String, entries: Vec<Entry>, timeout: Duration) -> Result<Bundle, Vec<PolicyError>> {
+    fn compile(
+        path: String,
+        entries: Vec<Entry>,
+        timeout: Duration,
+    ) -> Result<Bundle, Vec<PolicyError>> {
         let mut errors = vec![];
         let mut manifest = Manifest::default();
         if let Some(m) = entries.iter().find(|e| e.rel == ".manifest") {
@@ -178,6 +186,7 @@ impl Bundle {
             modules,
             revision: manifest.revision,
             declared: Arc::default(),
+            limit: timeout,
         })
     }
 
@@ -266,9 +275,17 @@ impl Bundle {
         if let Some(i) = input {
             engine.set_input(regorus::Value::from(i.clone()));
         }
-        let v = engine
-            .eval_rule(query.to_owned())
-            .map_err(|e| one_line(&e.to_string()))?;
+        let v = engine.eval_rule(query.to_owned()).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("exceeded time limit") {
+                format!(
+                    "evaluation stopped at the time limit of {}ms",
+                    self.limit.as_millis()
+                )
+            } else {
+                one_line(&text)
+            }
+        })?;
         if v == regorus::Value::Undefined {
             return Ok(Value::Null);
         }
@@ -372,7 +389,9 @@ fn walk(
         }
         *total += meta.len();
         if *total > MAX_BUNDLE_BYTES {
-            return Err(format!("the bundle is larger than {MAX_BUNDLE_BYTES} bytes"));
+            return Err(format!(
+                "the bundle is larger than {MAX_BUNDLE_BYTES} bytes"
+            ));
         }
         let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         let rel = p
@@ -409,7 +428,9 @@ fn read_tarball(path: &Path) -> Result<Vec<Entry>, String> {
         let rel = {
             let p = entry.path().map_err(|e| format!("corrupt archive: {e}"))?;
             let text = p.to_string_lossy().into_owned();
-            text.trim_start_matches("./").trim_start_matches('/').to_owned()
+            text.trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_owned()
         };
         let name = rel.rsplit('/').next().unwrap_or(&rel);
         if !(rel == ".manifest" || name.ends_with(".rego") || name.starts_with("data.")) {
@@ -417,7 +438,9 @@ fn read_tarball(path: &Path) -> Result<Vec<Entry>, String> {
         }
         total += entry.size();
         if total > MAX_BUNDLE_BYTES {
-            return Err(format!("the bundle is larger than {MAX_BUNDLE_BYTES} bytes"));
+            return Err(format!(
+                "the bundle is larger than {MAX_BUNDLE_BYTES} bytes"
+            ));
         }
         let mut bytes = vec![];
         (&mut entry)
@@ -568,7 +591,10 @@ fn one_line(text: &str) -> String {
         .lines()
         .find_map(|l| l.trim().strip_prefix("error: "))
         .map(str::to_owned);
-    match (msg, text.lines().find_map(|l| l.trim().strip_prefix("--> "))) {
+    match (
+        msg,
+        text.lines().find_map(|l| l.trim().strip_prefix("--> ")),
+    ) {
         (Some(m), Some(at)) => format!("{m} (at {at})"),
         (Some(m), None) => m,
         (None, _) => text.trim().to_owned(),

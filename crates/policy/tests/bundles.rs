@@ -48,7 +48,11 @@ fn rule_28_a_directory_bundle_nests_data_by_directory() {
         "rules/oncall.rego",
         "package countersign\nreviewers := data.teams.sre.oncall\nskip if input.request.requester.email in data.teams.sre.oncall\n",
     );
-    write(dir.path(), "teams/sre/data.json", r#"{"oncall": ["carol@example.com"]}"#);
+    write(
+        dir.path(),
+        "teams/sre/data.json",
+        r#"{"oncall": ["carol@example.com"]}"#,
+    );
     write(dir.path(), "data.json", r#"{"limits": {"max": 3}}"#);
     let b = Bundle::load(dir.path(), LIMIT).expect("loads");
     assert_eq!(
@@ -85,12 +89,18 @@ fn rule_28_an_opa_tarball_is_read_with_its_manifest_roots() {
     tarball(
         &good,
         &[
-            ("/.manifest", r#"{"revision": "r42", "roots": ["countersign"]}"#),
+            (
+                "/.manifest",
+                r#"{"revision": "r42", "roots": ["countersign"]}"#,
+            ),
             (
                 "/countersign/policy.rego",
                 "package countersign\ndeny contains \"no\" if input.bad\n",
             ),
-            ("/countersign/data.json", r#"{"owners": ["dan@example.com"]}"#),
+            (
+                "/countersign/data.json",
+                r#"{"owners": ["dan@example.com"]}"#,
+            ),
         ],
     );
     let b = Bundle::load(&good, LIMIT).expect("loads");
@@ -116,14 +126,25 @@ fn rule_28_an_opa_tarball_is_read_with_its_manifest_roots() {
     let errors = Bundle::load(&bad, LIMIT).err().expect("refused");
     let text = errors[0].to_string();
     assert!(text.contains("outside.tar.gz/other/p.rego"), "{text}");
-    assert!(text.contains("outside the bundle's roots [countersign]"), "{text}");
+    assert!(
+        text.contains("outside the bundle's roots [countersign]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn rule_28_syntax_errors_and_undefined_queries_are_located() {
     let dir = tempfile::tempdir().expect("tmp");
-    write(dir.path(), "ok.rego", "package countersign\nallow if true\n");
-    write(dir.path(), "broken.rego", "package countersign\n\nskip if {\n  input.a ==\n}\n");
+    write(
+        dir.path(),
+        "ok.rego",
+        "package countersign\nallow if true\n",
+    );
+    write(
+        dir.path(),
+        "broken.rego",
+        "package countersign\n\nskip if {\n  input.a ==\n}\n",
+    );
     let errors = Bundle::load(dir.path(), LIMIT).err().expect("refused");
     assert_eq!(errors.len(), 1, "{errors:?}");
     let text = errors[0].to_string();
@@ -136,9 +157,12 @@ fn rule_28_syntax_errors_and_undefined_queries_are_located() {
         query: "data.countersign.nope".into(),
         enforcement: None,
     };
-    let errors = Policies::load([(&r, "hcl/main.hcl:12: in resource \"db\"".to_owned())], LIMIT)
-        .err()
-        .expect("refused");
+    let errors = Policies::load(
+        [(&r, "hcl/main.hcl:12: in resource \"db\"".to_owned())],
+        LIMIT,
+    )
+    .err()
+    .expect("refused");
     assert_eq!(
         errors[0].to_string(),
         format!(
@@ -172,7 +196,7 @@ fn rule_28_a_runtime_error_and_a_loop_fail_with_a_reason() {
     assert!(e.contains("divide by zero"), "{e}");
     let out = b.eval("data.p.spin", &json!({}));
     let e = out.result.expect_err("stopped");
-    assert!(e.contains("time limit"), "{e}");
+    assert_eq!(e, "evaluation stopped at the time limit of 50ms");
     // Stopped near the limit, not after ten billion iterations.
     assert!(out.micros < 5_000_000, "{}µs", out.micros);
 }
@@ -192,7 +216,11 @@ fn policies_answer_for_their_bundles_only() {
 #[test]
 fn rule_31_test_rules_pass_and_fail_like_opa_test() {
     let dir = tempfile::tempdir().expect("tmp");
-    write(dir.path(), "p.rego", "package p\nallow if input.user == \"root\"\n");
+    write(
+        dir.path(),
+        "p.rego",
+        "package p\nallow if input.user == \"root\"\n",
+    );
     write(
         dir.path(),
         "p_test.rego",
@@ -203,10 +231,7 @@ fn rule_31_test_rules_pass_and_fail_like_opa_test() {
     );
     let b = Bundle::load(dir.path(), LIMIT).expect("loads");
     let results = b.run_tests();
-    let summary: Vec<(String, bool)> = results
-        .iter()
-        .map(|r| (r.name.clone(), r.passed))
-        .collect();
+    let summary: Vec<(String, bool)> = results.iter().map(|r| (r.name.clone(), r.passed)).collect();
     assert_eq!(
         summary,
         [

@@ -119,8 +119,11 @@ fn main() -> ExitCode {
             Cmd::Serve { files } => serve(files.config).await,
             Cmd::Check { files } => match load(&files) {
                 Ok(c) => {
-                    let bundles: std::collections::BTreeSet<&str> =
-                        c.policy_sites.iter().map(|(r, _)| r.bundle.as_str()).collect();
+                    let bundles: std::collections::BTreeSet<&str> = c
+                        .policy_sites
+                        .iter()
+                        .map(|(r, _)| r.bundle.as_str())
+                        .collect();
                     println!(
                         "ok: {} resources, {} users, {} connectors, {} policy bundles",
                         c.resources.len(),
