@@ -9,6 +9,7 @@ mod cli;
 mod connector;
 mod helpers;
 mod lifecycle;
+mod policies;
 mod rules;
 mod security;
 mod surface;
