@@ -179,6 +179,12 @@ impl Bundle {
                 message: format!("data: {e}"),
             }]);
         }
+        // Analysis (scheduling, imports, functions) runs once here, so that its errors are
+        // reported at load and every evaluation starts from a prepared engine: a clone of an
+        // unprepared engine would redo the analysis on each evaluation.
+        if let Err(e) = engine.eval_query("true".to_owned(), false) {
+            return Err(vec![rego_error(&e.to_string(), &path)]);
+        }
         Ok(Bundle {
             path,
             engine,

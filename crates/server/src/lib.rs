@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod bench_expiry;
+pub mod bench_policy;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -45,6 +45,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Measure how fast grants expire (approval-only grants on durable SQLite).
     BenchExpiry(countersign::bench_expiry::ExpiryArgs),
+    /// Measure the cost of one policy decision (fast-track hook, OPA's RBAC example).
+    BenchPolicy(countersign::bench_policy::PolicyBenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
             Cmd::Policy(cmd) => policy_cmd::run(cmd),
             Cmd::Bench(args) => bench::main(args).await,
             Cmd::BenchExpiry(args) => countersign::bench_expiry::run(args).await,
+            Cmd::BenchPolicy(args) => countersign::bench_policy::run(args),
             Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
         }
     })
