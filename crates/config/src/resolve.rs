@@ -171,16 +171,12 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             continue;
         }
         let before = errors.len();
-        let res = resource(
-            &loc,
-            name.clone(),
-            r,
-            &directory,
-            &connectors,
-            &approval_only,
-            &mut policy_sites,
-            errors,
-        );
+        let known = Known {
+            dir: &directory,
+            connectors: &connectors,
+            approval_only: &approval_only,
+        };
+        let res = resource(&loc, name.clone(), r, &known, &mut policy_sites, errors);
         if errors.len() == before {
             resources.insert(name, res);
         }
@@ -420,16 +416,26 @@ fn policy(
     r
 }
 
+/// What a resource may refer to: people, connectors, and the names of approval-only ones.
+struct Known<'a> {
+    dir: &'a Directory,
+    connectors: &'a BTreeMap<String, ConnectorDef>,
+    approval_only: &'a BTreeSet<String>,
+}
+
 fn resource(
     loc: &Loc,
     name: String,
     r: RawResource,
-    dir: &Directory,
-    connectors: &BTreeMap<String, ConnectorDef>,
-    approval_only: &BTreeSet<String>,
+    known: &Known<'_>,
     sites: &mut Vec<(PolicyRef, String)>,
     errors: &mut Vec<ConfigError>,
 ) -> ResourceDef {
+    let Known {
+        dir,
+        connectors,
+        approval_only,
+    } = *known;
     let connector = match r.connector {
         Some(c) if connectors.contains_key(&c) => Some(c),
         Some(c) if approval_only.contains(&c) => None,

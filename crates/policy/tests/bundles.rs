@@ -161,8 +161,7 @@ fn rule_28_syntax_errors_and_undefined_queries_are_located() {
         [(&r, "hcl/main.hcl:12: in resource \"db\"".to_owned())],
         LIMIT,
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(
         errors[0].to_string(),
         format!(
@@ -175,9 +174,7 @@ fn rule_28_syntax_errors_and_undefined_queries_are_located() {
         query: "data.countersign".into(),
         ..r
     };
-    let errors = Policies::load([(&pkg, "x.hcl:1".to_owned())], LIMIT)
-        .err()
-        .expect("refused");
+    let errors = Policies::load([(&pkg, "x.hcl:1".to_owned())], LIMIT).expect_err("refused");
     assert!(errors[0].message.contains("names a package"), "{errors:?}");
 }
 
