@@ -221,7 +221,7 @@ pub fn trace(t: &domain::Trace) -> TraceView {
         step: t.step,
         bundle: t.bundle.clone(),
         query: t.query.clone(),
-        result: t.result.clone(),
+        result: t.error.is_none().then(|| t.result.clone()),
         error: t.error.clone(),
         verdict: t.verdict.clone(),
         duration_us: t.micros,

@@ -388,14 +388,18 @@ fn policy(
     sites: &mut Vec<(PolicyRef, String)>,
     errors: &mut Vec<ConfigError>,
 ) -> PolicyRef {
-    if let Some(e) = &p.enforcement
-        && e != "deny"
-        && e != "warn"
-    {
-        errors.push(loc.err(
-            Some(key),
-            format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
-        ));
+    if let Some(e) = &p.enforcement {
+        if key != "policies" {
+            errors.push(loc.err(
+                Some(key),
+                format!("enforcement applies to resource policies only, not to {key}"),
+            ));
+        } else if e != "deny" && e != "warn" {
+            errors.push(loc.err(
+                Some(key),
+                format!("enforcement must be \"deny\" or \"warn\", not {e:?}"),
+            ));
+        }
     }
     if p.bundle.trim().is_empty() {
         errors.push(loc.err(Some(key), "bundle must name a directory, .rego or .tar.gz"));

@@ -30,6 +30,11 @@ fn the_examples_load() {
     assert!(cfg.directory.user("root@example.com").unwrap().admin);
     let dba = cfg.directory.people(&Principal::Group("dba".into()));
     assert_eq!(dba.len(), 2);
+    // Bundle paths are resolved against the file's directory.
+    let sym = load_files(&[root.join("sym-fast-track.hcl")]).unwrap();
+    let on_request = sym.resources["prod-aws"].on_request.clone().unwrap();
+    assert_eq!(PathBuf::from(&on_request.bundle), root.join("policies/"));
+    assert_eq!(sym.policy_sites.len(), 5);
 }
 
 #[test]
@@ -109,6 +114,18 @@ fn structural_mistakes_are_reported() {
         (
             "connector \"c\" {\n type = env(\"COUNTERSIGN_TEST_SURELY_UNSET\")\n}",
             "test.hcl:2",
+        ),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n on_request = { bundle = \"p\", query = \"data.x\", enforcement = \"warn\" }\n workflow = { steps = [ { reviewers = { one_of = [\"a@x.io\"] } } ] }\n}",
+            "test.hcl:4: in resource \"r\": enforcement applies to resource policies only",
+        ),
+        (
+            "user \"a@x.io\" {}\nresource \"r\" {\n max_duration = \"1h\"\n policies = [{ bundle = \"p\", query = \"data.x\", enforcement = \"block\" }]\n workflow = { steps = [ { reviewers = { one_of = [\"a@x.io\"] } } ] }\n}",
+            "enforcement must be \"deny\" or \"warn\", not \"block\"",
+        ),
+        (
+            "server {\n policy_timeout = \"20s\"\n}",
+            "test.hcl:2: in server: policy_timeout must be between 1ms and 10000ms",
         ),
     ];
     for (src, want) in cases {

@@ -85,9 +85,10 @@ pub struct Trace {
     pub step: Option<usize>,
     pub bundle: String,
     pub query: String,
-    /// The query's value; `null` when undefined, absent on error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    /// The query's value: `null` when undefined, and when the evaluation failed (`error`
+    /// says why).
+    #[serde(default)]
+    pub result: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What the engine made of it, in words: `skip`, `no skip`, `deny: …`, `approve`, ….

@@ -495,7 +495,7 @@ impl Request {
             step: step.map(|i| i + 1),
             bundle: p.bundle.clone(),
             query: p.query.clone(),
-            result: ev.result.as_ref().ok().cloned(),
+            result: ev.result.as_ref().ok().cloned().unwrap_or(Value::Null),
             error: out.as_ref().err().cloned(),
             verdict,
             micros: ev.micros,
@@ -645,6 +645,8 @@ impl Request {
         let said = self.evaluate(Purpose::OnRequest, None, &p, (dir, policies), now, |v| {
             let d = policy::decision(v)?;
             let verdict = match &d {
+                Some((Decision::Approve, r)) if r.is_empty() => "approve".to_owned(),
+                Some((Decision::Deny, r)) if r.is_empty() => "deny".to_owned(),
                 Some((Decision::Approve, r)) => format!("approve: {r}"),
                 Some((Decision::Deny, r)) => format!("deny: {r}"),
                 None => "continue to the reviewers".to_owned(),

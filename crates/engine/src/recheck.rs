@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use domain::{Actor, GrantState, PolicyEval, TimerKind, Timestamp, policy};
-use serde_json::json;
+use domain::{Actor, GrantState, PolicyEval, Purpose, TimerKind, Timestamp, Trace, policy};
+use serde_json::{Value, json};
 
 use crate::worker::{SWEEP, SWEEP_CLAIM};
 use crate::{Engine, EngineError, apply};
@@ -18,9 +18,9 @@ pub const POLICY_ACTOR: &str = "policy";
 
 struct Revoke {
     grant: String,
-    query: String,
+    /// The evaluation, recorded on the grant's request for `explain` (rule 31).
+    trace: Trace,
     message: String,
-    error: Option<String>,
 }
 
 pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineError> {
@@ -64,20 +64,34 @@ pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), En
             });
             let input = policy::input(&req, &config.directory, None, Some(grant), now);
             for p in &deny {
-                let said = policies
-                    .eval(p, &input)
+                let ev = policies.eval(p, &input);
+                let said = ev
                     .result
+                    .clone()
                     .and_then(|v| policy::messages(&v, &p.query));
                 let (message, error) = match said {
                     Ok(m) if m.is_empty() => continue,
                     Ok(m) => (m.join("; "), None),
                     Err(e) => ("policy error".to_owned(), Some(e)),
                 };
+                let verdict = match &error {
+                    Some(e) => format!("error: {e}; grant {} revoked", g.id),
+                    None => format!("deny: {message}; grant {} revoked", g.id),
+                };
                 revokes.push(Revoke {
                     grant: g.id.clone(),
-                    query: p.query.clone(),
+                    trace: Trace {
+                        purpose: Purpose::Recheck,
+                        step: None,
+                        bundle: p.bundle.clone(),
+                        query: p.query.clone(),
+                        result: ev.result.unwrap_or(Value::Null),
+                        error,
+                        verdict,
+                        micros: ev.micros,
+                        at: now,
+                    },
                     message,
-                    error,
                 });
                 break;
             }
@@ -109,13 +123,17 @@ pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), En
                     }
                     let mut ch = g.revoke(&actor, true, Some(r.message), done_at)?;
                     if let Some(ev) = ch.events.first_mut() {
-                        ev.detail.insert("policy".into(), r.query);
-                        if let Some(e) = r.error {
-                            ev.detail.insert("error".into(), e);
+                        ev.detail.insert("policy".into(), r.trace.query.clone());
+                        if let Some(e) = &r.trace.error {
+                            ev.detail.insert("error".into(), e.clone());
                         }
                     }
                     apply(tx, ch, done_at, notice).await?;
                     tx.put_grant(&g).await?;
+                    if let Some(mut req) = tx.request(&g.spec.request).await? {
+                        req.trace.push(r.trace);
+                        tx.put_request(&req).await?;
+                    }
                 }
                 if interval.secs() > 0 {
                     tx.schedule(TimerKind::PolicyCheck, SWEEP, done_at.plus(interval))

@@ -2538,6 +2538,7 @@ resource "db" {
         reload
         advance 10m
         state G1
+        explain R1
         request bob db
         write policies/p.rego package countersign\ndeny contains "x" if {\n
         reload
@@ -2568,6 +2569,11 @@ resource "db" {
               grant_revoked G1
             > state G1
               G1 revoked expires_at=+4h
+            > explain R1
+              deny policy data.countersign.deny: no messages
+              re-evaluation of data.countersign.deny: deny: bob is suspended; grant G1 revoked
+              step 1: approved (alice approve)
+              approved by alice
             > request bob db
               request_created R2 by bob duration=1h resource=db
               request_denied R2 comment='bob is suspended' policy=data.countersign.deny

@@ -206,7 +206,7 @@ pub struct RequestView {
 /// One policy evaluation that affected a request.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TraceView {
-    /// deny, warn, on_request, skip_if or reviewers.
+    /// deny, warn, on_request, skip_if, reviewers, or recheck (rule 20, on an active grant).
     pub purpose: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
