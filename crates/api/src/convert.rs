@@ -212,6 +212,11 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
         extends: r.extends.clone(),
         grant: grant.map(self::grant),
         warnings: r.warnings.clone(),
+        created_by: r.context.created_by.clone(),
+        purpose: r.context.purpose.clone(),
+        reference_url: r.context.reference_url.clone(),
+        correlation_id: r.context.correlation_id.clone(),
+        request_data: r.context.request_data.clone(),
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     crate::openapi_router()
         .routes(routes!(list_resources))
         .routes(routes!(create_request, list_requests))
-        .routes(routes!(get_request))
+        .routes(routes!(get_request, update_request))
         .routes(routes!(explain_request))
         .routes(routes!(simulate))
         .routes(routes!(review_request))
@@ -111,6 +111,14 @@ async fn create_request(
                 duration,
                 fields,
                 start_at,
+                requester: body.requester,
+                context: domain::Context {
+                    created_by: None,
+                    purpose: body.purpose,
+                    reference_url: body.reference_url,
+                    correlation_id: body.correlation_id,
+                    request_data: body.request_data,
+                },
             },
         )
         .await?;
@@ -193,6 +201,26 @@ async fn get_request(
     Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 
+/// Update the purpose or reason of a pending request (its creator only).
+#[utoipa::path(patch, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path)),
+    request_body = UpdateRequestBody,
+    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<UpdateRequestBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let r = state
+        .engine
+        .update_request(&actor, &id, body.purpose, body.reason)
+        .await?;
+    Ok(Json(with_grant(&state, &actor, &r).await?))
+}
+
 /// The decision trace (rule 31): every policy evaluation, each step skipped, auto-decided or
 /// routed to whom.
 #[utoipa::path(get, path = "/v1/requests/{id}/explain", tag = "requests", params(("id" = String, Path)),
@@ -234,6 +262,7 @@ async fn simulate(
                 duration,
                 fields,
                 start_at: None,
+                ..Default::default()
             },
         )
         .await?;

@@ -76,7 +76,8 @@ pub enum RequestCmd {
     /// Ask for a resource.
     Create {
         resource: String,
-        #[arg(long)]
+        /// Why you ask (required unless an app gives --purpose).
+        #[arg(long, default_value = "")]
         reason: String,
         /// For example 15m or 1h; defaults to the resource's shortest duration.
         #[arg(long)]
@@ -88,6 +89,18 @@ pub enum RequestCmd {
         /// approval.
         #[arg(long, value_name = "TIME")]
         start_at: Option<String>,
+        /// What is asked, in markdown (with an app token, may stand in for --reason).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// A link for reviewers (http:// or https://).
+        #[arg(long)]
+        reference_url: Option<String>,
+        /// Your own id for this request, returned with the outcome.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// With an app token: the person the app asks for.
+        #[arg(long)]
+        requester: Option<String>,
         /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
         #[arg(long)]
         wait: bool,
@@ -344,6 +357,10 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             duration,
             fields,
             start_at,
+            purpose,
+            reference_url,
+            correlation_id,
+            requester,
             wait,
             poll_seconds,
         }) => {
@@ -354,6 +371,11 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 duration,
                 fields: map,
                 start_at,
+                purpose,
+                reference_url,
+                correlation_id,
+                request_data: None,
+                requester,
             };
             let mut r: RequestView = c.post("/v1/requests", &body).await?;
             if !wait {

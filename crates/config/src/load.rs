@@ -44,6 +44,7 @@ pub(crate) struct RawConfig {
     pub server: Option<(Loc, RawServer)>,
     pub users: Vec<(Loc, String, RawUser)>,
     pub groups: Vec<(Loc, String, RawGroup)>,
+    pub apps: Vec<(Loc, String, RawApp)>,
     pub connectors: Vec<(Loc, String, RawConnector)>,
     pub resources: Vec<(Loc, String, RawResource)>,
 }
@@ -183,12 +184,12 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             attrs: BTreeMap::new(),
         };
         let want_labels = if kind == "server" { 0 } else { 1 };
-        if !["server", "user", "group", "connector", "resource"].contains(&kind) {
+        if !["server", "user", "group", "app", "connector", "resource"].contains(&kind) {
             errors.push(loc.err(
                 None,
                 format!(
-                    "unknown block type {kind:?}; expected server, user, group, connector or \
-                     resource"
+                    "unknown block type {kind:?}; expected server, user, group, app, connector \
+                     or resource"
                 ),
             ));
             continue;
@@ -226,6 +227,11 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             "group" => {
                 if let Some(v) = typed(value, &loc, errors) {
                     raw.groups.push((loc, name, v));
+                }
+            }
+            "app" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    raw.apps.push((loc, name, v));
                 }
             }
             "connector" => {

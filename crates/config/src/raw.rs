@@ -37,6 +37,12 @@ pub struct RawGroup {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawConnector {
     #[serde(rename = "type")]
     pub kind: String,

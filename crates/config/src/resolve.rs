@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use domain::{
-    Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers, Span,
-    StepDef, UserDef, Workflow,
+    AppDef, Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers,
+    Span, StepDef, UserDef, Workflow,
 };
 
 use crate::load::{Loc, RawConfig};
@@ -134,7 +134,30 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         }
         groups.insert(name, g.members.into_iter().collect());
     }
-    let directory = Directory::new(users, groups);
+    let mut apps = BTreeMap::new();
+    for (loc, name, a) in raw.apps {
+        if !valid_name(&name) {
+            errors.push(loc.err(None, format!("invalid app name {name:?}")));
+            continue;
+        }
+        if apps.contains_key(&name) {
+            errors.push(loc.err(None, format!("app {name:?} is defined twice")));
+            continue;
+        }
+        let mut def = AppDef::default();
+        for r in a.roles {
+            match r.as_str() {
+                "request_approval" => def.request_approval = true,
+                "admin" => def.admin = true,
+                other => errors.push(loc.err(
+                    Some("roles"),
+                    format!("unknown app role {other:?}; use request_approval or admin"),
+                )),
+            }
+        }
+        apps.insert(name, def);
+    }
+    let directory = Directory::new(users, groups).with_apps(apps);
 
     let mut connectors = BTreeMap::new();
     let mut approval_only = BTreeSet::new();

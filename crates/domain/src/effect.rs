@@ -51,6 +51,7 @@ impl Event {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     RequestCreated,
+    RequestUpdated,
     RequestCoveredByGrant,
     StepEntered,
     StepSkipped,
@@ -81,6 +82,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::RequestCreated => "request_created",
+            EventKind::RequestUpdated => "request_updated",
             EventKind::RequestCoveredByGrant => "request_covered_by_grant",
             EventKind::StepEntered => "step_entered",
             EventKind::StepSkipped => "step_skipped",

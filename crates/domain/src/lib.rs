@@ -22,10 +22,10 @@ pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
 pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};
 pub use policy::{Evaluation, NoPolicies, PolicyEval, Purpose, Trace};
-pub use principal::{Actor, Directory, Principal, UserDef};
+pub use principal::{Actor, AppDef, Directory, Principal, UserDef};
 pub use request::{
-    Comment, Decision, NewRequest, Request, RequestState, Review, ReviewInput, Scope, StepState,
-    StepStatus,
+    Comment, Context, Decision, NewRequest, Request, RequestState, Review, ReviewInput, Scope,
+    StepState, StepStatus,
 };
 pub use resource::{
     FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef, Reviewers, StepDef, Workflow,
@@ -44,6 +44,12 @@ pub mod limits {
     pub const MAX_COMMENTS: usize = 500;
     /// Most assignments one step may collect.
     pub const MAX_ASSIGNMENTS: usize = 20;
+    /// Longest accepted `purpose` (markdown), in characters.
+    pub const MAX_PURPOSE: usize = 16 * 1024;
+    /// Longest accepted `reference_url` and `correlation_id`, in characters.
+    pub const MAX_REFERENCE: usize = 2048;
+    /// Largest accepted `request_data`, as compact JSON, in bytes.
+    pub const MAX_REQUEST_DATA: usize = 16 * 1024;
     /// How far ahead a request may schedule its grant's start.
     pub const MAX_START_AHEAD: crate::Span = crate::Span::from_secs(30 * 24 * 3600);
 }

@@ -84,11 +84,22 @@ pub struct UserDef {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The users and groups of the configuration, with membership resolved both ways.
+/// A configured application (rule 21): it asks for decisions through the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppDef {
+    /// `request_approval`: create requests, and read, update and cancel its own.
+    pub request_approval: bool,
+    /// `admin`: what an admin person may do, except reviewing.
+    pub admin: bool,
+}
+
+/// The users, groups and applications of the configuration, with membership resolved both
+/// ways.
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     users: BTreeMap<String, UserDef>,
     members: BTreeMap<String, BTreeSet<String>>,
+    apps: BTreeMap<String, AppDef>,
 }
 
 impl Directory {
@@ -112,7 +123,22 @@ impl Directory {
                 }
             }
         }
-        Directory { users, members }
+        Directory {
+            users,
+            members,
+            apps: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the configured applications, by name (without `app:`).
+    pub fn with_apps(mut self, apps: BTreeMap<String, AppDef>) -> Directory {
+        self.apps = apps;
+        self
+    }
+
+    /// An application, by principal id (`app:deployer`).
+    pub fn app(&self, id: &str) -> Option<&AppDef> {
+        self.apps.get(id.strip_prefix("app:")?)
     }
 
     pub fn user(&self, email: &str) -> Option<&UserDef> {
@@ -141,12 +167,22 @@ impl Directory {
         }
     }
 
-    /// The acting identity of a configured user.
-    pub fn actor(&self, email: &str) -> Option<Actor> {
-        self.users.get(email).map(|u| Actor {
-            id: email.to_owned(),
+    /// The acting identity of a configured user (`alice@example.com`) or application
+    /// (`app:deployer`).
+    pub fn actor(&self, subject: &str) -> Option<Actor> {
+        if let Some(a) = self.app(subject) {
+            return Some(Actor {
+                id: subject.to_owned(),
+                groups: BTreeSet::new(),
+                admin: a.admin,
+                app: true,
+            });
+        }
+        self.users.get(subject).map(|u| Actor {
+            id: subject.to_owned(),
             groups: u.groups.clone(),
             admin: u.admin,
+            app: false,
         })
     }
 }
@@ -157,6 +193,8 @@ pub struct Actor {
     pub id: String,
     pub groups: BTreeSet<String>,
     pub admin: bool,
+    /// An application (`app:<name>`), never a person: it cannot review.
+    pub app: bool,
 }
 
 impl Actor {

@@ -282,6 +282,81 @@ pub struct Request {
     /// Every policy evaluation that affected this request, in order (rule 31).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<Trace>,
+    /// What an application sent with the request (rule 21).
+    #[serde(default, skip_serializing_if = "Context::is_empty")]
+    pub context: Context,
+}
+
+/// What an application sends with a request (rule 21), kept as sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// The application that created the request, when it acts for `requester`, or is it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// What is asked, in markdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Any JSON the application wants back with the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_data: Option<Value>,
+}
+
+impl Context {
+    pub fn is_empty(&self) -> bool {
+        *self == Context::default()
+    }
+
+    /// Rule 21's bounds: sizes, and a reference URL that is an absolute http(s) URL.
+    fn check(&self) -> Result<(), DomainError> {
+        if let Some(p) = &self.purpose
+            && p.chars().count() > crate::limits::MAX_PURPOSE
+        {
+            return Err(invalid(format!(
+                "purpose is longer than {} characters",
+                crate::limits::MAX_PURPOSE
+            )));
+        }
+        for (what, v) in [
+            ("reference_url", &self.reference_url),
+            ("correlation_id", &self.correlation_id),
+        ] {
+            if let Some(v) = v {
+                if v.chars().count() > crate::limits::MAX_REFERENCE {
+                    return Err(invalid(format!(
+                        "{what} is longer than {} characters",
+                        crate::limits::MAX_REFERENCE
+                    )));
+                }
+                if v.chars().any(char::is_control) {
+                    return Err(invalid(format!("{what} contains control characters")));
+                }
+            }
+        }
+        if let Some(u) = &self.reference_url {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(' ')) {
+                return Err(invalid(format!(
+                    "reference_url {u:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        if let Some(d) = &self.request_data {
+            let size = serde_json::to_vec(d).map_or(usize::MAX, |b| b.len());
+            if size > crate::limits::MAX_REQUEST_DATA {
+                return Err(invalid(format!(
+                    "request_data is {size} bytes; at most {} are accepted",
+                    crate::limits::MAX_REQUEST_DATA
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a requester asks for.
@@ -294,6 +369,7 @@ pub struct NewRequest {
     pub fields: BTreeMap<String, Input>,
     pub start_at: Option<Timestamp>,
     pub extends: Option<String>,
+    pub context: Context,
 }
 
 /// One reviewer's decision as submitted.
@@ -332,14 +408,28 @@ impl Request {
         now: Timestamp,
         covered_by: Option<&str>,
     ) -> Result<(Request, Changes), DomainError> {
-        if dir.user(&new.requester).is_none() {
+        if dir.user(&new.requester).is_none() && dir.app(&new.requester).is_none() {
             return Err(forbidden(format!(
                 "{} is not a configured user",
                 new.requester
             )));
         }
+        new.context.check()?;
+        // An application may give a purpose instead of a reason: its first line stands in.
+        let mut new = new;
+        if new.reason.trim().is_empty()
+            && let Some(line) = new
+                .context
+                .purpose
+                .as_deref()
+                .and_then(|p| p.lines().map(str::trim).find(|l| !l.is_empty()))
+        {
+            new.reason = line.chars().take(200).collect();
+        }
         if new.reason.trim().is_empty() {
-            return Err(invalid("a reason is required"));
+            return Err(invalid(
+                "a reason (or, from an application, a purpose) is required",
+            ));
         }
         check_text("reason", &new.reason)?;
         let duration = new.duration.unwrap_or_else(|| res.default_duration());
@@ -411,6 +501,7 @@ impl Request {
             policies: res.policies.clone(),
             warnings: vec![],
             trace: vec![],
+            context: new.context,
         };
         for (i, step) in res.workflow.steps.iter().enumerate() {
             for p in &step.reviewers_from {
@@ -858,9 +949,59 @@ impl Request {
             })
     }
 
-    /// Who may see this request at all (everyone else gets "not found").
+    /// Who may see this request at all (everyone else gets "not found"): admins, the people
+    /// involved, and the application that created it.
     pub fn visible_to(&self, actor: &Actor) -> bool {
-        actor.admin || self.involves(&actor.id)
+        actor.admin
+            || self.involves(&actor.id)
+            || self.context.created_by.as_deref() == Some(actor.id.as_str())
+    }
+
+    /// Who created the request: the application that did, or the requester.
+    pub fn creator(&self) -> &str {
+        self.context
+            .created_by
+            .as_deref()
+            .unwrap_or(&self.requester)
+    }
+
+    /// Rule 4: the creator of a pending request updates its purpose or reason text, and
+    /// nothing else.
+    pub fn update(
+        &mut self,
+        actor: &Actor,
+        purpose: Option<String>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Changes, DomainError> {
+        if actor.id != self.creator() {
+            return Err(forbidden("only the request's creator may update it"));
+        }
+        self.require_pending(now)?;
+        if purpose.is_none() && reason.is_none() {
+            return Err(invalid("nothing to update: give purpose or reason"));
+        }
+        let mut ev = Event::request(EventKind::RequestUpdated, &self.id, Some(&actor.id));
+        if let Some(r) = reason {
+            if r.trim().is_empty() {
+                return Err(invalid("a reason cannot be empty"));
+            }
+            check_text("reason", &r)?;
+            ev = ev.with("reason", &r);
+            self.reason = r;
+        }
+        if let Some(p) = purpose {
+            let next = Context {
+                purpose: Some(p.clone()),
+                ..Context::default()
+            };
+            next.check()?;
+            ev = ev.with("purpose_chars", p.chars().count());
+            self.context.purpose = Some(p);
+        }
+        let mut ch = Changes::default();
+        ch.event(ev);
+        Ok(ch)
     }
 
     /// Refuses decisions on a request that is finished, or whose pending TTL has run out even
@@ -1123,10 +1264,11 @@ impl Request {
         if let Some(r) = &reason {
             check_text("reason", r)?;
         }
-        if actor.id != self.requester {
+        let creator = self.context.created_by.as_deref() == Some(actor.id.as_str());
+        if actor.id != self.requester && !creator {
             if !actor.admin {
                 return Err(forbidden(
-                    "only the requester or an admin may cancel a request",
+                    "only the requester, the application that created it or an admin may cancel a request",
                 ));
             }
             if reason.is_none() {

@@ -297,6 +297,7 @@ impl Engine {
             fields: input.fields,
             start_at: input.start_at,
             extends: None,
+            context: input.context,
         };
         let (mut req, _changes) = Request::create(
             new,

@@ -36,8 +36,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use worker::Worker;
 
-/// What a requester submits.
-#[derive(Clone, Debug)]
+/// What a requester (or an application) submits.
+#[derive(Clone, Debug, Default)]
 pub struct CreateRequest {
     pub resource: String,
     pub reason: String,
@@ -45,6 +45,10 @@ pub struct CreateRequest {
     pub fields: BTreeMap<String, Input>,
     /// Start the grant later than approval (rule 16).
     pub start_at: Option<Timestamp>,
+    /// The person an application asks for (rule 21); only applications may name one.
+    pub requester: Option<String>,
+    /// What an application sends with the request (rule 21); `created_by` is set here.
+    pub context: domain::Context,
 }
 
 /// Filters of `GET /v1/requests`.
@@ -278,14 +282,16 @@ impl Engine {
         }
         let now = self.now();
         let notice = config.server.expiry_notice;
+        let (requester, context) = who_asks(&config, actor, input.requester, input.context)?;
         let new = NewRequest {
             id: new_id(now),
-            requester: actor.id.clone(),
+            requester,
             reason: input.reason,
             duration: input.duration,
             fields: input.fields,
             start_at: input.start_at,
             extends: None,
+            context,
         };
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
@@ -368,6 +374,19 @@ impl Engine {
     ) -> Result<Request, EngineError> {
         let a = actor.clone();
         self.transition(actor, id, move |r, now| r.cancel(&a, reason, now))
+            .await
+    }
+
+    /// Rule 4: the creator of a pending request updates its purpose or reason.
+    pub async fn update_request(
+        &self,
+        actor: &Actor,
+        id: &str,
+        purpose: Option<String>,
+        reason: Option<String>,
+    ) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        self.transition(actor, id, move |r, now| r.update(&a, purpose, reason, now))
             .await
     }
 
@@ -566,6 +585,7 @@ impl Engine {
                     fields,
                     start_at: None,
                     extends: Some(g.id.clone()),
+                    context: domain::Context::default(),
                 };
                 // Rule 5 does not apply: the grant that covers the resource is the one to
                 // extend.
@@ -625,9 +645,12 @@ impl Engine {
     }
 
     /// Issues a bearer token for a configured user; returns the token, shown only once.
+    /// A token for a configured user (`alice@example.com`) or application (`app:deployer`).
     pub async fn create_token(&self, subject: &str) -> Result<String, EngineError> {
-        if self.config().directory.user(subject).is_none() {
-            return Err(DomainError::Invalid(format!("{subject} is not a configured user")).into());
+        if self.config().directory.actor(subject).is_none() {
+            return Err(
+                DomainError::Invalid(format!("{subject} is not a configured user or app")).into(),
+            );
         }
         let token = tokens::new_token();
         let hash = token_hash(&token);
@@ -726,6 +749,46 @@ impl Engine {
         let set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         set.contains(&(TimerKind::ConnectorGrant, grant.to_owned()))
             || set.contains(&(TimerKind::Repair, grant.to_owned()))
+    }
+}
+
+/// Rule 21: who a request is for and who created it. A person asks for themselves; an
+/// application with the `request_approval` (or `admin`) role asks for itself or for a
+/// configured person, and is recorded as the creator.
+fn who_asks(
+    config: &Config,
+    actor: &Actor,
+    requester: Option<String>,
+    mut context: domain::Context,
+) -> Result<(String, domain::Context), EngineError> {
+    if !actor.app {
+        // A person may send a purpose and a reference too: they are useful to reviewers.
+        return match requester {
+            Some(r) if r != actor.id => Err(DomainError::Forbidden(
+                "only an application may ask on behalf of someone else".into(),
+            )
+            .into()),
+            _ => Ok((actor.id.clone(), context)),
+        };
+    }
+    let may = config
+        .directory
+        .app(&actor.id)
+        .is_some_and(|a| a.request_approval || a.admin);
+    if !may {
+        return Err(DomainError::Forbidden(format!(
+            "{} does not have the request_approval role",
+            actor.id
+        ))
+        .into());
+    }
+    context.created_by = Some(actor.id.clone());
+    match requester {
+        None => Ok((actor.id.clone(), context)),
+        Some(r) if config.directory.user(&r).is_some() => Ok((r, context)),
+        Some(r) => {
+            Err(DomainError::Invalid(format!("requester {r:?} is not a configured user")).into())
+        }
     }
 }
 

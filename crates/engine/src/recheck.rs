@@ -112,6 +112,7 @@ pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), En
                     id: POLICY_ACTOR.to_owned(),
                     groups: Default::default(),
                     admin: true,
+                    app: false,
                 };
                 for r in revokes {
                     let Some(mut g) = tx.grant(&r.grant).await? else {

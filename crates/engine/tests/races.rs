@@ -54,6 +54,7 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
                 duration: None,
                 fields: Default::default(),
                 start_at: None,
+                ..Default::default()
             },
         )
         .await

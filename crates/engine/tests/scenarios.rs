@@ -381,6 +381,7 @@ impl Run {
                     duration,
                     fields,
                     start_at,
+                    ..Default::default()
                 };
                 let req = self.engine.create_request(&self.actor(user), input).await?;
                 self.name(&req.id, 'R');
@@ -580,6 +581,7 @@ impl Run {
                     duration: None,
                     fields,
                     start_at: None,
+                    ..Default::default()
                 };
                 let s = self
                     .engine
@@ -806,7 +808,7 @@ async fn rule_4_requester_or_admin_with_reason_may_cancel() {
               request_created R2 by alice duration=1h resource=db
               step_entered R2 reviewers=bob step=1
             > cancel bob R2 please resubmit
-              error: forbidden: only the requester or an admin may cancel a request
+              error: forbidden: only the requester, the application that created it or an admin may cancel a request
             > cancel mallory R2 mine now
               error: not_found: request R2 not found
             > cancel root R2

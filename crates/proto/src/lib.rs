@@ -74,10 +74,12 @@ pub struct ResourceList {
 }
 
 /// `POST /v1/requests`.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequestBody {
     pub resource: String,
+    /// Why; an application may give `purpose` instead (its first line stands in).
+    #[serde(default)]
     pub reason: String,
     /// Defaults to the shortest duration the resource allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +90,32 @@ pub struct CreateRequestBody {
     /// Start the grant at this time (RFC 3339) rather than at approval; at most 30 days ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<String>,
+    /// What is asked, in markdown (at most 16 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// A link for reviewers (an http:// or https:// URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_url: Option<String>,
+    /// The caller's own id for this request, returned with the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Any JSON (at most 16 KiB), returned with the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub request_data: Option<Value>,
+    /// The person an application asks for; applications only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+}
+
+/// `PATCH /v1/requests/{id}`: the creator updates a pending request's text.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequestBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Ask to extend an active grant (rule 19): a new request through the resource's workflow.
@@ -201,6 +229,18 @@ pub struct RequestView {
     /// Messages of the resource's `warn` policies, for reviewers.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The application that created the request (for `requester`, or as it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub request_data: Option<Value>,
 }
 
 /// One policy evaluation that affected a request.

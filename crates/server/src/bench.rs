@@ -226,8 +226,7 @@ async fn workflow(
         resource,
         reason: "bench".into(),
         duration: Some("1h".into()),
-        fields: Default::default(),
-        start_at: None,
+        ..Default::default()
     };
     let r = call(
         http,

@@ -53,12 +53,16 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum TokenCmd {
-    /// Print a new token for a configured user (shown once; stored hashed).
+    /// Print a new token for a configured user or app (shown once; stored hashed).
     Create {
         #[command(flatten)]
         files: ConfigFiles,
+        /// A configured user's email.
+        #[arg(long, required_unless_present = "app", conflicts_with = "app")]
+        user: Option<String>,
+        /// A configured app's name (the token acts as `app:<name>`).
         #[arg(long)]
-        user: String,
+        app: Option<String>,
     },
 }
 
@@ -137,12 +141,17 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
-            Cmd::Token(TokenCmd::Create { files, user }) => {
+            Cmd::Token(TokenCmd::Create { files, user, app }) => {
                 let cfg = match load(&files.config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match token_create(cfg, &user).await {
+                let subject = match (user, app) {
+                    (Some(u), _) => u,
+                    (None, Some(a)) => format!("app:{a}"),
+                    (None, None) => return ExitCode::from(3),
+                };
+                match token_create(cfg, &subject).await {
                     Ok(t) => {
                         println!("{t}");
                         ExitCode::SUCCESS

@@ -5,6 +5,7 @@
 //! Each test is arrange / act / assert and names the rule of PRODUCT.md it proves (`rule_N_…`
 //! for §3, `sec_5_…` and `sec_7_…` for the API and security sections, `cli_…` for the CLI).
 
+mod apps;
 mod cli;
 mod connector;
 mod helpers;

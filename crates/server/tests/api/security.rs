@@ -172,10 +172,13 @@ async fn sec_7_missing_json_property_is_400() {
     let app = TestApp::spawn(RESOURCES).await;
 
     // Act
-    let (status, err) = create_as_alice(&app, json!({ "resource": "db" })).await;
+    // `resource` is the one property a create must have (a reason may come as a purpose).
+    let (status, err) = create_as_alice(&app, json!({ "reason": "x" })).await;
+    let (no_text, err2) = create_as_alice(&app, json!({ "resource": "db" })).await;
 
     // Assert
     assert_error(status, &err, StatusCode::BAD_REQUEST);
+    assert_error(no_text, &err2, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 /// Rule 2: the resource must exist.
