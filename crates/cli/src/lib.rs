@@ -89,7 +89,7 @@ pub enum RequestCmd {
         /// approval.
         #[arg(long, value_name = "TIME")]
         start_at: Option<String>,
-        /// What is asked, in markdown (with an app token, may stand in for --reason).
+        /// What is asked, in markdown (its first line stands in for a missing --reason).
         #[arg(long)]
         purpose: Option<String>,
         /// A link for reviewers (http:// or https://).

@@ -427,9 +427,7 @@ impl Request {
             new.reason = line.chars().take(200).collect();
         }
         if new.reason.trim().is_empty() {
-            return Err(invalid(
-                "a reason (or, from an application, a purpose) is required",
-            ));
+            return Err(invalid("a reason (or a purpose) is required"));
         }
         check_text("reason", &new.reason)?;
         let duration = new.duration.unwrap_or_else(|| res.default_duration());
@@ -517,7 +515,9 @@ impl Request {
 
         let denial = req.evaluate_resource_policies(dir, policies, now);
         let mut ch = Changes::default();
-        let mut ev = Event::request(EventKind::RequestCreated, &req.id, Some(&req.requester))
+        // The actor is whoever acted: the application that asked for the requester, if one
+        // did.
+        let mut ev = Event::request(EventKind::RequestCreated, &req.id, Some(req.creator()))
             .with("resource", &req.resource)
             .with("duration", req.duration)
             .with("reason", &req.reason);
@@ -526,6 +526,9 @@ impl Request {
         }
         if let Some(g) = &req.extends {
             ev = ev.with("extends", g);
+        }
+        if req.context.created_by.is_some() {
+            ev = ev.with("requester", &req.requester);
         }
         if !req.warnings.is_empty() {
             ev = ev.with("warnings", req.warnings.join("\n"));
@@ -996,7 +999,11 @@ impl Request {
                 ..Context::default()
             };
             next.check()?;
-            ev = ev.with("purpose_chars", p.chars().count());
+            if p.trim().is_empty() {
+                return Err(invalid("a purpose cannot be empty"));
+            }
+            // The new text is in the audit log, so that what a reviewer read can be found.
+            ev = ev.with("purpose", &p);
             self.context.purpose = Some(p);
         }
         let mut ch = Changes::default();

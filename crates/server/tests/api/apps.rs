@@ -75,6 +75,22 @@ async fn rule_21_an_app_asks_for_a_person_and_reviewers_see_both() {
         polled["reference_url"],
         "https://ci.example.com/pipelines/4711"
     );
+    // The audit log names who acted: the app, asking for carol.
+    let created = audit_event(&app, "request_created").await;
+    assert_eq!(created["actor"], "app:deployer");
+    assert_eq!(created["detail"]["requester"], "carol@example.com");
+}
+
+/// The first audit event of `kind`.
+async fn audit_event(app: &TestApp, kind: &str) -> Value {
+    let (_, page) = app.get("root", "/v1/audit").await;
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event"].clone())
+        .find(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event in {page}"))
 }
 
 #[tokio::test]
@@ -147,6 +163,9 @@ async fn rule_4_an_app_reads_updates_and_cancels_only_its_own_requests() {
     assert_eq!(others_list["requests"], json!([]));
     assert_eq!(s_upd, StatusCode::OK, "{updated}");
     assert_eq!(updated["purpose"], "Deploy v2.3.2 instead");
+    let logged = audit_event(&app, "request_updated").await;
+    assert_eq!(logged["actor"], "app:deployer");
+    assert_eq!(logged["detail"]["purpose"], "Deploy v2.3.2 instead");
     assert_eq!(s_own, StatusCode::OK, "{cancelled}");
     assert_eq!(cancelled["state"], "cancelled");
     assert_eq!(cancelled["outcome"]["actioned_by"]["id"], "app:deployer");
