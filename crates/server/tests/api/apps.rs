@@ -34,6 +34,19 @@ async fn spawn() -> TestApp {
     app
 }
 
+/// `PATCH path` with a JSON body, as `user`.
+async fn patch(app: &TestApp, user: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let bytes = body.to_string().into_bytes();
+    app.api
+        .send(
+            reqwest::Method::PATCH,
+            path,
+            Some(app.api.token(user)),
+            Some(("application/json", bytes)),
+        )
+        .await
+}
+
 fn ask_for(requester: Option<&str>) -> Value {
     let mut body = json!({
         "resource": "deploy-prod",
@@ -117,28 +130,12 @@ async fn rule_4_an_app_reads_updates_and_cancels_only_its_own_requests() {
 
     // Act: another app tries everything; the creator updates, then cancels.
     let (s_get, e_get) = app.get("ci-bot", &path).await;
-    let (s_patch, e_patch) = app
-        .api
-        .send(
-            reqwest::Method::PATCH,
-            &path,
-            Some(app.api.token("ci-bot")),
-            Some(("application/json", new_purpose.to_string().into_bytes())),
-        )
-        .await;
+    let (s_patch, e_patch) = patch(&app, "ci-bot", &path, &new_purpose).await;
     let (s_cancel, e_cancel) = app
         .post("ci-bot", &format!("{path}/cancel"), json!({}))
         .await;
     let (_, others_list) = app.get("ci-bot", "/v1/requests").await;
-    let (s_upd, updated) = app
-        .api
-        .send(
-            reqwest::Method::PATCH,
-            &path,
-            Some(app.api.token("deployer")),
-            Some(("application/json", new_purpose.to_string().into_bytes())),
-        )
-        .await;
+    let (s_upd, updated) = patch(&app, "deployer", &path, &new_purpose).await;
     let (s_own, cancelled) = app
         .post(
             "deployer",
@@ -146,15 +143,7 @@ async fn rule_4_an_app_reads_updates_and_cancels_only_its_own_requests() {
             json!({ "reason": "superseded" }),
         )
         .await;
-    let (s_late, late) = app
-        .api
-        .send(
-            reqwest::Method::PATCH,
-            &path,
-            Some(app.api.token("deployer")),
-            Some(("application/json", new_purpose.to_string().into_bytes())),
-        )
-        .await;
+    let (s_late, late) = patch(&app, "deployer", &path, &new_purpose).await;
 
     // Assert
     assert_error(s_get, &e_get, StatusCode::NOT_FOUND);
@@ -184,25 +173,18 @@ async fn rule_4_only_the_creator_updates_and_reviewers_cannot() {
         )
         .await;
     let path = format!("/v1/requests/{}", id_of(&req));
-    let patch = |user: &'static str, body: Value| {
-        let api = &app.api;
-        let path = path.clone();
-        async move {
-            api.send(
-                reqwest::Method::PATCH,
-                &path,
-                Some(api.token(user)),
-                Some(("application/json", body.to_string().into_bytes())),
-            )
-            .await
-        }
-    };
 
     // Act
-    let (s_bob, e_bob) = patch("bob", json!({ "reason": "mine now" })).await;
-    let (s_empty, e_empty) = patch("carol", json!({})).await;
-    let (s_unknown, e_unknown) = patch("carol", json!({ "resource": "x" })).await;
-    let (s_ok, ok) = patch("carol", json!({ "reason": "hotfix for INC-42" })).await;
+    let (s_bob, e_bob) = patch(&app, "bob", &path, &json!({ "reason": "mine now" })).await;
+    let (s_empty, e_empty) = patch(&app, "carol", &path, &json!({})).await;
+    let (s_unknown, e_unknown) = patch(&app, "carol", &path, &json!({ "resource": "x" })).await;
+    let (s_ok, ok) = patch(
+        &app,
+        "carol",
+        &path,
+        &json!({ "reason": "hotfix for INC-42" }),
+    )
+    .await;
 
     // Assert
     assert_error(s_bob, &e_bob, StatusCode::FORBIDDEN);
