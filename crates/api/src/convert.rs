@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use domain::{
     Decision, FieldType, FieldValue, Grant, GrantEnd, Input, Principal, Request, ResourceDef,
-    Reviewers, Scope, StepStatus, Timestamp,
+    Reviewers, Scope, Timestamp,
 };
 use proto::*;
 use serde_json::Value;
@@ -141,14 +141,7 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
                     index: i + 1,
                     constraint,
                     min,
-                    status: match s.status {
-                        StepStatus::Waiting => "waiting",
-                        StepStatus::Active => "active",
-                        StepStatus::Approved => "approved",
-                        StepStatus::Denied => "denied",
-                        StepStatus::Skipped => "skipped",
-                    }
-                    .to_owned(),
+                    status: s.status.as_str().to_owned(),
                     reviewers: s.slots.iter().map(|sl| sl.principal.to_string()).collect(),
                     eligible: if current == Some(i) {
                         eligible.iter().cloned().collect()
@@ -265,17 +258,18 @@ pub fn explanation(e: &engine::Explanation) -> ExplainView {
 }
 
 pub fn simulation(s: &engine::Simulation) -> SimulationView {
+    let e = explanation(&s.explanation);
     SimulationView {
-        resource: s.resource.clone(),
-        requester: s.requester.clone(),
-        outcome: s.outcome.clone(),
-        decided_by: s.decided_by.clone(),
-        reason: s.reason.clone(),
+        resource: e.resource,
+        requester: e.requester,
+        outcome: e.state,
+        decided_by: e.decided_by,
+        reason: e.outcome,
         deny: s.deny.clone(),
-        warnings: s.warnings.clone(),
-        policies: s.policies.iter().map(trace).collect(),
-        steps: explain_steps(&s.steps),
-        lines: s.lines.clone(),
+        warnings: e.warnings,
+        policies: e.policies,
+        steps: e.steps,
+        lines: e.lines,
     }
 }
 

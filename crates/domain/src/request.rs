@@ -83,6 +83,18 @@ pub enum StepStatus {
     Skipped,
 }
 
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Waiting => "waiting",
+            StepStatus::Active => "active",
+            StepStatus::Approved => "approved",
+            StepStatus::Denied => "denied",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
 /// One principal of a step's reviewer list, with the people it stood for at creation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {

@@ -4,13 +4,13 @@
 use domain::request::Constraint;
 use domain::{
     Actor, Decision, DomainError, NewRequest, Purpose, Request, RequestState, StepStatus, Trace,
+    policy,
 };
-use serde::Serialize;
 
 use crate::{CreateRequest, Engine, EngineError, new_id};
 
 /// One step as explain and simulate show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct StepView {
     /// Counted from 1.
     pub index: usize,
@@ -19,7 +19,6 @@ pub struct StepView {
     pub status: String,
     /// `one_of`, `all_of` or `quorum of N`.
     pub constraint: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped_because: Option<String>,
     /// Who may decide it (the requester excluded, rule 9), static and dynamic reviewers.
     pub reviewers: Vec<String>,
@@ -29,17 +28,17 @@ pub struct StepView {
     pub evaluations: Vec<Trace>,
 }
 
-/// The decision trace of a request (`GET /v1/requests/{id}/explain`).
-#[derive(Clone, Debug, Serialize)]
+/// The decision trace of a request (`GET /v1/requests/{id}/explain`), or of one that was
+/// only simulated.
+#[derive(Clone, Debug)]
 pub struct Explanation {
     pub request: String,
     pub resource: String,
     pub requester: String,
     pub state: String,
     /// A person, or `policy <query>`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The outcome's comment: a reviewer's, or a policy's reason.
     pub outcome: Option<String>,
     pub warnings: Vec<String>,
     /// Evaluations of the resource's deny and warn policies and of `on_request`.
@@ -50,22 +49,13 @@ pub struct Explanation {
 }
 
 /// What would happen to a request (`POST /v1/simulate`). Nothing is stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Simulation {
-    pub resource: String,
-    pub requester: String,
-    /// `denied`, `approved` or `pending` (waits for reviewers).
-    pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Messages of deny policies that would deny it.
+    /// The explanation of the request as it would be created; its `state` is `denied`,
+    /// `approved` or `pending` (it would wait for reviewers).
+    pub explanation: Explanation,
+    /// Messages of deny policies that would deny it (`policy error: …` for one that fails).
     pub deny: Vec<String>,
-    pub warnings: Vec<String>,
-    pub policies: Vec<Trace>,
-    pub steps: Vec<StepView>,
-    pub lines: Vec<String>,
 }
 
 fn constraint(c: Constraint) -> String {
@@ -73,16 +63,6 @@ fn constraint(c: Constraint) -> String {
         Constraint::OneOf => "one_of".into(),
         Constraint::AllOf => "all_of".into(),
         Constraint::Quorum { min } => format!("quorum of {min}"),
-    }
-}
-
-fn status(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Waiting => "waiting",
-        StepStatus::Active => "active",
-        StepStatus::Approved => "approved",
-        StepStatus::Denied => "denied",
-        StepStatus::Skipped => "skipped",
     }
 }
 
@@ -132,7 +112,7 @@ fn describe(
         }
         let reviewers: Vec<String> = req.step_reviewers(i).into_iter().collect();
         let preview = previews.and_then(|p| p[i].clone());
-        let mut st = status(s.status).to_owned();
+        let mut st = s.status.as_str().to_owned();
         let mut skipped_because = s.skipped_because.clone();
         let who = if reviewers.is_empty() {
             "nobody".to_owned()
@@ -219,9 +199,10 @@ fn describe(
     (steps, lines)
 }
 
-/// The explanation of a stored request.
-pub fn explain(req: &Request) -> Explanation {
-    let (steps, lines) = describe(req, None);
+/// The explanation of a request. `previews` holds, for a simulation, the reasons each step
+/// not reached yet would be skipped.
+fn explain(req: &Request, previews: Option<&[Option<Vec<String>>]>) -> Explanation {
+    let (steps, lines) = describe(req, previews);
     Explanation {
         request: req.id.clone(),
         resource: req.resource.clone(),
@@ -244,7 +225,7 @@ pub fn explain(req: &Request) -> Explanation {
 impl Engine {
     /// Rule 31: the decision trace of a request the actor may see.
     pub async fn explain(&self, actor: &Actor, id: &str) -> Result<Explanation, EngineError> {
-        Ok(explain(&self.request(actor, id).await?))
+        Ok(explain(&self.request(actor, id).await?, None))
     }
 
     /// What would happen if `requester` (the actor unless an admin names someone) asked for
@@ -308,34 +289,18 @@ impl Engine {
             covering.as_ref().map(|g| g.id.as_str()),
         )?;
         let previews = req.preview_skips(&config.directory, policies.as_ref(), now);
-        let (steps, lines) = describe(&req, Some(&previews));
         let deny = req
             .trace
             .iter()
             .filter(|t| t.purpose == Purpose::Deny)
-            .filter_map(|t| {
-                t.error
-                    .as_ref()
-                    .map(|e| format!("policy error: {e}"))
-                    .or_else(|| t.verdict.strip_prefix("deny: ").map(str::to_owned))
+            .flat_map(|t| match &t.error {
+                Some(e) => vec![format!("policy error: {e}")],
+                None => policy::messages(&t.result, &t.query).unwrap_or_default(),
             })
             .collect();
         Ok(Simulation {
-            resource: req.resource.clone(),
-            requester,
-            outcome: req.state.as_str().to_owned(),
-            decided_by: decided_by(&req),
-            reason: req.outcome.as_ref().and_then(|o| o.comment.clone()),
+            explanation: explain(&req, Some(&previews)),
             deny,
-            warnings: req.warnings.clone(),
-            policies: req
-                .trace
-                .iter()
-                .filter(|t| t.step.is_none())
-                .cloned()
-                .collect(),
-            steps,
-            lines,
         })
     }
 }

@@ -589,8 +589,8 @@ impl Run {
                     .await?;
                 Ok(Some(format!(
                     "outcome {}\n  {}",
-                    s.outcome,
-                    s.lines.join("\n  ")
+                    s.explanation.state,
+                    s.explanation.lines.join("\n  ")
                 )))
             }
             "touch" => {

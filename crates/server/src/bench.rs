@@ -75,7 +75,7 @@ struct Tokens {
 
 /// Real time, for measuring only.
 #[allow(clippy::disallowed_methods)]
-fn instant() -> std::time::Instant {
+pub(crate) fn instant() -> std::time::Instant {
     std::time::Instant::now()
 }
 

@@ -83,9 +83,10 @@ fn rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
+/// The nearest-rank percentile `p` (0–100) of sorted samples.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]

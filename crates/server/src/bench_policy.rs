@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use policy::{Bundle, DEFAULT_TIMEOUT};
+
+use crate::bench::instant;
+use crate::bench_expiry::percentile;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -104,11 +107,6 @@ fn fast_track_input() -> Value {
     })
 }
 
-#[allow(clippy::disallowed_methods)]
-fn instant() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
 struct Run {
     p50: f64,
     p99: f64,
@@ -135,10 +133,9 @@ fn measure(
         }
     }
     ns.sort_by(f64::total_cmp);
-    let at = |q: f64| ns[((ns.len() as f64 * q) as usize).min(ns.len() - 1)] / 1000.0;
     Ok(Run {
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: percentile(&ns, 50.0) / 1000.0,
+        p99: percentile(&ns, 99.0) / 1000.0,
         mean: ns.iter().sum::<f64>() / ns.len() as f64 / 1000.0,
     })
 }
