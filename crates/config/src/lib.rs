@@ -12,6 +12,7 @@
 //! paths are resolved against the configuration file's directory and compiled by the engine).
 
 mod load;
+pub mod outbound;
 pub mod raw;
 mod resolve;
 
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use domain::{Directory, PolicyRef, ResourceDef, Span};
 
 pub use load::{load_files, load_str};
+pub use outbound::{Network, OutboundAllow};
 
 /// One problem in the configuration, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,35 @@ pub struct ServerConfig {
     pub policy_interval: Span,
     /// The time limit of one policy evaluation, in milliseconds.
     pub policy_timeout_ms: u64,
+    /// Hosts and networks outgoing HTTP may reach over `http` or at private addresses (rule 26).
+    pub outbound_allow: OutboundAllow,
+    /// How callbacks are sent and retried (rules 22, 23).
+    pub callbacks: CallbackSettings,
+    /// How long an `Idempotency-Key` is remembered (rule 25).
+    pub idempotency_ttl: Span,
+}
+
+/// How request callbacks are sent and retried (rule 23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    /// How long one POST may take.
+    pub timeout: Span,
+    /// The first retry delay; each further one doubles, with jitter, up to `retry_cap`.
+    pub retry_base: Span,
+    pub retry_cap: Span,
+    /// How long after the outcome retries go on before the delivery is marked failed.
+    pub retry_for: Span,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        CallbackSettings {
+            timeout: Span::from_secs(10),
+            retry_base: Span::from_secs(5),
+            retry_cap: Span::from_secs(2 * 3600),
+            retry_for: Span::from_secs(3 * 86400),
+        }
+    }
 }
 
 /// How a connector gives and takes back access.

@@ -15,6 +15,15 @@ pub struct RawServer {
     pub expiry_notice: Option<String>,
     pub policy_interval: Option<String>,
     pub policy_timeout: Option<String>,
+    /// Hosts and networks that outgoing HTTP may reach over plain http or at private
+    /// addresses (rule 26).
+    #[serde(default)]
+    pub outbound_allow: Vec<String>,
+    pub callback_timeout: Option<String>,
+    pub callback_retry_base: Option<String>,
+    pub callback_retry_cap: Option<String>,
+    pub callback_retry_for: Option<String>,
+    pub idempotency_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

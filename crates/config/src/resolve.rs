@@ -11,8 +11,8 @@ use domain::{
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
 use crate::{
-    Config, ConfigError, ConnectorDef, ExecConnector, PostgresConnector, ServerConfig,
-    UserTemplate, WebhookConnector,
+    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, OutboundAllow,
+    PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -23,6 +23,7 @@ const DEFAULT_EXPIRY_NOTICE_SECS: u64 = 900;
 const DEFAULT_POLICY_INTERVAL_SECS: u64 = 300;
 const DEFAULT_POLICY_TIMEOUT_MS: u64 = 100;
 const MAX_POLICY_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let defaults = RawServer::default();
@@ -50,6 +51,30 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         s.policy_interval,
         DEFAULT_POLICY_INTERVAL_SECS,
     );
+    let d = CallbackSettings::default();
+    let callbacks = CallbackSettings {
+        timeout: server_span("callback_timeout", s.callback_timeout, d.timeout.secs()),
+        retry_base: server_span(
+            "callback_retry_base",
+            s.callback_retry_base,
+            d.retry_base.secs(),
+        ),
+        retry_cap: server_span(
+            "callback_retry_cap",
+            s.callback_retry_cap,
+            d.retry_cap.secs(),
+        ),
+        retry_for: server_span(
+            "callback_retry_for",
+            s.callback_retry_for,
+            d.retry_for.secs(),
+        ),
+    };
+    let idempotency_ttl = server_span(
+        "idempotency_ttl",
+        s.idempotency_ttl,
+        DEFAULT_IDEMPOTENCY_TTL_SECS,
+    );
     let policy_timeout_ms = match (&sloc, s.policy_timeout) {
         (Some(loc), Some(t)) => match millis(&t) {
             Ok(ms) if (1..=MAX_POLICY_TIMEOUT_MS).contains(&ms) => ms,
@@ -67,6 +92,41 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         },
         _ => DEFAULT_POLICY_TIMEOUT_MS,
     };
+    let outbound_allow = match OutboundAllow::parse(&s.outbound_allow) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(loc) = &sloc {
+                errors.push(loc.err(Some("outbound_allow"), e));
+            }
+            OutboundAllow::default()
+        }
+    };
+    if let Some(loc) = &sloc {
+        let bounds = [
+            ("callback_timeout", callbacks.timeout, 1, 300),
+            ("callback_retry_base", callbacks.retry_base, 1, 3600),
+            (
+                "callback_retry_cap",
+                callbacks.retry_cap,
+                callbacks.retry_base.secs().max(1),
+                7 * 86400,
+            ),
+            ("callback_retry_for", callbacks.retry_for, 0, 30 * 86400),
+            ("idempotency_ttl", idempotency_ttl, 60, 30 * 86400),
+        ];
+        for (key, v, min, max) in bounds {
+            if !(min..=max).contains(&v.secs()) {
+                errors.push(loc.err(
+                    Some(key),
+                    format!(
+                        "{key} must be between {} and {}",
+                        Span::from_secs(min),
+                        Span::from_secs(max)
+                    ),
+                ));
+            }
+        }
+    }
     let server = ServerConfig {
         public_url: s.public_url.unwrap_or_else(|| format!("http://{listen}")),
         listen,
@@ -77,6 +137,9 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         expiry_notice,
         policy_interval,
         policy_timeout_ms,
+        outbound_allow,
+        callbacks,
+        idempotency_ttl,
     };
 
     // Users and groups first: everything else refers to them.
@@ -171,7 +234,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
                 approval_only.insert(name);
             }
             "exec" | "webhook" | "postgres" => {
-                if let Some(def) = connector(&loc, c, errors) {
+                if let Some(def) = connector(&loc, c, &server.outbound_allow, errors) {
                     connectors.insert(name, def);
                 }
             }
@@ -228,7 +291,12 @@ fn millis(text: &str) -> Result<u64, String> {
 }
 
 /// A connector of a type that calls something (`exec`, `webhook`, `postgres`).
-fn connector(loc: &Loc, c: RawConnector, errors: &mut Vec<ConfigError>) -> Option<ConnectorDef> {
+fn connector(
+    loc: &Loc,
+    c: RawConnector,
+    allow: &OutboundAllow,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ConnectorDef> {
     let before = errors.len();
     let timeout = span(loc, "timeout", c.timeout.as_deref(), errors)
         .unwrap_or(Span::from_secs(DEFAULT_CONNECTOR_TIMEOUT));
@@ -289,11 +357,24 @@ fn connector(loc: &Loc, c: RawConnector, errors: &mut Vec<ConfigError>) -> Optio
         }
         "webhook" => {
             let url = match c.url {
-                Some(u) if u.starts_with("https://") || u.starts_with("http://") => u,
-                Some(_) => {
-                    errors.push(loc.err(Some("url"), "url must start with https:// or http://"));
-                    String::new()
-                }
+                Some(u) => match crate::outbound::url_host(&u) {
+                    Some((scheme, _)) if scheme == "https" => u,
+                    Some((scheme, host)) if scheme == "http" && allow.host(&host) => u,
+                    Some((scheme, host)) if scheme == "http" => {
+                        errors.push(loc.err(
+                            Some("url"),
+                            format!(
+                                "url must use https: plain http is allowed only to hosts listed in the server's outbound_allow, and {host:?} is not"
+                            ),
+                        ));
+                        String::new()
+                    }
+                    _ => {
+                        errors
+                            .push(loc.err(Some("url"), "url must start with https:// or http://"));
+                        String::new()
+                    }
+                },
                 None => {
                     errors.push(loc.err(Some("url"), "a webhook connector needs a url"));
                     String::new()

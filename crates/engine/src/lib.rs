@@ -14,6 +14,7 @@ pub mod clock;
 pub mod connector;
 mod error;
 mod explain;
+pub mod outbound;
 mod recheck;
 mod worker;
 

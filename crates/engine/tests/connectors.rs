@@ -254,6 +254,7 @@ async fn start_receiver() -> (String, Shared) {
 fn webhook_hcl(url: &str) -> String {
     format!(
         r#"
+        server {{ outbound_allow = ["127.0.0.1"] }}
         connector "c" {{
           type    = "webhook"
           url     = "{url}"
@@ -529,4 +530,43 @@ async fn postgres_set_role_outlives_revoke_unless_sessions_end() {
             .is_err(),
         "the switched session survived a revoke with terminate_sessions"
     );
+}
+
+#[tokio::test]
+async fn rule_26_webhook_connector_urls_are_guarded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("countersign.hcl");
+    let (base, state) = start_receiver().await;
+    // Plain http to a host that is not allow-listed is a configuration error.
+    let hcl = webhook_hcl(&format!("{base}/hook"))
+        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let err = config::load_str(path.to_str().expect("utf-8"), &hcl)
+        .expect_err("http to loopback without an allow-list")
+        .to_string();
+    assert!(err.contains("must use https"), "{err}");
+
+    // https to a loopback address is refused when the call is made, before any connection.
+    let https = base.replace("http://", "https://");
+    let hcl = webhook_hcl(&format!("{https}/hook"))
+        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let c = connector(dir.path(), &hcl);
+    let g = grant("g-guard", "alice@example.com", &[]);
+    let err = c
+        .call(&Call::lifecycle(Action::Grant, &g, NOW))
+        .await
+        .expect_err("loopback is refused");
+    assert!(err.contains("loopback"), "{err}");
+    assert!(state.lock().expect("lock").ids.is_empty());
+
+    // `localhost` resolves to loopback: refused at connect time, by the resolver.
+    let by_name = https.replace("127.0.0.1", "localhost");
+    let hcl = webhook_hcl(&format!("{by_name}/hook"))
+        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let c = connector(dir.path(), &hcl);
+    let err = c
+        .call(&Call::lifecycle(Action::Grant, &g, NOW))
+        .await
+        .expect_err("localhost is refused");
+    assert!(err.contains("loopback"), "{err}");
+    assert!(state.lock().expect("lock").ids.is_empty());
 }

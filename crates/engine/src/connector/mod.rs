@@ -78,10 +78,13 @@ impl Connectors {
     pub fn build(config: &Config) -> Connectors {
         install_tls_provider();
         let mut out = BTreeMap::new();
+        let guard = crate::outbound::Guard::new(config.server.outbound_allow.clone());
         for (name, def) in &config.connectors {
             let c: Arc<dyn Connector> = match def {
                 ConnectorDef::Exec(c) => Arc::new(exec::Exec(c.clone())),
-                ConnectorDef::Webhook(c) => Arc::new(webhook::Webhook::new(c.clone())),
+                ConnectorDef::Webhook(c) => {
+                    Arc::new(webhook::Webhook::new(c.clone(), guard.clone()))
+                }
                 ConnectorDef::Postgres(c) => {
                     Arc::new(postgres::Postgres::new(c.clone(), &config.directory))
                 }

@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{Action, Call, Connector, describe, truncate};
+use crate::outbound::{Guard, shown};
 
 /// The key a secret stands for: Standard Webhooks writes keys as `whsec_<base64>`; any other
 /// text is used as it is.
@@ -49,31 +50,19 @@ pub struct Webhook {
     shown: String,
     key: Vec<u8>,
     http: Result<reqwest::Client, String>,
+    guard: Guard,
 }
 
 impl Webhook {
-    pub fn new(def: WebhookConnector) -> Webhook {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(def.timeout.secs()))
-            .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"));
-        let shown = match reqwest::Url::parse(&def.url) {
-            Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.set_query(None);
-                u.set_fragment(None);
-                u.to_string()
-            }
-            Err(_) => "[invalid url]".to_owned(),
-        };
+    /// A connector whose calls go only where `guard` allows (rule 26).
+    pub fn new(def: WebhookConnector, guard: Guard) -> Webhook {
+        let http = guard.client(std::time::Duration::from_secs(def.timeout.secs()));
         Webhook {
-            shown,
+            shown: shown(&def.url),
             key: secret_key(&def.secret),
             def,
             http,
+            guard,
         }
     }
 
@@ -85,6 +74,7 @@ impl Webhook {
         now: Timestamp,
     ) -> Result<String, String> {
         let http = self.http.as_ref().map_err(Clone::clone)?;
+        self.guard.check_literal(&self.def.url)?;
         let body = serde_json::json!({
             "type": format!("grant.{kind}"),
             "data": describe(kind, g),
@@ -129,7 +119,7 @@ impl Webhook {
 
 /// reqwest's error with its causes: the first line alone often says only "error sending
 /// request".
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

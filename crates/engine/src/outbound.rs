@@ -1,0 +1,309 @@
+//! Outgoing HTTP with a guard against server-side request forgery (rule 26), shared by request
+//! callbacks and the webhook connector.
+//!
+//! A URL must use `https` unless its host is in the server's `outbound_allow`. Addresses are
+//! checked where the connection is made: host names go through [`GuardedResolver`], which drops
+//! every loopback, private, link-local, unique-local, shared (carrier-grade NAT, where some
+//! clouds serve metadata) or otherwise special address unless it is allow-listed, so a name
+//! that resolves differently between the check and the connection (DNS rebinding) still cannot
+//! reach them. An address written in the URL itself never reaches a resolver, so
+//! [`Guard::check_literal`] checks it before each request. Redirects are never followed and
+//! proxies from the environment are ignored: either would take the request somewhere unchecked.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::OutboundAllow;
+use config::outbound::url_host;
+
+/// Why an address is refused, or `None` when it is a public unicast address.
+pub fn special(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => {
+            // Addresses that carry an IPv4 address are judged by it.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return special_v4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return special_v4(Ipv4Addr::new(a, b, c, d)).map(|_| "NAT64 of a special address");
+            }
+            special_v6(v6)
+        }
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match () {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_private() => "private",
+        // 169.254.169.254 is where most clouds serve instance metadata.
+        _ if ip.is_link_local() => "link-local (cloud metadata)",
+        _ if ip.is_unspecified() || a == 0 => "unspecified",
+        // 100.64.0.0/10: shared address space; Alibaba Cloud serves metadata at 100.100.100.200.
+        _ if a == 100 && (64..128).contains(&b) => "shared address space (cloud metadata)",
+        _ if a == 192 && b == 0 && c == 0 => "IETF protocol assignment",
+        _ if a == 198 && (18..20).contains(&b) => "benchmarking",
+        _ if ip.is_multicast() => "multicast",
+        _ if ip.is_broadcast() || a >= 240 => "reserved",
+        _ if ip.is_documentation() => "documentation",
+        _ => return None,
+    })
+}
+
+fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s0 = ip.segments()[0];
+    Some(match () {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_unspecified() => "unspecified",
+        // fc00::/7; AWS serves metadata at fd00:ec2::254.
+        _ if s0 & 0xfe00 == 0xfc00 => "unique-local (cloud metadata)",
+        _ if s0 & 0xffc0 == 0xfe80 => "link-local",
+        _ if s0 & 0xff00 == 0xff00 => "multicast",
+        _ if s0 == 0x2001 && ip.segments()[1] == 0x0db8 => "documentation",
+        // The deprecated IPv4-compatible form ::a.b.c.d.
+        _ if ip.segments()[..6] == [0; 6] => "IPv4-compatible",
+        _ => return None,
+    })
+}
+
+/// The operator's allow-list and the checks made with it.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    allow: Arc<OutboundAllow>,
+}
+
+impl Guard {
+    pub fn new(allow: OutboundAllow) -> Guard {
+        Guard {
+            allow: Arc::new(allow),
+        }
+    }
+
+    /// The scheme rule, and an address written in the URL. Errors say why.
+    pub fn check_literal(&self, url: &str) -> Result<(), String> {
+        let (scheme, host) = url_host(url)
+            .ok_or_else(|| format!("{} is not an absolute http(s) URL", shown(url)))?;
+        match scheme.as_str() {
+            "https" => {}
+            "http" if self.allow.host(&host) => {}
+            "http" => {
+                return Err(format!(
+                    "{} must use https: plain http is allowed only to hosts in the server's outbound_allow",
+                    shown(url)
+                ));
+            }
+            _ => return Err(format!("{} is not an http(s) URL", shown(url))),
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            self.address(&host, ip)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the URL the way a connection would, resolving its host: refused when the scheme
+    /// is wrong or every address it resolves to is refused. A name that does not resolve
+    /// (yet) passes: there is nothing to refuse, and delivery records the failure.
+    pub async fn check_url(&self, url: &str) -> Result<(), String> {
+        self.check_literal(url)?;
+        let Some((scheme, host)) = url_host(url) else {
+            return Ok(());
+        };
+        if host.parse::<IpAddr>().is_ok() || self.allow.host(&host) {
+            return Ok(());
+        }
+        let port = if scheme == "https" { 443 } else { 80 };
+        let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await else {
+            return Ok(());
+        };
+        let addrs: Vec<SocketAddr> = addrs.collect();
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        let mut refused = None;
+        for a in &addrs {
+            match self.address(&host, a.ip()) {
+                Ok(()) => return Ok(()),
+                Err(e) => refused = Some(e),
+            }
+        }
+        Err(refused.unwrap_or_default())
+    }
+
+    /// Whether `host` may be reached at `ip`.
+    fn address(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+        if self.allow.host(host) || self.allow.ip(ip) {
+            return Ok(());
+        }
+        match special(ip) {
+            None => Ok(()),
+            Some(why) => Err(format!(
+                "{host} resolves to {ip}, a {why} address, which outgoing requests may not reach unless the server's outbound_allow lists it"
+            )),
+        }
+    }
+
+    /// An HTTP client that connects only where this guard allows, follows no redirect and
+    /// ignores proxy settings.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
+        crate::connector::install_tls_provider();
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .dns_resolver(Arc::new(GuardedResolver {
+                guard: self.clone(),
+            }))
+            .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+}
+
+/// A URL as messages show it: scheme, host and path, without credentials or query (either may
+/// hold a token).
+pub fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "[invalid url]".to_owned(),
+    }
+}
+
+/// Resolves host names with the system resolver and keeps only the addresses the guard allows.
+struct GuardedResolver {
+    guard: Guard,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let guard = self.guard.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match guard.address(&host, a.ip()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let msg = refused.unwrap_or_else(|| format!("{host} has no address"));
+                return Err(msg.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_addresses_are_named() {
+        let table = [
+            ("127.0.0.1", Some("loopback")),
+            ("10.1.2.3", Some("private")),
+            ("172.16.0.1", Some("private")),
+            ("192.168.1.1", Some("private")),
+            ("169.254.169.254", Some("link-local (cloud metadata)")),
+            (
+                "100.100.100.200",
+                Some("shared address space (cloud metadata)"),
+            ),
+            ("0.0.0.0", Some("unspecified")),
+            ("224.0.0.1", Some("multicast")),
+            ("255.255.255.255", Some("reserved")),
+            ("::1", Some("loopback")),
+            ("::", Some("unspecified")),
+            ("fd00:ec2::254", Some("unique-local (cloud metadata)")),
+            ("fe80::1", Some("link-local")),
+            ("::ffff:127.0.0.1", Some("loopback")),
+            (
+                "::ffff:169.254.169.254",
+                Some("link-local (cloud metadata)"),
+            ),
+            ("64:ff9b::a00:1", Some("NAT64 of a special address")),
+            ("93.184.215.14", None),
+            ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
+            ("64:ff9b::5db8:d70e", None),
+        ];
+        for (ip, want) in table {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(special(ip), want, "{ip}");
+        }
+    }
+
+    fn guard(allow: &[&str]) -> Guard {
+        let entries: Vec<String> = allow.iter().map(|s| (*s).to_owned()).collect();
+        Guard::new(OutboundAllow::parse(&entries).expect("allow"))
+    }
+
+    #[test]
+    fn rule_26_scheme_and_literal_addresses() {
+        let g = guard(&[]);
+        assert!(g.check_literal("https://example.com/hook").is_ok());
+        let e = g
+            .check_literal("http://example.com/hook")
+            .expect_err("http");
+        assert!(e.contains("must use https"), "{e}");
+        let e = g
+            .check_literal("https://127.0.0.1:8443/x")
+            .expect_err("loopback");
+        assert!(e.contains("loopback"), "{e}");
+        let e = g.check_literal("https://[::1]/x").expect_err("loopback v6");
+        assert!(e.contains("loopback"), "{e}");
+        let e = g
+            .check_literal("https://169.254.169.254/latest/meta-data")
+            .expect_err("metadata");
+        assert!(e.contains("metadata"), "{e}");
+        assert!(g.check_literal("ftp://example.com").is_err());
+        assert!(g.check_literal("not a url").is_err());
+
+        let g = guard(&["127.0.0.1", "10.0.0.0/8"]);
+        assert!(g.check_literal("http://127.0.0.1:9000/x").is_ok());
+        assert!(g.check_literal("https://10.2.3.4/x").is_ok());
+        assert!(g.check_literal("http://10.2.3.4/x").is_ok());
+        assert!(g.check_literal("https://192.168.0.1/x").is_err());
+    }
+
+    #[tokio::test]
+    async fn rule_26_names_are_checked_by_what_they_resolve_to() {
+        let e = guard(&[])
+            .check_url("https://localhost:9/x")
+            .await
+            .expect_err("localhost is loopback");
+        assert!(e.contains("loopback"), "{e}");
+        assert!(
+            guard(&["localhost"])
+                .check_url("http://localhost:9/x")
+                .await
+                .is_ok()
+        );
+        // A name that does not resolve passes the check; delivery records the failure.
+        assert!(
+            guard(&[])
+                .check_url("https://no-such-host.invalid/x")
+                .await
+                .is_ok()
+        );
+    }
+}
