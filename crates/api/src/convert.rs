@@ -109,7 +109,12 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
     }
 }
 
-pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
+/// The portal page of a request (rule 21's `portal_url`).
+pub fn portal_url(public_url: &str, id: &str) -> String {
+    format!("{}/requests/{id}", public_url.trim_end_matches('/'))
+}
+
+pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestView {
     let eligible = r.eligible_reviewers();
     let current = r.current_step();
     RequestView {
@@ -210,6 +215,30 @@ pub fn request(r: &Request, grant: Option<&Grant>) -> RequestView {
         reference_url: r.context.reference_url.clone(),
         correlation_id: r.context.correlation_id.clone(),
         request_data: r.context.request_data.clone(),
+        portal_url: portal_url(public_url, &r.id),
+        callback_secret: None,
+    }
+}
+
+pub fn delivery(d: &domain::Delivery) -> DeliveryView {
+    DeliveryView {
+        id: d.id.clone(),
+        request_id: d.request.clone(),
+        url: engine::outbound::shown(&d.url),
+        state: d.state.as_str().to_owned(),
+        created_at: ts(d.created_at),
+        next_attempt_at: d.next_at.map(ts),
+        attempt_count: d.attempt_count,
+        attempts: d
+            .attempts
+            .iter()
+            .map(|a| AttemptView {
+                at: ts(a.at),
+                status: a.status,
+                error: a.error.clone(),
+                ms: a.ms,
+            })
+            .collect(),
     }
 }
 

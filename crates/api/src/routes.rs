@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use domain::{Decision, Principal, RequestState, ReviewInput, Scope, Span};
 use engine::{CreateRequest, RequestQuery};
 use proto::*;
@@ -26,6 +27,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_request, list_requests))
         .routes(routes!(get_request, update_request))
         .routes(routes!(explain_request))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(redeliver))
         .routes(routes!(simulate))
         .routes(routes!(review_request))
         .routes(routes!(cancel_request))
@@ -60,7 +63,11 @@ async fn with_grant(
             .filter(|g| state.engine.may_see_grant(actor, g)),
         None => None,
     };
-    Ok(convert::request(r, grant.as_ref()))
+    Ok(convert::request(
+        r,
+        grant.as_ref(),
+        &state.engine.config().server.public_url,
+    ))
 }
 
 /// The catalog the caller may request, with the people who could review each step.
@@ -77,16 +84,72 @@ async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Jso
     })
 }
 
-/// Create a request.
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Reads the `Idempotency-Key` header: printable ASCII, at most 255 characters.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .filter(|k| k.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+        .ok_or_else(|| {
+            ApiError::malformed(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Create a request. With `Idempotency-Key`, a repeat with the same body gets the first
+/// response again (with `Idempotent-Replayed: true`); another body is refused with 422, and a
+/// repeat while the first is still being created with 409.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the first response for 24 hours")),
     responses((status = 201, body = RequestView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
+    headers: HeaderMap,
     body: Body<CreateRequestBody>,
-) -> ApiResult<(StatusCode, Json<RequestView>)> {
+) -> ApiResult<Response> {
     let Json(body) = body?;
+    let key = idempotency_key(&headers)?;
+    let created = create(&state, &actor, body, key, domain::CallbackFormat::Rest).await?;
+    let mut view = with_grant(&state, &actor, &created.request).await?;
+    view.callback_secret = created.callback_secret;
+    let mut res = (StatusCode::CREATED, Json(view)).into_response();
+    if created.replay {
+        res.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
+}
+
+/// Creates a request from its wire body: the one path for REST and GraphQL.
+pub(crate) async fn create(
+    state: &AppState,
+    actor: &domain::Actor,
+    body: CreateRequestBody,
+    idempotency_key: Option<String>,
+    format: domain::CallbackFormat,
+) -> ApiResult<engine::Created> {
+    let idempotency = match idempotency_key {
+        Some(key) => {
+            let value = serde_json::to_value(&body).unwrap_or_default();
+            let body_hash = store::chain::sha256_hex(crate::canonical_json(&value).as_bytes());
+            Some(engine::IdempotencyKey { key, body_hash })
+        }
+        None => None,
+    };
     let duration = body.duration.as_deref().map(span).transpose()?;
     let start_at = body
         .start_at
@@ -101,10 +164,10 @@ async fn create_request(
         .iter()
         .map(|(k, v)| (k.clone(), convert::input(v)))
         .collect();
-    let req = state
+    let created = state
         .engine
         .create_request(
-            &actor,
+            actor,
             CreateRequest {
                 resource: body.resource,
                 reason: body.reason,
@@ -118,18 +181,50 @@ async fn create_request(
                     reference_url: body.reference_url,
                     correlation_id: body.correlation_id,
                     request_data: body.request_data,
+                    callback: body
+                        .callback
+                        .map(|c| domain::Callback { url: c.url, format }),
                 },
+                idempotency,
             },
         )
         .await?;
-    state
-        .metrics
-        .requests_created
-        .fetch_add(1, Ordering::Relaxed);
-    Ok((
-        StatusCode::CREATED,
-        Json(with_grant(&state, &actor, &req).await?),
-    ))
+    if !created.replay {
+        state
+            .metrics
+            .requests_created
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(created)
+}
+
+/// A request's outcome callback and every attempt to deliver it; its creator or an admin.
+#[utoipa::path(get, path = "/v1/requests/{id}/deliveries", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryList>> {
+    let list = state.engine.deliveries(&actor, &id).await?;
+    Ok(Json(DeliveryList {
+        deliveries: list.iter().map(convert::delivery).collect(),
+    }))
+}
+
+/// Sends a request's callback again, with the same `webhook-id` and a fresh retry window;
+/// its creator or an admin. 409 when there is nothing to deliver yet.
+#[utoipa::path(post, path = "/v1/requests/{id}/deliveries/redeliver", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn redeliver(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryList>> {
+    let list = state.engine.redeliver(&actor, &id).await?;
+    Ok(Json(DeliveryList {
+        deliveries: list.iter().map(convert::delivery).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -184,8 +279,12 @@ async fn list_requests(
             },
         )
         .await?;
+    let public_url = state.engine.config().server.public_url.clone();
     Ok(Json(RequestList {
-        requests: list.iter().map(|r| convert::request(r, None)).collect(),
+        requests: list
+            .iter()
+            .map(|r| convert::request(r, None, &public_url))
+            .collect(),
     }))
 }
 

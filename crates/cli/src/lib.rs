@@ -101,6 +101,17 @@ pub enum RequestCmd {
         /// With an app token: the person the app asks for.
         #[arg(long)]
         requester: Option<String>,
+        /// Any JSON, returned with the outcome.
+        #[arg(long, value_name = "JSON")]
+        request_data: Option<String>,
+        /// Where the server POSTs the signed outcome (https unless the server allow-lists
+        /// the host); the response shows the signing secret once.
+        #[arg(long, value_name = "URL")]
+        callback_url: Option<String>,
+        /// Makes the command safe to retry: the same key and arguments return the request
+        /// created the first time (for 24 hours), e.g. a CI run id.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
         #[arg(long)]
         wait: bool,
@@ -361,10 +372,17 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             reference_url,
             correlation_id,
             requester,
+            request_data,
+            callback_url,
+            idempotency_key,
             wait,
             poll_seconds,
         }) => {
             let map = field_args(fields)?;
+            let request_data = request_data
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| Failure(format!("--request-data is not JSON: {e}")))?;
             let body = CreateRequestBody {
                 resource,
                 reason,
@@ -374,10 +392,15 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 purpose,
                 reference_url,
                 correlation_id,
-                request_data: None,
+                request_data,
                 requester,
+                callback: callback_url.map(|url| CallbackBody { url }),
             };
-            let mut r: RequestView = c.post("/v1/requests", &body).await?;
+            let mut req = c.http.post(format!("{}/v1/requests", c.base)).json(&body);
+            if let Some(k) = &idempotency_key {
+                req = req.header("idempotency-key", k);
+            }
+            let mut r: RequestView = c.send(req).await?;
             if !wait {
                 print(json, &r, || table::request(&r))?;
                 return Ok(ExitCode::SUCCESS);

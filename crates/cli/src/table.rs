@@ -73,6 +73,13 @@ pub fn request(r: &RequestView) -> String {
     let _ = writeln!(out, "state     {}", r.state);
     let _ = writeln!(out, "duration  {}", r.duration);
     let _ = writeln!(out, "reason    {}", r.reason);
+    let _ = writeln!(out, "portal    {}", r.portal_url);
+    if let Some(secret) = &r.callback_secret {
+        let _ = writeln!(
+            out,
+            "callback secret {secret}  (shown once: keep it to verify callbacks)"
+        );
+    }
     for w in &r.warnings {
         let _ = writeln!(out, "warning   {w}");
     }

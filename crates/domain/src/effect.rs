@@ -76,6 +76,9 @@ pub enum EventKind {
     GrantDrift,
     GrantRepaired,
     GrantRepairFailed,
+    CallbackDelivered,
+    CallbackFailed,
+    CallbackRedelivered,
 }
 
 impl EventKind {
@@ -107,6 +110,9 @@ impl EventKind {
             EventKind::GrantDrift => "grant_drift",
             EventKind::GrantRepaired => "grant_repaired",
             EventKind::GrantRepairFailed => "grant_repair_failed",
+            EventKind::CallbackDelivered => "callback_delivered",
+            EventKind::CallbackFailed => "callback_failed",
+            EventKind::CallbackRedelivered => "callback_redelivered",
         }
     }
 }
@@ -194,6 +200,9 @@ pub enum Effect {
     Unschedule { kind: TimerKind, key: String },
     /// The request was approved: issue a grant.
     IssueGrant(GrantSpec),
+    /// The request reached its outcome and has a callback: write its delivery, in this
+    /// transaction (rule 22).
+    Callback,
 }
 
 /// The result of a transition: what to record and what to do.

@@ -9,6 +9,7 @@
 //! grant, not an API shape. The one JSON document it defines is the policy input (rule 29),
 //! because policies are written against it.
 
+pub mod delivery;
 pub mod effect;
 pub mod error;
 pub mod grant;
@@ -18,6 +19,7 @@ pub mod request;
 pub mod resource;
 pub mod time;
 
+pub use delivery::{Attempt, Callback, CallbackFormat, Delivery, DeliveryState, RetryPlan};
 pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
 pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};

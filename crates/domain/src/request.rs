@@ -315,6 +315,9 @@ pub struct Context {
     /// Any JSON the application wants back with the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_data: Option<Value>,
+    /// Where the outcome is posted (rule 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<crate::Callback>,
 }
 
 impl Context {
@@ -348,13 +351,25 @@ impl Context {
                 }
             }
         }
-        if let Some(u) = &self.reference_url {
+        let callback_url = self.callback.as_ref().map(|c| &c.url);
+        for (what, url) in [
+            ("reference_url", self.reference_url.as_ref()),
+            ("callback.url", callback_url),
+        ] {
+            let Some(u) = url else { continue };
             let rest = u
                 .strip_prefix("https://")
                 .or_else(|| u.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(' ')) {
+            let bad = rest.is_none_or(|r| {
+                r.is_empty()
+                    || r.starts_with('/')
+                    || r.contains(' ')
+                    || r.chars().any(char::is_control)
+            });
+            if bad || u.chars().count() > crate::limits::MAX_REFERENCE {
                 return Err(invalid(format!(
-                    "reference_url {u:?} is not an http:// or https:// URL"
+                    "{what} is not an http:// or https:// URL of at most {} characters",
+                    crate::limits::MAX_REFERENCE
                 )));
             }
         }
@@ -1243,6 +1258,9 @@ impl Request {
         if state == RequestState::Approved {
             ch.effect(Effect::IssueGrant(self.grant_spec()));
         }
+        if self.context.callback.is_some() {
+            ch.effect(Effect::Callback);
+        }
     }
 
     /// Rule 5: the requester already holds an active grant that covers this resource; the
@@ -1267,6 +1285,9 @@ impl Request {
             kind: TimerKind::RequestExpiry,
             key: self.id.clone(),
         });
+        if self.context.callback.is_some() {
+            ch.effect(Effect::Callback);
+        }
         ch
     }
 

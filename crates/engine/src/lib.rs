@@ -10,6 +10,7 @@
 //! happens at the surfaces, which hand the engine a resolved [`domain::Actor`].
 
 pub mod backoff;
+pub mod callback;
 pub mod clock;
 pub mod connector;
 mod error;
@@ -24,8 +25,8 @@ use std::sync::{Arc, RwLock};
 use config::Config;
 use connector::Connectors;
 use domain::{
-    Actor, Changes, DomainError, Effect, Grant, GrantState, Input, NewRequest, Principal, Request,
-    RequestState, ReviewInput, Span, TimerKind, Timestamp,
+    Actor, Changes, DomainError, Effect, Event, EventKind, Grant, GrantState, Input, NewRequest,
+    Principal, Request, RequestState, ReviewInput, Span, TimerKind, Timestamp,
 };
 use policy::{Policies, PolicyError};
 use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
@@ -50,6 +51,26 @@ pub struct CreateRequest {
     pub requester: Option<String>,
     /// What an application sends with the request (rule 21); `created_by` is set here.
     pub context: domain::Context,
+    /// The caller's `Idempotency-Key` and the hash of the body it came with (rule 25).
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` (rule 25): the key, and a hash of the canonical body it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub body_hash: String,
+}
+
+/// What creating a request answered.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// The request as it was created (for a replay, as it was first returned).
+    pub request: Request,
+    /// The callback secret (rule 21), given only to the creator in this answer.
+    pub callback_secret: Option<String>,
+    /// Whether this repeats an earlier creation with the same `Idempotency-Key`.
+    pub replay: bool,
 }
 
 /// Filters of `GET /v1/requests`.
@@ -69,6 +90,7 @@ struct Live {
     config: Arc<Config>,
     connectors: Connectors,
     policies: Arc<Policies>,
+    sender: Arc<callback::Sender>,
 }
 
 /// Compiles every policy bundle the configuration references (rule 28) and checks each
@@ -89,6 +111,11 @@ pub struct Engine {
     in_flight: std::sync::Mutex<std::collections::HashSet<(TimerKind, String)>>,
     /// Bounds the connector calls running at once.
     calls: tokio::sync::Semaphore,
+    /// Bounds the callback deliveries running at once, and per receiver.
+    delivery_slots: tokio::sync::Semaphore,
+    lanes: callback::Lanes,
+    /// `Idempotency-Key`s whose request is being created now, per caller (rule 25).
+    creating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 fn new_id(now: Timestamp) -> String {
@@ -133,6 +160,8 @@ async fn apply(
                     tx.schedule(kind, &key, at).await?
                 }
                 Effect::Unschedule { kind, key } => tx.unschedule(kind, &key).await?,
+                // Written by `save_request`, which has the request.
+                Effect::Callback => {}
                 Effect::IssueGrant(spec) => {
                     if let Some(id) = spec.extends.clone()
                         && let Some(mut g) = tx.grant(&id).await?
@@ -162,10 +191,15 @@ async fn save_request(
     now: Timestamp,
     notice: Span,
 ) -> Result<(), EngineError> {
+    let callback = ch.effects.contains(&Effect::Callback);
     if let Some(grant) = apply(tx, ch, now, notice).await? {
         req.grant = Some(grant);
     }
     tx.put_request(req).await?;
+    // The outcome and its callback are written together (rule 22).
+    if callback && let Some(d) = callback::delivery_for(req, now) {
+        tx.put_delivery(&d, None).await?;
+    }
     Ok(())
 }
 
@@ -183,6 +217,7 @@ impl Engine {
         Arc::new(Engine {
             store,
             live: RwLock::new(Live {
+                sender: Arc::new(callback::Sender::new(&config)),
                 config: Arc::new(config),
                 connectors,
                 policies: Arc::new(policies),
@@ -190,6 +225,9 @@ impl Engine {
             clock,
             in_flight: Default::default(),
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
+            delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
+            lanes: Default::default(),
+            creating: Default::default(),
         })
     }
 
@@ -209,6 +247,11 @@ impl Engine {
         self.live().connectors
     }
 
+    /// How callbacks are sent under the running configuration.
+    pub(crate) fn sender(&self) -> Arc<callback::Sender> {
+        self.live().sender
+    }
+
     /// The compiled policies of the running configuration.
     pub fn policies(&self) -> Arc<Policies> {
         self.live().policies
@@ -221,6 +264,7 @@ impl Engine {
         let policies = compile_policies(&config)?;
         let connectors = Connectors::build(&config);
         let new = Live {
+            sender: Arc::new(callback::Sender::new(&config)),
             config: Arc::new(config),
             connectors,
             policies: Arc::new(policies),
@@ -268,14 +312,19 @@ impl Engine {
         self.config().directory.actor(user)
     }
 
-    /// Rule 2 (validation), rule 5 (covered by an active grant), rule 13, then step 1.
+    /// Rule 2 (validation), rule 5 (covered by an active grant), rule 13, then step 1. With a
+    /// callback (rule 21), its URL is checked (rule 26) and a secret made for it; with an
+    /// `Idempotency-Key` (rule 25), a repeat gets the first answer.
     pub async fn create_request(
         &self,
         actor: &Actor,
         input: CreateRequest,
-    ) -> Result<Request, EngineError> {
+    ) -> Result<Created, EngineError> {
         let Live {
-            config, policies, ..
+            config,
+            policies,
+            sender,
+            ..
         } = self.live();
         if !config.resources.contains_key(&input.resource) {
             let msg = format!("unknown resource {:?}", input.resource);
@@ -283,7 +332,23 @@ impl Engine {
         }
         let now = self.now();
         let notice = config.server.expiry_notice;
+        let ttl = config.server.idempotency_ttl;
         let (requester, context) = who_asks(&config, actor, input.requester, input.context)?;
+        let secret = match &context.callback {
+            Some(cb) => {
+                sender
+                    .guard()
+                    .check_url(&cb.url)
+                    .await
+                    .map_err(|e| DomainError::Invalid(format!("callback.url: {e}")))?;
+                Some(callback::new_secret())
+            }
+            None => None,
+        };
+        let _creating = match &input.idempotency {
+            Some(k) => Some(self.start_creating(&actor.id, &k.key)?),
+            None => None,
+        };
         let new = NewRequest {
             id: new_id(now),
             requester,
@@ -297,9 +362,30 @@ impl Engine {
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
         let name = input.resource;
-        let req = self
+        let subject = actor.id.clone();
+        let idem = input.idempotency;
+        let secret_in = secret.clone();
+        let (req, replay) = self
             .write(move |tx| {
                 Box::pin(async move {
+                    if let Some(k) = &idem
+                        && let Some(row) = tx.idempotency(&subject, &k.key, now).await?
+                    {
+                        if row.body_hash != k.body_hash {
+                            return Err(DomainError::Invalid(format!(
+                                "Idempotency-Key {:?} was already used with a different body",
+                                k.key
+                            ))
+                            .into());
+                        }
+                        let first = match row.response.as_deref().map(serde_json::from_str) {
+                            Some(Ok(r)) => r,
+                            _ => tx.request(&row.request_id).await?.ok_or_else(|| {
+                                EngineError::NotFound(format!("request {}", row.request_id))
+                            })?,
+                        };
+                        return Ok((first, true));
+                    }
                     let res = &config.resources[&name];
                     let covering = tx
                         .active_grant_covering(
@@ -317,12 +403,95 @@ impl Engine {
                         now,
                         covering.as_ref().map(|g| g.id.as_str()),
                     )?;
+                    if let Some(secret) = &secret_in {
+                        tx.put_callback_secret(&req.id, secret).await?;
+                    }
                     save_request(tx, &mut req, ch, now, notice).await?;
-                    Ok(req)
+                    if let Some(k) = idem {
+                        let row = store::IdempotencyRow {
+                            subject,
+                            key: k.key,
+                            body_hash: k.body_hash,
+                            request_id: req.id.clone(),
+                            response: serde_json::to_string(&req).ok(),
+                            expires_at: now.plus(ttl),
+                        };
+                        tx.put_idempotency(&row, now).await?;
+                    }
+                    Ok((req, false))
                 })
             })
             .await?;
-        Ok(req)
+        let callback_secret = match (replay, secret) {
+            (false, s) => s,
+            (true, _) => self.store.callback_secret(&req.id).await?,
+        };
+        Ok(Created {
+            request: req,
+            callback_secret,
+            replay,
+        })
+    }
+
+    /// Marks a caller's `Idempotency-Key` as being created now; 409 if it already is. The
+    /// mark goes when the returned guard is dropped.
+    fn start_creating(&self, subject: &str, key: &str) -> Result<Creating<'_>, EngineError> {
+        let id = (subject.to_owned(), key.to_owned());
+        let mut set = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(id.clone()) {
+            return Err(DomainError::Conflict(format!(
+                "a request with Idempotency-Key {key:?} is still being created; retry later"
+            ))
+            .into());
+        }
+        Ok(Creating { engine: self, id })
+    }
+
+    /// The callback deliveries of a request, for its creator or an admin (rule 23).
+    pub async fn deliveries(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Vec<domain::Delivery>, EngineError> {
+        let r = self.request(actor, id).await?;
+        may_manage_callbacks(actor, &r)?;
+        Ok(self.store.deliveries(id).await?)
+    }
+
+    /// Sends a request's callback again (rule 23): a failed or stopped delivery is re-armed
+    /// with the same `webhook-id` and a fresh retry window; a pending one is tried at once.
+    pub async fn redeliver(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Vec<domain::Delivery>, EngineError> {
+        let now = self.now();
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let r = tx
+                    .request(&id)
+                    .await?
+                    .filter(|r| r.visible_to(&actor))
+                    .ok_or_else(|| EngineError::NotFound(format!("request {id}")))?;
+                may_manage_callbacks(&actor, &r)?;
+                let Some(mut d) = tx.delivery(&domain::Delivery::id_for(&id)).await? else {
+                    let why = if r.context.callback.is_none() {
+                        "the request has no callback"
+                    } else {
+                        "the request has no outcome yet, so there is nothing to deliver"
+                    };
+                    return Err(DomainError::Conflict(why.into()).into());
+                };
+                d.redeliver(now);
+                let ev = Event::request(EventKind::CallbackRedelivered, &id, Some(&actor.id))
+                    .with("delivery", &d.id);
+                tx.append(&ev, now).await?;
+                tx.put_delivery(&d, None).await?;
+                Ok(vec![d])
+            })
+        })
+        .await
     }
 
     /// Loads a request, applies `f` to it and saves the result, all in one transaction.
@@ -790,6 +959,34 @@ fn who_asks(
         Some(r) => {
             Err(DomainError::Invalid(format!("requester {r:?} is not a configured user")).into())
         }
+    }
+}
+
+/// Deliveries are the creator's business, and an admin's (rule 23).
+fn may_manage_callbacks(actor: &Actor, r: &Request) -> Result<(), EngineError> {
+    if actor.admin || r.creator() == actor.id {
+        return Ok(());
+    }
+    Err(DomainError::Forbidden(
+        "only the request's creator or an admin may see or resend its callbacks".into(),
+    )
+    .into())
+}
+
+/// An `Idempotency-Key` being created; forgotten when dropped.
+struct Creating<'a> {
+    engine: &'a Engine,
+    id: (String, String),
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        let mut set = self
+            .engine
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.id);
     }
 }
 

@@ -103,6 +103,10 @@ pub(crate) async fn run_due(
             break;
         }
     }
+    match crate::callback::dispatch(engine, now, wait_for_calls, &mut calls).await {
+        Ok(n) => ran += n,
+        Err(e) => tracing::warn!(error = %e, "callback dispatch failed"),
+    }
     calls.detach_all();
     Ok(ran)
 }

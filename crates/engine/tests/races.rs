@@ -58,7 +58,8 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
             },
         )
         .await
-        .expect("create");
+        .expect("create")
+        .request;
     let req = engine
         .review(
             &bob,

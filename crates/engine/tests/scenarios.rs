@@ -383,7 +383,11 @@ impl Run {
                     start_at,
                     ..Default::default()
                 };
-                let req = self.engine.create_request(&self.actor(user), input).await?;
+                let req = self
+                    .engine
+                    .create_request(&self.actor(user), input)
+                    .await?
+                    .request;
                 self.name(&req.id, 'R');
                 self.latest = Some(req.id);
                 Ok(None)

@@ -106,6 +106,52 @@ pub struct CreateRequestBody {
     /// The person an application asks for; applications only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
+    /// Where the outcome is POSTed, signed with the `callback_secret` of the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackBody>,
+}
+
+/// `callback` of a new request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackBody {
+    /// `https://…`; plain http and private addresses only for hosts the server allow-lists.
+    pub url: String,
+}
+
+/// One POST of a callback.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
+}
+
+/// A request's outcome callback and its attempts.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// The `webhook-id` of every attempt.
+    pub id: String,
+    pub request_id: String,
+    /// The URL without credentials or query.
+    pub url: String,
+    /// pending, delivered, failed (retries ran out) or gone (the receiver answered 410).
+    pub state: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    pub attempt_count: u32,
+    /// The latest attempts, oldest first (at most 100).
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
 }
 
 /// `PATCH /v1/requests/{id}`: the creator updates a pending request's text.
@@ -241,6 +287,11 @@ pub struct RequestView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub request_data: Option<Value>,
+    /// The page where reviewers decide.
+    pub portal_url: String,
+    /// The secret callbacks are signed with: in the creation response only, to its creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
 }
 
 /// One policy evaluation that affected a request.

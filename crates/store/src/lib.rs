@@ -22,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use domain::{Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
+use domain::{Delivery, Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
 
 pub use chain::StoredEvent;
 
@@ -73,6 +73,20 @@ pub struct DueJob {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
     pub subject: String,
+}
+
+/// A remembered `Idempotency-Key` (rule 25).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRow {
+    /// Who sent it: keys are per caller.
+    pub subject: String,
+    pub key: String,
+    /// SHA-256 of the canonical JSON of the body it came with.
+    pub body_hash: String,
+    pub request_id: String,
+    /// The first response, once sent.
+    pub response: Option<String>,
+    pub expires_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -151,6 +165,37 @@ pub trait Tx: Send {
     ) -> Result<(), StoreError>;
     /// Asks the store to wake the worker once this transaction commits: a job is due now.
     fn signal_due(&mut self);
+
+    /// Keeps a request's callback secret, to sign its deliveries.
+    async fn put_callback_secret(&mut self, request: &str, secret: &str) -> Result<(), StoreError>;
+    async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// Writes a delivery; `claimed_until` marks it taken by a worker until then.
+    async fn put_delivery(
+        &mut self,
+        d: &Delivery,
+        claimed_until: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// Takes a pending delivery that is due and not claimed, until `until`; `None` if it is
+    /// not there, not due, or taken.
+    async fn claim_delivery(
+        &mut self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Delivery>, StoreError>;
+    /// The live (unexpired at `now`) idempotency record of a caller's key.
+    async fn idempotency(
+        &mut self,
+        subject: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRow>, StoreError>;
+    /// Writes (or replaces) an idempotency record, and forgets a few expired ones.
+    async fn put_idempotency(
+        &mut self,
+        row: &IdempotencyRow,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -172,6 +217,17 @@ pub trait Store: Send + Sync + 'static {
     /// that a worker knows how long it may wait.
     async fn next_due(&self, after: Timestamp) -> Result<Option<Timestamp>, StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
+    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers in
+    /// `skip` (they have enough calls running).
+    async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        skip: &[String],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The deliveries of one request.
+    async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Notified after a commit that scheduled a job due at once (a connector call).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use domain::{Event, Grant, GrantState, Request, TimerKind, Timestamp};
+use domain::{Delivery, Event, Grant, GrantState, Request, TimerKind, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -28,8 +28,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::chain::{self, GENESIS, StoredEvent};
 use crate::{
-    DueJob, GrantFilter, JobFailure, JobResult, RequestFilter, Store, StoreError, TokenRow, Tx,
-    WriteJob,
+    DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, Store, StoreError,
+    TokenRow, Tx, WriteJob,
 };
 
 /// The most jobs committed together. Larger groups amortise the fsync further but make every
@@ -56,6 +56,11 @@ fn migrator() -> Migrator {
             2,
             "indexes",
             include_str!("../migrations/sqlite/0002_indexes.sql"),
+        ),
+        step(
+            3,
+            "callbacks",
+            include_str!("../migrations/sqlite/0003_callbacks.sql"),
         ),
     ])
 }
@@ -107,6 +112,11 @@ impl SqliteStore {
             sqlx::query("UPDATE jobs SET claimed_until = NULL WHERE claimed_until IS NOT NULL")
                 .execute(&mut conn)
                 .await?;
+            sqlx::query(
+                "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
+            )
+            .execute(&mut conn)
+            .await?;
         }
         let head = load_head(&mut conn).await?;
         let read = SqlitePoolOptions::new()
@@ -204,6 +214,12 @@ struct Pending {
     events: Vec<EventRow>,
     jobs: Vec<JobOp>,
     tokens: Vec<(String, String, i64)>,
+    secrets: Vec<(String, String)>,
+    /// Deliveries with their claim (last write of each wins).
+    deliveries: Vec<(Delivery, Option<i64>)>,
+    idempotency: Vec<IdempotencyRow>,
+    /// Expired idempotency records older than this are forgotten (a few per job).
+    prune_idempotency: Option<i64>,
     due_now: bool,
 }
 
@@ -474,6 +490,58 @@ async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreErro
             }
             q.execute(&mut *conn).await?;
         }
+    }
+    for (request, secret) in &p.secrets {
+        sqlx::query("INSERT INTO callback_secrets (request_id, secret) VALUES (?, ?)")
+            .bind(request)
+            .bind(secret)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (d, claimed_until) in &p.deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries
+               (id, request_id, lane, state, next_at, claimed_until, created_at, body)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, next_at = excluded.next_at,
+               claimed_until = excluded.claimed_until, body = excluded.body",
+        )
+        .bind(&d.id)
+        .bind(&d.request)
+        .bind(d.lane())
+        .bind(d.state.as_str())
+        .bind(d.next_at.map(Timestamp::millis))
+        .bind(claimed_until)
+        .bind(d.created_at.millis())
+        .bind(to_json(d)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(before) = p.prune_idempotency {
+        sqlx::query(
+            "DELETE FROM idempotency WHERE rowid IN
+               (SELECT rowid FROM idempotency WHERE expires_at <= ? LIMIT 64)",
+        )
+        .bind(before)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for r in &p.idempotency {
+        sqlx::query(
+            "INSERT INTO idempotency (subject, key, body_hash, request_id, response, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (subject, key) DO UPDATE SET body_hash = excluded.body_hash,
+               request_id = excluded.request_id, response = excluded.response,
+               expires_at = excluded.expires_at",
+        )
+        .bind(&r.subject)
+        .bind(&r.key)
+        .bind(&r.body_hash)
+        .bind(&r.request_id)
+        .bind(&r.response)
+        .bind(r.expires_at.millis())
+        .execute(&mut *conn)
+        .await?;
     }
     for (hash, subject, at) in &p.tokens {
         sqlx::query("INSERT INTO tokens (hash, subject, created_at) VALUES (?, ?, ?)")
@@ -775,6 +843,110 @@ impl Tx for SqliteTx<'_> {
     fn signal_due(&mut self) {
         self.pending.due_now = true;
     }
+
+    async fn put_callback_secret(&mut self, request: &str, secret: &str) -> Result<(), StoreError> {
+        self.pending
+            .secrets
+            .push((request.to_owned(), secret.to_owned()));
+        Ok(())
+    }
+
+    async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        if let Some((d, _)) = self.pending.deliveries.iter().find(|(d, _)| d.id == id) {
+            return Ok(Some(d.clone()));
+        }
+        load(
+            &mut *self.conn,
+            "SELECT body FROM deliveries WHERE id = ?",
+            id,
+        )
+        .await
+    }
+
+    async fn put_delivery(
+        &mut self,
+        d: &Delivery,
+        claimed_until: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
+        self.pending
+            .deliveries
+            .push((d.clone(), claimed_until.map(Timestamp::millis)));
+        if d.next_at.is_some() && claimed_until.is_none() {
+            self.pending.due_now = true;
+        }
+        Ok(())
+    }
+
+    async fn claim_delivery(
+        &mut self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body FROM deliveries WHERE id = ?1 AND state = 'pending' AND next_at <= ?2
+             AND (claimed_until IS NULL OR claimed_until <= ?2)",
+        )
+        .bind(id)
+        .bind(now.millis())
+        .fetch_optional(&mut *self.conn)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let d: Delivery = from_json(row.try_get::<&str, _>("body")?)?;
+        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
+        self.pending
+            .deliveries
+            .push((d.clone(), Some(until.millis())));
+        Ok(Some(d))
+    }
+
+    async fn idempotency(
+        &mut self,
+        subject: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRow>, StoreError> {
+        if let Some(r) = self
+            .pending
+            .idempotency
+            .iter()
+            .rev()
+            .find(|r| r.subject == subject && r.key == key)
+        {
+            return Ok((r.expires_at > now).then(|| r.clone()));
+        }
+        let row = sqlx::query(
+            "SELECT body_hash, request_id, response, expires_at FROM idempotency
+             WHERE subject = ? AND key = ? AND expires_at > ?",
+        )
+        .bind(subject)
+        .bind(key)
+        .bind(now.millis())
+        .fetch_optional(&mut *self.conn)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotencyRow {
+                subject: subject.to_owned(),
+                key: key.to_owned(),
+                body_hash: r.try_get("body_hash")?,
+                request_id: r.try_get("request_id")?,
+                response: r.try_get("response")?,
+                expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_idempotency(
+        &mut self,
+        row: &IdempotencyRow,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending.idempotency.push(row.clone());
+        self.pending.prune_idempotency = Some(now.millis());
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -940,9 +1112,20 @@ impl Store for SqliteStore {
         .bind(after.millis())
         .fetch_one(&self.read)
         .await?;
+        let delivery: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM (
+               SELECT MIN(next_at) AS t FROM deliveries WHERE next_at > ?1
+               UNION ALL
+               SELECT MIN(claimed_until) FROM deliveries
+               WHERE claimed_until IS NOT NULL AND claimed_until > ?1)",
+        )
+        .bind(after.millis())
+        .fetch_one(&self.read)
+        .await?;
         Ok(due
             .into_iter()
             .chain(claim)
+            .chain(delivery)
             .min()
             .map(Timestamp::from_millis))
     }
@@ -958,6 +1141,51 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT secret FROM callback_secrets WHERE request_id = ?")
+                .bind(request)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        skip: &[String],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id FROM deliveries WHERE next_at <= ?
+             AND (claimed_until IS NULL OR claimed_until <= ?)",
+        );
+        if !skip.is_empty() {
+            sql.push_str(&format!(
+                " AND lane NOT IN ({})",
+                vec!["?"; skip.len()].join(", ")
+            ));
+        }
+        sql.push_str(" ORDER BY next_at LIMIT ?");
+        let mut q = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(now.millis())
+            .bind(now.millis());
+        for lane in skip {
+            q = q.bind(lane);
+        }
+        Ok(q.bind(i64::from(limit)).fetch_all(&self.read).await?)
+    }
+
+    async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM deliveries WHERE request_id = ? ORDER BY id")
+            .bind(request)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| from_json(r.try_get::<&str, _>("body")?))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,284 @@
+//! Callback deliveries (rules 22 and 23): what an application asked to be called back at, and
+//! the state of one outcome's delivery, as pure transitions. The engine makes the HTTP call
+//! and hands the answer to [`Delivery::attempted`], which decides whether the delivery is done,
+//! waits for a retry, or has failed for good.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Span, Timestamp};
+
+/// Where and how a request's outcome is posted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "CallbackFormat::is_default")]
+    pub format: CallbackFormat,
+}
+
+/// The body a callback carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackFormat {
+    /// Rule 22's fields in snake case (`id`, `status`, `actioned_by`, …).
+    #[default]
+    Rest,
+    /// Verified Orchestration's `ActionedApprovalData` (`approvalRequestId`, `status`,
+    /// `actionedBy`, …, `callbackSecret`), for requests created through `/graphql` (rule 27).
+    Graphql,
+}
+
+impl CallbackFormat {
+    fn is_default(&self) -> bool {
+        *self == CallbackFormat::Rest
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A 2xx answer came back.
+    Delivered,
+    /// Retries ran out of time; it can be sent again by hand.
+    Failed,
+    /// The receiver answered 410 Gone: nothing more is sent unless asked again.
+    Gone,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Gone => "gone",
+        }
+    }
+}
+
+/// One POST and what came of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: Timestamp,
+    /// The HTTP status, when an answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it did (no connection, timeout, refused address, non-2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
+}
+
+/// How the next attempt is timed after a failure.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPlan {
+    /// The backoff delay for this failure (exponential with jitter, chosen by the caller).
+    pub delay_ms: u64,
+    /// What the receiver asked for with `Retry-After`, honoured on 429 and 503.
+    pub retry_after_ms: Option<u64>,
+    /// How long after the delivery was (re)armed retries go on.
+    pub window: Span,
+}
+
+/// Attempts kept on a delivery; older ones are counted but dropped.
+pub const MAX_ATTEMPTS_KEPT: usize = 100;
+
+/// One outcome's callback. Its id is the `webhook-id` of every attempt, so a receiver can
+/// drop repeats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub request: String,
+    pub url: String,
+    #[serde(default)]
+    pub format: CallbackFormat,
+    /// The JSON body, fixed when the outcome was reached (the secret a `graphql` body carries
+    /// is added when it is sent).
+    pub body: String,
+    pub state: DeliveryState,
+    pub created_at: Timestamp,
+    /// When retries started counting: the outcome, or the last redelivery.
+    pub armed_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<Timestamp>,
+    /// Every attempt ever made, including those dropped from `attempts`.
+    pub attempt_count: u32,
+    pub attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    pub fn new(request: &str, callback: &Callback, body: String, now: Timestamp) -> Delivery {
+        Delivery {
+            id: Delivery::id_for(request),
+            request: request.to_owned(),
+            url: callback.url.clone(),
+            format: callback.format,
+            body,
+            state: DeliveryState::Pending,
+            created_at: now,
+            armed_at: now,
+            next_at: Some(now),
+            attempt_count: 0,
+            attempts: vec![],
+        }
+    }
+
+    /// The id of a request's outcome delivery: a request has one outcome, so one delivery.
+    pub fn id_for(request: &str) -> String {
+        format!("msg_{request}")
+    }
+
+    /// Records an attempt (rule 23): a 2xx delivers; 410 stops for good; anything else (a 3xx
+    /// included: redirects are never followed) is retried after the backoff delay, or after
+    /// `Retry-After` on 429 and 503, unless that falls past the retry window, which fails the
+    /// delivery.
+    pub fn attempted(&mut self, a: Attempt, plan: RetryPlan) {
+        let at = a.at;
+        let status = a.status;
+        self.attempt_count = self.attempt_count.saturating_add(1);
+        self.attempts.push(a);
+        if self.attempts.len() > MAX_ATTEMPTS_KEPT {
+            self.attempts.remove(0);
+        }
+        match status {
+            Some(s) if (200..300).contains(&s) => {
+                self.state = DeliveryState::Delivered;
+                self.next_at = None;
+            }
+            Some(410) => {
+                self.state = DeliveryState::Gone;
+                self.next_at = None;
+            }
+            _ => {
+                let wait = match (status, plan.retry_after_ms) {
+                    (Some(429 | 503), Some(ms)) => ms,
+                    _ => plan.delay_ms,
+                };
+                let next = at.plus_millis(i64::try_from(wait).unwrap_or(i64::MAX));
+                if next > self.armed_at.plus(plan.window) {
+                    self.state = DeliveryState::Failed;
+                    self.next_at = None;
+                } else {
+                    self.state = DeliveryState::Pending;
+                    self.next_at = Some(next);
+                }
+            }
+        }
+    }
+
+    /// The receiver, as `scheme://host:port` in lower case: deliveries to one receiver share
+    /// a bounded number of concurrent calls, so that a slow one cannot hold up the others.
+    pub fn lane(&self) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            hostport.to_ascii_lowercase()
+        )
+    }
+
+    /// Sends it again now, with the same id and body, and a fresh retry window.
+    pub fn redeliver(&mut self, now: Timestamp) {
+        self.state = DeliveryState::Pending;
+        self.armed_at = now;
+        self.next_at = Some(now);
+    }
+
+    /// Failures since the last success or redelivery, for the backoff.
+    pub fn failures_in_a_row(&self) -> u32 {
+        let n = self
+            .attempts
+            .iter()
+            .rev()
+            .take_while(|a| {
+                a.at >= self.armed_at && !a.status.is_some_and(|s| (200..300).contains(&s))
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_millis(1_767_225_600_000);
+
+    fn delivery() -> Delivery {
+        let cb = Callback {
+            url: "https://app.example.com/cb".into(),
+            format: CallbackFormat::Rest,
+        };
+        Delivery::new("r1", &cb, "{}".into(), T0)
+    }
+
+    fn attempt(at_s: i64, status: Option<u16>) -> Attempt {
+        Attempt {
+            at: T0.plus_millis(at_s * 1000),
+            status,
+            error: None,
+            ms: 5,
+        }
+    }
+
+    fn plan(delay_s: u64, retry_after_s: Option<u64>) -> RetryPlan {
+        RetryPlan {
+            delay_ms: delay_s * 1000,
+            retry_after_ms: retry_after_s.map(|s| s * 1000),
+            window: Span::from_secs(3 * 86400),
+        }
+    }
+
+    /// Rule 23 as a table: the answer, a Retry-After, and what happens next.
+    #[test]
+    fn rule_23_answers_decide_what_happens_next() {
+        let table: [(Option<u16>, Option<u64>, DeliveryState, Option<i64>); 9] = [
+            (Some(200), None, DeliveryState::Delivered, None),
+            (Some(204), None, DeliveryState::Delivered, None),
+            (Some(410), None, DeliveryState::Gone, None),
+            (Some(500), None, DeliveryState::Pending, Some(10)),
+            (Some(302), None, DeliveryState::Pending, Some(10)),
+            (None, None, DeliveryState::Pending, Some(10)),
+            (Some(503), Some(120), DeliveryState::Pending, Some(120)),
+            (Some(429), Some(60), DeliveryState::Pending, Some(60)),
+            // Retry-After counts only on 429 and 503.
+            (Some(500), Some(120), DeliveryState::Pending, Some(10)),
+        ];
+        for (status, retry_after, state, next_s) in table {
+            let mut d = delivery();
+            d.attempted(attempt(0, status), plan(10, retry_after));
+            assert_eq!(d.state, state, "{status:?} {retry_after:?}");
+            assert_eq!(
+                d.next_at,
+                next_s.map(|s| T0.plus_millis(s * 1000)),
+                "{status:?} {retry_after:?}"
+            );
+            assert_eq!(d.attempt_count, 1);
+        }
+    }
+
+    #[test]
+    fn rule_23_retries_stop_at_the_window_and_redelivery_rearms() {
+        let mut d = delivery();
+        let day = 86400;
+        d.attempted(attempt(2 * day, Some(500)), plan(day as u64 / 2, None));
+        assert_eq!(d.state, DeliveryState::Pending);
+        // The next retry would fall after three days: the delivery fails.
+        d.attempted(attempt(3 * day - 10, Some(500)), plan(60, None));
+        assert_eq!(d.state, DeliveryState::Failed);
+        assert_eq!(d.next_at, None);
+        assert_eq!(d.failures_in_a_row(), 2);
+        d.redeliver(T0.plus_millis(4 * day * 1000));
+        assert_eq!(d.state, DeliveryState::Pending);
+        assert_eq!(d.failures_in_a_row(), 0);
+        assert_eq!(d.id, "msg_r1");
+        assert_eq!(d.lane(), "https://app.example.com");
+        d.attempted(attempt(4 * day + 1, Some(200)), plan(60, None));
+        assert_eq!(d.state, DeliveryState::Delivered);
+        assert_eq!(d.attempt_count, 3);
+    }
+}

@@ -1,0 +1,424 @@
+//! Callbacks (rules 21–23): the outbox of outcome deliveries and the worker that sends them.
+//!
+//! When a request with a callback reaches its outcome, the transition that decided it also
+//! writes a [`Delivery`] (see `save_request`), so a decision is never acknowledged without its
+//! callback. The worker takes due deliveries in batches: each is claimed in a transaction,
+//! POSTed outside any transaction, and its answer recorded in a second one. A crash between the
+//! two leaves the claim to run out and the POST to be repeated with the same `webhook-id`, so
+//! the receiver can drop the repeat.
+//!
+//! Receivers are isolated from each other: at most [`PER_RECEIVER`] calls run at once for one
+//! receiver (scheme, host and port) and at most [`MAX_DELIVERIES`] in all, and the worker
+//! leaves busy receivers out when it reads due deliveries, so a receiver that hangs until the
+//! timeout takes only its own slots.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use domain::{
+    Attempt, CallbackFormat, Delivery, DeliveryState, Event, EventKind, Request, RetryPlan, Span,
+    Timestamp,
+};
+use rand::RngCore;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::connector::webhook::{error_chain, secret_key, sign};
+use crate::outbound::{Guard, shown};
+use crate::{Engine, EngineError};
+
+/// Calls running at once to one receiver.
+pub const PER_RECEIVER: usize = 4;
+/// Calls running at once in all.
+pub const MAX_DELIVERIES: usize = 64;
+/// How long past its timeout a claimed delivery may run before it is tried again.
+const CLAIM_MARGIN: Span = Span::from_secs(30);
+
+/// A new callback secret, in Standard Webhooks' `whsec_<base64>` form (24 random bytes), so
+/// that the receiver can hand it to any Standard Webhooks library as it is.
+pub(crate) fn new_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+/// The outcome as callbacks and polling report it (rules 22, 24): `status`, `comment`,
+/// `actioned_at` and `actioned_by`, or in Verified Orchestration's names (rule 27), where a
+/// denial is `rejected`.
+pub fn outcome_body(r: &Request, format: CallbackFormat) -> Value {
+    let outcome = r.outcome.as_ref();
+    let by = outcome
+        .and_then(|o| o.by.as_ref())
+        .map(|b| json!({"id": b, "name": b}));
+    let comment = outcome.and_then(|o| o.comment.clone());
+    let at = outcome.map(|o| o.at.rfc3339());
+    let ctx = &r.context;
+    match format {
+        CallbackFormat::Rest => json!({
+            "id": r.id,
+            "status": r.state.as_str(),
+            "comment": comment,
+            "actioned_at": at,
+            "actioned_by": by,
+            "policy": outcome.and_then(|o| o.policy.clone()),
+            "resource": r.resource,
+            "requester": r.requester,
+            "grant_id": r.grant,
+            "correlation_id": ctx.correlation_id,
+            "request_data": ctx.request_data,
+        }),
+        CallbackFormat::Graphql => json!({
+            "approvalRequestId": r.id,
+            "status": vo_status(r),
+            "actionedComment": comment,
+            "actionedAt": at,
+            "actionedBy": by,
+            "correlationId": ctx.correlation_id,
+            "requestData": ctx.request_data,
+        }),
+    }
+}
+
+/// Verified Orchestration's status names: `rejected` for a denial.
+pub fn vo_status(r: &Request) -> &'static str {
+    match r.state {
+        domain::RequestState::Denied => "rejected",
+        s => s.as_str(),
+    }
+}
+
+/// The delivery a request's outcome produces, if it has a callback.
+pub(crate) fn delivery_for(r: &Request, now: Timestamp) -> Option<Delivery> {
+    let cb = r.context.callback.as_ref()?;
+    let body = outcome_body(r, cb.format).to_string();
+    Some(Delivery::new(&r.id, cb, body, now))
+}
+
+/// The client deliveries go out with, built for each configuration.
+pub(crate) struct Sender {
+    guard: Guard,
+    http: Result<reqwest::Client, String>,
+}
+
+impl Sender {
+    pub(crate) fn new(config: &config::Config) -> Sender {
+        let guard = Guard::new(config.server.outbound_allow.clone());
+        let timeout = Duration::from_secs(config.server.callbacks.timeout.secs());
+        Sender {
+            http: guard.client(timeout),
+            guard,
+        }
+    }
+
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+}
+
+/// What one POST came to.
+struct Answer {
+    status: Option<u16>,
+    error: Option<String>,
+    /// `Retry-After`, in milliseconds from now.
+    retry_after_ms: Option<u64>,
+}
+
+/// Receivers with calls running, and how many.
+#[derive(Default)]
+pub(crate) struct Lanes(Mutex<HashMap<String, usize>>);
+
+impl Lanes {
+    fn busy(&self) -> Vec<String> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .filter(|(_, n)| **n >= PER_RECEIVER)
+            .map(|(l, _)| l.clone())
+            .collect()
+    }
+    fn take(&self, lane: &str) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(lane.to_owned()).or_default();
+        if *n >= PER_RECEIVER {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+    fn give_back(&self, lane: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(lane) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(lane);
+            }
+        }
+    }
+}
+
+/// Starts the deliveries due at `now`, as many as there are free slots. Driven step by step
+/// (`wait`), it sends them one after the other. Returns how many it started.
+pub(crate) async fn dispatch(
+    engine: &Arc<Engine>,
+    now: Timestamp,
+    wait: bool,
+    calls: &mut JoinSet<()>,
+) -> Result<usize, EngineError> {
+    let free = engine.delivery_slots.available_permits();
+    if free == 0 {
+        return Ok(0);
+    }
+    let busy = engine.lanes.busy();
+    let limit = u32::try_from(free.min(256)).unwrap_or(256);
+    let ids = engine.store.due_deliveries(now, &busy, limit).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let timeout = engine.config().server.callbacks.timeout;
+    let until = now.plus(timeout).plus(CLAIM_MARGIN);
+    let claimed: Vec<Delivery> = engine
+        .write(move |tx| {
+            Box::pin(async move {
+                let mut out = vec![];
+                for id in ids {
+                    if let Some(d) = tx.claim_delivery(&id, now, until).await? {
+                        out.push(d);
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await?;
+    let mut started = 0;
+    for d in claimed {
+        let lane = d.lane();
+        if !engine.lanes.take(&lane) {
+            // The receiver filled up since it was read: the claim runs out and it is tried
+            // again then.
+            release(engine, d).await;
+            continue;
+        }
+        started += 1;
+        let e = engine.clone();
+        let job = async move {
+            let permit = e.delivery_slots.acquire().await;
+            if let Err(err) = deliver(&e, d, now).await {
+                tracing::warn!(error = %err, "recording a callback attempt failed");
+            }
+            drop(permit);
+            e.lanes.give_back(&lane);
+            e.store.due_signal().notify_one();
+        };
+        if wait {
+            job.await;
+        } else {
+            calls.spawn(job);
+        }
+    }
+    Ok(started)
+}
+
+/// Gives a claimed delivery back at once.
+async fn release(engine: &Arc<Engine>, d: Delivery) {
+    let r = engine
+        .write(move |tx| {
+            Box::pin(async move {
+                if let Some(cur) = tx.delivery(&d.id).await? {
+                    tx.put_delivery(&cur, None).await?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "releasing a callback claim failed");
+    }
+}
+
+/// Sends one delivery and records what came of it.
+async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<(), EngineError> {
+    let sender = engine.sender();
+    let secret = engine.store.callback_secret(&d.request).await?;
+    let started = engine.now().max(now);
+    let answer = match &secret {
+        Some(secret) => post(&sender, &d, secret, started).await,
+        None => Answer {
+            status: None,
+            error: Some("the request's callback secret is missing".into()),
+            retry_after_ms: None,
+        },
+    };
+    let done = engine.now().max(started);
+    let attempt = Attempt {
+        at: done,
+        status: answer.status,
+        error: answer.error,
+        ms: u64::try_from(done.millis() - started.millis()).unwrap_or(0),
+    };
+    let settings = engine.config().server.callbacks.clone();
+    let fraction: f64 = rand::random();
+    let id = d.id.clone();
+    engine
+        .write(move |tx| {
+            Box::pin(async move {
+                let Some(mut d) = tx.delivery(&id).await? else {
+                    return Ok(());
+                };
+                if d.state != DeliveryState::Pending {
+                    // Sent again by hand, or finished elsewhere, meanwhile.
+                    tx.put_delivery(&d, None).await?;
+                    return Ok(());
+                }
+                let delay_ms = crate::backoff::retry_delay_ms(
+                    d.failures_in_a_row() + 1,
+                    settings.retry_base.secs() * 1000,
+                    settings.retry_cap.secs() * 1000,
+                    fraction,
+                );
+                d.attempted(
+                    attempt,
+                    RetryPlan {
+                        delay_ms,
+                        retry_after_ms: answer.retry_after_ms,
+                        window: settings.retry_for,
+                    },
+                );
+                let kind = match d.state {
+                    DeliveryState::Delivered => Some(EventKind::CallbackDelivered),
+                    DeliveryState::Failed | DeliveryState::Gone => Some(EventKind::CallbackFailed),
+                    DeliveryState::Pending => None,
+                };
+                if let Some(kind) = kind {
+                    let ev = Event::request(kind, &d.request, None)
+                        .with("delivery", &d.id)
+                        .with("state", d.state.as_str())
+                        .with("attempts", d.attempt_count);
+                    tx.append(&ev, done).await?;
+                }
+                tx.put_delivery(&d, None).await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// One signed POST (rule 22): Standard Webhooks headers over the exact bytes sent.
+async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> Answer {
+    let failed = |error: String| Answer {
+        status: None,
+        error: Some(error),
+        retry_after_ms: None,
+    };
+    let http = match &sender.http {
+        Ok(h) => h,
+        Err(e) => return failed(e.clone()),
+    };
+    if let Err(e) = sender.guard.check_literal(&d.url) {
+        return failed(e);
+    }
+    let body = match d.format {
+        CallbackFormat::Rest => d.body.clone(),
+        // Verified Orchestration's body carries the secret itself (rule 27).
+        CallbackFormat::Graphql => match serde_json::from_str::<Value>(&d.body) {
+            Ok(Value::Object(mut m)) => {
+                m.insert("callbackSecret".into(), Value::String(secret.to_owned()));
+                Value::Object(m).to_string()
+            }
+            _ => d.body.clone(),
+        },
+    };
+    let ts = now.millis().div_euclid(1000);
+    let signature = sign(&secret_key(secret), &d.id, ts, body.as_bytes());
+    let res = http
+        .post(&d.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &d.id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    match res {
+        Ok(resp) => {
+            let status = resp.status();
+            let retry_after_ms = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after_ms(v, now));
+            let error = (!status.is_success()).then(|| {
+                let mut e = format!("POST {} answered {status}", shown(&d.url));
+                if status.is_redirection() {
+                    e.push_str(" (redirects are not followed)");
+                }
+                e
+            });
+            Answer {
+                status: Some(status.as_u16()),
+                error,
+                retry_after_ms,
+            }
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(error_chain)
+                .unwrap_or_default();
+            let what = if e.is_timeout() {
+                "timed out"
+            } else {
+                "failed"
+            };
+            failed(format!("POST {} {what}: {cause}", shown(&d.url)))
+        }
+    }
+}
+
+/// The longest `Retry-After` honoured: a day.
+const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
+
+/// Reads `Retry-After`: a number of seconds, or an HTTP date.
+pub fn retry_after_ms(value: &str, now: Timestamp) -> Option<u64> {
+    let v = value.trim();
+    let ms = if let Ok(secs) = v.parse::<u64>() {
+        secs.saturating_mul(1000)
+    } else {
+        let at =
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+        let at_ms = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()?;
+        u64::try_from(at_ms - now.millis()).unwrap_or(0)
+    };
+    Some(ms.min(MAX_RETRY_AFTER_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_23_retry_after_is_seconds_or_an_http_date() {
+        // 2026-01-01T00:00:00Z
+        let now = Timestamp::from_millis(1_767_225_600_000);
+        assert_eq!(retry_after_ms("120", now), Some(120_000));
+        assert_eq!(
+            retry_after_ms("Thu, 01 Jan 2026 00:02:00 GMT", now),
+            Some(120_000)
+        );
+        // A date in the past means now.
+        assert_eq!(
+            retry_after_ms("Wed, 31 Dec 2025 23:00:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(retry_after_ms("9999999", now), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(retry_after_ms("soon", now), None);
+    }
+
+    #[test]
+    fn secrets_are_standard_webhooks_keys() {
+        let s = new_secret();
+        assert!(s.starts_with("whsec_"), "{s}");
+        assert_eq!(secret_key(&s).len(), 24);
+        assert_ne!(s, new_secret());
+    }
+}
