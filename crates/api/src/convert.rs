@@ -12,10 +12,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
 pub fn ts(t: Timestamp) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.millis()) * 1_000_000)
-        .ok()
-        .and_then(|d| d.format(&Rfc3339).ok())
-        .unwrap_or_else(|| t.millis().to_string())
+    engine::callback::rfc3339(t)
 }
 
 /// Parses an RFC 3339 time sent by a client.

@@ -72,6 +72,8 @@ pub enum ClientCommand {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum RequestCmd {
     /// Ask for a resource.
     Create {

@@ -236,7 +236,9 @@ mod tests {
     /// Rule 23 as a table: the answer, a Retry-After, and what happens next.
     #[test]
     fn rule_23_answers_decide_what_happens_next() {
-        let table: [(Option<u16>, Option<u64>, DeliveryState, Option<i64>); 9] = [
+        /// The answer, its Retry-After (s), the state after, the next attempt (s from now).
+        type Row = (Option<u16>, Option<u64>, DeliveryState, Option<i64>);
+        let table: [Row; 9] = [
             (Some(200), None, DeliveryState::Delivered, None),
             (Some(204), None, DeliveryState::Delivered, None),
             (Some(410), None, DeliveryState::Gone, None),

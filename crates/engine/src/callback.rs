@@ -54,7 +54,7 @@ pub fn outcome_body(r: &Request, format: CallbackFormat) -> Value {
         .and_then(|o| o.by.as_ref())
         .map(|b| json!({"id": b, "name": b}));
     let comment = outcome.and_then(|o| o.comment.clone());
-    let at = outcome.map(|o| o.at.rfc3339());
+    let at = outcome.map(|o| rfc3339(o.at));
     let ctx = &r.context;
     match format {
         CallbackFormat::Rest => json!({
@@ -80,6 +80,17 @@ pub fn outcome_body(r: &Request, format: CallbackFormat) -> Value {
             "requestData": ctx.request_data,
         }),
     }
+}
+
+/// A time as every surface writes it: RFC 3339 in UTC, fractions only when there are some.
+pub fn rfc3339(t: Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.millis()) * 1_000_000)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.millis().to_string())
 }
 
 /// Verified Orchestration's status names: `rejected` for a denial.

@@ -24,6 +24,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the server (API, worker) on the configuration's database.
     Serve {

@@ -519,8 +519,8 @@ async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreErro
     }
     if let Some(before) = p.prune_idempotency {
         sqlx::query(
-            "DELETE FROM idempotency WHERE rowid IN
-               (SELECT rowid FROM idempotency WHERE expires_at <= ? LIMIT 64)",
+            "DELETE FROM idempotency WHERE (subject, key) IN
+               (SELECT subject, key FROM idempotency WHERE expires_at <= ? LIMIT 64)",
         )
         .bind(before)
         .execute(&mut *conn)

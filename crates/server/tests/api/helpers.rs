@@ -187,9 +187,22 @@ pub struct TestApp {
 impl TestApp {
     /// Serves a configuration made of the shared people and connectors plus `resources_hcl`.
     pub async fn spawn(resources_hcl: &str) -> TestApp {
+        TestApp::spawn_with("", &[], resources_hcl).await
+    }
+
+    /// Like [`TestApp::spawn`], with more `server` block settings and files (policy bundles)
+    /// written next to the configuration.
+    pub async fn spawn_with(
+        server_hcl: &str,
+        files: &[(&str, &str)],
+        resources_hcl: &str,
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write a file");
+        }
         let src = format!(
-            "server {{\n  database = \"sqlite://{}\"\n}}\n{}\n{resources_hcl}",
+            "server {{\n  database = \"sqlite://{}\"\n{server_hcl}\n}}\n{}\n{resources_hcl}",
             dir.path().join("cs.db").display(),
             people_and_connectors(dir.path()),
         );

@@ -6,6 +6,7 @@
 //! for §3, `sec_5_…` and `sec_7_…` for the API and security sections, `cli_…` for the CLI).
 
 mod apps;
+mod callbacks;
 mod cli;
 mod connector;
 mod helpers;
