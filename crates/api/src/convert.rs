@@ -212,6 +212,7 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
         reference_url: r.context.reference_url.clone(),
         correlation_id: r.context.correlation_id.clone(),
         request_data: r.context.request_data.clone(),
+        reviewer_credentials: r.context.credentials.clone(),
         portal_url: portal_url(public_url, &r.id),
         callback_secret: None,
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+mod graphql;
 pub mod metrics;
 mod routes;
 
@@ -89,6 +90,7 @@ pub fn app(state: AppState) -> Router {
                 }
             }),
         )
+        .route("/graphql", axum::routing::post(graphql::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -88,7 +88,7 @@ async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Jso
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Reads the `Idempotency-Key` header: printable ASCII, at most 255 characters.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -184,6 +184,7 @@ pub(crate) async fn create(
                     callback: body
                         .callback
                         .map(|c| domain::Callback { url: c.url, format }),
+                    credentials: body.reviewer_credentials,
                 },
                 idempotency,
             },

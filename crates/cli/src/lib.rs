@@ -397,6 +397,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 request_data,
                 requester,
                 callback: callback_url.map(|url| CallbackBody { url }),
+                reviewer_credentials: vec![],
             };
             let mut req = c.http.post(format!("{}/v1/requests", c.base)).json(&body);
             if let Some(k) = &idempotency_key {

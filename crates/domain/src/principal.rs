@@ -158,6 +158,14 @@ impl Directory {
         }
     }
 
+    /// Whether a user holds a credential: membership of the group of that name, or the
+    /// `admin` role.
+    pub fn holds(&self, user: &str, credential: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| u.groups.contains(credential) || (credential == "admin" && u.admin))
+    }
+
     /// Whether a principal names something the configuration knows.
     pub fn knows(&self, p: &Principal) -> bool {
         match p {

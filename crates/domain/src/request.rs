@@ -318,6 +318,10 @@ pub struct Context {
     /// Where the outcome is posted (rule 22).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<crate::Callback>,
+    /// What every reviewer must hold: a group, or the `admin` role (Verified Orchestration's
+    /// requested credentials, rule 27). Reviewers without all of them are not asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
 }
 
 impl Context {
@@ -350,6 +354,16 @@ impl Context {
                     return Err(invalid(format!("{what} contains control characters")));
                 }
             }
+        }
+        if self.credentials.len() > 16
+            || self
+                .credentials
+                .iter()
+                .any(|c| c.is_empty() || c.len() > 128 || c.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "requested credentials: at most 16, each a group or role name of 1 to 128 characters",
+            ));
         }
         let callback_url = self.callback.as_ref().map(|c| &c.url);
         for (what, url) in [
@@ -533,6 +547,7 @@ impl Request {
                 req.add_dynamic_reviewers(i, p, dir, policies, now);
             }
         }
+        req.keep_credentialed(dir);
         if covered_by.is_none() {
             let skippable: Vec<bool> = (0..req.steps.len())
                 .map(|i| req.skip_reasons(i, dir, policies, now, false).is_some())
@@ -936,6 +951,32 @@ impl Request {
         self.steps
             .iter()
             .position(|s| s.status == StepStatus::Active)
+    }
+
+    /// Whether a person holds every credential the request asks reviewers for (rule 27).
+    fn credentialed(&self, dir: &Directory, person: &str) -> bool {
+        self.context
+            .credentials
+            .iter()
+            .all(|c| dir.holds(person, c))
+    }
+
+    /// Leaves in each reviewer slot only the people who hold the requested credentials.
+    fn keep_credentialed(&mut self, dir: &Directory) {
+        if self.context.credentials.is_empty() {
+            return;
+        }
+        let keep: BTreeSet<String> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.slots.iter().flat_map(|sl| sl.people.iter().cloned()))
+            .filter(|p| self.credentialed(dir, p))
+            .collect();
+        for s in &mut self.steps {
+            for sl in &mut s.slots {
+                sl.people.retain(|p| keep.contains(p));
+            }
+        }
     }
 
     /// Whether this person has decided anything on this request (rule 10).
@@ -1368,10 +1409,17 @@ impl Request {
                 i + 1
             )));
         }
-        let people = dir.people(&to);
+        let mut people = dir.people(&to);
         if !dir.knows(&to) || people.is_empty() {
             return Err(invalid(format!(
                 "{to} is not a configured user or group with members"
+            )));
+        }
+        people.retain(|p| self.credentialed(dir, p));
+        if people.is_empty() {
+            return Err(invalid(format!(
+                "{to} does not hold the credentials this request asks for: {}",
+                self.context.credentials.join(", ")
             )));
         }
         if people.iter().all(|p| !self.may_self_review(p)) {

@@ -109,6 +109,10 @@ pub struct CreateRequestBody {
     /// Where the outcome is POSTed, signed with the `callback_secret` of the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackBody>,
+    /// Groups (or the `admin` role) every reviewer must hold; reviewers without them are not
+    /// asked (Verified Orchestration's requested credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewer_credentials: Vec<String>,
 }
 
 /// `callback` of a new request.
@@ -287,6 +291,9 @@ pub struct RequestView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub request_data: Option<Value>,
+    /// Groups (or `admin`) every reviewer must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewer_credentials: Vec<String>,
     /// The page where reviewers decide.
     pub portal_url: String,
     /// The secret callbacks are signed with: in the creation response only, to its creator.

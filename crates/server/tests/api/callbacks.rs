@@ -21,16 +21,16 @@ use crate::helpers::{TestApp, assert_error, email, eventually, id_of};
 
 /// One POST the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
+pub struct Received {
+    pub path: String,
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: String,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("the callback body is JSON")
     }
 }
@@ -47,13 +47,13 @@ struct ReceiverState {
 
 /// A real HTTP server on loopback that records every POST and answers from a script.
 #[derive(Clone)]
-struct Receiver {
+pub struct Receiver {
     base: String,
     state: Arc<Mutex<ReceiverState>>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub async fn start() -> Receiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let app = axum::Router::new()
             .route("/{*path}", axum::routing::post(receive))
@@ -69,16 +69,16 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base)
     }
 
-    fn script(&self, path: &str, replies: Vec<Reply>) {
+    pub fn script(&self, path: &str, replies: Vec<Reply>) {
         let mut s = self.state.lock().expect("lock");
         s.script.insert(format!("/{path}"), replies.into());
     }
 
-    fn got(&self, path: &str) -> Vec<Received> {
+    pub fn got(&self, path: &str) -> Vec<Received> {
         let s = self.state.lock().expect("lock");
         s.got
             .iter()
@@ -132,7 +132,7 @@ async fn receive(
 /// Standard Webhooks verification, written from the specification: the key is the base64
 /// after `whsec_`; the signed content is `id.timestamp.body`; the header holds space-separated
 /// `v1,<base64 HMAC-SHA256>` entries, any of which may match.
-fn verify(secret: &str, r: &Received) -> bool {
+pub fn verify(secret: &str, r: &Received) -> bool {
     let Some(b64) = secret.strip_prefix("whsec_") else {
         return false;
     };

@@ -9,6 +9,7 @@ mod apps;
 mod callbacks;
 mod cli;
 mod connector;
+mod graphql;
 mod helpers;
 mod lifecycle;
 mod policies;
