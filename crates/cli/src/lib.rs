@@ -408,6 +408,9 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 print(json, &r, || table::request(&r))?;
                 return Ok(ExitCode::SUCCESS);
             }
+            if let Some(secret) = &r.callback_secret {
+                eprintln!("callback secret {secret}  (shown once: keep it to verify callbacks)");
+            }
             eprintln!("request {} is {}; waiting for the outcome…", r.id, r.state);
             while r.state == "pending" {
                 pause(Duration::from_secs(poll_seconds.max(1))).await;

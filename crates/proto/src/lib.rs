@@ -510,3 +510,17 @@ pub struct VerifyView {
 pub struct Health {
     pub status: String,
 }
+
+/// `POST /graphql`: a GraphQL request over HTTP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GraphqlRequest {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<serde_json::Map<String, Value>>,
+    #[serde(
+        default,
+        rename = "operationName",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub operation_name: Option<String>,
+}

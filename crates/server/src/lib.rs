@@ -4,6 +4,7 @@
 //! listener and a manual clock.
 
 pub mod bench;
+pub mod bench_callbacks;
 pub mod bench_expiry;
 pub mod bench_policy;
 

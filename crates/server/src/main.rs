@@ -49,6 +49,9 @@ enum Cmd {
     BenchExpiry(countersign::bench_expiry::ExpiryArgs),
     /// Measure the cost of one policy decision (fast-track hook, OPA's RBAC example).
     BenchPolicy(countersign::bench_policy::PolicyBenchArgs),
+    /// Measure callback delivery: throughput, and a healthy receiver's latency beside a
+    /// failing one.
+    BenchCallbacks(countersign::bench_callbacks::CallbackArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
             Cmd::Bench(args) => bench::main(args).await,
             Cmd::BenchExpiry(args) => countersign::bench_expiry::run(args).await,
             Cmd::BenchPolicy(args) => countersign::bench_policy::run(args),
+            Cmd::BenchCallbacks(args) => countersign::bench_callbacks::run(args).await,
             Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
         }
     })

@@ -28,21 +28,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::{Actor, CallbackFormat, RequestState};
-use proto::{CallbackBody, CreateRequestBody};
+use proto::{CallbackBody, CreateRequestBody, GraphqlRequest};
 use serde_json::{Map, Value, json};
 
 use crate::{ApiError, AppState, Auth};
 use parse::{Document, Field, OpKind, Sel, Val};
-
-/// The body of a GraphQL request over HTTP.
-#[derive(Debug, serde::Deserialize)]
-pub struct GraphqlRequest {
-    query: String,
-    #[serde(default)]
-    variables: Option<Map<String, Value>>,
-    #[serde(default, rename = "operationName")]
-    operation_name: Option<String>,
-}
 
 /// A GraphQL error: a message, the response path where it happened, and a code.
 fn error(message: impl Into<String>, path: Option<&str>, code: &str) -> Value {
