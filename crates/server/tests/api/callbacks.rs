@@ -622,6 +622,12 @@ resource "slow" {
     );
     assert!(created.iter().all(|b| b["id"] == created[0]["id"]));
     assert_eq!(list["requests"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // Keys are remembered for 24 hours (`idempotency_ttl`): then the key is free again.
+    app.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    let (s4, later, r4) = send("deploy-4711", &changed).await;
+    assert_eq!((s4, r4), (StatusCode::CREATED, false), "{later}");
+    assert_ne!(later["id"], first["id"]);
 }
 
 /// Runs futures concurrently on this task and collects their outputs in order.
