@@ -532,14 +532,18 @@ async fn postgres_set_role_outlives_revoke_unless_sessions_end() {
     );
 }
 
+/// The webhook configuration without the loopback allow-list.
+fn webhook_hcl_unlisted(url: &str) -> String {
+    webhook_hcl(url).replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "")
+}
+
 #[tokio::test]
 async fn rule_26_webhook_connector_urls_are_guarded() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("countersign.hcl");
     let (base, state) = start_receiver().await;
     // Plain http to a host that is not allow-listed is a configuration error.
-    let hcl = webhook_hcl(&format!("{base}/hook"))
-        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let hcl = webhook_hcl_unlisted(&format!("{base}/hook"));
     let err = config::load_str(path.to_str().expect("utf-8"), &hcl)
         .expect_err("http to loopback without an allow-list")
         .to_string();
@@ -547,8 +551,7 @@ async fn rule_26_webhook_connector_urls_are_guarded() {
 
     // https to a loopback address is refused when the call is made, before any connection.
     let https = base.replace("http://", "https://");
-    let hcl = webhook_hcl(&format!("{https}/hook"))
-        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let hcl = webhook_hcl_unlisted(&format!("{https}/hook"));
     let c = connector(dir.path(), &hcl);
     let g = grant("g-guard", "alice@example.com", &[]);
     let err = c
@@ -560,8 +563,7 @@ async fn rule_26_webhook_connector_urls_are_guarded() {
 
     // `localhost` resolves to loopback: refused at connect time, by the resolver.
     let by_name = https.replace("127.0.0.1", "localhost");
-    let hcl = webhook_hcl(&format!("{by_name}/hook"))
-        .replace(r#"server { outbound_allow = ["127.0.0.1"] }"#, "");
+    let hcl = webhook_hcl_unlisted(&format!("{by_name}/hook"));
     let c = connector(dir.path(), &hcl);
     let err = c
         .call(&Call::lifecycle(Action::Grant, &g, NOW))
