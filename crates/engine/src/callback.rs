@@ -94,7 +94,7 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 /// Verified Orchestration's status names: `rejected` for a denial.
-pub fn vo_status(r: &Request) -> &'static str {
+fn vo_status(r: &Request) -> &'static str {
     match r.state {
         domain::RequestState::Denied => "rejected",
         s => s.as_str(),
