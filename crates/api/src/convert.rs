@@ -34,6 +34,16 @@ pub fn input(v: &Value) -> Input {
     }
 }
 
+/// A field's value as a person reads it.
+pub fn field_text(v: &FieldValue) -> String {
+    match v {
+        FieldValue::String(s) | FieldValue::User(s) => s.clone(),
+        FieldValue::Int(i) => i.to_string(),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::Duration(d) => d.to_string(),
+    }
+}
+
 fn field_value(v: &FieldValue) -> Value {
     match v {
         FieldValue::String(s) | FieldValue::User(s) => Value::String(s.clone()),
@@ -73,6 +83,8 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
                     _ => vec![],
                 },
                 default: f.default.as_ref().map(field_value),
+                description: f.description.clone(),
+                dynamic: f.dynamic,
             })
             .collect(),
         steps: r

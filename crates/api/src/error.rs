@@ -49,6 +49,7 @@ impl From<EngineError> for ApiError {
             EngineError::Domain(DomainError::Conflict(m)) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", m)
             }
+            EngineError::Upstream(m) => ApiError::new(StatusCode::BAD_GATEWAY, "upstream", m),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(

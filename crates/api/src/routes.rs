@@ -24,6 +24,7 @@ type Body<T> = Result<Json<T>, JsonRejection>;
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     crate::openapi_router()
         .routes(routes!(list_resources))
+        .routes(routes!(field_options))
         .routes(routes!(create_request, list_requests))
         .routes(routes!(get_request, update_request))
         .routes(routes!(explain_request))
@@ -82,6 +83,29 @@ async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Jso
             .map(|r| convert::resource(r, &config.directory, &actor.id))
             .collect(),
     })
+}
+
+/// The choices of a field: an enum's allowed values, or what its `options_from` source
+/// answers (fetched server-side through the SSRF guard and cached briefly).
+#[utoipa::path(get, path = "/v1/resources/{name}/fields/{field}/options", tag = "resources",
+    params(("name" = String, Path, description = "resource"), ("field" = String, Path, description = "field")),
+    responses((status = 200, body = FieldOptionList), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn field_options(
+    State(state): State<AppState>,
+    Auth(_): Auth,
+    Path((name, field)): Path<(String, String)>,
+) -> ApiResult<Json<FieldOptionList>> {
+    let options = state.engine.field_options(&name, &field).await?;
+    Ok(Json(FieldOptionList {
+        options: options
+            .into_iter()
+            .map(|o| FieldOptionView {
+                value: o.value,
+                label: o.label,
+            })
+            .collect(),
+    }))
 }
 
 /// The longest `Idempotency-Key` accepted.

@@ -83,6 +83,66 @@ pub struct ServerConfig {
     pub callbacks: CallbackSettings,
     /// How long an `Idempotency-Key` is remembered (rule 25).
     pub idempotency_ttl: Span,
+    /// How long a portal session lasts after sign-in (there is no sliding renewal).
+    pub session_ttl: Span,
+}
+
+/// The `oidc` block: sign-in with the authorization code flow and PKCE.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as its discovery document and ID tokens give it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Always contains `openid`.
+    pub scopes: Vec<String>,
+    /// The claim naming the user (`email`): it must be a configured user.
+    pub email_claim: String,
+    /// The claim listing the user's groups (`groups`); configured groups named there are
+    /// added to the session's groups.
+    pub groups_claim: String,
+}
+
+impl fmt::Debug for OidcConfig {
+    /// The client secret is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("email_claim", &self.email_claim)
+            .field("groups_claim", &self.groups_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A field's `options_from`: its choices are fetched from `url` (a GET, through the guard
+/// against server-side request forgery) and kept for `cache`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OptionsSource {
+    pub url: String,
+    /// A JSON pointer to the array of items in the answer; empty for the answer itself.
+    pub items: String,
+    /// The key of an item's value when items are objects.
+    pub value: String,
+    /// The key of an item's label; the value is the label when it is missing.
+    pub label: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub cache: Span,
+}
+
+impl fmt::Debug for OptionsSource {
+    /// Header values (credentials, typically) are never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OptionsSource")
+            .field("url", &self.url)
+            .field("items", &self.items)
+            .field("value", &self.value)
+            .field("label", &self.label)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("cache", &self.cache)
+            .finish()
+    }
 }
 
 /// How request callbacks are sent and retried (rule 23).
@@ -289,6 +349,10 @@ pub struct Config {
     pub directory: Directory,
     pub connectors: BTreeMap<String, ConnectorDef>,
     pub resources: BTreeMap<String, ResourceDef>,
+    /// Where dynamic field options come from, by resource and then field name.
+    pub field_options: BTreeMap<String, BTreeMap<String, OptionsSource>>,
+    /// The OpenID Connect issuer the portal signs people in with, if any.
+    pub oidc: Option<OidcConfig>,
     /// Every policy reference with where it is written (`file:line: in resource "x"`), so
     /// that a query the bundle does not define is reported at its line.
     pub policy_sites: Vec<(PolicyRef, String)>,

@@ -42,6 +42,7 @@ impl Loc {
 #[derive(Default)]
 pub(crate) struct RawConfig {
     pub server: Option<(Loc, RawServer)>,
+    pub oidc: Option<(Loc, RawOidc)>,
     pub users: Vec<(Loc, String, RawUser)>,
     pub groups: Vec<(Loc, String, RawGroup)>,
     pub apps: Vec<(Loc, String, RawApp)>,
@@ -183,13 +184,27 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             dir: dir.clone(),
             attrs: BTreeMap::new(),
         };
-        let want_labels = if kind == "server" { 0 } else { 1 };
-        if !["server", "user", "group", "app", "connector", "resource"].contains(&kind) {
+        let want_labels = if matches!(kind, "server" | "oidc") {
+            0
+        } else {
+            1
+        };
+        if ![
+            "server",
+            "oidc",
+            "user",
+            "group",
+            "app",
+            "connector",
+            "resource",
+        ]
+        .contains(&kind)
+        {
             errors.push(loc.err(
                 None,
                 format!(
-                    "unknown block type {kind:?}; expected server, user, group, app, connector \
-                     or resource"
+                    "unknown block type {kind:?}; expected server, oidc, user, group, app, \
+                     connector or resource"
                 ),
             ));
             continue;
@@ -216,6 +231,15 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
                         errors.push(loc.err(None, "only one server block is allowed"));
                     } else {
                         raw.server = Some((loc, v));
+                    }
+                }
+            }
+            "oidc" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    if raw.oidc.is_some() {
+                        errors.push(loc.err(None, "only one oidc block is allowed"));
+                    } else {
+                        raw.oidc = Some((loc, v));
                     }
                 }
             }

@@ -24,6 +24,37 @@ pub struct RawServer {
     pub callback_retry_cap: Option<String>,
     pub callback_retry_for: Option<String>,
     pub idempotency_ttl: Option<String>,
+    /// How long a portal session lasts after sign-in.
+    pub session_ttl: Option<String>,
+}
+
+/// The `oidc` block: the issuer the portal signs people in with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Option<Vec<String>>,
+    pub email_claim: Option<String>,
+    pub groups_claim: Option<String>,
+}
+
+/// A field's `options_from`: where its choices come from (Sym's prefetch).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOptionsFrom {
+    pub url: String,
+    /// A JSON pointer to the array in the answer (`/results`); the answer itself by default.
+    pub items: Option<String>,
+    /// The key of each item's value, when items are objects (`value` by default).
+    pub value: Option<String>,
+    /// The key of each item's label (the value by default).
+    pub label: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How long an answer is reused (`1m` by default).
+    pub cache: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +152,7 @@ pub struct RawField {
     pub required: bool,
     pub default: Option<hcl::Value>,
     pub description: Option<String>,
+    pub options_from: Option<RawOptionsFrom>,
 }
 
 #[derive(Debug, Deserialize)]

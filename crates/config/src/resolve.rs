@@ -11,8 +11,8 @@ use domain::{
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
 use crate::{
-    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, OutboundAllow,
-    PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
+    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, OidcConfig, OptionsSource,
+    OutboundAllow, PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -24,6 +24,7 @@ const DEFAULT_POLICY_INTERVAL_SECS: u64 = 300;
 const DEFAULT_POLICY_TIMEOUT_MS: u64 = 100;
 const MAX_POLICY_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
+const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 3600;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let defaults = RawServer::default();
@@ -75,6 +76,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         s.idempotency_ttl,
         DEFAULT_IDEMPOTENCY_TTL_SECS,
     );
+    let session_ttl = server_span("session_ttl", s.session_ttl, DEFAULT_SESSION_TTL_SECS);
     let policy_timeout_ms = match (&sloc, s.policy_timeout) {
         (Some(loc), Some(t)) => match millis(&t) {
             Ok(ms) if (1..=MAX_POLICY_TIMEOUT_MS).contains(&ms) => ms,
@@ -113,6 +115,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             ),
             ("callback_retry_for", callbacks.retry_for, 0, 30 * 86400),
             ("idempotency_ttl", idempotency_ttl, 60, 30 * 86400),
+            ("session_ttl", session_ttl, 300, 30 * 86400),
         ];
         for (key, v, min, max) in bounds {
             if !(min..=max).contains(&v.secs()) {
@@ -140,7 +143,11 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         outbound_allow,
         callbacks,
         idempotency_ttl,
+        session_ttl,
     };
+    let oidc = raw
+        .oidc
+        .and_then(|(loc, o)| oidc(&loc, o, &server.outbound_allow, errors));
 
     // Users and groups first: everything else refers to them.
     let mut users = BTreeMap::new();
@@ -247,6 +254,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
 
     let mut resources = BTreeMap::new();
     let mut policy_sites = vec![];
+    let mut field_options = BTreeMap::new();
     for (loc, name, r) in raw.resources {
         if resources.contains_key(&name) {
             errors.push(loc.err(None, format!("resource {name:?} is defined twice")));
@@ -261,9 +269,22 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             dir: &directory,
             connectors: &connectors,
             approval_only: &approval_only,
+            allow: &server.outbound_allow,
         };
-        let res = resource(&loc, name.clone(), r, &known, &mut policy_sites, errors);
+        let mut options = BTreeMap::new();
+        let res = resource(
+            &loc,
+            name.clone(),
+            r,
+            &known,
+            &mut policy_sites,
+            &mut options,
+            errors,
+        );
         if errors.len() == before {
+            if !options.is_empty() {
+                field_options.insert(name.clone(), options);
+            }
             resources.insert(name, res);
         }
     }
@@ -273,8 +294,133 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         directory,
         connectors,
         resources,
+        field_options,
+        oidc,
         policy_sites,
     }
+}
+
+/// Plain `http` is accepted for loopback hosts (a provider on the same machine) and for
+/// hosts that `outbound_allow` lists; anything else must be `https`.
+fn http_allowed(host: &str, allow: &OutboundAllow) -> bool {
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback || allow.host(host)
+}
+
+fn oidc(
+    loc: &Loc,
+    o: RawOidc,
+    allow: &OutboundAllow,
+    errors: &mut Vec<ConfigError>,
+) -> Option<OidcConfig> {
+    let before = errors.len();
+    match crate::outbound::url_host(&o.issuer) {
+        Some((scheme, _)) if scheme == "https" => {}
+        Some((scheme, host)) if scheme == "http" && http_allowed(&host, allow) => {}
+        Some((scheme, host)) if scheme == "http" => errors.push(loc.err(
+            Some("issuer"),
+            format!(
+                "issuer must use https: plain http is allowed only on loopback and to hosts listed in the server's outbound_allow, and {host:?} is neither"
+            ),
+        )),
+        _ => errors.push(loc.err(Some("issuer"), "issuer must start with https://")),
+    }
+    if o.issuer.contains(['?', '#']) {
+        errors.push(loc.err(Some("issuer"), "issuer may not have a query or a fragment"));
+    }
+    for (key, v) in [
+        ("client_id", &o.client_id),
+        ("client_secret", &o.client_secret),
+    ] {
+        if v.trim().is_empty() {
+            errors.push(loc.err(Some(key), format!("{key} may not be empty")));
+        }
+    }
+    let mut scopes = o
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    }) {
+        errors.push(loc.err(
+            Some("scopes"),
+            format!("scope {bad:?} is not a valid scope token"),
+        ));
+    }
+    (errors.len() == before).then(|| OidcConfig {
+        issuer: o.issuer.trim_end_matches('/').to_owned(),
+        client_id: o.client_id,
+        client_secret: o.client_secret,
+        scopes,
+        email_claim: o.email_claim.unwrap_or_else(|| "email".into()),
+        groups_claim: o.groups_claim.unwrap_or_else(|| "groups".into()),
+    })
+}
+
+/// A field's `options_from`, checked: an absolute http(s) URL (plain http only where
+/// `outbound_allow` allows it; the guard checks the address again at every fetch), a JSON
+/// pointer, and a cache time of at most an hour.
+fn options_source(
+    loc: &Loc,
+    field: &str,
+    o: RawOptionsFrom,
+    allow: &OutboundAllow,
+    errors: &mut Vec<ConfigError>,
+) -> Option<OptionsSource> {
+    let before = errors.len();
+    let at = format!("field {field:?}: options_from");
+    match crate::outbound::url_host(&o.url) {
+        Some((scheme, _)) if scheme == "https" => {}
+        Some((scheme, host)) if scheme == "http" && allow.host(&host) => {}
+        Some((scheme, host)) if scheme == "http" => errors.push(loc.err(
+            Some("field"),
+            format!(
+                "{at}.url must use https: plain http is allowed only to hosts listed in the server's outbound_allow, and {host:?} is not"
+            ),
+        )),
+        _ => errors.push(loc.err(
+            Some("field"),
+            format!("{at}.url must start with https:// or http://"),
+        )),
+    }
+    let items = o.items.unwrap_or_default();
+    if !items.is_empty() && !items.starts_with('/') {
+        errors.push(loc.err(
+            Some("field"),
+            format!("{at}.items must be a JSON pointer such as \"/results\""),
+        ));
+    }
+    let cache = match o.cache.as_deref() {
+        None => Span::from_secs(60),
+        Some(t) => match Span::parse(t) {
+            Ok(s) if s.secs() <= 3600 => s,
+            Ok(_) => {
+                errors.push(loc.err(Some("field"), format!("{at}.cache may be at most 1h")));
+                Span::from_secs(60)
+            }
+            Err(e) => {
+                errors.push(loc.err(Some("field"), format!("{at}.cache: {e}")));
+                Span::from_secs(60)
+            }
+        },
+    };
+    (errors.len() == before).then(|| OptionsSource {
+        url: o.url,
+        items,
+        value: o.value.unwrap_or_else(|| "value".into()),
+        label: o.label,
+        headers: o.headers,
+        cache,
+    })
 }
 
 /// A time limit written as `250ms` or as a span (`2s`).
@@ -529,6 +675,7 @@ struct Known<'a> {
     dir: &'a Directory,
     connectors: &'a BTreeMap<String, ConnectorDef>,
     approval_only: &'a BTreeSet<String>,
+    allow: &'a OutboundAllow,
 }
 
 fn resource(
@@ -537,12 +684,14 @@ fn resource(
     r: RawResource,
     known: &Known<'_>,
     sites: &mut Vec<(PolicyRef, String)>,
+    options: &mut BTreeMap<String, OptionsSource>,
     errors: &mut Vec<ConfigError>,
 ) -> ResourceDef {
     let Known {
         dir,
         connectors,
         approval_only,
+        allow,
     } = *known;
     let connector = match r.connector {
         Some(c) if connectors.contains_key(&c) => Some(c),
@@ -634,11 +783,29 @@ fn resource(
                 continue;
             }
         };
+        let dynamic = match f.options_from {
+            Some(o) if matches!(kind, FieldType::String) => {
+                if let Some(src) = options_source(loc, &fname, o, allow, errors) {
+                    options.insert(fname.clone(), src);
+                }
+                true
+            }
+            Some(_) => {
+                errors.push(loc.err(
+                    Some("field"),
+                    format!("field {fname:?}: options_from is for string fields"),
+                ));
+                continue;
+            }
+            None => false,
+        };
         let mut def = FieldDef {
             name: fname.clone(),
             kind,
             required: f.required,
             default: None,
+            description: f.description.unwrap_or_default(),
+            dynamic,
         };
         if let Some(v) = f.default {
             let input = match v {

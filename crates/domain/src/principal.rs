@@ -147,6 +147,10 @@ impl Directory {
     pub fn users(&self) -> impl Iterator<Item = (&String, &UserDef)> {
         self.users.iter()
     }
+    /// The names of the groups (without `group:`), in order.
+    pub fn groups(&self) -> impl Iterator<Item = &String> {
+        self.members.keys()
+    }
 
     /// The people a principal stands for: a user is themself, a group is its members, an app
     /// is nobody (applications never review).

@@ -126,6 +126,13 @@ pub struct FieldDef {
     pub kind: FieldType,
     pub required: bool,
     pub default: Option<FieldValue>,
+    /// Help text shown beside the field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Whether the choices come from `options_from` (the source itself lives in the
+    /// configuration, since it may carry credentials).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
 }
 
 impl FieldDef {

@@ -11,6 +11,10 @@ pub enum EngineError {
     /// A rule refused the change (422, 403 or 409 by kind).
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// A server this one depends on (a field's `options_from`) failed; the message says
+    /// which and how, without credentials (502).
+    #[error("{0}")]
+    Upstream(String),
     /// The store failed; the details go to the log, not to the client (500).
     #[error("storage failure")]
     Store(#[from] StoreError),

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod connector;
 mod error;
 mod explain;
+pub mod options;
 pub mod outbound;
 mod recheck;
 mod worker;
@@ -36,6 +37,8 @@ pub use explain::{Explanation, Simulation, StepView};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
+pub use options::FieldOption;
+pub use store::SessionRow;
 pub use worker::Worker;
 
 /// What a requester (or an application) submits.
@@ -116,6 +119,8 @@ pub struct Engine {
     lanes: callback::Lanes,
     /// `Idempotency-Key`s whose request is being created now, per caller (rule 25).
     creating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Dynamic field options fetched lately.
+    options: options::Cache,
 }
 
 fn new_id(now: Timestamp) -> String {
@@ -228,6 +233,7 @@ impl Engine {
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
             lanes: Default::default(),
             creating: Default::default(),
+            options: Default::default(),
         })
     }
 
@@ -334,6 +340,8 @@ impl Engine {
         let notice = config.server.expiry_notice;
         let ttl = config.server.idempotency_ttl;
         let (requester, context) = who_asks(&config, actor, input.requester, input.context)?;
+        self.check_dynamic_fields(&config, &sender, &input.resource, &input.fields, now)
+            .await?;
         let secret = match &context.callback {
             Some(cb) => {
                 sender
@@ -834,6 +842,111 @@ impl Engine {
         })
         .await?;
         Ok(token)
+    }
+
+    /// The choices of a resource's field: an `enum`'s allowed values, or what a field's
+    /// `options_from` answers (fetched through the guard, cached for the field's `cache`).
+    /// Any configured person may read them, as they may read the catalog.
+    pub async fn field_options(
+        &self,
+        resource: &str,
+        field: &str,
+    ) -> Result<Vec<FieldOption>, EngineError> {
+        let Live { config, sender, .. } = self.live();
+        let def = config
+            .resources
+            .get(resource)
+            .ok_or_else(|| EngineError::NotFound(format!("resource {resource:?}")))?;
+        let f = def
+            .fields
+            .iter()
+            .find(|f| f.name == field)
+            .ok_or_else(|| EngineError::NotFound(format!("field {field:?} of {resource:?}")))?;
+        if let domain::FieldType::Enum(values) = &f.kind {
+            return Ok(values
+                .iter()
+                .map(|v| FieldOption {
+                    value: v.clone(),
+                    label: v.clone(),
+                })
+                .collect());
+        }
+        let source = config
+            .field_options
+            .get(resource)
+            .and_then(|m| m.get(field))
+            .ok_or_else(|| {
+                EngineError::NotFound(format!("options of field {field:?} of {resource:?}"))
+            })?;
+        options::options(&self.options, sender.guard(), source, self.now())
+            .await
+            .map_err(EngineError::Upstream)
+    }
+
+    /// A value of a field with `options_from` must be one of its options.
+    async fn check_dynamic_fields(
+        &self,
+        config: &Config,
+        sender: &callback::Sender,
+        resource: &str,
+        fields: &BTreeMap<String, domain::Input>,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let Some(sources) = config.field_options.get(resource) else {
+            return Ok(());
+        };
+        for (name, source) in sources {
+            let Some(domain::Input::Text(value)) = fields.get(name) else {
+                // Absent, or of the wrong type: the field check reports it.
+                continue;
+            };
+            let choices = options::options(&self.options, sender.guard(), source, now)
+                .await
+                .map_err(EngineError::Upstream)?;
+            if !choices.iter().any(|o| &o.value == value) {
+                return Err(DomainError::Invalid(format!(
+                    "field {name:?}: {value:?} is not one of its options"
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The portal session with this id hash, unless it has expired.
+    pub async fn session(&self, hash: &str) -> Result<Option<SessionRow>, EngineError> {
+        Ok(self.store.session(hash, self.now()).await?)
+    }
+
+    /// Writes a portal session; `replaces` (the session it follows, at sign-in) is ended in
+    /// the same transaction, so that an id seen before sign-in is worth nothing after it.
+    pub async fn save_session(
+        &self,
+        row: SessionRow,
+        replaces: Option<String>,
+    ) -> Result<(), EngineError> {
+        let now = self.now();
+        self.write(move |tx| {
+            Box::pin(async move {
+                if let Some(old) = replaces {
+                    tx.delete_session(&old).await?;
+                }
+                tx.put_session(&row, now).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Ends a portal session (sign-out).
+    pub async fn end_session(&self, hash: String) -> Result<(), EngineError> {
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.delete_session(&hash).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The user a bearer token authenticates, if any.

@@ -196,6 +196,7 @@ fn error_line(e: &EngineError) -> String {
         EngineError::Domain(DomainError::Invalid(_)) => "invalid",
         EngineError::Domain(DomainError::Forbidden(_)) => "forbidden",
         EngineError::Domain(DomainError::Conflict(_)) => "conflict",
+        EngineError::Upstream(_) => "upstream",
         EngineError::Store(_) => "store",
     };
     format!("{kind}: {e}")

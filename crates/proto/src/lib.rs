@@ -35,6 +35,26 @@ pub struct FieldView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
+    /// Help text for the field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Whether its choices come from `options_from`: read them at
+    /// `/v1/resources/{name}/fields/{field}/options`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
+}
+
+/// One choice of a field.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FieldOptionView {
+    pub value: String,
+    pub label: String,
+}
+
+/// The choices of a field (an enum's allowed values, or what its `options_from` answers).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FieldOptionList {
+    pub options: Vec<FieldOptionView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

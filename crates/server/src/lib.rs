@@ -39,11 +39,16 @@ pub struct RunOptions {
     /// Run the background worker (timers, connector calls). Tests that drive a manual clock
     /// turn it off and call `Engine::run_due` themselves.
     pub worker: bool,
+    /// How the web portal is offered (the development sign-in).
+    pub portal: web::PortalOptions,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { worker: true }
+        RunOptions {
+            worker: true,
+            portal: web::PortalOptions::default(),
+        }
     }
 }
 
@@ -55,11 +60,17 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if options.portal.dev_login {
+        let addr = listener.local_addr()?;
+        web::check_dev_login(addr)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = options
         .worker
         .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx)));
-    let app = api::app(api::AppState::new(engine.clone()));
+    let app = api::app(api::AppState::new(engine.clone()))
+        .merge(web::router(engine.clone(), options.portal));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -31,6 +31,10 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         files: ConfigFiles,
+        /// Offer a development sign-in in the portal (pick any configured user). Refused
+        /// unless the server listens on a loopback address.
+        #[arg(long)]
+        dev: bool,
     },
     /// Validate configuration files; print every error with file, line and block.
     Check {
@@ -127,7 +131,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.cmd {
-            Cmd::Serve { files } => serve(files.config).await,
+            Cmd::Serve { files, dev } => serve(files.config, dev).await,
             Cmd::Check { files } => match load(&files) {
                 Ok(c) => {
                     let bundles: std::collections::BTreeSet<&str> = c
@@ -186,12 +190,30 @@ async fn token_create(cfg: config::Config, user: &str) -> Result<String, String>
     token
 }
 
-async fn serve(files: Vec<PathBuf>) -> ExitCode {
+async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
     let cfg = match load(&files) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let listen = cfg.server.listen.clone();
+    if dev {
+        // Checked on the configured address before anything is opened; `run` checks the
+        // bound one again.
+        match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                if let Err(e) = web::check_dev_login(addr) {
+                    eprintln!("countersign: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            Err(_) => {
+                eprintln!(
+                    "countersign: --dev needs server.listen to be a loopback address such as 127.0.0.1:8080, not {listen:?}"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
     let engine = match countersign::open(cfg, Arc::new(SystemClock)).await {
         Ok(e) => e,
         Err(e) => {
@@ -255,7 +277,11 @@ async fn serve(files: Vec<PathBuf>) -> ExitCode {
         }
         tracing::info!("shutting down");
     };
-    match countersign::run(listener, engine, RunOptions::default(), shutdown).await {
+    let options = RunOptions {
+        portal: web::PortalOptions { dev_login: dev },
+        ..RunOptions::default()
+    };
+    match countersign::run(listener, engine, options, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("countersign: {e}");

@@ -89,6 +89,31 @@ pub struct IdempotencyRow {
     pub expires_at: Timestamp,
 }
 
+/// A portal session (the cookie carries the id; only its SHA-256 is stored).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub hash: String,
+    /// The signed-in user; `None` while a sign-in is under way.
+    pub subject: Option<String>,
+    /// The CSRF token every form of this session sends back.
+    pub csrf: String,
+    /// What the portal keeps with the session, as JSON (groups from the sign-in, or the
+    /// state of a sign-in under way). The store does not read it.
+    pub data: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for SessionRow {
+    /// The CSRF token and the sign-in state stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RequestFilter {
     pub state: Option<RequestState>,
@@ -196,6 +221,10 @@ pub trait Tx: Send {
         row: &IdempotencyRow,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Writes (or replaces) a portal session, and forgets a few expired ones.
+    async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError>;
+    /// Ends a portal session (sign-out, or the id rotated at sign-in).
+    async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -217,6 +246,8 @@ pub trait Store: Send + Sync + 'static {
     /// that a worker knows how long it may wait.
     async fn next_due(&self, after: Timestamp) -> Result<Option<Timestamp>, StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// The portal session with this id hash, unless it has expired by `now`.
+    async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError>;
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
     /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers in
     /// `skip` (they have enough calls running).

@@ -28,8 +28,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::chain::{self, GENESIS, StoredEvent};
 use crate::{
-    DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, Store, StoreError,
-    TokenRow, Tx, WriteJob,
+    DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, SessionRow, Store,
+    StoreError, TokenRow, Tx, WriteJob,
 };
 
 /// The most jobs committed together. Larger groups amortise the fsync further but make every
@@ -61,6 +61,11 @@ fn migrator() -> Migrator {
             3,
             "callbacks",
             include_str!("../migrations/sqlite/0003_callbacks.sql"),
+        ),
+        step(
+            4,
+            "sessions",
+            include_str!("../migrations/sqlite/0004_sessions.sql"),
         ),
     ])
 }
@@ -220,7 +225,16 @@ struct Pending {
     idempotency: Vec<IdempotencyRow>,
     /// Expired idempotency records older than this are forgotten (a few per job).
     prune_idempotency: Option<i64>,
+    /// Portal sessions written or ended, in order.
+    sessions: Vec<SessionOp>,
+    /// Sessions that expired before this are forgotten (a few per job).
+    prune_sessions: Option<i64>,
     due_now: bool,
+}
+
+enum SessionOp {
+    Put(SessionRow),
+    Delete(String),
 }
 
 /// An audit event row: seq, at, kind, request, grant, body, prev_hash, hash.
@@ -542,6 +556,42 @@ async fn flush(conn: &mut SqliteConnection, p: &Pending) -> Result<(), StoreErro
         .bind(r.expires_at.millis())
         .execute(&mut *conn)
         .await?;
+    }
+    if let Some(before) = p.prune_sessions {
+        sqlx::query(
+            "DELETE FROM sessions WHERE hash IN
+               (SELECT hash FROM sessions WHERE expires_at <= ? LIMIT 64)",
+        )
+        .bind(before)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for op in &p.sessions {
+        match op {
+            SessionOp::Put(r) => {
+                sqlx::query(
+                    "INSERT INTO sessions (hash, subject, csrf, data, created_at, expires_at)
+                     VALUES (?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (hash) DO UPDATE SET subject = excluded.subject,
+                       csrf = excluded.csrf, data = excluded.data,
+                       expires_at = excluded.expires_at",
+                )
+                .bind(&r.hash)
+                .bind(&r.subject)
+                .bind(&r.csrf)
+                .bind(&r.data)
+                .bind(r.created_at.millis())
+                .bind(r.expires_at.millis())
+                .execute(&mut *conn)
+                .await?;
+            }
+            SessionOp::Delete(hash) => {
+                sqlx::query("DELETE FROM sessions WHERE hash = ?")
+                    .bind(hash)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
     }
     for (hash, subject, at) in &p.tokens {
         sqlx::query("INSERT INTO tokens (hash, subject, created_at) VALUES (?, ?, ?)")
@@ -947,6 +997,19 @@ impl Tx for SqliteTx<'_> {
         self.pending.prune_idempotency = Some(now.millis());
         Ok(())
     }
+
+    async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError> {
+        self.pending.sessions.push(SessionOp::Put(row.clone()));
+        self.pending.prune_sessions = Some(now.millis());
+        Ok(())
+    }
+
+    async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError> {
+        self.pending
+            .sessions
+            .push(SessionOp::Delete(hash.to_owned()));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -1138,6 +1201,28 @@ impl Store for SqliteStore {
         row.map(|r| {
             Ok(TokenRow {
                 subject: r.try_get("subject")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT subject, csrf, data, created_at, expires_at FROM sessions
+             WHERE hash = ? AND expires_at > ?",
+        )
+        .bind(hash)
+        .bind(now.millis())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                hash: hash.to_owned(),
+                subject: r.try_get("subject")?,
+                csrf: r.try_get("csrf")?,
+                data: r.try_get("data")?,
+                created_at: Timestamp::from_millis(r.try_get("created_at")?),
+                expires_at: Timestamp::from_millis(r.try_get("expires_at")?),
             })
         })
         .transpose()

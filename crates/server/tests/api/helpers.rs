@@ -201,8 +201,18 @@ impl TestApp {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write a file");
         }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        // The portal's links and its sign-in's redirect address are built from public_url.
+        let public_url = if server_hcl.contains("public_url") {
+            String::new()
+        } else {
+            format!("  public_url = \"http://{addr}\"\n")
+        };
         let src = format!(
-            "server {{\n  database = \"sqlite://{}\"\n{server_hcl}\n}}\n{}\n{resources_hcl}",
+            "server {{\n  database = \"sqlite://{}\"\n{public_url}{server_hcl}\n}}\n{}\n{resources_hcl}",
             dir.path().join("cs.db").display(),
             people_and_connectors(dir.path()),
         );
@@ -216,11 +226,10 @@ impl TestApp {
             .await
             .expect("open the engine");
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
-        let options = countersign::RunOptions { worker: false };
+        let options = countersign::RunOptions {
+            worker: false,
+            portal: web::PortalOptions { dev_login: true },
+        };
         tokio::spawn(countersign::run(
             listener,
             engine.clone(),

@@ -1,0 +1,1638 @@
+//! The portal's pages and form handlers.
+//!
+//! A GET renders a page for the signed-in viewer (or sends them to sign in). A POST has
+//! already passed the CSRF check in [`crate::guard_forms`]; it calls one engine service as
+//! the viewer and answers `303 See Other` to the page it came from with a notice, or renders
+//! that page again with the engine's refusal (a stale page, say) and the matching status.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Extension;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use domain::{
+    Decision, DomainError, FieldType, GrantState, Input, Principal, Request, RequestState,
+    ReviewInput, Scope, Span,
+};
+use engine::{CreateRequest, EngineError, RequestQuery};
+use serde::Deserialize;
+use store::GrantFilter;
+
+use crate::Portal;
+use crate::markdown;
+use crate::session::{self, Current, PendingLogin, SessionData, Viewer, random_token};
+use crate::view::{Choice, GrantRow, RequestRow, When, approve_durations, badge, human_span};
+
+type Page = Result<Response, Response>;
+
+/// What every page shows around its content.
+pub(crate) struct Layout {
+    pub title: String,
+    pub user: Option<String>,
+    pub admin: bool,
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Layout {
+    fn new(title: impl Into<String>, viewer: Option<&Viewer>) -> Layout {
+        Layout {
+            title: title.into(),
+            user: viewer.map(|v| v.actor.id.clone()),
+            admin: viewer.is_some_and(|v| v.actor.admin),
+            csrf: viewer.map(|v| v.csrf.clone()).unwrap_or_default(),
+            notice: None,
+            error: None,
+        }
+    }
+}
+
+fn render(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a portal template failed to render");
+            plain_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be shown.",
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    message: String,
+}
+
+/// An error page without a session (the CSRF refusal, a body too large).
+pub(crate) fn plain_error(status: StatusCode, message: &str) -> Response {
+    let page = ErrorPage {
+        layout: Layout::new(status.canonical_reason().unwrap_or("Error"), None),
+        message: message.to_owned(),
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => (status, message.to_owned()).into_response(),
+    }
+}
+
+fn error_page(status: StatusCode, viewer: Option<&Viewer>, message: impl Into<String>) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    render(
+        status,
+        &ErrorPage {
+            layout: Layout::new(title, viewer),
+            message: message.into(),
+        },
+    )
+}
+
+/// The status and message an engine refusal is shown with.
+fn refusal(e: &EngineError) -> (StatusCode, String) {
+    match e {
+        EngineError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} was not found.")),
+        EngineError::Domain(DomainError::Invalid(m)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, m.clone())
+        }
+        EngineError::Domain(DomainError::Forbidden(m)) => (StatusCode::FORBIDDEN, m.clone()),
+        EngineError::Domain(DomainError::Conflict(m)) => (StatusCode::CONFLICT, m.clone()),
+        EngineError::Upstream(m) => (StatusCode::BAD_GATEWAY, m.clone()),
+        EngineError::Store(e) => {
+            tracing::error!(error = %e, "storage failure");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Countersign could not complete that; nothing was changed. Try again.".into(),
+            )
+        }
+    }
+}
+
+fn fail(viewer: &Viewer, e: EngineError) -> Response {
+    let (status, message) = refusal(&e);
+    error_page(status, Some(viewer), message)
+}
+
+/// The signed-in viewer, or a redirect to the sign-in page that comes back here.
+fn signed_in(portal: &Portal, current: &Current, uri: &Uri) -> Result<Viewer, Response> {
+    current.viewer(&portal.engine).ok_or_else(|| {
+        let next = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let q = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+        Redirect::to(&format!("/login?{q}")).into_response()
+    })
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+pub(crate) async fn home(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+) -> Page {
+    signed_in(&portal, &current, &uri)?;
+    Ok(see_other("/inbox"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sign-in
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    layout: Layout,
+    next: String,
+    pre: String,
+    oidc: Option<String>,
+    dev_users: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NextQuery {
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    error: String,
+}
+
+pub(crate) async fn login(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let next = session::local_path(&q.next);
+    if current.viewer(&portal.engine).is_some() {
+        return see_other(&next);
+    }
+    let cookies = portal.cookies();
+    let config = portal.engine.config();
+    // The double-submit token of the forms on this page, before there is a session.
+    let pre = session::cookie(&headers, cookies.pre_name())
+        .filter(|v| v.len() >= 32 && v.len() <= 64)
+        .map_or_else(random_token, str::to_owned);
+    let dev_users = if portal.options.dev_login {
+        config.directory.users().map(|(u, _)| u.clone()).collect()
+    } else {
+        vec![]
+    };
+    let mut layout = Layout::new("Sign in", None);
+    layout.csrf = pre.clone();
+    layout.error = match q.error.as_str() {
+        "" => None,
+        "denied" => Some("The identity provider did not sign you in.".into()),
+        "unknown" => Some(
+            "You signed in, but you are not a Countersign user. Ask an admin to add you.".into(),
+        ),
+        "expired" => Some("That sign-in took too long or was already used. Try again.".into()),
+        _ => Some("Sign-in failed. Try again.".into()),
+    };
+    let page = LoginPage {
+        layout,
+        next,
+        pre: pre.clone(),
+        oidc: config.oidc.as_ref().map(|o| o.issuer.clone()),
+        dev_users,
+    };
+    let mut res = render(StatusCode::OK, &page);
+    if let Ok(v) = HeaderValue::from_str(&cookies.set(cookies.pre_name(), &pre, 3600)) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// Starts an OpenID Connect sign-in: a session that holds only the state, nonce and PKCE
+/// verifier, then off to the issuer.
+pub(crate) async fn login_oidc(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let config = portal.engine.config();
+    let Some(oidc) = config.oidc.clone() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            None,
+            "OpenID Connect sign-in is not configured.",
+        );
+    };
+    let login = PendingLogin {
+        state: random_token(),
+        nonce: random_token(),
+        verifier: random_token(),
+        next: session::local_path(&q.next),
+    };
+    let redirect_uri = callback_url(&config.server.public_url);
+    let url = match portal
+        .oidc
+        .authorize_url(&oidc, &redirect_uri, &login, portal.engine.now())
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect discovery failed");
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                None,
+                format!("The identity provider could not be reached: {e}"),
+            );
+        }
+    };
+    let cookies = portal.cookies();
+    let replaces = current.row.as_ref().map(|r| r.hash.clone());
+    match session::begin_login(&portal.engine, cookies, login, replaces).await {
+        Ok(cookie) => with_cookie(see_other(&url), &cookie),
+        Err(e) => {
+            let (status, m) = refusal(&e);
+            error_page(status, None, m)
+        }
+    }
+}
+
+fn callback_url(public_url: &str) -> String {
+    format!("{}/login/callback", public_url.trim_end_matches('/'))
+}
+
+fn with_cookie(mut res: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CallbackQuery {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// The issuer sends the browser back here with a code: the state must match the session's,
+/// the code is exchanged with the PKCE verifier, the ID token verified, and the email claim
+/// must name a configured user.
+pub(crate) async fn login_callback(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let config = portal.engine.config();
+    let Some(oidc) = config.oidc.clone() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            None,
+            "OpenID Connect sign-in is not configured.",
+        );
+    };
+    let Some(row) = current.row.as_ref().filter(|r| r.subject.is_none()) else {
+        return see_other("/login?error=expired");
+    };
+    let data: SessionData = serde_json::from_str(&row.data).unwrap_or_default();
+    let Some(login) = data.login else {
+        return see_other("/login?error=expired");
+    };
+    if !session::same_secret(&q.state, &login.state) {
+        tracing::info!("OpenID Connect callback with a state that does not match the session");
+        return see_other("/login?error=expired");
+    }
+    if !q.error.is_empty() || q.code.is_empty() {
+        return see_other("/login?error=denied");
+    }
+    let redirect_uri = callback_url(&config.server.public_url);
+    let claims = match portal
+        .oidc
+        .finish(&oidc, &redirect_uri, &q.code, &login, portal.engine.now())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect sign-in failed");
+            return see_other("/login?error=failed");
+        }
+    };
+    let user = claims.email.to_ascii_lowercase();
+    let known = config.directory.actor(&user).is_some_and(|a| !a.app);
+    if !known {
+        tracing::info!(user = %user, "signed in at the issuer but not a configured user");
+        return see_other("/login?error=unknown");
+    }
+    let groups = claims
+        .groups
+        .into_iter()
+        .filter(|g| config.directory.knows(&Principal::Group(g.clone())))
+        .collect();
+    let data = SessionData {
+        via: "oidc".into(),
+        groups,
+        login: None,
+    };
+    match session::sign_in(
+        &portal.engine,
+        portal.cookies(),
+        &user,
+        data,
+        Some(row.hash.clone()),
+    )
+    .await
+    {
+        Ok(cookie) => with_cookie(see_other(&login.next), &cookie),
+        Err(e) => {
+            let (status, m) = refusal(&e);
+            error_page(status, None, m)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DevLogin {
+    user: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// The development sign-in (`countersign serve --dev`, loopback only): any configured user.
+pub(crate) async fn login_dev(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Form(f): Form<DevLogin>,
+) -> Response {
+    if !portal.options.dev_login {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            None,
+            "The development sign-in is off.",
+        );
+    }
+    let known = portal.engine.actor(&f.user).is_some_and(|a| !a.app);
+    if !known {
+        return error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            format!("{} is not a configured user.", f.user),
+        );
+    }
+    let data = SessionData {
+        via: "dev".into(),
+        ..SessionData::default()
+    };
+    let replaces = current.row.as_ref().map(|r| r.hash.clone());
+    match session::sign_in(&portal.engine, portal.cookies(), &f.user, data, replaces).await {
+        Ok(cookie) => with_cookie(see_other(&session::local_path(&f.next)), &cookie),
+        Err(e) => {
+            let (status, m) = refusal(&e);
+            error_page(status, None, m)
+        }
+    }
+}
+
+pub(crate) async fn logout(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+) -> Response {
+    let cookies = portal.cookies();
+    if let Some(row) = &current.row
+        && let Err(e) = portal.engine.end_session(row.hash.clone()).await
+    {
+        let (status, m) = refusal(&e);
+        return error_page(status, None, m);
+    }
+    with_cookie(
+        see_other("/login"),
+        &cookies.set(cookies.session_name(), "", 0),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalog and request form
+
+struct CatalogEntry {
+    name: String,
+    description: String,
+    durations: String,
+    part_of: String,
+    approval_only: bool,
+    steps: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "catalog.html")]
+struct CatalogPage {
+    layout: Layout,
+    resources: Vec<CatalogEntry>,
+}
+
+fn step_sentence(constraint: &str, min: Option<u32>, reviewers: &[String]) -> String {
+    let who = reviewers.join(", ");
+    match (constraint, min) {
+        ("all_of", _) => format!("every one of {who}"),
+        ("quorum", Some(n)) => format!("{n} of {who}"),
+        _ => format!("one of {who}"),
+    }
+}
+
+pub(crate) async fn catalog(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let config = portal.engine.config();
+    let resources = config
+        .resources
+        .values()
+        .map(|r| {
+            let v = api::convert::resource(r, &config.directory, &viewer.actor.id);
+            CatalogEntry {
+                name: v.name,
+                description: v.description,
+                durations: if v.durations.is_empty() {
+                    format!("up to {}", v.max_duration)
+                } else {
+                    v.durations.join(", ")
+                },
+                part_of: v.part_of.unwrap_or_default(),
+                approval_only: v.approval_only,
+                steps: v
+                    .steps
+                    .iter()
+                    .map(|s| step_sentence(&s.constraint, s.min, &s.reviewers))
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &CatalogPage {
+            layout: Layout::new("Catalog", Some(&viewer)),
+            resources,
+        },
+    ))
+}
+
+/// One input of the request form.
+struct FieldInput {
+    name: String,
+    /// text, number, checkbox, select or duration.
+    kind: &'static str,
+    required: bool,
+    description: String,
+    value: String,
+    checked: bool,
+    choices: Vec<Choice>,
+    /// Why the choices could not be loaded.
+    problem: String,
+}
+
+#[derive(Template)]
+#[template(path = "request_form.html")]
+struct RequestForm {
+    layout: Layout,
+    name: String,
+    description: String,
+    fields: Vec<FieldInput>,
+    durations: Vec<Choice>,
+    free_duration: String,
+    reason: String,
+    steps: Vec<String>,
+}
+
+async fn form_page(
+    portal: &Portal,
+    viewer: &Viewer,
+    name: &str,
+    sent: &BTreeMap<String, String>,
+) -> Result<RequestForm, Response> {
+    let config = portal.engine.config();
+    let Some(r) = config.resources.get(name) else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            Some(viewer),
+            format!("There is no resource called {name:?}."),
+        ));
+    };
+    let mut fields = vec![];
+    for f in &r.fields {
+        let key = format!("field.{}", f.name);
+        let value = sent.get(&key).cloned().unwrap_or_else(|| {
+            f.default
+                .as_ref()
+                .map(|d| match d {
+                    domain::FieldValue::String(s) => s.clone(),
+                    other => api::convert::field_text(other),
+                })
+                .unwrap_or_default()
+        });
+        let mut input = FieldInput {
+            name: f.name.clone(),
+            kind: "text",
+            required: f.required,
+            description: f.description.clone(),
+            checked: false,
+            choices: vec![],
+            problem: String::new(),
+            value: value.clone(),
+        };
+        match &f.kind {
+            FieldType::Int => input.kind = "number",
+            FieldType::Bool => {
+                input.kind = "checkbox";
+                input.checked = matches!(value.as_str(), "true" | "on");
+            }
+            FieldType::Duration => input.kind = "duration",
+            FieldType::Enum(values) => {
+                input.kind = "select";
+                input.choices = values
+                    .iter()
+                    .map(|v| Choice {
+                        value: v.clone(),
+                        label: v.clone(),
+                        selected: *v == value,
+                    })
+                    .collect();
+            }
+            FieldType::User => {
+                input.kind = "select";
+                input.choices = config
+                    .directory
+                    .users()
+                    .map(|(u, _)| Choice {
+                        value: u.clone(),
+                        label: u.clone(),
+                        selected: *u == value,
+                    })
+                    .collect();
+            }
+            FieldType::String if f.dynamic => {
+                input.kind = "select";
+                match portal.engine.field_options(name, &f.name).await {
+                    Ok(options) => {
+                        input.choices = options
+                            .into_iter()
+                            .map(|o| Choice {
+                                selected: o.value == value,
+                                value: o.value,
+                                label: o.label,
+                            })
+                            .collect();
+                    }
+                    Err(e) => input.problem = refusal(&e).1,
+                }
+            }
+            FieldType::String => {}
+        }
+        fields.push(input);
+    }
+    let chosen = sent
+        .get("duration")
+        .cloned()
+        .unwrap_or_else(|| r.default_duration().to_string());
+    let durations = r
+        .durations
+        .iter()
+        .map(|d| Choice {
+            value: d.to_string(),
+            label: human_span(*d),
+            selected: d.to_string() == chosen,
+        })
+        .collect();
+    let v = api::convert::resource(r, &config.directory, &viewer.actor.id);
+    Ok(RequestForm {
+        layout: Layout::new(format!("Request {name}"), Some(viewer)),
+        name: name.to_owned(),
+        description: r.description.clone(),
+        fields,
+        durations,
+        free_duration: if r.durations.is_empty() {
+            chosen
+        } else {
+            String::new()
+        },
+        reason: sent.get("reason").cloned().unwrap_or_default(),
+        steps: v
+            .steps
+            .iter()
+            .map(|s| step_sentence(&s.constraint, s.min, &s.reviewers))
+            .collect(),
+    })
+}
+
+pub(crate) async fn request_form(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let page = form_page(&portal, &viewer, &name, &BTreeMap::new()).await?;
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The request form's fields arrive as `field.<name>`; a checkbox that is not ticked does not
+/// arrive at all, and means `false`.
+pub(crate) async fn create(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(name): Path<String>,
+    uri: Uri,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let sent: BTreeMap<String, String> = pairs.into_iter().collect();
+    let config = portal.engine.config();
+    let Some(r) = config.resources.get(&name) else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            Some(&viewer),
+            format!("There is no resource called {name:?}."),
+        ));
+    };
+    let mut fields = BTreeMap::new();
+    for f in &r.fields {
+        let value = sent.get(&format!("field.{}", f.name)).map(|v| v.trim());
+        match (&f.kind, value) {
+            (FieldType::Bool, v) => {
+                fields.insert(
+                    f.name.clone(),
+                    Input::Bool(v.is_some_and(|v| v == "true" || v == "on")),
+                );
+            }
+            (_, Some(v)) if !v.is_empty() => {
+                fields.insert(f.name.clone(), Input::Text(v.to_owned()));
+            }
+            _ => {}
+        }
+    }
+    let duration = match sent
+        .get("duration")
+        .map(|d| d.trim())
+        .filter(|d| !d.is_empty())
+    {
+        Some(d) => match Span::parse(d) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                return Ok(form_again(
+                    &portal,
+                    &viewer,
+                    &name,
+                    &sent,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    e.to_string(),
+                )
+                .await);
+            }
+        },
+        None => None,
+    };
+    let created = portal
+        .engine
+        .create_request(
+            &viewer.actor,
+            CreateRequest {
+                resource: name.clone(),
+                reason: sent.get("reason").cloned().unwrap_or_default(),
+                duration,
+                fields,
+                start_at: None,
+                requester: None,
+                context: domain::Context::default(),
+                idempotency: None,
+            },
+        )
+        .await;
+    match created {
+        Ok(c) => Ok(see_other(&format!(
+            "/requests/{}?done=created",
+            c.request.id
+        ))),
+        Err(e) => {
+            let (status, message) = refusal(&e);
+            Ok(form_again(&portal, &viewer, &name, &sent, status, message).await)
+        }
+    }
+}
+
+async fn form_again(
+    portal: &Portal,
+    viewer: &Viewer,
+    name: &str,
+    sent: &BTreeMap<String, String>,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    match form_page(portal, viewer, name, sent).await {
+        Ok(mut page) => {
+            page.layout.error = Some(message);
+            render(status, &page)
+        }
+        Err(res) => res,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Lists
+
+#[derive(Template)]
+#[template(path = "mine.html")]
+struct MinePage {
+    layout: Layout,
+    requests: Vec<RequestRow>,
+    grants: Vec<GrantRow>,
+}
+
+pub(crate) async fn mine(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+    Query(q): Query<DoneQuery>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let now = portal.engine.now();
+    let requests = portal
+        .engine
+        .list_requests(
+            &viewer.actor,
+            RequestQuery {
+                requester: Some(viewer.actor.id.clone()),
+                limit: 100,
+                ..RequestQuery::default()
+            },
+        )
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let grants = portal
+        .engine
+        .list_grants(
+            &viewer.actor,
+            GrantFilter {
+                subject: Some(viewer.actor.id.clone()),
+                limit: 100,
+                ..GrantFilter::default()
+            },
+        )
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let mut layout = Layout::new("My requests and grants", Some(&viewer));
+    layout.notice = notice(&q.done);
+    Ok(render(
+        StatusCode::OK,
+        &MinePage {
+            layout,
+            requests: requests.iter().map(|r| RequestRow::new(r, now)).collect(),
+            grants: grants.iter().map(|g| GrantRow::new(g, now)).collect(),
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+struct InboxPage {
+    layout: Layout,
+    requests: Vec<RequestRow>,
+}
+
+/// Requests waiting for the viewer's decision, oldest first.
+pub(crate) async fn inbox(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let now = portal.engine.now();
+    let mut requests = portal
+        .engine
+        .list_requests(
+            &viewer.actor,
+            RequestQuery {
+                reviewable_by_me: true,
+                limit: 200,
+                ..RequestQuery::default()
+            },
+        )
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    requests.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(render(
+        StatusCode::OK,
+        &InboxPage {
+            layout: Layout::new("Inbox", Some(&viewer)),
+            requests: requests.iter().map(|r| RequestRow::new(r, now)).collect(),
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// The request page
+
+struct ReviewLine {
+    by: String,
+    decision: String,
+    badge: &'static str,
+    comment: String,
+    duration: String,
+    workflow: bool,
+    at: When,
+}
+
+struct StepBlock {
+    index: usize,
+    status: String,
+    badge: &'static str,
+    rule: String,
+    eligible: String,
+    reviews: Vec<ReviewLine>,
+    assignments: Vec<String>,
+    skipped: String,
+    current: bool,
+}
+
+struct CommentLine {
+    by: String,
+    text: String,
+    at: When,
+}
+
+#[derive(Template)]
+#[template(path = "request.html")]
+struct RequestPage {
+    layout: Layout,
+    id: String,
+    resource: String,
+    description: String,
+    state: String,
+    badge: &'static str,
+    requester: String,
+    requester_is_viewer: bool,
+    created_by: String,
+    created: When,
+    pending_until: When,
+    duration: String,
+    reason: String,
+    purpose_html: String,
+    reference_url: String,
+    correlation_id: String,
+    fields: Vec<(String, String)>,
+    warnings: Vec<String>,
+    explanation: Vec<String>,
+    steps: Vec<StepBlock>,
+    comments: Vec<CommentLine>,
+    outcome: String,
+    grant: Option<GrantRow>,
+    can_decide: bool,
+    decided: bool,
+    durations: Vec<Choice>,
+    part_of: String,
+    can_comment: bool,
+    can_cancel: bool,
+    assignees: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct DoneQuery {
+    #[serde(default)]
+    done: String,
+}
+
+/// The notice a finished action leaves; only these fixed texts are shown.
+fn notice(done: &str) -> Option<String> {
+    Some(
+        match done {
+            "created" => "Your request was created.",
+            "approved" => "You approved this request.",
+            "denied" => "You denied this request.",
+            "commented" => "Your comment was added.",
+            "assigned" => "The step was assigned.",
+            "cancelled" => "The request was cancelled.",
+            "dropped" => "The grant is being revoked.",
+            "revoked" => "The grant is being revoked.",
+            _ => return None,
+        }
+        .to_owned(),
+    )
+}
+
+async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestPage {
+    let engine = &portal.engine;
+    let now = engine.now();
+    let config = engine.config();
+    let me = &viewer.actor.id;
+    let current = r.current_step();
+    let steps = r
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let principals: Vec<String> =
+                s.slots.iter().map(|sl| sl.principal.to_string()).collect();
+            let (constraint, min) = match s.constraint {
+                domain::request::Constraint::OneOf => ("one_of", None),
+                domain::request::Constraint::AllOf => ("all_of", None),
+                domain::request::Constraint::Quorum { min } => ("quorum", Some(min)),
+            };
+            let eligible = if current == Some(i) {
+                r.eligible_reviewers()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                String::new()
+            };
+            StepBlock {
+                index: i + 1,
+                status: s.status.as_str().to_owned(),
+                badge: badge(match s.status.as_str() {
+                    "active" => "pending",
+                    other => other,
+                }),
+                rule: step_sentence(constraint, min, &principals),
+                eligible,
+                reviews: s
+                    .reviews
+                    .iter()
+                    .map(|rv| ReviewLine {
+                        by: rv.by.clone(),
+                        decision: match rv.decision {
+                            Decision::Approve => "approved".into(),
+                            Decision::Deny => "denied".into(),
+                        },
+                        badge: badge(match rv.decision {
+                            Decision::Approve => "approved",
+                            Decision::Deny => "denied",
+                        }),
+                        comment: rv.comment.clone().unwrap_or_default(),
+                        duration: rv.duration.map(human_span).unwrap_or_default(),
+                        workflow: rv.scope == Scope::Workflow,
+                        at: When::new(rv.at, now),
+                    })
+                    .collect(),
+                assignments: s
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} assigned it to {} ({})",
+                            a.by,
+                            a.to,
+                            When::new(a.at, now).relative
+                        )
+                    })
+                    .collect(),
+                skipped: s.skipped_because.clone().unwrap_or_default(),
+                current: current == Some(i),
+            }
+        })
+        .collect();
+    let grant = match &r.grant {
+        Some(id) => engine
+            .grant(&viewer.actor, id)
+            .await
+            .ok()
+            .map(|g| GrantRow::new(&g, now)),
+        None => None,
+    };
+    let explanation = engine
+        .explain(&viewer.actor, &r.id)
+        .await
+        .map(|e| e.lines)
+        .unwrap_or_default();
+    let outcome = match (&r.outcome, r.state) {
+        (Some(o), state) if state.is_terminal() => {
+            let by =
+                o.by.clone()
+                    .or_else(|| o.policy.as_ref().map(|p| format!("policy {p}")))
+                    .unwrap_or_else(|| "Countersign".into());
+            let comment = o
+                .comment
+                .as_ref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            format!(
+                "{} by {by} {}{comment}",
+                capitalise(state.as_str()),
+                When::new(o.at, now).relative
+            )
+        }
+        _ => String::new(),
+    };
+    let mut assignees: Vec<String> = config.directory.users().map(|(u, _)| u.clone()).collect();
+    assignees.extend(config.directory.groups().map(|g| format!("group:{g}")));
+    let pending = r.state == RequestState::Pending;
+    let can_decide = pending && r.eligible_reviewers().contains(me);
+    RequestPage {
+        layout: Layout::new(format!("{} for {}", r.resource, r.requester), Some(viewer)),
+        id: r.id.clone(),
+        resource: r.resource.clone(),
+        description: config
+            .resources
+            .get(&r.resource)
+            .map(|d| d.description.clone())
+            .unwrap_or_default(),
+        state: r.state.as_str().to_owned(),
+        badge: badge(r.state.as_str()),
+        requester: r.requester.clone(),
+        requester_is_viewer: r.requester == *me,
+        created_by: r.context.created_by.clone().unwrap_or_default(),
+        created: When::new(r.created_at, now),
+        pending_until: When::new(r.pending_until, now),
+        duration: human_span(r.duration),
+        reason: r.reason.clone(),
+        purpose_html: r
+            .context
+            .purpose
+            .as_deref()
+            .map(markdown::render)
+            .unwrap_or_default(),
+        reference_url: r
+            .context
+            .reference_url
+            .clone()
+            .filter(|u| markdown::linkable(u))
+            .unwrap_or_default(),
+        correlation_id: r.context.correlation_id.clone().unwrap_or_default(),
+        fields: r
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), api::convert::field_text(v)))
+            .collect(),
+        warnings: r.warnings.clone(),
+        explanation,
+        steps,
+        comments: r
+            .comments
+            .iter()
+            .map(|c| CommentLine {
+                by: c.by.clone(),
+                text: c.text.clone(),
+                at: When::new(c.at, now),
+            })
+            .collect(),
+        outcome,
+        grant,
+        can_decide,
+        decided: r.has_decided(me),
+        durations: approve_durations(r),
+        part_of: r.part_of.clone().unwrap_or_default(),
+        can_comment: r.state == RequestState::Pending || r.involves(me) || viewer.actor.admin,
+        can_cancel: pending && (r.requester == *me || viewer.actor.admin),
+        assignees,
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+pub(crate) async fn request_page(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let r = portal
+        .engine
+        .request(&viewer.actor, &id)
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let mut page = request_view(&portal, &viewer, &r).await;
+    page.layout.notice = notice(&q.done);
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// After a refused action: the request page as it is now, with the reason on top (a stale
+/// page shows who decided meanwhile, not an error page).
+async fn request_again(portal: &Portal, viewer: &Viewer, id: &str, e: EngineError) -> Response {
+    let (status, message) = refusal(&e);
+    match portal.engine.request(&viewer.actor, id).await {
+        Ok(r) => {
+            let mut page = request_view(portal, viewer, &r).await;
+            page.layout.error = Some(message);
+            render(status, &page)
+        }
+        Err(_) => error_page(status, Some(viewer), message),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ApproveForm {
+    #[serde(default)]
+    duration: String,
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    comment: String,
+}
+
+fn optional(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+pub(crate) async fn approve(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<ApproveForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    // Kubiya's modal: the duration is mandatory.
+    let duration = match Span::parse(f.duration.trim()) {
+        Ok(d) => d,
+        Err(_) => {
+            let e = DomainError::Invalid("choose how long to grant access for".into());
+            return Ok(request_again(&portal, &viewer, &id, e.into()).await);
+        }
+    };
+    let input = ReviewInput {
+        decision: Decision::Approve,
+        comment: optional(&f.comment),
+        duration: Some(duration),
+        scope: if f.workflow.is_some() {
+            Scope::Workflow
+        } else {
+            Scope::Resource
+        },
+    };
+    decided(&portal, &viewer, &id, input, "approved").await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TextForm {
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    duration: String,
+}
+
+pub(crate) async fn deny(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let input = ReviewInput {
+        decision: Decision::Deny,
+        comment: optional(&f.comment),
+        duration: None,
+        scope: Scope::Resource,
+    };
+    decided(&portal, &viewer, &id, input, "denied").await
+}
+
+async fn decided(
+    portal: &Portal,
+    viewer: &Viewer,
+    id: &str,
+    input: ReviewInput,
+    done: &str,
+) -> Page {
+    match portal.engine.review(&viewer.actor, id, input).await {
+        Ok(r) => Ok(see_other(&format!("/requests/{}?done={done}", r.id))),
+        Err(e) => Ok(request_again(portal, viewer, id, e).await),
+    }
+}
+
+pub(crate) async fn comment(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let text = f.comment.trim().to_owned();
+    if text.is_empty() {
+        let e = DomainError::Invalid("write a comment first".into());
+        return Ok(request_again(&portal, &viewer, &id, e.into()).await);
+    }
+    match portal.engine.comment(&viewer.actor, &id, text).await {
+        Ok(r) => Ok(see_other(&format!(
+            "/requests/{}?done=commented#comments",
+            r.id
+        ))),
+        Err(e) => Ok(request_again(&portal, &viewer, &id, e).await),
+    }
+}
+
+pub(crate) async fn assign(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let to = match Principal::parse(f.to.trim()) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = DomainError::Invalid(format!("assign to: {e}"));
+            return Ok(request_again(&portal, &viewer, &id, e.into()).await);
+        }
+    };
+    match portal.engine.assign(&viewer.actor, &id, to).await {
+        Ok(r) => Ok(see_other(&format!("/requests/{}?done=assigned", r.id))),
+        Err(e) => Ok(request_again(&portal, &viewer, &id, e).await),
+    }
+}
+
+pub(crate) async fn cancel(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    match portal
+        .engine
+        .cancel(&viewer.actor, &id, optional(&f.reason))
+        .await
+    {
+        Ok(r) => Ok(see_other(&format!("/requests/{}?done=cancelled", r.id))),
+        Err(e) => Ok(request_again(&portal, &viewer, &id, e).await),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Grants
+
+/// A requester drops their own grant (rule 19).
+pub(crate) async fn drop_grant(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    match portal
+        .engine
+        .revoke_grant(&viewer.actor, &id, Some("dropped by the requester".into()))
+        .await
+    {
+        Ok(_) => Ok(see_other("/mine?done=dropped")),
+        Err(e) => Err(fail(&viewer, e)),
+    }
+}
+
+/// An owner or admin revokes a grant, with a reason (rule 19).
+pub(crate) async fn revoke_grant(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    match portal
+        .engine
+        .revoke_grant(&viewer.actor, &id, optional(&f.reason))
+        .await
+    {
+        Ok(_) => Ok(see_other("/admin/grants?done=revoked")),
+        Err(e) => Err(fail(&viewer, e)),
+    }
+}
+
+/// Asks for more time on an active grant: a new request through the same workflow.
+pub(crate) async fn extend_grant(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<TextForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let duration = match optional(&f.duration).map(|d| Span::parse(&d)) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            return Err(error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(&viewer),
+                e.to_string(),
+            ));
+        }
+        None => None,
+    };
+    match portal
+        .engine
+        .extend_grant(&viewer.actor, &id, duration, f.reason.trim().to_owned())
+        .await
+    {
+        Ok(r) => Ok(see_other(&format!("/requests/{}?done=created", r.id))),
+        Err(e) => Err(fail(&viewer, e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin
+
+fn admin_only(viewer: &Viewer) -> Result<(), Response> {
+    if viewer.actor.admin {
+        Ok(())
+    } else {
+        Err(error_page(
+            StatusCode::FORBIDDEN,
+            Some(viewer),
+            "Only admins may open this page.",
+        ))
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct AdminFilter {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    requester: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    done: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_requests.html")]
+struct AdminRequestsPage {
+    layout: Layout,
+    requests: Vec<RequestRow>,
+    states: Vec<Choice>,
+    resources: Vec<Choice>,
+    requester: String,
+    from: String,
+    to: String,
+}
+
+/// `2026-01-31` → the first millisecond of that day (UTC).
+fn day(text: &str) -> Result<Option<domain::Timestamp>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    api::convert::parse_ts(&format!("{t}T00:00:00Z"))
+        .map(Some)
+        .ok_or_else(|| format!("{t:?} is not a date (write 2026-01-31)"))
+}
+
+pub(crate) async fn admin_requests(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+    Query(f): Query<AdminFilter>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    admin_only(&viewer)?;
+    let now = portal.engine.now();
+    let state = match f.state.as_str() {
+        "" => None,
+        s => Some(RequestState::parse(s).ok_or_else(|| {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                Some(&viewer),
+                format!("unknown state {s:?}"),
+            )
+        })?),
+    };
+    let (from, to) = match (day(&f.from), day(&f.to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(error_page(StatusCode::BAD_REQUEST, Some(&viewer), e));
+        }
+    };
+    let requests = portal
+        .engine
+        .list_requests(
+            &viewer.actor,
+            RequestQuery {
+                state,
+                resource: optional(&f.resource),
+                requester: optional(&f.requester),
+                reviewable_by_me: false,
+                limit: 500,
+            },
+        )
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let rows = requests
+        .iter()
+        .filter(|r| from.is_none_or(|t| r.created_at >= t))
+        .filter(|r| to.is_none_or(|t| r.created_at.millis() < t.millis() + 86_400_000))
+        .map(|r| RequestRow::new(r, now))
+        .collect();
+    let config = portal.engine.config();
+    let mut states = vec![Choice {
+        value: String::new(),
+        label: "any state".into(),
+        selected: f.state.is_empty(),
+    }];
+    states.extend(
+        ["pending", "approved", "denied", "cancelled", "expired"].map(|s| Choice {
+            value: s.into(),
+            label: s.into(),
+            selected: f.state == s,
+        }),
+    );
+    let mut resources = vec![Choice {
+        value: String::new(),
+        label: "any resource".into(),
+        selected: f.resource.is_empty(),
+    }];
+    resources.extend(config.resources.keys().map(|r| Choice {
+        value: r.clone(),
+        label: r.clone(),
+        selected: f.resource == *r,
+    }));
+    let mut layout = Layout::new("All requests", Some(&viewer));
+    layout.notice = notice(&f.done);
+    Ok(render(
+        StatusCode::OK,
+        &AdminRequestsPage {
+            layout,
+            requests: rows,
+            states,
+            resources,
+            requester: f.requester,
+            from: f.from,
+            to: f.to,
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "admin_grants.html")]
+struct AdminGrantsPage {
+    layout: Layout,
+    grants: Vec<GrantRow>,
+}
+
+pub(crate) async fn admin_grants(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+    Query(f): Query<AdminFilter>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    admin_only(&viewer)?;
+    let now = portal.engine.now();
+    let state = match f.state.as_str() {
+        "" => None,
+        s => Some(GrantState::parse(s).ok_or_else(|| {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                Some(&viewer),
+                format!("unknown state {s:?}"),
+            )
+        })?),
+    };
+    let grants = portal
+        .engine
+        .list_grants(
+            &viewer.actor,
+            GrantFilter {
+                state,
+                resource: optional(&f.resource),
+                subject: optional(&f.requester),
+                limit: 500,
+            },
+        )
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let mut layout = Layout::new("Grants", Some(&viewer));
+    layout.notice = notice(&f.done);
+    Ok(render(
+        StatusCode::OK,
+        &AdminGrantsPage {
+            layout,
+            grants: grants.iter().map(|g| GrantRow::new(g, now)).collect(),
+        },
+    ))
+}
+
+struct AuditLine {
+    seq: i64,
+    at: When,
+    kind: String,
+    actor: String,
+    request: String,
+    grant: String,
+    detail: String,
+    hash: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_audit.html")]
+struct AdminAuditPage {
+    layout: Layout,
+    events: Vec<AuditLine>,
+    verified: Option<String>,
+    broken: Option<String>,
+    after: i64,
+    next: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    verify: String,
+}
+
+pub(crate) async fn admin_audit(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    uri: Uri,
+    Query(q): Query<AuditQuery>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    admin_only(&viewer)?;
+    let now = portal.engine.now();
+    const PAGE: u32 = 100;
+    let events = portal
+        .engine
+        .audit(&viewer.actor, q.after.max(0), PAGE)
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    let (mut verified, mut broken) = (None, None);
+    if !q.verify.is_empty() {
+        let v = portal
+            .engine
+            .verify_audit(&viewer.actor)
+            .await
+            .map_err(|e| fail(&viewer, e))?;
+        if v.ok {
+            verified = Some(format!(
+                "The hash chain is intact: {} events checked, head {}.",
+                v.checked,
+                v.head.unwrap_or_default()
+            ));
+        } else {
+            broken = Some(
+                v.error
+                    .unwrap_or_else(|| "The hash chain is broken.".into()),
+            );
+        }
+    }
+    let next = (events.len() == PAGE as usize).then(|| events.last().map_or(0, |e| e.seq));
+    let events = events
+        .iter()
+        .map(|e| {
+            let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+            let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+            let detail = body["detail"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            AuditLine {
+                seq: e.seq,
+                at: When::new(domain::Timestamp::from_millis(e.at), now),
+                kind: text("kind"),
+                actor: text("actor"),
+                request: text("request"),
+                grant: text("grant"),
+                detail: crate::view::short(&detail, 160),
+                hash: e.hash.chars().take(12).collect(),
+            }
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &AdminAuditPage {
+            layout: Layout::new("Audit log", Some(&viewer)),
+            events,
+            verified,
+            broken,
+            after: q.after,
+            next,
+        },
+    ))
+}
