@@ -171,11 +171,11 @@ pub fn human_span(s: Span) -> String {
             format!("{n} {one}s")
         }
     };
-    if secs % 86400 == 0 && secs >= 86400 && secs != 86400 {
+    if secs.is_multiple_of(86400) && secs > 86400 {
         unit(secs / 86400, "day")
-    } else if secs % 3600 == 0 && secs >= 3600 {
+    } else if secs.is_multiple_of(3600) && secs >= 3600 {
         unit(secs / 3600, "hour")
-    } else if secs % 60 == 0 && secs >= 60 {
+    } else if secs.is_multiple_of(60) && secs >= 60 {
         unit(secs / 60, "minute")
     } else {
         s.to_string()

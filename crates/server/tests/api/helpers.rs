@@ -197,13 +197,24 @@ impl TestApp {
         files: &[(&str, &str)],
         resources_hcl: &str,
     ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        TestApp::spawn_on(listener, server_hcl, files, resources_hcl).await
+    }
+
+    /// Like [`TestApp::spawn_with`], on a listener bound beforehand (so that a peer, such as
+    /// an identity provider, can be told the server's address before it starts).
+    pub async fn spawn_on(
+        listener: tokio::net::TcpListener,
+        server_hcl: &str,
+        files: &[(&str, &str)],
+        resources_hcl: &str,
+    ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write a file");
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         // The portal's links and its sign-in's redirect address are built from public_url.
         let public_url = if server_hcl.contains("public_url") {

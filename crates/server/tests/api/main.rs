@@ -6,6 +6,7 @@
 //! for §3, `sec_5_…` and `sec_7_…` for the API and security sections, `cli_…` for the CLI).
 
 mod apps;
+mod browser;
 mod callbacks;
 mod cli;
 mod connector;
@@ -13,6 +14,8 @@ mod graphql;
 mod helpers;
 mod lifecycle;
 mod policies;
+mod portal;
+mod portal_e2e;
 mod rules;
 mod security;
 mod surface;
