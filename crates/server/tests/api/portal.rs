@@ -845,3 +845,37 @@ async fn sec_5_admin_views_filter_revoke_and_verify_for_admins_only() {
     );
     assert!(audit.html.contains("grant_revoked"), "{}", audit.html);
 }
+
+/// The development sign-in lets anyone act as anyone, so `serve --dev` refuses to start
+/// unless the server listens on loopback only (nothing is opened or bound before).
+#[tokio::test]
+async fn sec_7_serve_dev_is_refused_unless_listening_on_loopback() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("c.hcl");
+    std::fs::write(
+        &path,
+        format!(
+            "server {{\n  listen = \"0.0.0.0:0\"\n  database = \"sqlite://{}\"\n}}\n",
+            dir.path().join("cs.db").display()
+        ),
+    )
+    .expect("write");
+
+    // Act
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--dev", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run countersign");
+
+    // Assert
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--dev sign-in is only offered on a loopback address"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("cs.db").exists(), "nothing was opened");
+}
