@@ -34,27 +34,28 @@ pub struct FieldOption {
     pub label: String,
 }
 
-/// Answers kept per source URL, with when they were fetched.
+/// Answers kept per source (its URL, headers and how items are read), with when they were
+/// fetched.
 #[derive(Default)]
 pub(crate) struct Cache {
     entries: Mutex<HashMap<String, (Timestamp, Vec<FieldOption>)>>,
 }
 
 impl Cache {
-    fn get(&self, url: &str, now: Timestamp, ttl_ms: i64) -> Option<Vec<FieldOption>> {
+    fn get(&self, key: &str, now: Timestamp, ttl_ms: i64) -> Option<Vec<FieldOption>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, options) = entries.get(url)?;
+        let (at, options) = entries.get(key)?;
         (now.millis() - at.millis() < ttl_ms && now >= *at).then(|| options.clone())
     }
 
-    fn put(&self, url: &str, now: Timestamp, options: Vec<FieldOption>) {
+    fn put(&self, key: &str, now: Timestamp, options: Vec<FieldOption>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        // Sources are few (one per configured field); stale ones are dropped when the
-        // configuration no longer names them only by being overwritten, so bound the map.
+        // Sources are few (one per configured field), but reloads may leave old ones
+        // behind: bound the map.
         if entries.len() > 256 {
             entries.clear();
         }
-        entries.insert(url.to_owned(), (now, options));
+        entries.insert(key.to_owned(), (now, options));
     }
 }
 
@@ -68,14 +69,19 @@ pub(crate) async fn options(
     let ttl_ms = i64::try_from(source.cache.secs())
         .unwrap_or(i64::MAX / 1000)
         .saturating_mul(1000);
+    // Two fields may read the same URL differently, or with other headers.
+    let key = format!(
+        "{}\n{}\n{}\n{:?}\n{:?}",
+        source.url, source.items, source.value, source.label, source.headers
+    );
     if ttl_ms > 0
-        && let Some(hit) = cache.get(&source.url, now, ttl_ms)
+        && let Some(hit) = cache.get(&key, now, ttl_ms)
     {
         return Ok(hit);
     }
     let fetched = fetch(guard, source).await?;
     if ttl_ms > 0 {
-        cache.put(&source.url, now, fetched.clone());
+        cache.put(&key, now, fetched.clone());
     }
     Ok(fetched)
 }

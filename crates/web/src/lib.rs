@@ -133,9 +133,11 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
         let sent: Option<String> = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .ok()
             .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v));
+        // A signed-in session's forms carry its token; the forms shown before sign-in (even
+        // while a single sign-on is under way, or abandoned) carry the `pre` cookie's.
         let expected = match &current.row {
-            Some(row) => Some(row.csrf.clone()),
-            None => cookie(&parts.headers, cookies.pre_name()).map(str::to_owned),
+            Some(row) if row.subject.is_some() => Some(row.csrf.clone()),
+            _ => cookie(&parts.headers, cookies.pre_name()).map(str::to_owned),
         };
         let ok = matches!((&sent, &expected), (Some(s), Some(e)) if same_secret(s, e));
         if !ok {

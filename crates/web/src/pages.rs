@@ -224,6 +224,11 @@ pub(crate) async fn login_oidc(
             "OpenID Connect sign-in is not configured.",
         );
     };
+    // This is a plain link, which any site can point at: it must not end the session of
+    // someone signed in (that would be a sign-out forged from elsewhere).
+    if current.viewer(&portal.engine).is_some() {
+        return see_other(&session::local_path(&q.next));
+    }
     let login = PendingLogin {
         state: random_token(),
         nonce: random_token(),
@@ -1285,11 +1290,7 @@ pub(crate) async fn drop_grant(
     uri: Uri,
 ) -> Page {
     let viewer = signed_in(&portal, &current, &uri)?;
-    match portal
-        .engine
-        .revoke_grant(&viewer.actor, &id, Some("dropped by the requester".into()))
-        .await
-    {
+    match portal.engine.revoke_grant(&viewer.actor, &id, None).await {
         Ok(_) => Ok(see_other("/mine?done=dropped")),
         Err(e) => Err(fail(&viewer, e)),
     }

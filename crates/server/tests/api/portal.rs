@@ -879,3 +879,93 @@ async fn sec_7_serve_dev_is_refused_unless_listening_on_loopback() {
     );
     assert!(!dir.path().join("cs.db").exists(), "nothing was opened");
 }
+
+/// A link to `/login/oidc` from anywhere must not end the session of someone signed in (no
+/// sign-out forged by another site), and an abandoned single sign-on does not block the
+/// development sign-in form.
+#[tokio::test]
+async fn sec_7_the_sign_in_link_does_not_end_a_session_and_an_abandoned_one_does_not_block() {
+    // Arrange: an issuer that is never reached (the link must not get that far).
+    let oidc = r#"
+oidc {
+  issuer        = "http://127.0.0.1:9"
+  client_id     = "countersign"
+  client_secret = "not-used"
+}
+"#;
+    let app = TestApp::spawn_with("", &[], oidc).await;
+    let mut grace = Web::sign_in(&app, "grace").await;
+
+    // Act
+    let link = grace.get("/login/oidc?next=%2Fmine").await;
+    let still = grace.get("/inbox").await;
+    let mut fresh = Web::new(&app);
+    let login = fresh.get("/login").await;
+    let pre = csrf(&login.html);
+    let abandoned = fresh.get("/login/oidc").await;
+    let dev = fresh
+        .post(
+            "/login/dev",
+            &[("csrf", &pre), ("user", &email("eve")), ("next", "/mine")],
+        )
+        .await;
+
+    // Assert
+    assert_eq!(link.status, StatusCode::SEE_OTHER);
+    assert_eq!(link.location.as_deref(), Some("/mine"));
+    assert_eq!(still.status, StatusCode::OK, "the session is still there");
+    assert_eq!(
+        abandoned.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        abandoned.html
+    );
+    assert_eq!(dev.status, StatusCode::SEE_OTHER, "{}", dev.html);
+    assert_eq!(dev.location.as_deref(), Some("/mine"));
+}
+
+/// Rule 19 through the portal: the requester drops an active grant from "My requests", and
+/// asks to extend another; the extension is a new request through the workflow.
+#[tokio::test]
+async fn rule_19_drop_and_extend_from_my_grants() {
+    // Arrange
+    let options = Options::start().await;
+    let app = TestApp::spawn_with(ALLOW_LOOPBACK, &[], &typed_resources(&options.base)).await;
+    let mut grants = vec![];
+    for resource in ["prod-shell", "deploy-cache"] {
+        let r = app
+            .create(
+                "grace",
+                json!({ "resource": resource, "reason": "x", "duration": "1h" }),
+            )
+            .await;
+        app.approve("carol", &r).await;
+        app.tick().await;
+        let seen = app.request("grace", &r).await;
+        grants.push(seen["grant"]["id"].as_str().expect("grant").to_owned());
+    }
+    let mut grace = Web::sign_in(&app, "grace").await;
+
+    // Act
+    let dropped = grace
+        .submit("/mine", &format!("/grants/{}/drop", grants[0]), &[])
+        .await;
+    app.tick().await;
+    let extended = grace
+        .submit(
+            "/mine",
+            &format!("/grants/{}/extend", grants[1]),
+            &[("duration", "1h"), ("reason", "the migration runs long")],
+        )
+        .await;
+
+    // Assert
+    assert_eq!(dropped.status, StatusCode::SEE_OTHER, "{}", dropped.html);
+    let g = app.grant("grace", &json!(grants[0])).await;
+    assert_eq!(g["ending"]["kind"], "dropped", "{g}");
+    assert_eq!(extended.status, StatusCode::SEE_OTHER, "{}", extended.html);
+    let ext = request_id(extended.location.as_deref().unwrap_or_default());
+    let seen = app.request("grace", &json!(ext)).await;
+    assert_eq!(seen["state"], "pending");
+    assert_eq!(seen["extends"], grants[1].as_str(), "{seen}");
+}
