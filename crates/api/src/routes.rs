@@ -301,6 +301,7 @@ async fn list_requests(
                 requester: q.requester,
                 reviewable_by_me,
                 limit: q.limit.unwrap_or(100),
+                ..RequestQuery::default()
             },
         )
         .await?;

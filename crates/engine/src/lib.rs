@@ -84,6 +84,10 @@ pub struct RequestQuery {
     pub requester: Option<String>,
     pub reviewable_by_me: bool,
     pub limit: u32,
+    /// Only requests created at or after this time.
+    pub created_from: Option<Timestamp>,
+    /// Only requests created before this time.
+    pub created_before: Option<Timestamp>,
 }
 
 /// What a configuration compiles to: the configuration, its connectors and its policies.
@@ -616,7 +620,7 @@ impl Engine {
             },
             resource: q.resource,
             requester: q.requester,
-            before: None,
+            before: q.created_before.map(|t| (t, String::new())),
             limit: 200,
         };
         let mut out = vec![];
@@ -626,6 +630,10 @@ impl Engine {
             let done = page.len() < filter.limit as usize;
             filter.before = page.last().map(|r| (r.created_at, r.id.clone()));
             for r in page {
+                if q.created_from.is_some_and(|from| r.created_at < from) {
+                    // Pages come newest first: everything after this is older still.
+                    return Ok(out);
+                }
                 let keep = if q.reviewable_by_me {
                     r.can_review(&actor.id) && q.state.is_none_or(|s| s == r.state)
                 } else {

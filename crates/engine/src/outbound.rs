@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::OutboundAllow;
-use config::outbound::url_host;
 
 /// Why an address is refused, or `None` when it is a public unicast address.
 pub fn special(ip: IpAddr) -> Option<&'static str> {
@@ -78,6 +77,18 @@ pub struct Guard {
     allow: Arc<OutboundAllow>,
 }
 
+/// The scheme, host and (when the host is an address) the IP of a URL, read the way the HTTP
+/// client will read it: a WHATWG parser, so that `https://127.0.0.1\@evil.example/` is
+/// 127.0.0.1 and `https://2130706433/` is 127.0.0.1 here too, as they are on the wire.
+fn parse(url: &str) -> Result<(String, String, Option<IpAddr>), String> {
+    let bad = || format!("{} is not an absolute http(s) URL", shown(url));
+    let u = reqwest::Url::parse(url).map_err(|_| bad())?;
+    let host = u.host_str().ok_or_else(bad)?.to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = bare.parse::<IpAddr>().ok();
+    Ok((u.scheme().to_owned(), bare.to_owned(), ip))
+}
+
 impl Guard {
     pub fn new(allow: OutboundAllow) -> Guard {
         Guard {
@@ -87,8 +98,7 @@ impl Guard {
 
     /// The scheme rule, and an address written in the URL. Errors say why.
     pub fn check_literal(&self, url: &str) -> Result<(), String> {
-        let (scheme, host) = url_host(url)
-            .ok_or_else(|| format!("{} is not an absolute http(s) URL", shown(url)))?;
+        let (scheme, host, ip) = parse(url)?;
         match scheme.as_str() {
             "https" => {}
             "http" if self.allow.host(&host) => {}
@@ -100,7 +110,7 @@ impl Guard {
             }
             _ => return Err(format!("{} is not an http(s) URL", shown(url))),
         }
-        if let Ok(ip) = host.parse::<IpAddr>() {
+        if let Some(ip) = ip {
             self.address(&host, ip)?;
         }
         Ok(())
@@ -111,10 +121,8 @@ impl Guard {
     /// (yet) passes: there is nothing to refuse, and delivery records the failure.
     pub async fn check_url(&self, url: &str) -> Result<(), String> {
         self.check_literal(url)?;
-        let Some((scheme, host)) = url_host(url) else {
-            return Ok(());
-        };
-        if host.parse::<IpAddr>().is_ok() || self.allow.host(&host) {
+        let (scheme, host, ip) = parse(url)?;
+        if ip.is_some() || self.allow.host(&host) {
             return Ok(());
         }
         let port = if scheme == "https" { 443 } else { 80 };
@@ -277,6 +285,18 @@ mod tests {
         assert!(e.contains("metadata"), "{e}");
         assert!(g.check_literal("ftp://example.com").is_err());
         assert!(g.check_literal("not a url").is_err());
+        // Written so that a naive parser sees another host; the HTTP client reads them as
+        // loopback, and so does the guard.
+        for sneaky in [
+            "https://127.0.0.1\\@evil.example/x",
+            "https://2130706433/x",
+            "https://0x7f.1/x",
+            "https://127.1/x",
+            "https://[::ffff:127.0.0.1]/x",
+        ] {
+            let e = g.check_literal(sneaky).expect_err(sneaky);
+            assert!(e.contains("loopback"), "{sneaky}: {e}");
+        }
 
         let g = guard(&["127.0.0.1", "10.0.0.0/8"]);
         assert!(g.check_literal("http://127.0.0.1:9000/x").is_ok());

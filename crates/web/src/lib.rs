@@ -67,6 +67,7 @@ pub(crate) struct Portal {
     engine: Arc<Engine>,
     options: PortalOptions,
     oidc: Arc<oidc::Client>,
+    logins: Arc<session::Logins>,
 }
 
 impl Portal {
@@ -81,6 +82,7 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
         engine,
         options,
         oidc: Arc::new(oidc::Client::new()),
+        logins: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::home))
@@ -117,6 +119,17 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
 /// Loads the session into the request, and refuses a POST whose `csrf` field does not match
 /// the session's token (or, before sign-in, the `pre` cookie the sign-in page set).
 async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> Response {
+    if portal.options.dev_login
+        && !loopback_host(req.headers(), &portal.engine.config().server.public_url)
+    {
+        // With the development sign-in on, a page elsewhere whose name an attacker points at
+        // 127.0.0.1 (DNS rebinding) would be same-origin with this server; refuse any name
+        // but loopback's and the configured one.
+        return pages::plain_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "This development server answers only to localhost, a loopback address or its public_url.",
+        );
+    }
     let cookies = portal.cookies();
     let current = Current::load(&portal.engine, req.headers(), cookies).await;
     let (mut parts, body) = req.into_parts();
@@ -133,11 +146,12 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
         let sent: Option<String> = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .ok()
             .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v));
-        // A signed-in session's forms carry its token; the forms shown before sign-in (even
-        // while a single sign-on is under way, or abandoned) carry the `pre` cookie's.
-        let expected = match &current.row {
-            Some(row) if row.subject.is_some() => Some(row.csrf.clone()),
-            _ => cookie(&parts.headers, cookies.pre_name()).map(str::to_owned),
+        // A signed-in session's forms carry its token; the forms shown before sign-in (also
+        // to someone whose session names a user no longer configured) carry the `pre`
+        // cookie's.
+        let expected = match current.viewer(&portal.engine) {
+            Some(v) => Some(v.csrf),
+            None => cookie(&parts.headers, cookies.pre_name()).map(str::to_owned),
         };
         let ok = matches!((&sent, &expected), (Some(s), Some(e)) if same_secret(s, e));
         if !ok {
@@ -154,6 +168,36 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
     };
     parts.extensions.insert(current);
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether the `Host` a browser sent is loopback (`localhost`, `127.x.y.z`, `[::1]`, any port)
+/// or the public URL's own host and port.
+fn loopback_host(headers: &axum::http::HeaderMap, public_url: &str) -> bool {
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase)
+    else {
+        return false;
+    };
+    let public = public_url.split_once("://").map(|(_, rest)| {
+        rest.split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    });
+    if public.as_deref() == Some(host.as_str()) {
+        return true;
+    }
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n)
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Browser protections on every page: scripts only from this origin (there are none
@@ -198,6 +242,34 @@ async fn stylesheet() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_dev_sign_in_only_loopback_names_are_answered() {
+        let h = |host: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(host).expect("header"));
+            m
+        };
+        let public = "http://countersign.internal:8080";
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "countersign.internal:8080",
+        ] {
+            assert!(loopback_host(&h(ok), public), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "countersign.internal:9999",
+            "10.0.0.1:8080",
+        ] {
+            assert!(!loopback_host(&h(bad), public), "{bad}");
+        }
+        assert!(!loopback_host(&axum::http::HeaderMap::new(), public));
+    }
 
     #[test]
     fn dev_sign_in_is_refused_off_loopback() {

@@ -358,7 +358,7 @@ pub fn verify_id_token(
         return Err("the ID token is meant for another client".into());
     }
     let exp = claims["exp"].as_i64().ok_or("the ID token has no exp")?;
-    if exp.saturating_mul(1000) + SKEW_MS <= now.millis() {
+    if exp.saturating_mul(1000).saturating_add(SKEW_MS) <= now.millis() {
         return Err("the ID token has expired".into());
     }
     let got = claims["nonce"].as_str().unwrap_or("");

@@ -252,14 +252,9 @@ pub(crate) async fn login_oidc(
         }
     };
     let cookies = portal.cookies();
-    let replaces = current.row.as_ref().map(|r| r.hash.clone());
-    match session::begin_login(&portal.engine, cookies, login, replaces).await {
-        Ok(cookie) => with_cookie(see_other(&url), &cookie),
-        Err(e) => {
-            let (status, m) = refusal(&e);
-            error_page(status, None, m)
-        }
-    }
+    let id = portal.logins.start(login, portal.engine.now());
+    let cookie = cookies.set(cookies.login_name(), &id, session::LOGIN_TTL_MS / 1000);
+    with_cookie(see_other(&url), &cookie)
 }
 
 fn callback_url(public_url: &str) -> String {
@@ -289,6 +284,7 @@ pub(crate) struct CallbackQuery {
 pub(crate) async fn login_callback(
     State(portal): State<Portal>,
     Extension(current): Extension<Current>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let config = portal.engine.config();
@@ -299,19 +295,20 @@ pub(crate) async fn login_callback(
             "OpenID Connect sign-in is not configured.",
         );
     };
-    let Some(row) = current.row.as_ref().filter(|r| r.subject.is_none()) else {
-        return see_other("/login?error=expired");
-    };
-    let data: SessionData = serde_json::from_str(&row.data).unwrap_or_default();
-    let Some(login) = data.login else {
-        return see_other("/login?error=expired");
+    let cookies = portal.cookies();
+    let clear = cookies.set(cookies.login_name(), "", 0);
+    // The sign-in under way is taken out whatever happens next: it can be used once.
+    let login = session::cookie(&headers, cookies.login_name())
+        .and_then(|id| portal.logins.take(id, portal.engine.now()));
+    let Some(login) = login else {
+        return with_cookie(see_other("/login?error=expired"), &clear);
     };
     if !session::same_secret(&q.state, &login.state) {
-        tracing::info!("OpenID Connect callback with a state that does not match the session");
-        return see_other("/login?error=expired");
+        tracing::info!("OpenID Connect callback with a state that does not match the sign-in");
+        return with_cookie(see_other("/login?error=expired"), &clear);
     }
     if !q.error.is_empty() || q.code.is_empty() {
-        return see_other("/login?error=denied");
+        return with_cookie(see_other("/login?error=denied"), &clear);
     }
     let redirect_uri = callback_url(&config.server.public_url);
     let claims = match portal
@@ -322,15 +319,21 @@ pub(crate) async fn login_callback(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "OpenID Connect sign-in failed");
-            return see_other("/login?error=failed");
+            return with_cookie(see_other("/login?error=failed"), &clear);
         }
     };
-    let user = claims.email.to_ascii_lowercase();
-    let known = config.directory.actor(&user).is_some_and(|a| !a.app);
-    if !known {
-        tracing::info!(user = %user, "signed in at the issuer but not a configured user");
-        return see_other("/login?error=unknown");
-    }
+    // Email addresses are compared without regard to case; the configured spelling is the
+    // user's id.
+    let user = config
+        .directory
+        .users()
+        .map(|(u, _)| u)
+        .find(|u| u.eq_ignore_ascii_case(&claims.email))
+        .cloned();
+    let Some(user) = user else {
+        tracing::info!(email = %claims.email, "signed in at the issuer but not a configured user");
+        return with_cookie(see_other("/login?error=unknown"), &clear);
+    };
     let groups = claims
         .groups
         .into_iter()
@@ -339,18 +342,10 @@ pub(crate) async fn login_callback(
     let data = SessionData {
         via: "oidc".into(),
         groups,
-        login: None,
     };
-    match session::sign_in(
-        &portal.engine,
-        portal.cookies(),
-        &user,
-        data,
-        Some(row.hash.clone()),
-    )
-    .await
-    {
-        Ok(cookie) => with_cookie(see_other(&login.next), &cookie),
+    let replaces = current.row.as_ref().map(|r| r.hash.clone());
+    match session::sign_in(&portal.engine, cookies, &user, data, replaces).await {
+        Ok(cookie) => with_cookie(with_cookie(see_other(&login.next), &cookie), &clear),
         Err(e) => {
             let (status, m) = refusal(&e);
             error_page(status, None, m)
@@ -1310,7 +1305,11 @@ pub(crate) async fn revoke_grant(
         .revoke_grant(&viewer.actor, &id, optional(&f.reason))
         .await
     {
-        Ok(_) => Ok(see_other("/admin/grants?done=revoked")),
+        Ok(_) if viewer.actor.admin => Ok(see_other("/admin/grants?done=revoked")),
+        Ok(g) => Ok(see_other(&format!(
+            "/requests/{}?done=revoked",
+            g.spec.request
+        ))),
         Err(e) => Err(fail(&viewer, e)),
     }
 }
@@ -1434,16 +1433,14 @@ pub(crate) async fn admin_requests(
                 requester: optional(&f.requester),
                 reviewable_by_me: false,
                 limit: 500,
+                created_from: from,
+                // `to` is a day, included.
+                created_before: to.map(|t| domain::Timestamp::from_millis(t.millis() + 86_400_000)),
             },
         )
         .await
         .map_err(|e| fail(&viewer, e))?;
-    let rows = requests
-        .iter()
-        .filter(|r| from.is_none_or(|t| r.created_at >= t))
-        .filter(|r| to.is_none_or(|t| r.created_at.millis() < t.millis() + 86_400_000))
-        .map(|r| RequestRow::new(r, now))
-        .collect();
+    let rows = requests.iter().map(|r| RequestRow::new(r, now)).collect();
     let config = portal.engine.config();
     let mut states = vec![Choice {
         value: String::new(),
@@ -1608,7 +1605,10 @@ pub(crate) async fn admin_audit(
                 .as_object()
                 .map(|m| {
                     m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .map(|(k, v)| match v.as_str() {
+                            Some(s) => format!("{k}={s}"),
+                            None => format!("{k}={v}"),
+                        })
                         .collect::<Vec<_>>()
                         .join(" ")
                 })

@@ -10,9 +10,13 @@
 //! Every POST to the portal carries a `csrf` form field, checked in [`crate::guard_forms`]
 //! before any handler runs: against the session's token, or, before sign-in (the dev sign-in
 //! form), against a random `pre` cookie the sign-in page set (double submit).
+//!
+//! A single sign-on under way is not a session: its state, nonce and PKCE verifier wait in
+//! [`Logins`], a bounded map in memory keyed by the hash of a `login` cookie, and are taken
+//! out (once) by the callback. So an anonymous visitor can make the server write nothing.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -54,6 +58,14 @@ impl Cookies {
             "__Host-cs_pre"
         } else {
             "cs_pre"
+        }
+    }
+
+    pub fn login_name(self) -> &'static str {
+        if self.secure {
+            "__Host-cs_login"
+        } else {
+            "cs_login"
         }
     }
 
@@ -109,14 +121,11 @@ pub struct SessionData {
     /// Configured groups the identity provider's groups claim named.
     #[serde(default)]
     pub groups: BTreeSet<String>,
-    /// A sign-in under way at the identity provider.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login: Option<PendingLogin>,
 }
 
 /// What the callback of a sign-in must match: the `state` sent, the `nonce` the ID token
 /// must carry, the PKCE verifier, and where to go afterwards.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct PendingLogin {
     pub state: String,
     pub nonce: String,
@@ -124,8 +133,43 @@ pub struct PendingLogin {
     pub next: String,
 }
 
-/// The signed-in person looking at a page.
-#[derive(Clone, Debug)]
+/// The most sign-ins that may be under way at once; past it, the oldest is forgotten.
+const MAX_LOGINS: usize = 10_000;
+
+/// Sign-ins under way, by the hash of their `login` cookie, with when they expire.
+#[derive(Default)]
+pub struct Logins {
+    map: Mutex<HashMap<String, (PendingLogin, i64)>>,
+}
+
+impl Logins {
+    /// Keeps a sign-in for [`LOGIN_TTL_MS`]; returns the `login` cookie's value.
+    pub fn start(&self, login: PendingLogin, now: Timestamp) -> String {
+        let id = random_token();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, until)| *until > now.millis());
+        if map.len() >= MAX_LOGINS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(hash(&id), (login, now.millis() + LOGIN_TTL_MS));
+        id
+    }
+
+    /// Takes the sign-in a `login` cookie names, if it has not expired: it can be used once.
+    pub fn take(&self, id: &str, now: Timestamp) -> Option<PendingLogin> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (login, until) = map.remove(&hash(id))?;
+        (until > now.millis()).then_some(login)
+    }
+}
+
+/// The signed-in person looking at a page. (No `Debug`: it holds the CSRF token.)
+#[derive(Clone)]
 pub struct Viewer {
     pub actor: Actor,
     pub csrf: String,
@@ -204,31 +248,6 @@ pub async fn sign_in(
     Ok(cookies.set(cookies.session_name(), &id, ttl_ms / 1000))
 }
 
-/// Starts a session that only holds a sign-in under way; returns the `Set-Cookie`.
-pub async fn begin_login(
-    engine: &Arc<Engine>,
-    cookies: Cookies,
-    login: PendingLogin,
-    replaces: Option<String>,
-) -> Result<String, engine::EngineError> {
-    let id = random_token();
-    let now = engine.now();
-    let data = SessionData {
-        login: Some(login),
-        ..SessionData::default()
-    };
-    let row = SessionRow {
-        hash: hash(&id),
-        subject: None,
-        csrf: random_token(),
-        data: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
-        created_at: now,
-        expires_at: Timestamp::from_millis(now.millis().saturating_add(LOGIN_TTL_MS)),
-    };
-    engine.save_session(row, replaces).await?;
-    Ok(cookies.set(cookies.session_name(), &id, LOGIN_TTL_MS / 1000))
-}
-
 /// A local path to go to after sign-in: it must start with one `/` (not `//`, which a
 /// browser reads as another host, nor `/\`).
 pub fn local_path(next: &str) -> String {
@@ -272,6 +291,48 @@ mod tests {
         ] {
             assert_eq!(local_path(bad), "/", "{bad}");
         }
+    }
+
+    fn login(state: &str) -> PendingLogin {
+        PendingLogin {
+            state: state.into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            next: "/".into(),
+        }
+    }
+
+    #[test]
+    fn a_sign_in_under_way_is_taken_once_and_expires() {
+        let logins = Logins::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let a = logins.start(login("a"), t0);
+        let b = logins.start(login("b"), t0);
+        let got = logins.take(&a, t0).expect("the first take");
+        assert_eq!(got.state, "a");
+        assert!(logins.take(&a, t0).is_none(), "a second take finds nothing");
+        assert!(logins.take("not-a-cookie", t0).is_none());
+        let late = Timestamp::from_millis(t0.millis() + LOGIN_TTL_MS);
+        assert!(logins.take(&b, late).is_none(), "expired");
+    }
+
+    #[test]
+    fn sign_ins_under_way_are_bounded() {
+        let logins = Logins::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let first = logins.start(login("first"), t0);
+        for i in 1..=MAX_LOGINS {
+            logins.start(login("x"), Timestamp::from_millis(t0.millis() + i as i64));
+        }
+        assert_eq!(
+            logins.map.lock().expect("lock").len(),
+            MAX_LOGINS,
+            "never more than the bound"
+        );
+        assert!(
+            logins.take(&first, t0).is_none(),
+            "the oldest was forgotten"
+        );
     }
 
     #[test]

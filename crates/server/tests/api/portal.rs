@@ -828,12 +828,29 @@ async fn sec_5_admin_views_filter_revoke_and_verify_for_admins_only() {
         .await;
     app.tick().await;
     let audit = root.get("/admin/audit?verify=1").await;
+    // Dates: `a` and `b` were created on 2026-01-01; one more two days later (by then the
+    // session has expired, so root signs in again).
+    app.clock.advance(Duration::from_secs(2 * 86400));
+    let c = app
+        .create(
+            "eve",
+            json!({ "resource": "prod-shell", "reason": "third" }),
+        )
+        .await;
+    let mut root = Web::sign_in(&app, "root").await;
+    let first_day = root
+        .get("/admin/requests?from=2026-01-01&to=2026-01-01")
+        .await;
+    let later = root.get("/admin/requests?from=2026-01-02").await;
 
     // Assert
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(pending.html.contains(id_of(&b)) && !pending.html.contains(id_of(&a)));
     assert!(by_grace.html.contains(id_of(&a)) && !by_grace.html.contains(id_of(&b)));
     assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+    assert!(first_day.html.contains(id_of(&a)) && first_day.html.contains(id_of(&b)));
+    assert!(!first_day.html.contains(id_of(&c)), "{}", first_day.html);
+    assert!(later.html.contains(id_of(&c)) && !later.html.contains(id_of(&a)));
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
     let g = app.grant("grace", &json!(grant)).await;
     assert_eq!(g["state"], "revoked", "{g}");
@@ -968,4 +985,32 @@ async fn rule_19_drop_and_extend_from_my_grants() {
     let seen = app.request("grace", &json!(ext)).await;
     assert_eq!(seen["state"], "pending");
     assert_eq!(seen["extends"], grants[1].as_str(), "{seen}");
+}
+
+/// With the development sign-in on, the portal answers only loopback names and its public
+/// URL's, so a page elsewhere that rebinds its name to 127.0.0.1 cannot use it.
+#[tokio::test]
+async fn sec_7_with_dev_sign_in_other_host_names_are_refused() {
+    // Arrange
+    let app = TestApp::spawn("").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/login", app.api.base);
+
+    // Act
+    let rebound = http
+        .get(&url)
+        .header(reqwest::header::HOST, "evil.example")
+        .send()
+        .await
+        .expect("GET");
+    let local = http
+        .get(&url)
+        .header(reqwest::header::HOST, "localhost")
+        .send()
+        .await
+        .expect("GET");
+
+    // Assert
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(local.status(), StatusCode::OK);
 }

@@ -1,8 +1,7 @@
 -- Portal sessions. The cookie carries a random id; only its SHA-256 is stored, as for
--- tokens. `subject` is NULL while an OpenID Connect sign-in is under way (the row then keeps
--- the state, nonce and PKCE verifier in `data`). `csrf` is the token every form of the
--- session must send back. Expired rows are refused on read and pruned a few at a time on
--- writes.
+-- tokens. `subject` is the signed-in user (a sign-in under way is kept in memory, not
+-- here). `csrf` is the token every form of the session must send back. Expired rows are
+-- refused on read and pruned a few at a time on writes.
 CREATE TABLE sessions (
     hash       TEXT PRIMARY KEY,
     subject    TEXT,
