@@ -172,7 +172,7 @@ pub struct RawResource {
     #[serde(default)]
     pub allow_self_approval: bool,
     #[serde(default)]
-    pub field: BTreeMap<String, RawField>,
+    pub field: hcl::Map<String, RawField>,
     pub on_request: Option<RawPolicyRef>,
     #[serde(default)]
     pub policies: Vec<RawPolicyRef>,

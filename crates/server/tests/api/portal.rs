@@ -320,6 +320,15 @@ async fn rule_14_15_portal_request_with_typed_and_dynamic_fields_approved_shorte
             form.html
         );
     }
+    let at = |name: &str| {
+        form.html
+            .find(&format!("name=\"field.{name}\""))
+            .unwrap_or_else(|| panic!("no field {name}"))
+    };
+    assert!(
+        at("ticket") < at("rows") && at("rows") < at("urgency") && at("buddy") < at("pokemon"),
+        "the form keeps the configuration's order"
+    );
     let created = grace
         .submit(
             "/catalog/deploy-db",
