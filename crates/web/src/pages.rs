@@ -893,6 +893,7 @@ struct RequestPage {
     part_of: String,
     can_comment: bool,
     can_cancel: bool,
+    can_revoke: bool,
     assignees: Vec<String>,
 }
 
@@ -1023,6 +1024,15 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
         }
         _ => String::new(),
     };
+    let can_revoke_grant = grant.as_ref().is_some_and(|g| {
+        g.active
+            && g.subject != *me
+            && (viewer.actor.admin
+                || config
+                    .resources
+                    .get(&g.resource)
+                    .is_some_and(|d| d.owners.iter().any(|p| viewer.actor.is(p))))
+    });
     let mut assignees: Vec<String> = config.directory.users().map(|(u, _)| u.clone()).collect();
     assignees.extend(config.directory.groups().map(|g| format!("group:{g}")));
     let pending = r.state == RequestState::Pending;
@@ -1083,6 +1093,9 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
         part_of: r.part_of.clone().unwrap_or_default(),
         can_comment: r.state == RequestState::Pending || r.involves(me) || viewer.actor.admin,
         can_cancel: pending && (r.requester == *me || viewer.actor.admin),
+        // An admin or an owner of the resource may revoke someone's active grant (rule 19);
+        // the engine checks it again.
+        can_revoke: can_revoke_grant,
         assignees,
     }
 }

@@ -266,9 +266,12 @@ resource "broken-options" {{
   workflow = {{ steps = [ {{ reviewers = {{ one_of = ["carol@example.com"] }} }} ] }}
 }}
 
+group "oncall" {{ members = ["dan@example.com"] }}
+
 resource "prod-shell" {{
   description  = "A shell on a production host"
   max_duration = "4h"
+  owners       = ["group:oncall"]
   workflow     = {{ steps = [ {{ reviewers = {{ one_of = ["carol@example.com", "bob@example.com"] }} }} ] }}
 }}
 
@@ -1022,4 +1025,91 @@ async fn sec_7_with_dev_sign_in_other_host_names_are_refused() {
     // Assert
     assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(local.status(), StatusCode::OK);
+}
+
+/// Rule 19: an owner of the resource (here through a group), not an admin, revokes someone's
+/// grant from the request page, with a reason; the grant's subject sees no such form.
+#[tokio::test]
+async fn rule_19_an_owner_revokes_a_grant_from_the_request_page() {
+    // Arrange
+    let options = Options::start().await;
+    let app = TestApp::spawn_with(ALLOW_LOOPBACK, &[], &typed_resources(&options.base)).await;
+    let r = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-shell", "reason": "x", "duration": "1h" }),
+        )
+        .await;
+    app.approve("carol", &r).await;
+    app.tick().await;
+    let page = format!("/requests/{}", id_of(&r));
+    let mut grace = Web::sign_in(&app, "grace").await;
+    let mut dan = Web::sign_in(&app, "dan").await;
+
+    // Act
+    let subjects = grace.get(&page).await;
+    let grant = app.request("grace", &r).await["grant"]["id"]
+        .as_str()
+        .expect("grant")
+        .to_owned();
+    let revoked = dan
+        .submit(
+            &page,
+            &format!("/grants/{grant}/revoke"),
+            &[("reason", "host is compromised")],
+        )
+        .await;
+    app.tick().await;
+
+    // Assert
+    assert!(
+        !subjects.html.contains("id=\"revoke-form\""),
+        "{}",
+        subjects.html
+    );
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.html);
+    assert_eq!(
+        revoked.location.as_deref(),
+        Some(format!("{page}?done=revoked").as_str())
+    );
+    let g = app.grant("grace", &json!(grant)).await;
+    assert_eq!(g["state"], "revoked", "{g}");
+    assert_eq!(g["ending"]["reason"], "host is compromised", "{g}");
+    assert_eq!(g["ending"]["by"], "dan@example.com", "{g}");
+}
+
+/// Security rule: portal pages forbid scripts, framing and sniffing, and are not cached.
+#[tokio::test]
+async fn sec_7_portal_pages_carry_a_strict_content_security_policy() {
+    // Arrange
+    let app = TestApp::spawn("").await;
+
+    // Act
+    let res = reqwest::get(format!("{}/login", app.api.base))
+        .await
+        .expect("GET /login");
+
+    // Assert
+    let h = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let csp = h("content-security-policy");
+    for part in [
+        "default-src 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("script-src"),
+        "no script is allowed at all: {csp}"
+    );
+    assert_eq!(h("x-frame-options"), "DENY");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("cache-control"), "no-store");
 }
