@@ -131,7 +131,12 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
         );
     }
     let cookies = portal.cookies();
-    let current = Current::load(&portal.engine, req.headers(), cookies).await;
+    // The stylesheet needs no session: no database read for it.
+    let current = if req.uri().path().starts_with("/static/") {
+        Current::default()
+    } else {
+        Current::load(&portal.engine, req.headers(), cookies).await
+    };
     let (mut parts, body) = req.into_parts();
     let body = if parts.method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
