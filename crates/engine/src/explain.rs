@@ -228,6 +228,11 @@ impl Engine {
         Ok(explain(&self.request(actor, id).await?, None))
     }
 
+    /// The explanation of a request the caller has already loaded (and may see).
+    pub fn explain_loaded(req: &Request) -> Explanation {
+        explain(req, None)
+    }
+
     /// What would happen if `requester` (the actor unless an admin names someone) asked for
     /// this: policies, auto-decision, each step skipped or its reviewers. Nothing is stored.
     pub async fn simulate(

@@ -93,8 +93,8 @@ pub struct IdempotencyRow {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionRow {
     pub hash: String,
-    /// The signed-in user; `None` while a sign-in is under way.
-    pub subject: Option<String>,
+    /// The signed-in user.
+    pub subject: String,
     /// The CSRF token every form of this session sends back.
     pub csrf: String,
     /// What the portal keeps with the session, as JSON (groups from the sign-in, or the

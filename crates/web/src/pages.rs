@@ -1000,11 +1000,7 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
             .map(|g| GrantRow::new(&g, now)),
         None => None,
     };
-    let explanation = engine
-        .explain(&viewer.actor, &r.id)
-        .await
-        .map(|e| e.lines)
-        .unwrap_or_default();
+    let explanation = engine::Engine::explain_loaded(r).lines;
     let outcome = match (&r.outcome, r.state) {
         (Some(o), state) if state.is_terminal() => {
             let by =
@@ -1400,6 +1396,24 @@ struct AdminRequestsPage {
     to: String,
 }
 
+/// An admin page's `state` filter: empty for any, else a state `parse` knows (400 if not).
+fn state_filter<T>(
+    viewer: &Viewer,
+    text: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, Response> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text).map(Some).ok_or_else(|| {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            Some(viewer),
+            format!("unknown state {text:?}"),
+        )
+    })
+}
+
 /// `2026-01-31` → the first millisecond of that day (UTC).
 fn day(text: &str) -> Result<Option<domain::Timestamp>, String> {
     let t = text.trim();
@@ -1420,16 +1434,7 @@ pub(crate) async fn admin_requests(
     let viewer = signed_in(&portal, &current, &uri)?;
     admin_only(&viewer)?;
     let now = portal.engine.now();
-    let state = match f.state.as_str() {
-        "" => None,
-        s => Some(RequestState::parse(s).ok_or_else(|| {
-            error_page(
-                StatusCode::BAD_REQUEST,
-                Some(&viewer),
-                format!("unknown state {s:?}"),
-            )
-        })?),
-    };
+    let state = state_filter(&viewer, &f.state, RequestState::parse)?;
     let (from, to) = match (day(&f.from), day(&f.to)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
@@ -1509,16 +1514,7 @@ pub(crate) async fn admin_grants(
     let viewer = signed_in(&portal, &current, &uri)?;
     admin_only(&viewer)?;
     let now = portal.engine.now();
-    let state = match f.state.as_str() {
-        "" => None,
-        s => Some(GrantState::parse(s).ok_or_else(|| {
-            error_page(
-                StatusCode::BAD_REQUEST,
-                Some(&viewer),
-                format!("unknown state {s:?}"),
-            )
-        })?),
-    };
+    let state = state_filter(&viewer, &f.state, GrantState::parse)?;
     let grants = portal
         .engine
         .list_grants(

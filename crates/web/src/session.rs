@@ -203,7 +203,7 @@ impl Current {
     /// The signed-in user, if the session has one who is still configured.
     pub fn viewer(&self, engine: &Engine) -> Option<Viewer> {
         let row = self.row.as_ref()?;
-        let subject = row.subject.as_deref()?;
+        let subject = row.subject.as_str();
         let data: SessionData = serde_json::from_str(&row.data).unwrap_or_default();
         let config = engine.config();
         let mut actor = config.directory.actor(subject)?;
@@ -238,7 +238,7 @@ pub async fn sign_in(
     let ttl_ms = i64::try_from(ttl.secs()).unwrap_or(i64::MAX / 1000) * 1000;
     let row = SessionRow {
         hash: hash(&id),
-        subject: Some(user.to_owned()),
+        subject: user.to_owned(),
         csrf: random_token(),
         data: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
         created_at: now,

@@ -827,6 +827,7 @@ async fn sec_5_admin_views_filter_revoke_and_verify_for_admins_only() {
         .get("/admin/requests?requester=grace%40example.com")
         .await;
     let bad_date = root.get("/admin/requests?from=yesterday").await;
+    let bad_state = root.get("/admin/grants?state=nope").await;
     let grant = app.request("grace", &a).await["grant"]["id"]
         .as_str()
         .expect("grant")
@@ -860,6 +861,12 @@ async fn sec_5_admin_views_filter_revoke_and_verify_for_admins_only() {
     assert!(pending.html.contains(id_of(&b)) && !pending.html.contains(id_of(&a)));
     assert!(by_grace.html.contains(id_of(&a)) && !by_grace.html.contains(id_of(&b)));
     assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_state.html.contains("unknown state"),
+        "{}",
+        bad_state.html
+    );
     assert!(first_day.html.contains(id_of(&a)) && first_day.html.contains(id_of(&b)));
     assert!(!first_day.html.contains(id_of(&c)), "{}", first_day.html);
     assert!(later.html.contains(id_of(&c)) && !later.html.contains(id_of(&a)));

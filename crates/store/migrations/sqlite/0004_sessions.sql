@@ -4,7 +4,7 @@
 -- refused on read and pruned a few at a time on writes.
 CREATE TABLE sessions (
     hash       TEXT PRIMARY KEY,
-    subject    TEXT,
+    subject    TEXT NOT NULL,
     csrf       TEXT NOT NULL,
     data       TEXT NOT NULL,
     created_at INTEGER NOT NULL,
