@@ -2,9 +2,9 @@
 //! real headless Chromium, and the real OpenID Connect provider the portal's end-to-end tests
 //! sign in with (`tests/oidc/provider.mjs`, panva's `oidc-provider` run by node).
 //!
-//! Both are gated at run time: [`Tools::from_env`] returns `None`, and the test says it is
-//! skipped, unless `COUNTERSIGN_TEST_BROWSER=1`; with it set, a missing tool is an error, not
-//! a skip. `.ci/run` installs Chromium, ChromeDriver and the provider's packages and sets it.
+//! The tests that use them are `#[ignore = "needs …"]`, so plain `cargo test` lists them as
+//! ignored; asked for (`--include-ignored`), a missing tool is an error, not a skip. `.ci/run`
+//! installs Chromium, ChromeDriver and the provider's packages and runs them.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,16 +30,10 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// `None` (skip) unless `COUNTERSIGN_TEST_BROWSER=1`; then every tool must be there.
-    pub fn from_env(test: &str) -> Option<Tools> {
-        if std::env::var("COUNTERSIGN_TEST_BROWSER").ok().as_deref() != Some("1") {
-            eprintln!(
-                "SKIPPED {test}: it drives a real headless Chromium; set COUNTERSIGN_TEST_BROWSER=1 \
-                 with chromium, chromium-driver, node and `npm ci --prefix tests/oidc` installed \
-                 (bash .ci/run does all of it)"
-            );
-            return None;
-        }
+    /// The tools of a browser test. Such tests are `#[ignore]`d and run only when asked for
+    /// (`cargo test -- --include-ignored`, as `.ci/run` does, after `.ci/browser.sh`); asked
+    /// for, every tool must be there.
+    pub fn from_env() -> Tools {
         let var = |name: &str, default: &str| {
             PathBuf::from(std::env::var(name).unwrap_or_else(|_| default.to_owned()))
         };
@@ -52,15 +46,15 @@ impl Tools {
         for p in [&tools.chromedriver, &tools.chromium] {
             assert!(
                 p.exists(),
-                "COUNTERSIGN_TEST_BROWSER=1 but {} is missing",
+                "{} is missing: the browser test needs chromium and chromium-driver (bash .ci/browser.sh)",
                 p.display()
             );
         }
         assert!(
             tools.oidc_dir.join("node_modules/oidc-provider").exists(),
-            "COUNTERSIGN_TEST_BROWSER=1 but the OIDC provider is not installed: run `npm ci --prefix tests/oidc`"
+            "the OIDC provider is not installed: run `npm ci --prefix tests/oidc` (bash .ci/browser.sh)"
         );
-        Some(tools)
+        tools
     }
 }
 

@@ -371,3 +371,34 @@ pub async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) ->
         .await
         .unwrap_or_else(|| panic!("{what}: not reached within {DEADLINE:?}"))
 }
+
+/// Runs `tests/python/<script>` with the Python of the virtual environment that
+/// `.ci/python.sh` prepares (`COUNTERSIGN_TEST_PYTHON`), with `args`, and returns its standard
+/// output; a non-zero exit fails the test with what the script printed. Tests that call this
+/// are `#[ignore = "needs COUNTERSIGN_TEST_PYTHON …"]`: asked for without the variable, they fail.
+#[allow(dead_code)] // the interface tests call it
+pub async fn run_python(script: &str, args: &[&str]) -> String {
+    let python = std::env::var("COUNTERSIGN_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("COUNTERSIGN_TEST_PYTHON is not set: run `bash .ci/python.sh` and export the path it prints")
+    });
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
+    let out = tokio::process::Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .unwrap_or_else(|_| panic!("{script} ran for more than 10 minutes"))
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -1,7 +1,7 @@
 //! The portal end to end, in a real headless Chromium, with sign-in through a real OpenID
-//! Connect provider (issue 6). Gated: runs only with `COUNTERSIGN_TEST_BROWSER=1` (see
-//! `browser.rs`); `.ci/run` sets it after installing Chromium, ChromeDriver and the
-//! provider.
+//! Connect provider (issue 6). `#[ignore]`d, so plain `cargo test` lists it as ignored;
+//! `.ci/run` installs Chromium, ChromeDriver and the provider (`.ci/browser.sh`) and runs it
+//! with `--include-ignored`.
 //!
 //! One test, because one story: the requester signs in, asks with typed fields and a dynamic
 //! option, a reviewer in another browser approves a shorter duration for the whole workflow,
@@ -39,12 +39,9 @@ async fn sign_in(b: &Browser, base: &str, user: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs headless Chromium, ChromeDriver and the OIDC provider: bash .ci/browser.sh"]
 async fn sec_5_portal_end_to_end_in_headless_chromium_with_oidc_sign_in() {
-    let Some(tools) =
-        Tools::from_env("sec_5_portal_end_to_end_in_headless_chromium_with_oidc_sign_in")
-    else {
-        return;
-    };
+    let tools = Tools::from_env();
     let shots = std::env::var("COUNTERSIGN_SCREENSHOTS")
         .ok()
         .map(PathBuf::from);
