@@ -90,7 +90,7 @@ pub fn app(state: AppState) -> Router {
                 }
             }),
         )
-        .route("/graphql", axum::routing::post(graphql::handler))
+        .merge(graphql::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

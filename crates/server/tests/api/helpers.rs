@@ -376,7 +376,6 @@ pub async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Option<T>) ->
 /// `.ci/python.sh` prepares (`COUNTERSIGN_TEST_PYTHON`), with `args`, and returns its standard
 /// output; a non-zero exit fails the test with what the script printed. Tests that call this
 /// are `#[ignore = "needs COUNTERSIGN_TEST_PYTHON …"]`: asked for without the variable, they fail.
-#[allow(dead_code)] // the interface tests call it
 pub async fn run_python(script: &str, args: &[&str]) -> String {
     let python = std::env::var("COUNTERSIGN_TEST_PYTHON").unwrap_or_else(|_| {
         panic!("COUNTERSIGN_TEST_PYTHON is not set: run `bash .ci/python.sh` and export the path it prints")
