@@ -182,7 +182,8 @@ impl Metrics {
     }
 
     /// A request was created (not a replay of an `Idempotency-Key`). A request decided at
-    /// creation (by a policy) is counted as decided too.
+    /// creation (by a policy, or answered by a covering grant under rule 5) is counted as
+    /// decided too.
     pub(crate) fn created(&self, r: &Request) {
         self.counter(
             REQUESTS_CREATED,
