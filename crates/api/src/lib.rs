@@ -20,7 +20,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::Engine;
@@ -38,7 +37,6 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub tokens: Arc<TokenCache>,
-    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -46,7 +44,6 @@ impl AppState {
         AppState {
             engine,
             tokens: Arc::default(),
-            metrics: Arc::default(),
         }
     }
 }
@@ -93,7 +90,7 @@ pub fn app(state: AppState) -> Router {
         .merge(graphql::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics::text))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -103,10 +100,6 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
         .with_state(state)
 }
 
@@ -152,16 +145,6 @@ fn openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
 }
 
-async fn count_responses(
-    State(state): State<AppState>,
-    req: axum::extract::Request,
-    next: Next,
-) -> Response {
-    let res = next.run(req).await;
-    state.metrics.response(res.status().as_u16());
-    res
-}
-
 async fn healthz() -> impl IntoResponse {
     axum::Json(proto::Health {
         status: "ok".into(),
@@ -184,11 +167,4 @@ async fn readyz(State(state): State<AppState>) -> Response {
             .into_response()
         }
     }
-}
-
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }

@@ -1,7 +1,5 @@
 //! The `/v1` handlers. Each one authenticates, parses, calls one engine service, converts.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -188,7 +186,7 @@ pub(crate) async fn create(
         .iter()
         .map(|(k, v)| (k.clone(), convert::input(v)))
         .collect();
-    let created = state
+    state
         .engine
         .create_request(
             actor,
@@ -213,14 +211,8 @@ pub(crate) async fn create(
                 idempotency,
             },
         )
-        .await?;
-    if !created.replay {
-        state
-            .metrics
-            .requests_created
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(created)
+        .await
+        .map_err(ApiError::from)
 }
 
 /// A request's outcome callback and every attempt to deliver it; its creator or an admin.
@@ -438,7 +430,6 @@ async fn review_request(
             },
         )
         .await?;
-    state.metrics.reviews.fetch_add(1, Ordering::Relaxed);
     Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 

@@ -145,6 +145,19 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [TimerKind; 9] = [
+        TimerKind::RequestExpiry,
+        TimerKind::GrantExpiry,
+        TimerKind::ConnectorGrant,
+        TimerKind::ConnectorRevoke,
+        TimerKind::GrantStart,
+        TimerKind::GrantNotice,
+        TimerKind::Repair,
+        TimerKind::Reconcile,
+        TimerKind::PolicyCheck,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::RequestExpiry => "request_expiry",
@@ -171,19 +184,7 @@ impl TimerKind {
         )
     }
     pub fn parse(s: &str) -> Option<TimerKind> {
-        [
-            TimerKind::RequestExpiry,
-            TimerKind::GrantExpiry,
-            TimerKind::ConnectorGrant,
-            TimerKind::ConnectorRevoke,
-            TimerKind::GrantStart,
-            TimerKind::GrantNotice,
-            TimerKind::Repair,
-            TimerKind::Reconcile,
-            TimerKind::PolicyCheck,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        TimerKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

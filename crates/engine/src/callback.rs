@@ -26,6 +26,7 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
+use crate::clock::Stopwatch;
 use crate::connector::webhook::{error_chain, secret_key, sign};
 use crate::outbound::{Guard, shown};
 use crate::{Engine, EngineError};
@@ -253,6 +254,7 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     let sender = engine.sender();
     let secret = engine.store.callback_secret(&d.request).await?;
     let started = engine.now().max(now);
+    let watch = Stopwatch::start();
     let answer = match &secret {
         Some(secret) => post(&sender, &d, secret, started).await,
         None => Answer {
@@ -261,6 +263,7 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
             retry_after_ms: None,
         },
     };
+    let took = watch.elapsed();
     let done = engine.now().max(started);
     let attempt = Attempt {
         at: done,
@@ -271,16 +274,16 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     let settings = engine.config().server.callbacks.clone();
     let fraction: f64 = rand::random();
     let id = d.id.clone();
-    engine
+    let recorded = engine
         .write(move |tx| {
             Box::pin(async move {
                 let Some(mut d) = tx.delivery(&id).await? else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 if d.state != DeliveryState::Pending {
                     // Sent again by hand, or finished elsewhere, meanwhile.
                     tx.put_delivery(&d, None).await?;
-                    return Ok(());
+                    return Ok(None);
                 }
                 let delay_ms = crate::backoff::retry_delay_ms(
                     d.failures_in_a_row() + 1,
@@ -309,10 +312,20 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
                     tx.append(&ev, done).await?;
                 }
                 tx.put_delivery(&d, None).await?;
-                Ok(())
+                Ok(Some(d.state))
             })
         })
-        .await
+        .await?;
+    if let Some(state) = recorded {
+        let result = match state {
+            DeliveryState::Pending => "retry",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Gone => "gone",
+        };
+        engine.metrics.delivery(result, took);
+    }
+    Ok(())
 }
 
 /// One signed POST (rule 22): Standard Webhooks headers over the exact bytes sent.

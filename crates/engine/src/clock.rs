@@ -1,10 +1,15 @@
 //! The clock, read in exactly one place. Everything else takes `now` as a parameter, and tests
 //! drive a [`ManualClock`] instead of sleeping.
+//!
+//! Latencies for metrics are measured with [`Stopwatch`], the monotonic clock's one reader
+//! (it lives in `store`, the lowest crate that measures). What it measures is only ever
+//! recorded in a histogram; no decision and no stored time depends on it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use domain::Timestamp;
+pub use store::metrics::Stopwatch;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;

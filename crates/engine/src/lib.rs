@@ -15,6 +15,7 @@ pub mod clock;
 pub mod connector;
 mod error;
 mod explain;
+pub mod metrics;
 pub mod options;
 pub mod outbound;
 mod recheck;
@@ -34,6 +35,7 @@ use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
 use tokens::token_hash;
 
 pub use explain::{Explanation, Simulation, StepView};
+pub use metrics::Metrics;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
@@ -125,6 +127,8 @@ pub struct Engine {
     creating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Dynamic field options fetched lately.
     options: options::Cache,
+    /// This server's metrics.
+    metrics: Metrics,
 }
 
 fn new_id(now: Timestamp) -> String {
@@ -216,6 +220,17 @@ impl Engine {
     /// Builds the engine. Policies that do not compile leave the engine with none, so that
     /// every evaluation fails closed; servers check them first ([`compile_policies`]).
     pub fn new(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Arc<Engine> {
+        Engine::with_metrics(store, config, clock, Metrics::new())
+    }
+
+    /// Like [`Engine::new`], recording into `metrics` (whose [`Metrics::writer`] the store was
+    /// opened with, so that one `/metrics` shows the engine and its store).
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Arc<Engine> {
         let policies = compile_policies(&config).unwrap_or_else(|errors| {
             for e in &errors {
                 tracing::error!(error = %e, "policy bundle refused; evaluations fail closed");
@@ -238,6 +253,7 @@ impl Engine {
             lanes: Default::default(),
             creating: Default::default(),
             options: Default::default(),
+            metrics,
         })
     }
 
@@ -292,6 +308,16 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every series of this server in the Prometheus text format, with the gauges of stored
+    /// state counted now.
+    pub async fn render_metrics(&self) -> String {
+        self.metrics.render(self.store.as_ref(), self.now()).await
     }
 
     /// Runs `f` in a store transaction, passing its error through unchanged.
@@ -434,6 +460,9 @@ impl Engine {
                 })
             })
             .await?;
+        if !replay {
+            self.metrics.created(&req);
+        }
         let callback_secret = match (replay, secret) {
             (false, s) => s,
             (true, _) => self.store.callback_secret(&req.id).await?,
@@ -515,7 +544,7 @@ impl Engine {
         let notice = self.config().server.expiry_notice;
         let id = id.to_owned();
         let actor = actor.clone();
-        let req = self
+        let (req, before) = self
             .write(move |tx| {
                 Box::pin(async move {
                     let mut req = tx
@@ -523,12 +552,16 @@ impl Engine {
                         .await?
                         .filter(|r| r.visible_to(&actor))
                         .ok_or_else(|| EngineError::NotFound(format!("request {id}")))?;
+                    let before = req.state;
                     let ch = f(&mut req, now)?;
                     save_request(tx, &mut req, ch, now, notice).await?;
-                    Ok(req)
+                    Ok((req, before))
                 })
             })
             .await?;
+        if req.state != before && req.state.is_terminal() {
+            self.metrics.decided(&req.resource, req.state.as_str());
+        }
         Ok(req)
     }
 
@@ -542,10 +575,17 @@ impl Engine {
         let Live {
             config, policies, ..
         } = self.live();
-        self.transition(actor, id, move |r, now| {
-            r.review(&a, input, (&config.directory, policies.as_ref()), now)
-        })
-        .await
+        let decision = match input.decision {
+            domain::Decision::Approve => "approve",
+            domain::Decision::Deny => "deny",
+        };
+        let req = self
+            .transition(actor, id, move |r, now| {
+                r.review(&a, input, (&config.directory, policies.as_ref()), now)
+            })
+            .await?;
+        self.metrics.reviewed(&req.resource, decision);
+        Ok(req)
     }
 
     pub async fn cancel(
@@ -782,6 +822,7 @@ impl Engine {
             })
         })
         .await
+        .inspect(|req| self.metrics.created(req))
     }
 
     /// Audit events after `after`, for admins.

@@ -20,7 +20,9 @@ use store::DueJob;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::clock::Stopwatch;
 use crate::connector::{Action, Call, Connector, Connectors};
+use crate::metrics::{CallResult, Observed};
 use crate::{Engine, EngineError, apply, save_request};
 
 /// Connector calls running at once.
@@ -119,7 +121,7 @@ async fn run_timers(
 ) -> Result<usize, EngineError> {
     let notice = engine.config().server.expiry_notice;
     let clock = engine.clock.clone();
-    engine
+    let (ran, observed) = engine
         .write(move |tx| {
             Box::pin(async move {
                 // What a timer records is stamped with the time its transaction runs (the
@@ -137,26 +139,36 @@ async fn run_timers(
                         (r, g)
                     });
                 tx.warm(&grants, &requests).await?;
+                let mut observed = Observed::default();
                 for job in &batch {
-                    timer(tx, job, now, notice).await?;
+                    timer(tx, job, now, notice, &mut observed).await?;
                 }
-                Ok(batch.len())
+                Ok((batch.len(), observed))
             })
         })
-        .await
+        .await?;
+    engine.metrics.record(observed);
+    Ok(ran)
 }
 
+/// Runs one timer; notes in `seen` what the metrics record once the batch committed.
 async fn timer(
     tx: &mut dyn store::Tx,
     job: &DueJob,
     now: Timestamp,
     notice: Span,
+    seen: &mut Observed,
 ) -> Result<(), EngineError> {
     let key = job.key.as_str();
     match job.kind {
         TimerKind::RequestExpiry => match tx.request(key).await? {
             Some(mut r) => match r.expire(now) {
-                Some(ch) => save_request(tx, &mut r, ch, now, notice).await?,
+                Some(ch) => {
+                    save_request(tx, &mut r, ch, now, notice).await?;
+                    if r.state.is_terminal() {
+                        seen.decided.push((r.resource.clone(), r.state.as_str()));
+                    }
+                }
                 // Fired early (the clock moved back?): wait for the deadline.
                 None if !r.state.is_terminal() => {
                     tx.schedule(TimerKind::RequestExpiry, key, r.pending_until)
@@ -174,6 +186,9 @@ async fn timer(
                 Some(ch) => {
                     apply(tx, ch, now, notice).await?;
                     tx.put_grant(&g).await?;
+                    if let Some(at) = g.expires_at {
+                        seen.expiry_lag_ms.push(now.millis() - at.millis());
+                    }
                 }
                 None => match g.expires_at {
                     Some(at) if g.state == GrantState::Active => {
@@ -254,19 +269,31 @@ impl Target {
 }
 
 /// Makes one call, bounded by the connector's timeout (plus a margin for the connector's
-/// own, more precise, timeout to fire first).
-async fn make_call(target: &Target, call: &Call<'_>) -> Result<(), String> {
+/// own, more precise, timeout to fire first), and records it in the metrics.
+async fn make_call(engine: &Engine, target: &Target, call: &Call<'_>) -> Result<(), String> {
     let timeout = target.timeout;
+    let name = call.grant.spec.connector.as_deref().unwrap_or_default();
     let Some(c) = &target.connector else {
-        return Err(format!(
-            "connector {:?} is not configured",
-            call.grant.spec.connector.as_deref().unwrap_or_default()
-        ));
+        let took = Duration::ZERO;
+        engine
+            .metrics
+            .connector_call(name, call.action.as_str(), CallResult::Error, took);
+        return Err(format!("connector {name:?} is not configured"));
     };
     let limit = Duration::from_secs(timeout.secs() + 5);
-    tokio::time::timeout(limit, c.call(call))
-        .await
-        .unwrap_or_else(|_| Err(format!("the call did not finish within {timeout}")))
+    let watch = Stopwatch::start();
+    let (result, out) = match tokio::time::timeout(limit, c.call(call)).await {
+        Ok(Ok(())) => (CallResult::Ok, Ok(())),
+        Ok(Err(e)) => (CallResult::Error, Err(e)),
+        Err(_) => (
+            CallResult::Timeout,
+            Err(format!("the call did not finish within {timeout}")),
+        ),
+    };
+    engine
+        .metrics
+        .connector_call(name, call.action.as_str(), result, watch.elapsed());
+    out
 }
 
 /// After a revoke took access away, every other live grant of the same subject and resource
@@ -336,7 +363,7 @@ async fn lifecycle_call(
     };
     let max_attempts = target.max_attempts;
 
-    let result = make_call(&target, &Call::lifecycle(action, &grant, now)).await;
+    let result = make_call(engine, &target, &Call::lifecycle(action, &grant, now)).await;
     // The call took real time: record its result at the time it ended.
     let done_at = engine.now().max(now);
     let fraction: f64 = rand::random();
@@ -434,7 +461,7 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
         ),
         now,
     };
-    let result = make_call(&target, &call).await;
+    let result = make_call(engine, &target, &call).await;
     let done_at = engine.now().max(now);
     let fraction: f64 = rand::random();
     let key = job.key.clone();
@@ -524,9 +551,19 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
             let limit = Duration::from_secs(timeout.secs() + 5);
             // Signed with the time of the check itself: a long sweep's later checks must not
             // look stale to a receiver that bounds the timestamp.
-            let answer = tokio::time::timeout(limit, c.check(&g, engine.now()))
-                .await
-                .unwrap_or_else(|_| Err(format!("check did not finish within {timeout}")));
+            let watch = Stopwatch::start();
+            let (result, answer) =
+                match tokio::time::timeout(limit, c.check(&g, engine.now())).await {
+                    Ok(Ok(v)) => (CallResult::Ok, Ok(v)),
+                    Ok(Err(e)) => (CallResult::Error, Err(e)),
+                    Err(_) => (
+                        CallResult::Timeout,
+                        Err(format!("check did not finish within {timeout}")),
+                    ),
+                };
+            engine
+                .metrics
+                .connector_call(cname, "check", result, watch.elapsed());
             checked += 1;
             let in_effect = match answer {
                 Ok(Some(v)) => v,

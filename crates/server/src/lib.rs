@@ -30,8 +30,10 @@ pub async fn open_as(
     clock: Arc<dyn Clock>,
     role: Role,
 ) -> Result<Arc<Engine>, store::StoreError> {
-    let store = store::open(&config.server.database, role).await?;
-    Ok(Engine::new(store, config, clock))
+    // One recorder per server, shared by the store's writer, the engine and the API.
+    let metrics = engine::Metrics::new();
+    let store = store::open(&config.server.database, role, metrics.writer()).await?;
+    Ok(Engine::with_metrics(store, config, clock, metrics))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,9 +70,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = options
         .worker
-        .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx)));
+        .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx.clone())));
+    let upkeep = tokio::spawn(metrics_upkeep(engine.clone(), stop_rx));
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal));
+    let app = api::metrics::measure(app, engine.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -78,6 +82,21 @@ pub async fn run(
     if let Some(w) = worker {
         let _ = w.await;
     }
+    let _ = upkeep.await;
     engine.store().close().await;
     served
+}
+
+/// Every few seconds, moves the samples of the metrics' histograms into their buckets, so that
+/// a server nobody scrapes does not hold them in memory.
+async fn metrics_upkeep(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    loop {
+        engine.metrics().upkeep();
+        tokio::select! {
+            _ = engine::clock::pause(std::time::Duration::from_secs(5)) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() {
+                return;
+            },
+        }
+    }
 }

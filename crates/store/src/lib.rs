@@ -15,6 +15,7 @@
 //! This crate knows the stored shape of domain objects; it does not decide anything.
 
 pub mod chain;
+pub mod metrics;
 pub mod sqlite;
 
 use std::any::Any;
@@ -67,6 +68,20 @@ pub struct DueJob {
     pub kind: TimerKind,
     pub key: String,
     pub due_at: Timestamp,
+}
+
+/// What the store holds now, counted for the gauges of `/metrics`. Counted at each scrape, so
+/// they are right after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending_requests: u64,
+    pub active_grants: u64,
+    /// Callback deliveries not finished yet (due now or waiting for a retry).
+    pub pending_deliveries: u64,
+    /// Jobs due and not claimed, by kind; kinds with none are left out.
+    pub due_jobs: Vec<(TimerKind, u64)>,
+    /// When the longest-waiting of them came due.
+    pub oldest_due: Option<Timestamp>,
 }
 
 /// What a token authenticates.
@@ -259,6 +274,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
     /// The deliveries of one request.
     async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Pending requests, active grants, unfinished deliveries and the due-job backlog at
+    /// `now`.
+    async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Notified after a commit that scheduled a job due at once (a connector call).
@@ -268,7 +286,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names. Only `sqlite://` is supported for now.
-pub async fn open(url: &str, role: sqlite::Role) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(
+    url: &str,
+    role: sqlite::Role,
+    metrics: metrics::WriterMetrics,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -277,6 +299,6 @@ pub async fn open(url: &str, role: sqlite::Role) -> Result<std::sync::Arc<dyn St
             StoreError::BadUrl(url.split("://").next().unwrap_or_default().to_owned())
         })?;
     Ok(std::sync::Arc::new(
-        sqlite::SqliteStore::open(path, role).await?,
+        sqlite::SqliteStore::open_with(path, role, metrics).await?,
     ))
 }

@@ -27,10 +27,14 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqlStr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::chain::{self, GENESIS, StoredEvent};
+use crate::metrics::{Stopwatch, WriterMetrics};
 use crate::{
-    DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, SessionRow, Store,
-    StoreError, TokenRow, Tx, WriteJob,
+    Counts, DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, SessionRow,
+    Store, StoreError, TokenRow, Tx, WriteJob,
 };
+
+/// The most due jobs [`Store::counts`] counts: a backlog larger than this is reported as this.
+const MAX_BACKLOG: i64 = 100_000;
 
 /// The most jobs committed together. Larger groups amortise the fsync further but make every
 /// reply in the group wait for the slowest job.
@@ -100,6 +104,15 @@ pub enum Role {
 impl SqliteStore {
     /// Opens (creating if needed) the database file, runs migrations and starts the writer.
     pub async fn open(path: &str, role: Role) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, role, WriterMetrics::default()).await
+    }
+
+    /// Like [`SqliteStore::open`], with the writer recording each group into `metrics`.
+    pub async fn open_with(
+        path: &str,
+        role: Role,
+        metrics: WriterMetrics,
+    ) -> Result<SqliteStore, StoreError> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -136,6 +149,7 @@ impl SqliteStore {
                 head,
                 cache: Cache::default(),
                 due: due.clone(),
+                metrics,
             }
             .run(rx),
         );
@@ -267,6 +281,7 @@ struct Writer {
     head: Head,
     cache: Cache,
     due: Arc<Notify>,
+    metrics: WriterMetrics,
 }
 
 impl Writer {
@@ -294,6 +309,8 @@ impl Writer {
     }
 
     async fn run_group(&mut self, group: Vec<(WriteJob, oneshot::Sender<JobResult>)>) {
+        self.metrics.group_jobs.record(group.len() as f64);
+        let began = Stopwatch::start();
         if let Err(e) = exec(&mut self.conn, "BEGIN IMMEDIATE").await {
             let msg = e.to_string();
             for (_, reply) in group {
@@ -334,11 +351,17 @@ impl Writer {
             done.push((reply, result));
         }
         let committed = match failed {
-            None => exec(&mut self.conn, "COMMIT")
-                .await
-                .map_err(|e| e.to_string()),
+            None => {
+                let commit = Stopwatch::start();
+                let r = exec(&mut self.conn, "COMMIT")
+                    .await
+                    .map_err(|e| e.to_string());
+                self.metrics.commit_seconds.record(commit.elapsed());
+                r
+            }
             Some(e) => Err(e),
         };
+        self.metrics.transaction_seconds.record(began.elapsed());
         match committed {
             Ok(()) => {
                 for (reply, result) in done {
@@ -352,6 +375,7 @@ impl Writer {
                 // Nothing of this group is durable: roll back, forget what the cache and the
                 // chain head learned from it, and tell every job.
                 tracing::error!(error = %msg, "write group failed; it is rolled back");
+                self.metrics.rollbacks.increment(1);
                 let _ = exec(&mut self.conn, "ROLLBACK").await;
                 self.cache.clear();
                 match load_head(&mut self.conn).await {
@@ -1271,6 +1295,57 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| from_json(r.try_get::<&str, _>("body")?))
             .collect()
+    }
+
+    async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError> {
+        // Each count reads only the index entries of the rows it counts (the covering indexes
+        // `requests_by_state`, `grants_by_state` and the partial `deliveries_due`), so its cost
+        // follows the rows counted, not the size of the tables.
+        let pending_requests: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'pending'")
+                .fetch_one(&self.read)
+                .await?;
+        let active_grants: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM grants WHERE state = 'active'")
+                .fetch_one(&self.read)
+                .await?;
+        let pending_deliveries: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE next_at IS NOT NULL")
+                .fetch_one(&self.read)
+                .await?;
+        // Due and unclaimed, as `due_jobs` reads them: walked through `jobs_by_due` (there is
+        // a job row for every live grant, but only the due ones are read), and at most
+        // `MAX_BACKLOG` of them, so that a scrape during a storm of expiries stays cheap.
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n, MIN(due_at) AS oldest FROM (
+               SELECT kind, due_at FROM jobs INDEXED BY jobs_by_due
+               WHERE due_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+               ORDER BY due_at LIMIT ?2)
+             GROUP BY kind",
+        )
+        .bind(now.millis())
+        .bind(MAX_BACKLOG)
+        .fetch_all(&self.read)
+        .await?;
+        let mut due_jobs = vec![];
+        let mut oldest_due: Option<i64> = None;
+        for r in &rows {
+            let kind: &str = r.try_get("kind")?;
+            let kind = TimerKind::parse(kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown job kind {kind}")))?;
+            let n: i64 = r.try_get("n")?;
+            let at: i64 = r.try_get("oldest")?;
+            due_jobs.push((kind, u64::try_from(n).unwrap_or(0)));
+            oldest_due = Some(oldest_due.map_or(at, |o| o.min(at)));
+        }
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Counts {
+            pending_requests: count(pending_requests),
+            active_grants: count(active_grants),
+            pending_deliveries: count(pending_deliveries),
+            due_jobs,
+            oldest_due: oldest_due.map(Timestamp::from_millis),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -449,26 +449,30 @@ async fn sec_7_bad_input_never_yields_a_500() {
 
     // Act
     let mut answers = vec![];
+    let sent = bad.len();
     for (method, path, body) in bad {
         let body = (!body.is_empty()).then_some(("application/json", body));
         let (status, err) = app.api.send(method.clone(), &path, token, body).await;
         answers.push((method, path, status, err));
     }
-    let (_, metrics) = app
-        .api
-        .try_send(Method::GET, "/metrics", None, None)
-        .await
-        .expect("metrics");
+    let metrics = crate::metrics::Scrape::of(&app).await;
 
     // Assert
     for (method, path, status, err) in answers {
         assert!(status.is_client_error(), "{method} {path}: {status} {err}");
         assert_error(status, &err, status);
     }
-    assert!(
-        metrics.contains("countersign_http_responses_total{class=\"5xx\"} 0"),
-        "{metrics}"
-    );
+    let server_errors: Vec<_> = metrics
+        .all(api::metrics::HTTP_REQUESTS)
+        .filter(|(_, labels, _)| labels["status"].starts_with('5'))
+        .collect();
+    assert!(server_errors.is_empty(), "{server_errors:?}");
+    let client_errors: f64 = metrics
+        .all(api::metrics::HTTP_REQUESTS)
+        .filter(|(_, labels, _)| labels["status"].starts_with('4'))
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(client_errors >= sent as f64, "{client_errors} 4xx counted");
     assert_eq!(app.request("alice", &req).await["state"], "pending");
 }
 
