@@ -103,6 +103,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,
@@ -160,6 +161,27 @@ async fn count_responses(
     let res = next.run(req).await;
     state.metrics.response(res.status().as_u16());
     res
+}
+
+/// A body whose declared `Content-Length` is over [`MAX_BODY`] is refused before any of it
+/// is read, so that the client is answered at once rather than after sending it (or never,
+/// when it declares more than it sends).
+async fn refuse_declared_oversize(req: axum::extract::Request, next: Next) -> Response {
+    if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
+        return ApiError::too_large().into_response();
+    }
+    next.run(req).await
+}
+
+/// The `Content-Length` a request declares (hyper has already refused a malformed one).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_callbacks;
 pub mod bench_expiry;
 pub mod bench_policy;
+mod http;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,8 +53,10 @@ impl Default for RunOptions {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops the worker, waits for
-/// it, and closes the store after the writes already queued.
+/// Serves the API and the portal on `listener` until `shutdown` resolves, under the `server`
+/// block's timeouts and connection limit (read here, at start). On shutdown it stops
+/// accepting, lets the requests being served finish, then stops the worker, waits for it,
+/// and closes the store after the writes already queued.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -71,13 +74,12 @@ pub async fn run(
         .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx)));
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = engine.config().server.http;
+    http::serve(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(w) = worker {
         let _ = w.await;
     }
     engine.store().close().await;
-    served
+    Ok(())
 }
