@@ -14,7 +14,13 @@
 //!   `idle_timeout`.
 //!
 //! In any phase, a write that has waited `body_timeout` for the client to read closes the
-//! connection. hyper's own `header_read_timeout` is turned off because it also runs while a
+//! connection.
+//!
+//! At `max_connections`, a new connection makes room by closing the one that has waited
+//! longest without a request (in the *head* or *idle* phase; [`Registry`]), as nginx reuses
+//! idle connections: a client that opens connections and sends nothing cannot keep others
+//! out. When every connection is busy, the new one waits, and the rest wait in the listen
+//! queue, unread. hyper's own `header_read_timeout` is turned off because it also runs while a
 //! kept-alive connection is idle, so it cannot tell the two apart.
 //!
 //! The deadlines are network timeouts on tokio's monotonic timer; they decide nothing about
@@ -23,12 +29,13 @@
 //! A declared body over the limit is refused by the routers themselves (`api` and `web`),
 //! before reading it. This module does not parse HTTP; hyper does.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -43,7 +50,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
@@ -67,20 +74,11 @@ pub(crate) async fn serve(
 ) {
     check_open_files(limits.max_connections);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
-        // A slot first: at the limit, new connections wait in the listen queue, unread, and
-        // are accepted as soon as a connection ends or times out.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -102,16 +100,45 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                // At the limit: close the connection that has waited longest without a
+                // request, if there is one, and take its slot; else wait for a slot while
+                // the next connections wait in the listen queue.
+                if registry.evict_longest_waiting() {
+                    tracing::debug!(
+                        max_connections = limits.max_connections,
+                        "at max_connections: closing the connection that waited longest"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         while let Some(ended) = connections.try_join_next() {
             log_panic(ended);
         }
+        let watch = Arc::new(Watch::new());
+        let registered = registry.add(watch.clone());
         connections.spawn(connection(
             stream,
             peer,
             app.clone(),
             limits,
-            stop_rx.clone(),
-            permit,
+            Control {
+                watch,
+                stop: stop_rx.clone(),
+                registered,
+                _slot: slot,
+            },
         ));
     }
     drop(listener);
@@ -162,24 +189,98 @@ fn check_open_files(max_connections: usize) {
     }
 }
 
+/// The connections being served, so that at the limit the one that has waited longest
+/// without a request can be told to close.
+#[derive(Default)]
+struct Registry {
+    next: AtomicU64,
+    connections: Mutex<HashMap<u64, (Arc<Watch>, oneshot::Sender<()>)>>,
+}
+
+impl Registry {
+    fn connections(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Watch>, oneshot::Sender<()>)>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(self: &Arc<Self>, watch: Arc<Watch>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, evicted) = oneshot::channel();
+        self.connections().insert(id, (watch, tx));
+        Registered {
+            registry: self.clone(),
+            id,
+            evicted,
+        }
+    }
+
+    /// Tells the connection that has waited longest without a request to close; false when
+    /// every connection is busy.
+    fn evict_longest_waiting(&self) -> bool {
+        let mut all = self.connections();
+        let oldest = all
+            .iter()
+            .filter_map(|(id, (watch, _))| watch.waiting_since().map(|since| (since, *id)))
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        match all.remove(&id) {
+            Some((_, tx)) => tx.send(()).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in the [`Registry`], left when the connection ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+    evicted: oneshot::Receiver<()>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.connections().remove(&self.id);
+    }
+}
+
+/// What a connection's task is told and holds besides the socket: its [`Watch`], the
+/// server's stop signal, its place in the [`Registry`] and its slot (given back when the
+/// task ends).
+struct Control {
+    watch: Arc<Watch>,
+    stop: watch::Receiver<bool>,
+    registered: Registered,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// What ended the wait on a connection.
 enum Event {
+    /// The server stops, or the connection must make room for a new one.
     Stop,
     Done(Result<(), hyper::Error>),
     Expired(&'static str),
 }
 
-/// Serves one connection until it ends, a deadline passes, or the server stops. The permit
-/// is the connection's slot, given back when this returns.
+/// Serves one connection until it ends, a deadline passes, the server stops or the
+/// connection is told to make room.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
-    mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    control: Control,
 ) {
-    let watch = Arc::new(Watch::new());
+    let Control {
+        watch,
+        mut stop,
+        mut registered,
+        _slot,
+    } = control;
     let io = TokioIo::new(Watched {
         inner: stream,
         watch: watch.clone(),
@@ -203,7 +304,10 @@ async fn connection(
     let mut draining = false;
     loop {
         let event = poll_fn(|cx| {
-            if !draining && stopping.as_mut().poll(cx).is_ready() {
+            if !draining
+                && (stopping.as_mut().poll(cx).is_ready()
+                    || Pin::new(&mut registered.evicted).poll(cx).is_ready())
+            {
                 return Poll::Ready(Event::Stop);
             }
             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
@@ -226,10 +330,9 @@ async fn connection(
         .await;
         match event {
             Event::Stop => {
-                // A connection still sending its headers has no request to finish: it
-                // closes now. An idle one closes now too (hyper sees to it); a busy one
-                // after its response.
-                if watch.reading_head() {
+                // A connection still sending its headers, or idle, has no request to
+                // finish: it closes now. A busy one closes after its response.
+                if watch.waiting_since().is_some() {
                     return;
                 }
                 draining = true;
@@ -350,8 +453,13 @@ impl Watch {
         }
     }
 
-    fn reading_head(&self) -> bool {
-        matches!(self.state().phase, Phase::Head(_))
+    /// Since when the connection has waited for a request (its headers, or its first
+    /// byte); `None` while it is busy with one.
+    fn waiting_since(&self) -> Option<Instant> {
+        match self.state().phase {
+            Phase::Head(since) | Phase::Idle(since) => Some(since),
+            Phase::Busy => None,
+        }
     }
 
     fn request_started(&self) {

@@ -225,18 +225,28 @@ async fn hardening_2_the_idle_timeout_is_not_the_header_timeout() {
     assert_eq!(healthz(&mut kept).await.expect("an answer").0, 200);
 }
 
-/// At `max_connections`, another connection is not served; it is as soon as one ends.
+/// Opens a connection that is busy with a request: its headers and part of its body, then
+/// nothing.
+async fn busy(app: &TestApp) -> TcpStream {
+    let mut s = connect(app).await;
+    let head = format!(
+        "POST /v1/requests HTTP/1.1\r\nHost: countersign\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        app.api.token("alice")
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s
+}
+
+/// At `max_connections` busy connections, another connection is not served; it is as soon
+/// as one ends.
 #[tokio::test]
 async fn hardening_2_at_the_connection_limit_the_next_waits_until_one_ends() {
-    // Arrange: four connections, each in the middle of its headers, fill the limit.
-    let app = spawn("max_connections = 4\n  header_read_timeout = \"5m\"").await;
+    // Arrange: four connections in the middle of a request fill the limit.
+    let app = spawn("max_connections = 4\n  body_timeout = \"5m\"").await;
     let mut holders = Vec::new();
     for _ in 0..4 {
-        let mut s = connect(&app).await;
-        s.write_all(b"GET /healthz HTTP/1.1\r\n")
-            .await
-            .expect("write");
-        holders.push(s);
+        holders.push(busy(&app).await);
     }
 
     // Act
@@ -245,21 +255,20 @@ async fn hardening_2_at_the_connection_limit_the_next_waits_until_one_ends() {
     let waiting = response(&mut next, Duration::from_secs(1)).await;
     drop(holders.pop());
 
-    // Assert: not answered while the four were open; answered once one closed.
+    // Assert: not answered while the four were busy; answered once one closed.
     assert_eq!(waiting, None, "a fifth connection was served");
     let (status, _) = response(&mut next, BOUND).await.expect("an answer");
     assert_eq!(status, 200);
 }
 
-/// Connections that hold the limit and never send their headers time out, and the server
-/// serves again.
+/// Busy connections that hold the limit time out, and the server serves again.
 #[tokio::test]
 async fn hardening_2_the_server_recovers_when_held_connections_time_out() {
     // Arrange
-    let app = spawn("max_connections = 2\n  header_read_timeout = \"1s\"").await;
+    let app = spawn("max_connections = 2\n  body_timeout = \"1s\"").await;
     let mut holders = Vec::new();
     for _ in 0..2 {
-        holders.push(connect(&app).await);
+        holders.push(busy(&app).await);
     }
 
     // Act
@@ -268,10 +277,40 @@ async fn hardening_2_the_server_recovers_when_held_connections_time_out() {
     // Assert
     assert_eq!(healthz(&mut next).await.expect("an answer").0, 200);
     for s in &mut holders {
-        assert!(closed_within(s, BOUND).await.is_some(), "a holder is open");
+        let (status, _) = response(s, BOUND).await.expect("an answer");
+        assert_eq!(status, 408);
     }
     let (status, _) = app.get("alice", "/v1/requests").await;
     assert_eq!(status, reqwest::StatusCode::OK);
+}
+
+/// At the limit, a new connection makes room by closing the one that has waited longest
+/// without a request, so connections that send nothing cannot keep others out.
+#[tokio::test]
+async fn hardening_2_at_the_limit_the_connection_waiting_longest_makes_room() {
+    // Arrange: two connections that never send their headers fill the limit.
+    let app = spawn("max_connections = 2\n  header_read_timeout = \"5m\"").await;
+    let mut oldest = connect(&app).await;
+    oldest
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let mut younger = connect(&app).await;
+
+    // Act
+    let mut next = connect(&app).await;
+
+    // Assert: the newcomer is served, the oldest is closed and the younger is not.
+    assert_eq!(healthz(&mut next).await.expect("an answer").0, 200);
+    assert!(
+        closed_within(&mut oldest, BOUND).await.is_some(),
+        "still open"
+    );
+    assert_eq!(
+        closed_within(&mut younger, Duration::from_secs(1)).await,
+        None,
+        "the younger connection was closed"
+    );
 }
 
 /// A declared body over the limit is refused before it is read: `Content-Length:
