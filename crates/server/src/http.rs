@@ -194,13 +194,14 @@ fn check_open_files(max_connections: usize) {
 #[derive(Default)]
 struct Registry {
     next: AtomicU64,
-    connections: Mutex<HashMap<u64, (Arc<Watch>, oneshot::Sender<()>)>>,
+    connections: Mutex<HashMap<u64, Entry>>,
 }
 
+/// A connection's phase, and how to tell it to close.
+type Entry = (Arc<Watch>, oneshot::Sender<()>);
+
 impl Registry {
-    fn connections(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Watch>, oneshot::Sender<()>)>> {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
