@@ -346,6 +346,10 @@ async fn hardening_2_a_declared_body_over_64_kib_is_refused_at_once() {
         } else {
             assert!(body.contains("larger than"), "{path}: {body}");
         }
+        assert!(
+            closed_within(&mut s, BOUND).await.is_some(),
+            "{path}: the connection is still open, waiting for the body"
+        );
     }
     // One byte over the limit is refused too; the limit itself is not.
     let over = format!(
