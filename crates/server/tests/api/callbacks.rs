@@ -411,6 +411,7 @@ async fn rule_22_expiry_is_called_back_too() {
     let _ = req;
 }
 
+/// Rule 26, and hardening item 6: a refused host name is not told what it resolves to.
 #[tokio::test]
 async fn rule_26_loopback_callbacks_are_refused_unless_allow_listed() {
     // Arrange: no allow-list.
