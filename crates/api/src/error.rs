@@ -36,6 +36,13 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    pub fn too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {} bytes", crate::MAX_BODY),
+        )
+    }
 }
 
 impl From<EngineError> for ApiError {
@@ -74,11 +81,7 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is larger than {} bytes", crate::MAX_BODY),
-            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
             other => ApiError::malformed(other.body_text()),
         }
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::Engine;
@@ -100,6 +101,7 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
 }
 
@@ -143,6 +145,27 @@ pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
 
 fn openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+}
+
+/// A body whose declared `Content-Length` is over [`MAX_BODY`] is refused before any of it
+/// is read, so that the client is answered at once rather than after sending it (or never,
+/// when it declares more than it sends).
+async fn refuse_declared_oversize(req: axum::extract::Request, next: Next) -> Response {
+    if declared_length(req.headers()).is_some_and(|n| n > MAX_BODY as u64) {
+        return ApiError::too_large().into_response();
+    }
+    next.run(req).await
+}
+
+/// The `Content-Length` a request declares (hyper has already refused a malformed one).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -19,6 +19,7 @@ mod resolve;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use domain::{Directory, PolicyRef, ResourceDef, Span};
 
@@ -85,6 +86,41 @@ pub struct ServerConfig {
     pub idempotency_ttl: Span,
     /// How long a portal session lasts after sign-in (there is no sliding renewal).
     pub session_ttl: Span,
+    /// The HTTP server's timeouts and connection limit (read at start).
+    pub http: HttpLimits,
+}
+
+/// How long the HTTP server waits for a client, and how many it serves at once, so that
+/// clients that connect and then send nothing, or send slowly, cannot hold it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From the connection's start, or from the first byte of a later request on a
+    /// kept-alive connection, until the request's headers are complete.
+    pub header_read_timeout: Duration,
+    /// From the end of the headers until the whole body has arrived; also how long a
+    /// response may wait for the client to read it.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for the first byte of its next request.
+    pub idle_timeout: Duration,
+    /// How many connections are served at once; more wait in the listen queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    /// Ten seconds for headers (a client sends them in one packet; slow links need a few
+    /// seconds at worst); thirty for a body (at most 64 KiB, so about 2 KiB/s); 75 seconds
+    /// idle (above the 60 s idle timeout of common load balancers, so that the balancer, not
+    /// the server, closes a kept-alive connection first and never reuses one being closed);
+    /// 512 connections (well inside the usual 1024 open-file limit, which the store, the
+    /// outgoing calls and connector processes share).
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 512,
+        }
+    }
 }
 
 /// The `oidc` block: sign-in with the authorization code flow and PKCE.

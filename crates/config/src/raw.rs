@@ -26,6 +26,14 @@ pub struct RawServer {
     pub idempotency_ttl: Option<String>,
     /// How long a portal session lasts after sign-in.
     pub session_ttl: Option<String>,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Option<String>,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Option<String>,
+    /// How many client connections are served at once.
+    pub max_connections: Option<u64>,
 }
 
 /// The `oidc` block: the issuer the portal signs people in with.

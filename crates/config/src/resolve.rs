@@ -2,6 +2,7 @@
 //! reviewer lists turned into domain types.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use domain::{
     AppDef, Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers,
@@ -11,8 +12,8 @@ use domain::{
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
 use crate::{
-    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, OidcConfig, OptionsSource,
-    OutboundAllow, PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
+    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, HttpLimits, OidcConfig,
+    OptionsSource, OutboundAllow, PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -25,6 +26,9 @@ const DEFAULT_POLICY_TIMEOUT_MS: u64 = 100;
 const MAX_POLICY_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 3600;
+/// The shortest HTTP timeout accepted (tests use a few hundred milliseconds).
+const MIN_HTTP_TIMEOUT_MS: u64 = 100;
+const MAX_CONNECTIONS: u64 = 1_000_000;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let defaults = RawServer::default();
@@ -94,6 +98,12 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         },
         _ => DEFAULT_POLICY_TIMEOUT_MS,
     };
+    let http = http_limits(
+        sloc.as_ref(),
+        [s.header_read_timeout, s.body_timeout, s.idle_timeout],
+        s.max_connections,
+        errors,
+    );
     let outbound_allow = match OutboundAllow::parse(&s.outbound_allow) {
         Ok(a) => a,
         Err(e) => {
@@ -144,6 +154,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         callbacks,
         idempotency_ttl,
         session_ttl,
+        http,
     };
     let oidc = raw
         .oidc
@@ -433,6 +444,69 @@ fn millis(text: &str) -> Result<u64, String> {
         None => Span::parse(text)
             .map(|s| s.secs().saturating_mul(1000))
             .map_err(|e| e.to_string()),
+    }
+}
+
+/// The `server` block's HTTP timeouts and connection limit, each bounded: a guard that can be
+/// turned off, or set to hours, is no guard.
+fn http_limits(
+    loc: Option<&Loc>,
+    [header_read, body, idle]: [Option<String>; 3],
+    max_connections: Option<u64>,
+    errors: &mut Vec<ConfigError>,
+) -> HttpLimits {
+    let d = HttpLimits::default();
+    let Some(loc) = loc else {
+        return d;
+    };
+    let mut timeout = |key: &str, text: &Option<String>, default: Duration, max_ms: u64| {
+        let Some(text) = text else {
+            return default;
+        };
+        match millis(text) {
+            Ok(ms) if (MIN_HTTP_TIMEOUT_MS..=max_ms).contains(&ms) => Duration::from_millis(ms),
+            Ok(_) => {
+                errors.push(loc.err(
+                    Some(key),
+                    format!(
+                        "{key} must be between {MIN_HTTP_TIMEOUT_MS}ms and {}",
+                        Span::from_secs(max_ms / 1000)
+                    ),
+                ));
+                default
+            }
+            Err(e) => {
+                errors.push(loc.err(Some(key), format!("{key}: {e}")));
+                default
+            }
+        }
+    };
+    let header_read_timeout = timeout(
+        "header_read_timeout",
+        &header_read,
+        d.header_read_timeout,
+        300_000,
+    );
+    let body_timeout = timeout("body_timeout", &body, d.body_timeout, 600_000);
+    let idle_timeout = timeout("idle_timeout", &idle, d.idle_timeout, 3_600_000);
+    let max_connections = match max_connections {
+        None => d.max_connections,
+        Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => {
+            usize::try_from(n).unwrap_or(d.max_connections)
+        }
+        Some(_) => {
+            errors.push(loc.err(
+                Some("max_connections"),
+                format!("max_connections must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+            d.max_connections
+        }
+    };
+    HttpLimits {
+        header_read_timeout,
+        body_timeout,
+        idle_timeout,
+        max_connections,
     }
 }
 

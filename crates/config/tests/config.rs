@@ -127,11 +127,44 @@ fn structural_mistakes_are_reported() {
             "server {\n policy_timeout = \"20s\"\n}",
             "test.hcl:2: in server: policy_timeout must be between 1ms and 10000ms",
         ),
+        (
+            "server {\n listen = \"127.0.0.1:1\"\n header_read_timeout = \"50ms\"\n}",
+            "test.hcl:3: in server: header_read_timeout must be between 100ms and 5m",
+        ),
+        (
+            "server {\n body_timeout = \"1h\"\n}",
+            "test.hcl:2: in server: body_timeout must be between 100ms and 10m",
+        ),
+        (
+            "server {\n idle_timeout = \"soon\"\n}",
+            "test.hcl:2: in server: idle_timeout: invalid duration",
+        ),
+        (
+            "server {\n max_connections = 0\n}",
+            "test.hcl:2: in server: max_connections must be between 1 and 1000000",
+        ),
+        ("server {\n max_connections = -5\n}", "test.hcl:2"),
     ];
     for (src, want) in cases {
         let out = errors(src);
         assert!(out.contains(want), "{src}\n---\n{out}");
     }
+}
+
+/// Hardening item 2: the HTTP server's timeouts and connection limit have defaults and can be
+/// set in milliseconds or as durations.
+#[test]
+fn hardening_2_http_limits_have_defaults_and_can_be_set() {
+    let d = load_str("test.hcl", "").unwrap().server.http;
+    assert_eq!(d, config::HttpLimits::default());
+    assert_eq!(d.header_read_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(d.max_connections, 512);
+    let src = "server {\n header_read_timeout = \"500ms\"\n body_timeout = \"2m\"\n idle_timeout = \"1h\"\n max_connections = 4\n}";
+    let h = load_str("test.hcl", src).unwrap().server.http;
+    assert_eq!(h.header_read_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(h.body_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(h.idle_timeout, std::time::Duration::from_secs(3600));
+    assert_eq!(h.max_connections, 4);
 }
 
 #[test]

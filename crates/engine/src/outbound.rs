@@ -21,15 +21,43 @@ pub fn special(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => special_v4(v4),
         IpAddr::V6(v6) => {
-            // Addresses that carry an IPv4 address are judged by it.
+            // Addresses that carry an IPv4 address are judged by it: a connection to them
+            // reaches that address through a translator or a tunnel.
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return special_v4(v4);
             }
             let s = v6.segments();
+            let v4 = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                Ipv4Addr::new(a, b, c, d)
+            };
+            // ::ffff:0:a.b.c.d, IPv4-translated (RFC 2765).
+            if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return special_v4(v4(s[6], s[7]));
+            }
+            // 64:ff9b::/96, NAT64's well-known prefix (RFC 6052).
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return special_v4(Ipv4Addr::new(a, b, c, d)).map(|_| "NAT64 of a special address");
+                return special_v4(v4(s[6], s[7])).map(|_| "NAT64 of a special address");
+            }
+            // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): where the IPv4 address sits
+            // depends on the prefix length the network chose, so it cannot be judged, and
+            // the prefix is not globally reachable; `outbound_allow` can list it.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                return Some("local-use NAT64");
+            }
+            // 2002::/16, 6to4 (RFC 3056): the IPv4 address of the tunnel's end.
+            if s[0] == 0x2002 {
+                return special_v4(v4(s[1], s[2])).map(|_| "6to4 of a special address");
+            }
+            // 2001::/32, Teredo (RFC 4380): the server's IPv4 address in bits 32 to 63, the
+            // client's, inverted, in the last 32 bits.
+            if s[0] == 0x2001 && s[1] == 0 {
+                let server = v4(s[2], s[3]);
+                let client = v4(!s[6], !s[7]);
+                return special_v4(client)
+                    .or_else(|| special_v4(server))
+                    .map(|_| "Teredo of a special address");
             }
             special_v6(v6)
         }
@@ -67,6 +95,8 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         _ if s0 == 0x2001 && ip.segments()[1] == 0x0db8 => "documentation",
         // The deprecated IPv4-compatible form ::a.b.c.d.
         _ if ip.segments()[..6] == [0; 6] => "IPv4-compatible",
+        // 100::/64, discard-only (RFC 6666).
+        _ if ip.segments()[..4] == [0x100, 0, 0, 0] => "discard-only",
         _ => return None,
     })
 }
@@ -110,8 +140,13 @@ impl Guard {
             }
             _ => return Err(format!("{} is not an http(s) URL", shown(url))),
         }
-        if let Some(ip) = ip {
-            self.address(&host, ip)?;
+        if let Some(ip) = ip
+            && let Some(why) = self.refused(&host, ip)
+        {
+            // The address is the caller's own input: naming its kind tells nothing new.
+            return Err(format!(
+                "{ip} is a {why} address, which outgoing requests may not reach unless the server's outbound_allow lists it"
+            ));
         }
         Ok(())
     }
@@ -133,27 +168,18 @@ impl Guard {
         if addrs.is_empty() {
             return Ok(());
         }
-        let mut refused = None;
-        for a in &addrs {
-            match self.address(&host, a.ip()) {
-                Ok(()) => return Ok(()),
-                Err(e) => refused = Some(e),
-            }
-        }
-        Err(refused.unwrap_or_default())
-    }
-
-    /// Whether `host` may be reached at `ip`.
-    fn address(&self, host: &str, ip: IpAddr) -> Result<(), String> {
-        if self.allow.host(host) || self.allow.ip(ip) {
+        if addrs.iter().any(|a| self.refused(&host, a.ip()).is_none()) {
             return Ok(());
         }
-        match special(ip) {
-            None => Ok(()),
-            Some(why) => Err(format!(
-                "{host} resolves to {ip}, a {why} address, which outgoing requests may not reach unless the server's outbound_allow lists it"
-            )),
+        Err(not_allowed(&host, &addrs))
+    }
+
+    /// Why `host` may not be reached at `ip`, or `None` when it may.
+    fn refused(&self, host: &str, ip: IpAddr) -> Option<&'static str> {
+        if self.allow.host(host) || self.allow.ip(ip) {
+            return None;
         }
+        special(ip)
     }
 
     /// An HTTP client that connects only where this guard allows, follows no redirect and
@@ -189,6 +215,17 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// The refusal of a host name whose every address is refused. It says only that: which
+/// address a name resolves to, and what kind it is, would tell anyone who may set a callback
+/// URL how the server's network resolves internal names. The detail goes to the debug log.
+fn not_allowed(host: &str, addrs: &[SocketAddr]) -> String {
+    let found: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    tracing::debug!(host, addresses = ?found, "outgoing request refused: no allowed address");
+    format!(
+        "{host} resolves to an address that outgoing requests may not reach unless the server's outbound_allow lists it"
+    )
+}
+
 /// Resolves host names with the system resolver and keeps only the addresses the guard allows.
 struct GuardedResolver {
     guard: Guard,
@@ -201,20 +238,16 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
+            if addrs.is_empty() {
+                return Err(format!("{host} has no address").into());
+            }
             let allowed: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match guard.address(&host, a.ip()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        refused = Some(e);
-                        false
-                    }
-                })
+                .iter()
+                .copied()
+                .filter(|a| guard.refused(&host, a.ip()).is_none())
                 .collect();
             if allowed.is_empty() {
-                let msg = refused.unwrap_or_else(|| format!("{host} has no address"));
-                return Err(msg.into());
+                return Err(not_allowed(&host, &addrs).into());
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -258,6 +291,73 @@ mod tests {
             let ip: IpAddr = ip.parse().expect("ip");
             assert_eq!(special(ip), want, "{ip}");
         }
+    }
+
+    /// Hardening item 6: IPv6 addresses that carry an IPv4 address are judged by it (by
+    /// both, for Teredo), the local-use NAT64 prefix and the discard prefix are refused, and
+    /// the same forms of a public address pass.
+    #[test]
+    fn hardening_6_embedded_ipv4_and_discard_addresses() {
+        let table = [
+            // IPv4-translated ::ffff:0:a.b.c.d
+            ("::ffff:0:127.0.0.1", Some("loopback")),
+            ("::ffff:0:a9fe:a9fe", Some("link-local (cloud metadata)")),
+            ("::ffff:0:10.0.0.1", Some("private")),
+            ("::ffff:0:93.184.215.14", None),
+            // Local-use NAT64 64:ff9b:1::/48, whatever it embeds.
+            ("64:ff9b:1::a00:1", Some("local-use NAT64")),
+            ("64:ff9b:1::7f00:1", Some("local-use NAT64")),
+            ("64:ff9b:1:fffe::5db8:d70e", Some("local-use NAT64")),
+            ("64:ff9b:2::5db8:d70e", None),
+            // 6to4 2002:aabb:ccdd::/48
+            ("2002:7f00:1::1", Some("6to4 of a special address")),
+            ("2002:a9fe:a9fe::", Some("6to4 of a special address")),
+            ("2002:c0a8:101:1::1", Some("6to4 of a special address")),
+            ("2002:5db8:d70e::1", None),
+            // Teredo 2001:0:<server>:<flags>:<port>:<client xor ffffffff>
+            // client 127.0.0.1 (80ff:fffe), server public 65.54.227.120
+            (
+                "2001:0:4136:e378:8000:63bf:80ff:fffe",
+                Some("Teredo of a special address"),
+            ),
+            // client 169.254.169.254 (5601:5601), server public
+            (
+                "2001:0:4136:e378:8000:63bf:5601:5601",
+                Some("Teredo of a special address"),
+            ),
+            // client public 93.184.215.14 (a247:28f1), server 10.0.0.1
+            (
+                "2001:0:a00:1:8000:63bf:a247:28f1",
+                Some("Teredo of a special address"),
+            ),
+            // client and server public
+            ("2001:0:4136:e378:8000:63bf:a247:28f1", None),
+            // Discard-only 100::/64
+            ("100::", Some("discard-only")),
+            ("100::1:2:3:4", Some("discard-only")),
+            ("100:0:0:1::1", None),
+        ];
+        for (ip, want) in table {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(special(ip), want, "{ip}");
+        }
+        // The URL forms of these addresses are refused before any connection.
+        let g = guard(&[]);
+        for url in [
+            "https://[::ffff:0:7f00:1]/x",
+            "https://[64:ff9b:1::a9fe:a9fe]/x",
+            "https://[2002:a9fe:a9fe::1]/x",
+            "https://[2001:0:4136:e378:8000:63bf:5601:5601]/x",
+            "https://[100::1]/x",
+        ] {
+            assert!(g.check_literal(url).is_err(), "{url}");
+        }
+        // An allow-listed network reaches them.
+        assert!(
+            guard(&["64:ff9b:1::/48"])
+                .check_literal("https://[64:ff9b:1::5db8:d70e]/x")
+                .is_ok()
+        );
     }
 
     fn guard(allow: &[&str]) -> Guard {
@@ -305,13 +405,21 @@ mod tests {
         assert!(g.check_literal("https://192.168.0.1/x").is_err());
     }
 
+    /// Rule 26, and hardening item 6 (the DNS oracle): a name is refused by what it
+    /// resolves to, and the refusal names neither the address nor its kind.
     #[tokio::test]
     async fn rule_26_names_are_checked_by_what_they_resolve_to() {
         let e = guard(&[])
             .check_url("https://localhost:9/x")
             .await
             .expect_err("localhost is loopback");
-        assert!(e.contains("loopback"), "{e}");
+        assert!(
+            e.contains("localhost") && e.contains("may not reach"),
+            "{e}"
+        );
+        for secret in ["127.0.0.1", "::1", "loopback"] {
+            assert!(!e.contains(secret), "the refusal tells {secret}: {e}");
+        }
         assert!(
             guard(&["localhost"])
                 .check_url("http://localhost:9/x")

@@ -340,6 +340,85 @@ async fn webhook_connector_never_follows_a_redirect_and_reports_unreachable_rece
     }
 }
 
+/// How much an endless receiver sends at most, so that its test ends even when the connector
+/// reads everything.
+const ENDLESS_LIMIT: usize = 32 << 20;
+
+/// A receiver that answers one call with 200 and a chunked body that starts with `prefix`
+/// and never ends (up to [`ENDLESS_LIMIT`]); it reports how many body bytes it could send
+/// before the caller hung up.
+async fn start_endless_receiver(
+    prefix: &'static str,
+) -> (String, tokio::sync::oneshot::Receiver<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        // The request: its head, then as many bytes as it declares.
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        let body_at = loop {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the caller hung up before its request ended");
+            req.extend_from_slice(&buf[..n]);
+            if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&req[..body_at]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().expect("length"));
+        while req.len() < body_at + length {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the caller hung up before its body ended");
+            req.extend_from_slice(&buf[..n]);
+        }
+        let mut sent = 0;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        let first = format!("{:x}\r\n{prefix}\r\n", prefix.len());
+        if s.write_all(head.as_bytes()).await.is_ok() && s.write_all(first.as_bytes()).await.is_ok()
+        {
+            sent += prefix.len();
+            let chunk = format!("{:x}\r\n{}\r\n", 1 << 16, "a".repeat(1 << 16));
+            while sent < ENDLESS_LIMIT && s.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 1 << 16;
+            }
+        }
+        let _ = tx.send(sent);
+    });
+    (format!("http://{addr}"), rx)
+}
+
+/// Hardening item 6: a receiver that answers with a huge body cannot make the connector
+/// read it all. A grant's 2xx is a success whatever its body; a check needs its answer, so a
+/// huge one is an error; either way the connector stops reading after 64 KiB.
+#[tokio::test]
+async fn hardening_6_webhook_connector_reads_at_most_64_kib_of_an_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let g = grant("g-huge", "alice@example.com", &[]);
+
+    let (base, sent) = start_endless_receiver("{}").await;
+    let c = connector(dir.path(), &webhook_hcl(&format!("{base}/hook")));
+    c.call(&Call::lifecycle(Action::Grant, &g, NOW))
+        .await
+        .expect("a 2xx grant is a success, whatever its body");
+    let sent = sent.await.expect("the receiver ends");
+    assert!(sent < ENDLESS_LIMIT, "the connector read {sent} bytes");
+
+    let (base, sent) = start_endless_receiver(r#"{"in_effect": true, "pad": ""#).await;
+    let c = connector(dir.path(), &webhook_hcl(&format!("{base}/hook")));
+    let err = c.check(&g, NOW).await.expect_err("a huge check answer");
+    assert!(err.contains("more than 65536 bytes"), "{err}");
+    let sent = sent.await.expect("the receiver ends");
+    assert!(sent < ENDLESS_LIMIT, "the connector read {sent} bytes");
+}
+
 // ---------------------------------------------------------------------------------------------
 // postgres
 // ---------------------------------------------------------------------------------------------
@@ -574,7 +653,8 @@ async fn rule_26_webhook_connector_urls_are_guarded() {
     assert!(err.contains("loopback"), "{err}");
     assert!(state.lock().expect("lock").ids.is_empty());
 
-    // `localhost` resolves to loopback: refused at connect time, by the resolver.
+    // `localhost` resolves to loopback: refused at connect time, by the resolver, without
+    // saying which address it resolved to (hardening item 6).
     let by_name = https.replace("127.0.0.1", "localhost");
     let hcl = webhook_hcl_unlisted(&format!("{by_name}/hook"));
     let c = connector(dir.path(), &hcl);
@@ -582,6 +662,10 @@ async fn rule_26_webhook_connector_urls_are_guarded() {
         .call(&Call::lifecycle(Action::Grant, &g, NOW))
         .await
         .expect_err("localhost is refused");
-    assert!(err.contains("loopback"), "{err}");
+    assert!(err.contains("may not reach"), "{err}");
+    assert!(
+        !err.contains("loopback") && !err.contains("127.0.0.1"),
+        "{err}"
+    );
     assert!(state.lock().expect("lock").ids.is_empty());
 }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_callbacks;
 pub mod bench_expiry;
 pub mod bench_policy;
+mod http;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,8 +55,10 @@ impl Default for RunOptions {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops the worker, waits for
-/// it, and closes the store after the writes already queued.
+/// Serves the API and the portal on `listener` until `shutdown` resolves, under the `server`
+/// block's timeouts and connection limit (read here, at start). On shutdown it stops
+/// accepting, lets the requests being served finish, then stops the worker, waits for it,
+/// and closes the store after the writes already queued.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -75,16 +78,15 @@ pub async fn run(
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal));
     let app = api::metrics::measure(app, engine.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = engine.config().server.http;
+    http::serve(listener, app, limits, shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(w) = worker {
         let _ = w.await;
     }
     let _ = upkeep.await;
     engine.store().close().await;
-    served
+    Ok(())
 }
 
 /// Every few seconds, moves the samples of the metrics' histograms into their buckets, so that

@@ -119,6 +119,10 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
 /// Loads the session into the request, and refuses a POST whose `csrf` field does not match
 /// the session's token (or, before sign-in, the `pre` cookie the sign-in page set).
 async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> Response {
+    // A form declared larger than accepted is refused before it is read (or the session is).
+    if api::declared_length(req.headers()).is_some_and(|n| n > MAX_FORM as u64) {
+        return too_large();
+    }
     if portal.options.dev_login
         && !loopback_host(req.headers(), &portal.engine.config().server.public_url)
     {
@@ -141,12 +145,7 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
     let body = if parts.method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
             Ok(b) => b,
-            Err(_) => {
-                return pages::plain_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "That form is larger than the portal accepts.",
-                );
-            }
+            Err(_) => return too_large(),
         };
         let sent: Option<String> = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
             .ok()
@@ -173,6 +172,13 @@ async fn guard_forms(State(portal): State<Portal>, req: Request, next: Next) -> 
     };
     parts.extensions.insert(current);
     next.run(Request::from_parts(parts, body)).await
+}
+
+fn too_large() -> Response {
+    pages::plain_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "That form is larger than the portal accepts.",
+    )
 }
 
 /// Whether the `Host` a browser sent is loopback (`localhost`, `127.x.y.z`, `[::1]`, any port)

@@ -104,10 +104,19 @@ impl Webhook {
                 format!("POST {} {kind}: {cause}", self.shown)
             })?;
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let answer = read_capped(resp, MAX_ANSWER).await;
         if status.is_success() {
-            return Ok(text);
+            return match answer {
+                Answer::Whole(text) => Ok(text),
+                // A grant or revoke needs nothing from the body; a check does.
+                Answer::TooLarge(_) if kind != "check" => Ok(String::new()),
+                Answer::TooLarge(_) => Err(format!(
+                    "POST {} answered {status} with more than {MAX_ANSWER} bytes",
+                    self.shown
+                )),
+            };
         }
+        let (Answer::Whole(text) | Answer::TooLarge(text)) = answer;
         Err(format!(
             "POST {} answered {}: {}",
             self.shown,
@@ -115,6 +124,33 @@ impl Webhook {
             truncate(text.trim().to_owned(), 512)
         ))
     }
+}
+
+/// The most of a receiver's answer that is read, in bytes: a check's answer is a few bytes,
+/// and an error's is shown truncated to 512 characters.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// A receiver's answer, read up to a limit.
+enum Answer {
+    Whole(String),
+    /// The first bytes of an answer longer than the limit; the rest was not read.
+    TooLarge(String),
+}
+
+/// Reads the body a chunk at a time and stops past `max` bytes, so that a receiver cannot
+/// make a call read (and hold in memory) more than that. A body that fails midway is what
+/// arrived until then.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Answer {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        if body.len() + chunk.len() > max {
+            let room = max - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Answer::TooLarge(String::from_utf8_lossy(&body).into_owned());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Answer::Whole(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// reqwest's error with its causes: the first line alone often says only "error sending

@@ -411,6 +411,7 @@ async fn rule_22_expiry_is_called_back_too() {
     let _ = req;
 }
 
+/// Rule 26, and hardening item 6: a refused host name is not told what it resolves to.
 #[tokio::test]
 async fn rule_26_loopback_callbacks_are_refused_unless_allow_listed() {
     // Arrange: no allow-list.
@@ -440,13 +441,14 @@ async fn rule_26_loopback_callbacks_are_refused_unless_allow_listed() {
         assert!(msg.contains("callback"), "{url}: {msg}");
     }
     assert!(answers[0].1.to_string().contains("https"));
-    for (i, why) in [
-        (1, "loopback"),
-        (2, "loopback"),
-        (3, "metadata"),
-        (4, "loopback"),
-    ] {
+    for (i, why) in [(1, "loopback"), (3, "metadata"), (4, "loopback")] {
         assert!(answers[i].1.to_string().contains(why), "{}", answers[i].1);
+    }
+    // A name is refused without saying what it resolves to (hardening item 6).
+    let by_name = answers[2].1.to_string();
+    assert!(by_name.contains("may not reach"), "{by_name}");
+    for secret in ["127.0.0.1", "::1", "loopback"] {
+        assert!(!by_name.contains(secret), "{by_name}");
     }
     assert_eq!(list["requests"], json!([]));
 }

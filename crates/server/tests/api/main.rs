@@ -9,6 +9,7 @@ mod apps;
 mod browser;
 mod callbacks;
 mod cli;
+mod connections;
 mod connector;
 mod graphql;
 mod helpers;
