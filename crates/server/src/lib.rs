@@ -53,7 +53,8 @@ impl Default for RunOptions {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops the worker, waits for
-/// it, and closes the store after the writes already queued.
+/// it, has the checkpoint loop sign the chain one last time (when the configuration has an
+/// `audit` block), and closes the store after the writes already queued.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -69,6 +70,10 @@ pub async fn run(
     let worker = options
         .worker
         .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx)));
+    // Told to stop only once the worker has stopped, so that its last checkpoint covers every
+    // event written.
+    let (checkpoint_stop, checkpoint_rx) = watch::channel(false);
+    let checkpoints = tokio::spawn(engine::checkpoint::run(engine.clone(), checkpoint_rx));
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal));
     let served = axum::serve(listener, app)
@@ -78,6 +83,8 @@ pub async fn run(
     if let Some(w) = worker {
         let _ = w.await;
     }
+    let _ = checkpoint_stop.send(true);
+    let _ = checkpoints.await;
     engine.store().close().await;
     served
 }
