@@ -232,14 +232,16 @@ impl ChainCheck {
     }
 }
 
-/// Milliseconds since the Unix epoch of a time written as the server writes event times
-/// (`2026-01-01T00:00:00.000Z`, RFC 3339 in UTC with milliseconds); `None` for anything else.
+/// Milliseconds since the Unix epoch of a time as the API writes event times: RFC 3339 in
+/// UTC, `2026-01-01T00:00:00Z` or with a fraction of a second (`…:00.25Z`); `None` for
+/// anything else, or for a time finer than a millisecond (event times are whole
+/// milliseconds).
 pub fn millis_of(rfc3339: &str) -> Option<i64> {
     let b = rfc3339.as_bytes();
-    if b.len() != 24 || &b[4..5] != b"-" || &b[7..8] != b"-" || &b[10..11] != b"T" {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
         return None;
     }
-    if &b[13..14] != b":" || &b[16..17] != b":" || &b[19..20] != b"." || &b[23..24] != b"Z" {
+    if b[13] != b':' || b[16] != b':' || b.last() != Some(&b'Z') {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -249,7 +251,25 @@ pub fn millis_of(rfc3339: &str) -> Option<i64> {
             .then(|| s.parse().ok())?
     };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = match &rfc3339[19..rfc3339.len() - 1] {
+        "" => 0,
+        frac => {
+            let digits = frac.strip_prefix('.')?;
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            if digits.len() > 3 && digits[3..].bytes().any(|c| c != b'0') {
+                return None;
+            }
+            let mut three = digits[..digits.len().min(3)].to_owned();
+            while three.len() < 3 {
+                three.push('0');
+            }
+            three.parse::<i64>().ok()?
+        }
+    };
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
         return None;
     }
@@ -436,12 +456,18 @@ mod tests {
             ("2026-01-01T00:00:00.000Z", 1_767_225_600_000),
             ("2024-02-29T23:59:59.999Z", 1_709_251_199_999),
             ("2000-03-01T12:34:56.789Z", 951_914_096_789),
+            ("2026-01-01T00:00:00Z", 1_767_225_600_000),
+            ("2026-01-01T00:00:00.5Z", 1_767_225_600_500),
+            ("2026-01-01T00:00:00.25Z", 1_767_225_600_250),
+            ("2026-01-01T00:00:00.250000000Z", 1_767_225_600_250),
         ] {
             assert_eq!(millis_of(text), Some(ms), "{text}");
         }
         for bad in [
             "",
-            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00.0001Z",
+            "2026-01-01T00:00:00.0000000001Z",
             "2026-01-01 00:00:00.000Z",
             "2026-13-01T00:00:00.000Z",
             "2026-01-01T00:00:00.000+01:00",
