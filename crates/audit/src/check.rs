@@ -17,6 +17,9 @@ use std::fmt;
 use crate::chain::{GENESIS, StoredEvent, Verifier, hash};
 use crate::checkpoint::{Checkpoint, Refused};
 
+/// One line of a checkpoint file: its number, and the checkpoint or why it was refused.
+pub type Line = (usize, Result<Checkpoint, Refused>);
+
 /// One thing wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
@@ -121,7 +124,7 @@ pub struct ChainCheck {
 impl ChainCheck {
     /// Starts a check with the lines of a checkpoint file already verified or refused
     /// (`Checkpoint::verify_line`), each with its line number.
-    pub fn new(lines: Vec<(usize, Result<Checkpoint, Refused>)>) -> ChainCheck {
+    pub fn new(lines: Vec<Line>) -> ChainCheck {
         let mut check = ChainCheck {
             pending: BTreeMap::new(),
             checkpoints: 0,

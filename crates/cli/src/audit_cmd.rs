@@ -79,10 +79,7 @@ fn keys(args: &VerifyArgs) -> Result<Vec<PublicKey>, Failure> {
 }
 
 /// Every non-empty line of the checkpoint file, verified or refused, with its line number.
-fn read_checkpoints(
-    path: &Path,
-    keys: &[PublicKey],
-) -> Result<Vec<(usize, Result<Checkpoint, audit::Refused>)>, Failure> {
+fn read_checkpoints(path: &Path, keys: &[PublicKey]) -> Result<Vec<audit::check::Line>, Failure> {
     let file = std::fs::File::open(path)
         .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
     let mut out = vec![];

@@ -427,7 +427,7 @@ fn audit(
             "checkpoint_interval must be between 1s and 24h",
         ));
     }
-    let webhook = a.checkpoint_webhook.and_then(|w| {
+    let webhook = a.checkpoint_webhook.map(|w| {
         let at = "checkpoint_webhook";
         match crate::outbound::url_host(&w.url) {
             Some((scheme, _)) if scheme == "https" => {}
@@ -451,11 +451,11 @@ fn audit(
                 format!("{at}.timeout must be between 1s and 1m"),
             ));
         }
-        Some(CheckpointWebhook {
+        CheckpointWebhook {
             url: w.url,
             secret: w.secret,
             timeout,
-        })
+        }
     });
     if errors.len() != before {
         return None;
