@@ -31,12 +31,7 @@ pub struct VerifyArgs {
     pub checkpoints: Option<PathBuf>,
     /// The public key checkpoints are signed with: base64 of its 32 bytes, or the PEM text
     /// `openssl pkey -pubout` prints. Repeat it to accept checkpoints of an earlier key.
-    #[arg(
-        long,
-        value_name = "KEY",
-        env = "COUNTERSIGN_AUDIT_PUBLIC_KEY",
-        requires = "checkpoints"
-    )]
+    #[arg(long, value_name = "KEY", env = "COUNTERSIGN_AUDIT_PUBLIC_KEY")]
     pub public_key: Vec<String>,
     /// A file holding a public key (PEM or base64); repeatable.
     #[arg(long, value_name = "FILE", requires = "checkpoints")]
