@@ -170,6 +170,63 @@ impl Engine {
     }
 }
 
+/// The last line of the checkpoint file, read from its end (at most `MAX_LINE` bytes).
+fn last_line(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let take = len.min(audit::checkpoint::MAX_LINE as u64 + 1);
+    file.seek(SeekFrom::Start(len - take))?;
+    let mut tail = Vec::new();
+    file.take(take).read_to_end(&mut tail)?;
+    let text = String::from_utf8_lossy(&tail);
+    Ok(text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned()))
+}
+
+impl Engine {
+    /// Compares the database with the newest line of the checkpoint file, when this key
+    /// signed it: a chain shorter than it, or a different stored hash at its count, means the
+    /// database was changed while the server was away. Cheap (one line, one event), so the
+    /// server does it when it starts; `audit verify --checkpoints` is the full check. `None`
+    /// when nothing is wrong or there is nothing to compare with.
+    pub async fn compare_with_last_checkpoint(&self) -> Option<String> {
+        let config = self.config();
+        let audit = config.audit.as_ref()?;
+        let path = audit.file.clone();
+        let line = tokio::task::spawn_blocking(move || last_line(&path))
+            .await
+            .ok()?
+            .ok()??;
+        let cp = Checkpoint::verify_line(&line, &[*audit.signing_key.public_key()]).ok()?;
+        let head = self.store.head();
+        if cp.count > head.seq {
+            return Some(format!(
+                "the audit chain has {} events, but the last checkpoint (signed {}) covers {}: events were deleted; run `countersign audit verify --checkpoints`",
+                head.seq, cp.at, cp.count
+            ));
+        }
+        if cp.count == 0 {
+            return None;
+        }
+        let stored = self.store.events(cp.count - 1, 1).await.ok()?;
+        match stored.first() {
+            Some(e) if e.seq == cp.count && e.hash == cp.head => None,
+            _ => Some(format!(
+                "the audit chain's event {} is not the one the last checkpoint (signed {}) covers: events were rewritten; run `countersign audit verify --checkpoints`",
+                cp.count, cp.at
+            )),
+        }
+    }
+}
+
 /// The checkpoint loop the server runs beside the worker until `shutdown` turns true; then
 /// one last checkpoint if the chain moved since the last one this process wrote.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
@@ -178,6 +235,9 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     // shutdown checkpoint; later ones only when the chain moved.
     let mut last: Option<Head> = None;
     let mut first = true;
+    if let Some(wrong) = engine.compare_with_last_checkpoint().await {
+        tracing::error!("{wrong}");
+    }
     loop {
         let stopping = *shutdown.borrow();
         let config = engine.config();

@@ -118,6 +118,21 @@ async fn tamper(app: &TestApp) -> SqliteConnection {
     conn
 }
 
+/// What a server started now on the same database and configuration finds when it compares
+/// the chain with the last checkpoint (it logs it as an error).
+async fn restarted(app: &TestApp) -> Option<String> {
+    let config = (*app.engine.config()).clone();
+    let clock = Arc::new(engine::ManualClock::new(domain::Timestamp::from_millis(
+        START_MS,
+    )));
+    let again = countersign::open_as(config, clock, countersign::Role::Tool)
+        .await
+        .expect("open again");
+    let found = again.compare_with_last_checkpoint().await;
+    again.store().close().await;
+    found
+}
+
 /// Item 3: deleting the newest events leaves a chain that verifies on its own; the
 /// checkpoint shows it is short.
 #[tokio::test]
@@ -203,6 +218,12 @@ async fn hardening_3_a_rewrite_with_recomputed_hashes_is_detected() {
     println!("without checkpoints: exit {plain}: {plain_out}");
     println!("with checkpoints: exit {checked}: {checked_out}");
     assert_eq!(plain, 0, "the rewritten chain is consistent: {plain_out}");
+    assert!(
+        restarted(&app)
+            .await
+            .is_some_and(|w| w.contains("events were rewritten")),
+        "a server started on the rewritten database says so"
+    );
     assert_eq!(checked, 1, "{checked_out}");
     assert_eq!(
         checked_out.matches("REWRITTEN").count(),
