@@ -357,7 +357,12 @@ pub fn event(e: &store::StoredEvent) -> AuditEventView {
     AuditEventView {
         seq: e.seq,
         at: ts(Timestamp::from_millis(e.at)),
-        event: serde_json::from_str(&e.body).unwrap_or(Value::String(e.body.clone())),
+        // The stored bytes as they are (the hash covers them); a body that is not JSON (only
+        // a damaged database has one) is sent as a JSON string, whose hash will not match.
+        event: serde_json::value::RawValue::from_string(e.body.clone()).unwrap_or_else(|_| {
+            serde_json::value::to_raw_value(&e.body)
+                .unwrap_or_else(|_| unreachable!("a string always serialises"))
+        }),
         prev_hash: e.prev_hash.clone(),
         hash: e.hash.clone(),
     }

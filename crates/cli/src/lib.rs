@@ -7,6 +7,7 @@
 //! Exit codes: 0 success; with `request create --wait`, 1 denied and 2 cancelled or expired;
 //! 3 for any error (unreachable server, refused command, bad input).
 
+mod audit_cmd;
 mod table;
 
 use std::process::ExitCode;
@@ -209,8 +210,21 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
-    /// Check the hash chain on the server; exits 1 if it is broken.
-    Verify,
+    /// Check the hash chain; exits 1 on any finding. Alone, the server walks the chain. With
+    /// --checkpoints, this command reads every event, recomputes every hash from the event
+    /// bodies itself and checks them against the signed checkpoints, so that deleted newest
+    /// events (truncation) and rewritten events are found too.
+    Verify(audit_cmd::VerifyArgs),
+    /// Make an Ed25519 key for signed checkpoints: the private key (PKCS#8 PEM) goes to
+    /// standard output, for a secret store; its public key and id to standard error.
+    Keygen,
+    /// Print the public key and key id of a private key (one from `audit keygen` or from
+    /// `openssl genpkey -algorithm ed25519`).
+    PublicKey {
+        /// The private key file (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        key_file: std::path::PathBuf,
+    },
 }
 
 /// A failed command: what to tell the user.
@@ -338,8 +352,16 @@ fn field_args(
 }
 
 async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure> {
-    let c = Client::new(conn)?;
     let json = conn.json;
+    // The key commands need no server.
+    match &cmd {
+        ClientCommand::Audit(AuditCmd::Keygen) => return audit_cmd::keygen(),
+        ClientCommand::Audit(AuditCmd::PublicKey { key_file }) => {
+            return audit_cmd::public_key(json, key_file);
+        }
+        _ => {}
+    }
+    let c = Client::new(conn)?;
     match cmd {
         ClientCommand::Explain { id } => {
             let e: ExplainView = c.get(&format!("/v1/requests/{id}/explain"), &[]).await?;
@@ -555,7 +577,13 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 None => return Ok(ExitCode::SUCCESS),
             }
         },
-        ClientCommand::Audit(AuditCmd::Verify) => {
+        ClientCommand::Audit(AuditCmd::Keygen | AuditCmd::PublicKey { .. }) => {
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Audit(AuditCmd::Verify(args)) => {
+            if let Some(path) = &args.checkpoints {
+                return audit_cmd::verify(&c, json, &args, path).await;
+            }
             let v: VerifyView = c.get("/v1/audit/verify", &[]).await?;
             print(json, &v, || match (&v.head, &v.error) {
                 (Some(head), _) if v.ok => format!("ok: {} events, head {head}\n", v.checked),

@@ -137,6 +137,9 @@ pub struct OidcConfig {
     /// The claim listing the user's groups (`groups`); configured groups named there are
     /// added to the session's groups.
     pub groups_claim: String,
+    /// Whether a sign-in needs `email_verified: true` (on by default; a missing claim
+    /// refuses the sign-in).
+    pub require_email_verified: bool,
 }
 
 impl fmt::Debug for OidcConfig {
@@ -148,6 +151,51 @@ impl fmt::Debug for OidcConfig {
             .field("scopes", &self.scopes)
             .field("email_claim", &self.email_claim)
             .field("groups_claim", &self.groups_claim)
+            .field("require_email_verified", &self.require_email_verified)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `audit` block: the server signs the head of the audit chain at `interval` and on
+/// shutdown, and appends each checkpoint to `file` (and posts it to `webhook`).
+#[derive(Clone)]
+pub struct AuditConfig {
+    /// The Ed25519 key that signs checkpoints. Shared, since a key pair cannot be copied; its
+    /// `Debug` prints only the key id.
+    pub signing_key: std::sync::Arc<audit::SigningKey>,
+    pub interval: Span,
+    /// The append-only checkpoint file (relative paths are resolved against the
+    /// configuration file's directory).
+    pub file: PathBuf,
+    pub webhook: Option<CheckpointWebhook>,
+}
+
+impl fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("signing_key", &self.signing_key)
+            .field("interval", &self.interval)
+            .field("file", &self.file)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+/// Where checkpoints are posted: a Standard Webhooks signed POST through the guard against
+/// server-side request forgery.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CheckpointWebhook {
+    pub url: String,
+    /// The signing secret: `whsec_<base64>` or any other text. Never printed.
+    pub secret: String,
+    pub timeout: Span,
+}
+
+impl fmt::Debug for CheckpointWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointWebhook")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -389,6 +437,8 @@ pub struct Config {
     pub field_options: BTreeMap<String, BTreeMap<String, OptionsSource>>,
     /// The OpenID Connect issuer the portal signs people in with, if any.
     pub oidc: Option<OidcConfig>,
+    /// Signed checkpoints of the audit chain, when the `audit` block turns them on.
+    pub audit: Option<AuditConfig>,
     /// Every policy reference with where it is written (`file:line: in resource "x"`), so
     /// that a query the bundle does not define is reported at its line.
     pub policy_sites: Vec<(PolicyRef, String)>,

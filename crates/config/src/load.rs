@@ -43,6 +43,7 @@ impl Loc {
 pub(crate) struct RawConfig {
     pub server: Option<(Loc, RawServer)>,
     pub oidc: Option<(Loc, RawOidc)>,
+    pub audit: Option<(Loc, RawAudit)>,
     pub users: Vec<(Loc, String, RawUser)>,
     pub groups: Vec<(Loc, String, RawGroup)>,
     pub apps: Vec<(Loc, String, RawApp)>,
@@ -184,7 +185,7 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             dir: dir.clone(),
             attrs: BTreeMap::new(),
         };
-        let want_labels = if matches!(kind, "server" | "oidc") {
+        let want_labels = if matches!(kind, "server" | "oidc" | "audit") {
             0
         } else {
             1
@@ -192,6 +193,7 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
         if ![
             "server",
             "oidc",
+            "audit",
             "user",
             "group",
             "app",
@@ -203,8 +205,8 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             errors.push(loc.err(
                 None,
                 format!(
-                    "unknown block type {kind:?}; expected server, oidc, user, group, app, \
-                     connector or resource"
+                    "unknown block type {kind:?}; expected server, oidc, audit, user, group, \
+                     app, connector or resource"
                 ),
             ));
             continue;
@@ -240,6 +242,15 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
                         errors.push(loc.err(None, "only one oidc block is allowed"));
                     } else {
                         raw.oidc = Some((loc, v));
+                    }
+                }
+            }
+            "audit" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    if raw.audit.is_some() {
+                        errors.push(loc.err(None, "only one audit block is allowed"));
+                    } else {
+                        raw.audit = Some((loc, v));
                     }
                 }
             }

@@ -46,6 +46,28 @@ pub struct RawOidc {
     pub scopes: Option<Vec<String>>,
     pub email_claim: Option<String>,
     pub groups_claim: Option<String>,
+    /// Refuse a sign-in whose `email_verified` claim is not `true` (the default).
+    pub require_email_verified: Option<bool>,
+}
+
+/// The `audit` block: signed checkpoints of the audit chain, kept outside the database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The Ed25519 private key (PKCS#8 PEM or its base64 DER), through `env()` or `file()`.
+    pub signing_key: Option<String>,
+    pub checkpoint_interval: Option<String>,
+    pub checkpoint_file: Option<String>,
+    pub checkpoint_webhook: Option<RawCheckpointWebhook>,
+}
+
+/// Where checkpoints are posted, signed as Standard Webhooks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckpointWebhook {
+    pub url: String,
+    pub secret: String,
+    pub timeout: Option<String>,
 }
 
 /// A field's `options_from`: where its choices come from (Sym's prefetch).

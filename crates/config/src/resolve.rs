@@ -12,8 +12,9 @@ use domain::{
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
 use crate::{
-    CallbackSettings, Config, ConfigError, ConnectorDef, ExecConnector, HttpLimits, OidcConfig,
-    OptionsSource, OutboundAllow, PostgresConnector, ServerConfig, UserTemplate, WebhookConnector,
+    AuditConfig, CallbackSettings, CheckpointWebhook, Config, ConfigError, ConnectorDef,
+    ExecConnector, HttpLimits, OidcConfig, OptionsSource, OutboundAllow, PostgresConnector,
+    ServerConfig, UserTemplate, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -29,6 +30,8 @@ const DEFAULT_SESSION_TTL_SECS: u64 = 12 * 3600;
 /// The shortest HTTP timeout accepted (tests use a few hundred milliseconds).
 const MIN_HTTP_TIMEOUT_MS: u64 = 100;
 const MAX_CONNECTIONS: u64 = 1_000_000;
+const DEFAULT_CHECKPOINT_SECS: u64 = 300;
+const DEFAULT_CHECKPOINT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
 
 pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let defaults = RawServer::default();
@@ -159,6 +162,9 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let oidc = raw
         .oidc
         .and_then(|(loc, o)| oidc(&loc, o, &server.outbound_allow, errors));
+    let audit = raw
+        .audit
+        .and_then(|(loc, a)| audit(&loc, a, &server.outbound_allow, errors));
 
     // Users and groups first: everything else refers to them.
     let mut users = BTreeMap::new();
@@ -307,6 +313,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         resources,
         field_options,
         oidc,
+        audit,
         policy_sites,
     }
 }
@@ -374,6 +381,101 @@ fn oidc(
         scopes,
         email_claim: o.email_claim.unwrap_or_else(|| "email".into()),
         groups_claim: o.groups_claim.unwrap_or_else(|| "groups".into()),
+        require_email_verified: o.require_email_verified.unwrap_or(true),
+    })
+}
+
+/// The `audit` block: a signing key that reads as an Ed25519 PKCS#8 key, a checkpoint file,
+/// an interval between 1s and a day, and an optional webhook under the same URL rules as
+/// `options_from` (the guard checks the address again at every post).
+fn audit(
+    loc: &Loc,
+    a: RawAudit,
+    allow: &OutboundAllow,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AuditConfig> {
+    let before = errors.len();
+    let signing_key = match a.signing_key.as_deref().map(audit::SigningKey::parse) {
+        Some(Ok(k)) => Some(std::sync::Arc::new(k)),
+        Some(Err(e)) => {
+            errors.push(loc.err(Some("signing_key"), format!("signing_key: {e}")));
+            None
+        }
+        None => {
+            errors.push(loc.err(
+                None,
+                "signing_key is required: the Ed25519 key that signs checkpoints, through \
+                 env(\"…\") or file(\"…\") (make one with `countersign audit keygen`)",
+            ));
+            None
+        }
+    };
+    let file = match a.checkpoint_file.as_deref().map(str::trim) {
+        Some(f) if !f.is_empty() => Some(loc.dir.join(f)),
+        Some(_) => {
+            errors.push(loc.err(Some("checkpoint_file"), "checkpoint_file may not be empty"));
+            None
+        }
+        None => {
+            errors.push(loc.err(
+                None,
+                "checkpoint_file is required: the append-only file checkpoints are written to, \
+                 outside the database",
+            ));
+            None
+        }
+    };
+    let interval = span(
+        loc,
+        "checkpoint_interval",
+        a.checkpoint_interval.as_deref(),
+        errors,
+    )
+    .unwrap_or(Span::from_secs(DEFAULT_CHECKPOINT_SECS));
+    if !(1..=86_400).contains(&interval.secs()) {
+        errors.push(loc.err(
+            Some("checkpoint_interval"),
+            "checkpoint_interval must be between 1s and 24h",
+        ));
+    }
+    let webhook = a.checkpoint_webhook.map(|w| {
+        let at = "checkpoint_webhook";
+        match crate::outbound::url_host(&w.url) {
+            Some((scheme, _)) if scheme == "https" => {}
+            Some((scheme, host)) if scheme == "http" && allow.host(&host) => {}
+            Some((scheme, host)) if scheme == "http" => errors.push(loc.err(
+                Some(at),
+                format!(
+                    "{at}.url must use https: plain http is allowed only to hosts listed in the server's outbound_allow, and {host:?} is not"
+                ),
+            )),
+            _ => errors.push(loc.err(Some(at), format!("{at}.url must start with https://"))),
+        }
+        if w.secret.trim().is_empty() {
+            errors.push(loc.err(Some(at), format!("{at}.secret may not be empty")));
+        }
+        let timeout = span(loc, at, w.timeout.as_deref(), errors)
+            .unwrap_or(Span::from_secs(DEFAULT_CHECKPOINT_WEBHOOK_TIMEOUT_SECS));
+        if !(1..=60).contains(&timeout.secs()) {
+            errors.push(loc.err(
+                Some(at),
+                format!("{at}.timeout must be between 1s and 1m"),
+            ));
+        }
+        CheckpointWebhook {
+            url: w.url,
+            secret: w.secret,
+            timeout,
+        }
+    });
+    if errors.len() != before {
+        return None;
+    }
+    Some(AuditConfig {
+        signing_key: signing_key?,
+        interval,
+        file: file?,
+        webhook,
     })
 }
 

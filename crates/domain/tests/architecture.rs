@@ -50,6 +50,25 @@ fn cli_does_not_depend_on_server_crates() {
     }
 }
 
+/// Architecture invariant: `audit` (the hash chain and signed checkpoints, shared by the
+/// server and the CLI) does no IO and depends on no crate of the workspace, so that the CLI
+/// can recompute the chain without the server's crates.
+#[test]
+fn audit_is_pure_and_depends_on_no_workspace_crate() {
+    assert_eq!(
+        dependencies("audit"),
+        [
+            "base64",
+            "hex",
+            "ring",
+            "serde",
+            "serde_json",
+            "sha2",
+            "thiserror"
+        ]
+    );
+}
+
 /// Every crate root opens with a `//!` paragraph saying what it owns (STYLE.md habit 15).
 #[test]
 fn every_crate_root_has_a_module_doc() {

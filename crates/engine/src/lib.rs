@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod callback;
+pub mod checkpoint;
 pub mod clock;
 pub mod connector;
 mod error;

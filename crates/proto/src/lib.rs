@@ -501,9 +501,10 @@ pub struct GrantList {
 pub struct AuditEventView {
     pub seq: i64,
     pub at: String,
-    /// The event as recorded: kind, request, grant, actor, detail.
+    /// The event as recorded: kind, request, grant, actor, detail. These are the stored
+    /// bytes, unchanged, so that a client can recompute `hash` from them.
     #[schema(value_type = Object)]
-    pub event: Value,
+    pub event: Box<serde_json::value::RawValue>,
     pub prev_hash: String,
     pub hash: String,
 }

@@ -58,7 +58,8 @@ impl Default for RunOptions {
 /// Serves the API and the portal on `listener` until `shutdown` resolves, under the `server`
 /// block's timeouts and connection limit (read here, at start). On shutdown it stops
 /// accepting, lets the requests being served finish, then stops the worker, waits for it,
-/// and closes the store after the writes already queued.
+/// has the checkpoint loop sign the chain one last time (when the configuration has an
+/// `audit` block), and closes the store after the writes already queued.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -75,6 +76,10 @@ pub async fn run(
         .worker
         .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx.clone())));
     let upkeep = tokio::spawn(metrics_upkeep(engine.clone(), stop_rx));
+    // Told to stop only once the worker has stopped, so that its last checkpoint covers every
+    // event written.
+    let (checkpoint_stop, checkpoint_rx) = watch::channel(false);
+    let checkpoints = tokio::spawn(engine::checkpoint::run(engine.clone(), checkpoint_rx));
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal));
     let app = api::metrics::measure(app, engine.clone());
@@ -85,6 +90,8 @@ pub async fn run(
         let _ = w.await;
     }
     let _ = upkeep.await;
+    let _ = checkpoint_stop.send(true);
+    let _ = checkpoints.await;
     engine.store().close().await;
     Ok(())
 }

@@ -214,6 +214,20 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
             }
         }
     }
+    if let Some(audit) = &cfg.audit {
+        // A checkpoint file that cannot be written stops the server now, not every checkpoint.
+        if let Err(e) = engine::checkpoint::open_file(&audit.file) {
+            eprintln!("countersign: {e}");
+            return ExitCode::from(3);
+        }
+        tracing::info!(
+            key_id = %audit.signing_key.public_key().key_id(),
+            public_key = %audit.signing_key.public_key().to_base64(),
+            file = %audit.file.display(),
+            interval = %audit.interval,
+            "audit checkpoints are on"
+        );
+    }
     let engine = match countersign::open(cfg, Arc::new(SystemClock)).await {
         Ok(e) => e,
         Err(e) => {

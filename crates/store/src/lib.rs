@@ -281,6 +281,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Notified after a commit that scheduled a job due at once (a connector call).
     fn due_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// The head of the audit chain as this process last committed it: read from the database
+    /// when the store opened, then kept by the writer, so that what a checkpoint signs is the
+    /// chain this process wrote and not whatever the database holds now.
+    fn head(&self) -> chain::Head;
     /// Stops the writer after the jobs already queued.
     async fn close(&self);
 }

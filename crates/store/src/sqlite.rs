@@ -24,9 +24,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, SqlStr};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
-use crate::chain::{self, GENESIS, StoredEvent};
+use crate::chain::{self, Head, StoredEvent};
 use crate::metrics::{Stopwatch, WriterMetrics};
 use crate::{
     Counts, DueJob, GrantFilter, IdempotencyRow, JobFailure, JobResult, RequestFilter, SessionRow,
@@ -84,13 +84,8 @@ pub struct SqliteStore {
     read: SqlitePool,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     due: Arc<Notify>,
-}
-
-/// The end of the hash chain as the writer knows it.
-#[derive(Clone)]
-struct Head {
-    seq: i64,
-    hash: String,
+    /// The head of the chain as this process last committed it.
+    committed: watch::Receiver<Head>,
 }
 
 /// Who opens the database. The server owns it; a tool (such as `token create`) only adds rows
@@ -143,10 +138,12 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(4096);
         let due = Arc::new(Notify::new());
+        let (committed_tx, committed) = watch::channel(head.clone());
         let writer = tokio::spawn(
             Writer {
                 conn,
                 head,
+                committed: committed_tx,
                 cache: Cache::default(),
                 due: due.clone(),
                 metrics,
@@ -158,6 +155,7 @@ impl SqliteStore {
             read,
             writer: Mutex::new(Some(writer)),
             due,
+            committed,
         })
     }
 }
@@ -172,10 +170,7 @@ async fn load_head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
             seq: row.try_get("seq")?,
             hash: row.try_get("hash")?,
         },
-        None => Head {
-            seq: 0,
-            hash: GENESIS.to_owned(),
-        },
+        None => Head::default(),
     })
 }
 
@@ -279,6 +274,9 @@ enum JobOp {
 struct Writer {
     conn: SqliteConnection,
     head: Head,
+    /// Told the head after each commit: the chain as this process wrote it, which a later
+    /// change to the database cannot alter (what checkpoints sign).
+    committed: watch::Sender<Head>,
     cache: Cache,
     due: Arc<Notify>,
     metrics: WriterMetrics,
@@ -364,6 +362,9 @@ impl Writer {
         self.metrics.transaction_seconds.record(began.elapsed());
         match committed {
             Ok(()) => {
+                if self.committed.borrow().seq != self.head.seq {
+                    self.committed.send_replace(self.head.clone());
+                }
                 for (reply, result) in done {
                     let _ = reply.send(result);
                 }
@@ -1358,6 +1359,10 @@ impl Store for SqliteStore {
 
     fn due_signal(&self) -> Arc<Notify> {
         self.due.clone()
+    }
+
+    fn head(&self) -> Head {
+        self.committed.borrow().clone()
     }
 
     async fn close(&self) {

@@ -5,9 +5,11 @@
 //! (keys are fetched again at once when an ID token names a key not seen yet). The code is
 //! exchanged with `client_secret_basic` and the PKCE verifier; the ID token's signature
 //! (RS256, PS256 or ES256, verified with `ring`, the process's one crypto provider), issuer,
-//! audience, expiry and nonce are checked before any claim is believed. When the ID token
-//! carries no email (providers may keep claims for the userinfo endpoint), the userinfo
-//! endpoint is asked with the access token, and its `sub` must be the ID token's.
+//! audience, expiry, `iat` and `nbf` (with a minute of clock difference) and nonce are checked
+//! before any claim is believed. When the ID token carries no email, or no `email_verified`
+//! while it is required (providers may keep claims for the userinfo endpoint), the userinfo
+//! endpoint is asked with the access token, and its `sub` must be the ID token's. A sign-in
+//! needs `email_verified: true` unless the configuration turns `require_email_verified` off.
 //!
 //! The issuer is configuration, not user input, so these calls do not go through the
 //! SSRF guard; the configuration requires `https` unless the issuer is on loopback or listed
@@ -27,7 +29,7 @@ use crate::session::PendingLogin;
 
 /// How long discovery and keys are reused.
 const CACHE_MS: i64 = 3600 * 1000;
-/// Clock difference tolerated on `exp`.
+/// Clock difference tolerated on `exp`, `iat` and `nbf`.
 const SKEW_MS: i64 = 60 * 1000;
 /// The largest answer read from the issuer.
 const MAX_ANSWER: usize = 256 * 1024;
@@ -218,7 +220,11 @@ impl Client {
             .ok_or("the ID token has no sub")?
             .to_owned();
         let mut source = claims;
-        if source[&cfg.email_claim].as_str().is_none()
+        // Claims the ID token leaves out (providers may keep them for userinfo) are asked of
+        // the userinfo endpoint; what the signed ID token says wins.
+        let missing = source[&cfg.email_claim].as_str().is_none()
+            || (cfg.require_email_verified && source.get("email_verified").is_none());
+        if missing
             && let (Some(url), Some(access)) =
                 (&p.userinfo_endpoint, tokens["access_token"].as_str())
         {
@@ -226,7 +232,11 @@ impl Client {
             if info["sub"].as_str() != Some(sub.as_str()) {
                 return Err("the userinfo answer is about another subject".into());
             }
-            source = info;
+            if let (Value::Object(have), Value::Object(more)) = (&mut source, info) {
+                for (k, v) in more {
+                    have.entry(k).or_insert(v);
+                }
+            }
         }
         let email = source[&cfg.email_claim]
             .as_str()
@@ -237,9 +247,7 @@ impl Client {
                 )
             })?
             .to_owned();
-        if source["email_verified"] == Value::Bool(false) {
-            return Err(format!("the issuer says {email} is not verified"));
-        }
+        check_email_verified(&source, &email, cfg)?;
         let groups = match &source[&cfg.groups_claim] {
             Value::Array(a) => a
                 .iter()
@@ -249,6 +257,44 @@ impl Client {
             _ => vec![],
         };
         Ok(Claims { sub, email, groups })
+    }
+}
+
+/// `email_verified` must be `true` when the configuration requires it (the default): a
+/// missing claim refuses the sign-in, since nothing then says the person controls the
+/// address. `false` refuses it always. The string `"true"`, which some providers send, counts.
+pub fn check_email_verified(claims: &Value, email: &str, cfg: &OidcConfig) -> Result<(), String> {
+    match &claims["email_verified"] {
+        Value::Bool(true) => Ok(()),
+        Value::String(s) if s == "true" => Ok(()),
+        Value::Bool(false) => Err(format!("the issuer says {email} is not verified")),
+        Value::String(s) if s == "false" => Err(format!("the issuer says {email} is not verified")),
+        Value::Null if !cfg.require_email_verified => Ok(()),
+        Value::Null => Err(format!(
+            "the issuer does not say that {email} is verified (no email_verified claim); \
+             the oidc block's require_email_verified = false accepts such sign-ins"
+        )),
+        other => Err(format!(
+            "the email_verified claim is not true or false: {other}"
+        )),
+    }
+}
+
+/// A NumericDate claim (RFC 7519: seconds, possibly with a fraction) in milliseconds.
+fn numeric_date(claims: &Value, name: &str) -> Result<Option<i64>, String> {
+    match &claims[name] {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_i64()
+            .map(|s| s.saturating_mul(1000))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| (f * 1000.0) as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| format!("the ID token's {name} is not a time")),
+        _ => Err(format!("the ID token's {name} is not a time")),
     }
 }
 
@@ -302,7 +348,7 @@ fn b64(part: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Verifies an ID token's signature against the issuer's keys, then its issuer, audience,
-/// expiry and nonce; returns its claims.
+/// expiry, issue time, not-before time and nonce; returns its claims.
 pub fn verify_id_token(
     token: &str,
     jwks: &Value,
@@ -357,9 +403,20 @@ pub fn verify_id_token(
     if !for_us {
         return Err("the ID token is meant for another client".into());
     }
-    let exp = claims["exp"].as_i64().ok_or("the ID token has no exp")?;
-    if exp.saturating_mul(1000).saturating_add(SKEW_MS) <= now.millis() {
+    let exp = numeric_date(&claims, "exp")?.ok_or("the ID token has no exp")?;
+    if exp.saturating_add(SKEW_MS) <= now.millis() {
         return Err("the ID token has expired".into());
+    }
+    // `iat` is required (OpenID Connect Core, section 2); one from the future, beyond the
+    // tolerated clock difference, means a wrong clock or a forged token.
+    let iat = numeric_date(&claims, "iat")?.ok_or("the ID token has no iat")?;
+    if iat > now.millis().saturating_add(SKEW_MS) {
+        return Err("the ID token was issued in the future (iat); check the clocks".into());
+    }
+    if let Some(nbf) = numeric_date(&claims, "nbf")?
+        && nbf > now.millis().saturating_add(SKEW_MS)
+    {
+        return Err("the ID token is not valid yet (nbf)".into());
     }
     let got = claims["nonce"].as_str().unwrap_or("");
     if !crate::session::same_secret(got, nonce) {
@@ -415,6 +472,7 @@ mod tests {
             scopes: vec!["openid".into()],
             email_claim: "email".into(),
             groups_claim: "groups".into(),
+            require_email_verified: true,
         }
     }
 
@@ -448,7 +506,8 @@ mod tests {
     fn claims() -> Value {
         serde_json::json!({
             "iss": "https://id.example", "aud": "countersign", "sub": "u1",
-            "exp": NOW / 1000 + 300, "nonce": "n-123", "email": "alice@example.com",
+            "exp": NOW / 1000 + 300, "iat": NOW / 1000 - 5, "nonce": "n-123",
+            "email": "alice@example.com", "email_verified": true,
         })
     }
 
@@ -505,12 +564,69 @@ mod tests {
             ("iss", Value::from("https://evil.example"), "issued by"),
             ("aud", Value::from("someone-else"), "another client"),
             ("exp", Value::from(NOW / 1000 - 3600), "expired"),
+            ("exp", Value::from("soon"), "not a time"),
+            ("iat", Value::Null, "no iat"),
+            ("iat", Value::from(NOW / 1000 + 120), "issued in the future"),
+            ("nbf", Value::from(NOW / 1000 + 120), "not valid yet"),
         ] {
             let mut c = claims();
             c[key] = value;
             let e = verify_id_token(&sign(&pair, &c), &jwks, &cfg(), "n-123", now).unwrap_err();
             assert!(e.contains(why), "{key}: {e}");
         }
+    }
+
+    /// Item 6: `iat` and `nbf` are checked with a minute of clock difference either way.
+    #[test]
+    fn hardening_6_iat_and_nbf_allow_a_minute_of_clock_difference() {
+        let (pair, jwks) = key();
+        let now = Timestamp::from_millis(NOW);
+        let mut c = claims();
+        c["iat"] = Value::from(NOW / 1000 + 50);
+        c["nbf"] = Value::from(NOW / 1000 + 50);
+        verify_id_token(&sign(&pair, &c), &jwks, &cfg(), "n-123", now).expect("within a minute");
+        c["iat"] = Value::from((NOW as f64) / 1000.0 - 0.5);
+        c["nbf"] = Value::from(NOW / 1000 - 10);
+        verify_id_token(&sign(&pair, &c), &jwks, &cfg(), "n-123", now).expect("fractions");
+    }
+
+    /// Item 6: `require_email_verified` (on by default) refuses a sign-in whose issuer does
+    /// not say the email is verified; `false` is refused whatever the setting.
+    #[test]
+    fn hardening_6_email_verified_is_required_by_default() {
+        let email = "alice@example.com";
+        let strict = cfg();
+        let lax = OidcConfig {
+            require_email_verified: false,
+            ..cfg()
+        };
+        let with = |v: Value| {
+            let mut c = claims();
+            c["email_verified"] = v;
+            c
+        };
+        for (verified, strict_ok, lax_ok) in [
+            (Value::Bool(true), true, true),
+            (Value::from("true"), true, true),
+            (Value::Null, false, true),
+            (Value::Bool(false), false, false),
+            (Value::from("false"), false, false),
+            (Value::from(1), false, false),
+        ] {
+            let c = with(verified.clone());
+            assert_eq!(
+                check_email_verified(&c, email, &strict).is_ok(),
+                strict_ok,
+                "strict, {verified}"
+            );
+            assert_eq!(
+                check_email_verified(&c, email, &lax).is_ok(),
+                lax_ok,
+                "lax, {verified}"
+            );
+        }
+        let e = check_email_verified(&with(Value::Null), email, &strict).unwrap_err();
+        assert!(e.contains("require_email_verified"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod apps;
 mod browser;
 mod callbacks;
+mod checkpoints;
 mod cli;
 mod connections;
 mod connector;
