@@ -13,6 +13,7 @@ mod connector;
 mod graphql;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod policies;
 mod portal;
 mod portal_e2e;
