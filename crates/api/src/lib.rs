@@ -57,6 +57,73 @@ impl AppState {
 )]
 struct ApiDoc;
 
+/// Adds the answers that come from the extractors every handler shares rather than from the
+/// handler itself, so that no operation can forget them (applied in [`app`], once the routes
+/// are in the document): 401 from [`Auth`] (every `/v1`
+/// handler takes it), 400, 413 and 415 from a JSON body, and 400 from query parameters.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                let has_body = op.request_body.is_some();
+                let has_query = op.parameters.iter().flatten().any(|p| {
+                    matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query | ParameterIn::Header))
+                });
+                if has_body {
+                    add(
+                        "400",
+                        "The body is not JSON, or not of the expected shape (a missing or unknown key, a wrong JSON type)",
+                    );
+                    add("413", "The body is larger than 64 KiB");
+                    add(
+                        "415",
+                        "The body was not sent with `Content-Type: application/json`",
+                    );
+                } else if has_query {
+                    add(
+                        "400",
+                        "An unknown query parameter, or a value the parameter does not accept",
+                    );
+                }
+                add(
+                    "401",
+                    "No token, a malformed `Authorization` header, or an unknown token",
+                );
+            }
+        }
+    }
+}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -69,11 +136,21 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document of `/v1`, as `GET /v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    finish(routes::router().split_for_parts().1)
+}
+
+fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    utoipa::Modify::modify(&CommonResponses, &mut doc);
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
 /// The router and the OpenAPI document describing it.
 pub fn app(state: AppState) -> Router {
-    let (v1, mut doc) = routes::router().split_for_parts();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    let (v1, doc) = routes::router().split_for_parts();
+    let doc = Arc::new(finish(doc).to_json().unwrap_or_else(|_| "{}".into()));
     Router::new()
         .merge(v1)
         .route(

@@ -71,7 +71,7 @@ async fn with_grant(
 
 /// The catalog the caller may request, with the people who could review each step.
 #[utoipa::path(get, path = "/v1/resources", tag = "resources",
-    responses((status = 200, body = ResourceList), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "Every configured resource, sorted by name", body = ResourceList)))]
 async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Json<ResourceList> {
     let config = state.engine.config();
     Json(ResourceList {
@@ -87,8 +87,9 @@ async fn list_resources(State(state): State<AppState>, Auth(actor): Auth) -> Jso
 /// answers (fetched server-side through the SSRF guard and cached briefly).
 #[utoipa::path(get, path = "/v1/resources/{name}/fields/{field}/options", tag = "resources",
     params(("name" = String, Path, description = "resource"), ("field" = String, Path, description = "field")),
-    responses((status = 200, body = FieldOptionList), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "The field's choices", body = FieldOptionList),
+        (status = 404, description = "No such resource or field, or a field without choices", body = ErrorBody),
+        (status = 502, description = "The field's `options_from` source failed", body = ErrorBody)))]
 async fn field_options(
     State(state): State<AppState>,
     Auth(_): Auth,
@@ -132,9 +133,13 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> 
 /// response again (with `Idempotent-Replayed: true`); another body is refused with 422, and a
 /// repeat while the first is still being created with 409.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = CreateRequestBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the first response for 24 hours")),
-    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[ -~]*[!-~][ -~]*$", max_length = 255,
+        description = "Makes retries safe: the same key and body return the first response for 24 hours (1 to 255 printable ASCII characters)")),
+    responses((status = 201, description = "The request, created (or, with a repeated `Idempotency-Key`, the first response again)", body = RequestView),
+        (status = 403, description = "A person naming another requester, or an application without the `request_approval` role", body = ErrorBody),
+        (status = 409, description = "A request with the same `Idempotency-Key` is still being created", body = ErrorBody),
+        (status = 422, description = "The request breaks a rule: unknown resource, missing reason, bad duration or field, refused callback URL, an `Idempotency-Key` used with another body, a workflow nobody but the requester could complete", body = ErrorBody),
+        (status = 502, description = "The options of an `options_from` field could not be fetched to check its value", body = ErrorBody)))]
 async fn create_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -217,7 +222,9 @@ pub(crate) async fn create(
 
 /// A request's outcome callback and every attempt to deliver it; its creator or an admin.
 #[utoipa::path(get, path = "/v1/requests/{id}/deliveries", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The request's callback delivery, if it has one", body = DeliveryList),
+        (status = 403, description = "Neither the request's creator nor an admin", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody)))]
 async fn list_deliveries(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -232,7 +239,10 @@ async fn list_deliveries(
 /// Sends a request's callback again, with the same `webhook-id` and a fresh retry window;
 /// its creator or an admin. 409 when there is nothing to deliver yet.
 #[utoipa::path(post, path = "/v1/requests/{id}/deliveries/redeliver", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "The delivery, rearmed", body = DeliveryList),
+        (status = 403, description = "Neither the request's creator nor an admin", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request has no delivery yet", body = ErrorBody)))]
 async fn redeliver(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -244,22 +254,37 @@ async fn redeliver(
     }))
 }
 
+/// The one value `reviewable_by` accepts.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum Me {
+    Me,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListRequestsQuery {
-    /// pending, approved, denied, cancelled or expired.
+    /// Only requests in this state.
+    #[param(inline, value_type = Option<proto::RequestState>)]
     state: Option<String>,
+    /// Only requests for this resource.
     resource: Option<String>,
+    /// Only requests by this requester.
     requester: Option<String>,
     /// `me`: only requests the caller may decide now.
+    #[param(inline, value_type = Option<Me>)]
     reviewable_by: Option<String>,
-    /// At most 500; 100 by default.
+    /// 100 by default; larger values count as 500, and 0 as 1.
+    // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
+    #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
 /// Requests the caller may see, newest first.
 #[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListRequestsQuery),
-    responses((status = 200, body = RequestList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "The requests, newest first", body = RequestList)))]
 async fn list_requests(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -308,7 +333,8 @@ async fn list_requests(
 
 /// One request: state, steps with their reviews, comments, grant and outcome.
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The request", body = RequestView),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody)))]
 async fn get_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -321,9 +347,11 @@ async fn get_request(
 /// Update the purpose or reason of a pending request (its creator only).
 #[utoipa::path(patch, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path)),
     request_body = UpdateRequestBody,
-    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The updated request", body = RequestView),
+        (status = 403, description = "The caller did not create the request", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request is decided or its `pending_until` has passed", body = ErrorBody),
+        (status = 422, description = "Nothing to update, or an empty or invalid text", body = ErrorBody)))]
 async fn update_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -341,7 +369,8 @@ async fn update_request(
 /// The decision trace (rule 31): every policy evaluation, each step skipped, auto-decided or
 /// routed to whom.
 #[utoipa::path(get, path = "/v1/requests/{id}/explain", tag = "requests", params(("id" = String, Path)),
-    responses((status = 200, body = ExplainView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The decision trace", body = ExplainView),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody)))]
 async fn explain_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -354,8 +383,10 @@ async fn explain_request(
 /// What would happen to such a request: deny and warn messages, an auto-decision, each step
 /// skipped or its reviewers. Nothing is created.
 #[utoipa::path(post, path = "/v1/simulate", tag = "requests", request_body = SimulateBody,
-    responses((status = 200, body = SimulationView), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "What would happen; nothing is stored", body = SimulationView),
+        (status = 403, description = "Naming another requester without being an admin", body = ErrorBody),
+        (status = 422, description = "Unknown resource or requester, a bad duration or field, a workflow nobody but the requester could complete", body = ErrorBody),
+        (status = 502, description = "The options of an `options_from` field could not be fetched to check its value", body = ErrorBody)))]
 async fn simulate(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -389,8 +420,11 @@ async fn simulate(
 /// Approve or deny the current step.
 #[utoipa::path(post, path = "/v1/requests/{id}/reviews", tag = "requests", params(("id" = String, Path)),
     request_body = ReviewBody,
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The request after the review", body = RequestView),
+        (status = 403, description = "Reviewing one's own request, or not a reviewer of the current step", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request is decided or expired, or the caller has already decided on it", body = ErrorBody),
+        (status = 422, description = "An invalid comment, a duration longer than requested or outside the allowed set, a workflow scope without `part_of`, a deny with a duration or scope", body = ErrorBody)))]
 async fn review_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -436,8 +470,11 @@ async fn review_request(
 /// Cancel a pending request (the requester, or an admin with a reason).
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", params(("id" = String, Path)),
     request_body = ReasonBody,
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "The cancelled request", body = RequestView),
+        (status = 403, description = "Neither the requester, the creating application nor an admin", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request is decided or its `pending_until` has passed", body = ErrorBody),
+        (status = 422, description = "An admin cancelling someone's request without a reason, or an invalid reason", body = ErrorBody)))]
 async fn cancel_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -452,7 +489,10 @@ async fn cancel_request(
 /// Add a comment (anyone involved).
 #[utoipa::path(post, path = "/v1/requests/{id}/comments", tag = "requests", params(("id" = String, Path)),
     request_body = CommentBody,
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The request with the comment", body = RequestView),
+        (status = 403, description = "The caller is not involved in the request", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 422, description = "An empty or invalid text, or the request has 500 comments", body = ErrorBody)))]
 async fn comment_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -467,8 +507,11 @@ async fn comment_request(
 /// Assign the current step to another principal.
 #[utoipa::path(post, path = "/v1/requests/{id}/assign", tag = "requests", params(("id" = String, Path)),
     request_body = AssignBody,
-    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The request with the assignment", body = RequestView),
+        (status = 403, description = "The caller may not decide the current step", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request is decided or expired, or has no step awaiting review", body = ErrorBody),
+        (status = 422, description = "`to` is not a configured user or group with members, or names only the requester or people who already decided", body = ErrorBody)))]
 async fn assign_request(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -482,18 +525,25 @@ async fn assign_request(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListGrantsQuery {
-    /// scheduled, activating, active, revoking, expired, revoked or failed.
+    /// Only grants in this state.
+    #[param(inline, value_type = Option<proto::GrantState>)]
     state: Option<String>,
+    /// Only grants to this subject.
     subject: Option<String>,
+    /// Only grants of this resource.
     resource: Option<String>,
+    /// 100 by default; larger values count as 500, and 0 as 1.
+    // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
+    #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
 /// Grants the caller may see: their own, those of resources they own, all for admins.
 #[utoipa::path(get, path = "/v1/grants", tag = "grants", params(ListGrantsQuery),
-    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "The grants, newest first", body = GrantList)))]
 async fn list_grants(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -526,7 +576,8 @@ async fn list_grants(
 
 /// One grant.
 #[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path)),
-    responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The grant", body = GrantView),
+        (status = 404, description = "No such grant, or the caller may not see it", body = ErrorBody)))]
 async fn get_grant(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -540,8 +591,11 @@ async fn get_grant(
 /// Revoke a grant early: its subject drops it, or an owner or admin revokes it with a reason.
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path)),
     request_body = ReasonBody,
-    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The grant, `revoking` or `revoked`", body = GrantView),
+        (status = 403, description = "Neither the grant's subject, an owner nor an admin", body = ErrorBody),
+        (status = 404, description = "No such grant, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The grant has already ended", body = ErrorBody),
+        (status = 422, description = "An owner or admin without a reason, or an invalid reason", body = ErrorBody)))]
 async fn revoke_grant(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -557,8 +611,12 @@ async fn revoke_grant(
 /// on approval the grant's expiry moves by the approved duration, without a gap.
 #[utoipa::path(post, path = "/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path)),
     request_body = ExtendBody,
-    responses((status = 201, body = RequestView), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "The extension request", body = RequestView),
+        (status = 403, description = "The caller is not the grant's subject", body = ErrorBody),
+        (status = 404, description = "No such grant, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The grant is not active, or its resource is no longer configured", body = ErrorBody),
+        (status = 422, description = "A bad duration, an empty or invalid reason, a field that no longer validates, a workflow nobody but the requester could complete", body = ErrorBody),
+        (status = 502, description = "The options of an `options_from` field could not be fetched to check its value", body = ErrorBody)))]
 async fn extend_grant(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -578,17 +636,21 @@ async fn extend_grant(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     /// Return events with a sequence number above this one.
     after: Option<i64>,
-    /// At most 1000; 100 by default.
+    /// 100 by default; larger values count as 1000, and 0 as 1.
+    // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
+    #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
 /// The audit log in order, paged (admins only).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "A page of events", body = AuditPage),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody)))]
 async fn audit(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -611,7 +673,8 @@ async fn audit(
 
 /// Walk the hash chain and report whether every event is intact (admins only).
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = VerifyView), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "Whether the chain is intact", body = VerifyView),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody)))]
 async fn audit_verify(
     State(state): State<AppState>,
     Auth(actor): Auth,

@@ -331,7 +331,7 @@ pub async fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
     match run_inner(&conn, cmd).await {
         Ok(code) => code,
         Err(Failure(msg)) => {
-            eprintln!("countersign: {msg}");
+            eprintln!("countersign: {}", table::printable(&msg));
             ExitCode::from(3)
         }
     }
@@ -431,9 +431,16 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(secret) = &r.callback_secret {
-                eprintln!("callback secret {secret}  (shown once: keep it to verify callbacks)");
+                eprintln!(
+                    "callback secret {}  (shown once: keep it to verify callbacks)",
+                    table::printable(secret)
+                );
             }
-            eprintln!("request {} is {}; waiting for the outcome…", r.id, r.state);
+            eprintln!(
+                "request {} is {}; waiting for the outcome…",
+                table::printable(&r.id),
+                table::printable(&r.state)
+            );
             while r.state == "pending" {
                 pause(Duration::from_secs(poll_seconds.max(1))).await;
                 r = c.get(&format!("/v1/requests/{}", r.id), &[]).await?;
@@ -587,7 +594,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             let v: VerifyView = c.get("/v1/audit/verify", &[]).await?;
             print(json, &v, || match (&v.head, &v.error) {
                 (Some(head), _) if v.ok => format!("ok: {} events, head {head}\n", v.checked),
-                (_, Some(e)) => format!("BROKEN: {e}\n"),
+                (_, Some(e)) => format!("BROKEN: {}\n", table::printable(e)),
                 _ => format!("ok: {} events\n", v.checked),
             })?;
             Ok(if v.ok {

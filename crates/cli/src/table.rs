@@ -1,11 +1,54 @@
 //! Plain-text tables for people; `--json` is for scripts.
+//!
+//! Every value that came from the server goes through [`printable`] before it is laid out, so
+//! that text stored before the API refused control characters (or sent by a server we do not
+//! trust) cannot move the cursor, draw a fake line or write the terminal's clipboard
+//! (hardening item 6). `--json` needs no such care: JSON escapes control characters itself.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use proto::{ExplainView, GrantView, RequestView, SimulationView};
 
-/// Lays out rows in columns separated by two spaces.
+/// The text with every character a terminal would not print as itself escaped: control
+/// characters (newline and tab too, since a table row is one line) as `\n`, `\t`, `\r` or
+/// `\u{1b}`, and the invisible format characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width characters, line and paragraph separators) as `\u{…}`.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a character is not printed as itself: a C0 or C1 control or DEL, or a Unicode
+/// format or separator character that changes how the text around it is shown.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}')
+}
+
+/// Lays out rows in columns separated by two spaces. Cells are made [`printable`] here.
 fn columns(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n)
         .map(|i| {
@@ -17,7 +60,7 @@ fn columns(rows: &[Vec<String>]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for r in rows {
+    for r in &rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
@@ -65,37 +108,46 @@ pub fn requests(list: &[RequestView]) -> String {
     columns(&rows)
 }
 
+/// `writeln!` with every argument made [`printable`] first, so that no value can start a line
+/// of its own or reach the terminal as an escape sequence.
+macro_rules! line {
+    ($out:expr, $fmt:literal $(, $arg:expr)* $(,)?) => {
+        let _ = writeln!($out, $fmt $(, printable(&($arg).to_string()))*);
+    };
+}
+
 pub fn request(r: &RequestView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "request   {}", r.id);
-    let _ = writeln!(out, "resource  {}", r.resource);
-    let _ = writeln!(out, "requester {}", r.requester);
-    let _ = writeln!(out, "state     {}", r.state);
-    let _ = writeln!(out, "duration  {}", r.duration);
-    let _ = writeln!(out, "reason    {}", r.reason);
-    let _ = writeln!(out, "portal    {}", r.portal_url);
+    line!(out, "request   {}", r.id);
+    line!(out, "resource  {}", r.resource);
+    line!(out, "requester {}", r.requester);
+    line!(out, "state     {}", r.state);
+    line!(out, "duration  {}", r.duration);
+    line!(out, "reason    {}", r.reason);
+    line!(out, "portal    {}", r.portal_url);
     if let Some(secret) = &r.callback_secret {
-        let _ = writeln!(
+        line!(
             out,
-            "callback secret {secret}  (shown once: keep it to verify callbacks)"
+            "callback secret {}  (shown once: keep it to verify callbacks)",
+            secret
         );
     }
     for w in &r.warnings {
-        let _ = writeln!(out, "warning   {w}");
+        line!(out, "warning   {}", w);
     }
     for (k, v) in &r.fields {
         let v = match v {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let _ = writeln!(out, "field     {k} = {v}");
+        line!(out, "field     {} = {}", k, v);
     }
     for s in &r.steps {
         let rule = match s.min {
             Some(m) => format!("quorum {m} of"),
             None => s.constraint.replace('_', " "),
         };
-        let _ = writeln!(
+        line!(
             out,
             "step {}    {} [{}] {}",
             s.index,
@@ -104,27 +156,27 @@ pub fn request(r: &RequestView) -> String {
             s.reviewers.join(", ")
         );
         if !s.eligible.is_empty() {
-            let _ = writeln!(out, "          awaiting: {}", s.eligible.join(", "));
+            line!(out, "          awaiting: {}", s.eligible.join(", "));
         }
         if let Some(why) = &s.skipped_because {
-            let _ = writeln!(out, "          skipped: {why}");
+            line!(out, "          skipped: {}", why);
         }
         for rv in &s.reviews {
-            let mut line = format!("          {} by {}", rv.decision, rv.by);
+            let mut review = format!("{} by {}", rv.decision, rv.by);
             if let Some(d) = &rv.duration {
-                let _ = write!(line, " for {d}");
+                let _ = write!(review, " for {d}");
             }
             if rv.scope == "workflow" {
-                line.push_str(" (entire workflow)");
+                review.push_str(" (entire workflow)");
             }
             if let Some(c) = &rv.comment {
-                let _ = write!(line, ": {c}");
+                let _ = write!(review, ": {c}");
             }
-            let _ = writeln!(out, "{line}");
+            line!(out, "          {}", review);
         }
     }
     for c in &r.comments {
-        let _ = writeln!(out, "comment   {} {}: {}", c.at, c.by, c.text);
+        line!(out, "comment   {} {}: {}", c.at, c.by, c.text);
     }
     if let Some(o) = &r.outcome {
         let by = match (&o.actioned_by, &o.policy) {
@@ -132,10 +184,10 @@ pub fn request(r: &RequestView) -> String {
             (None, Some(q)) => format!("policy {q}"),
             (None, None) => "countersign".to_owned(),
         };
-        let _ = writeln!(out, "outcome   {} by {by} at {}", o.status, o.actioned_at);
+        line!(out, "outcome   {} by {} at {}", o.status, by, o.actioned_at);
     }
     if let Some(g) = &r.grant {
-        let _ = writeln!(
+        line!(
             out,
             "grant     {} {} until {}",
             g.id,
@@ -143,7 +195,7 @@ pub fn request(r: &RequestView) -> String {
             g.expires_at.as_deref().unwrap_or("-")
         );
     } else if let Some(id) = &r.grant_id {
-        let _ = writeln!(out, "grant     {id}");
+        line!(out, "grant     {}", id);
     }
     out
 }
@@ -175,17 +227,19 @@ pub fn grants(list: &[GrantView]) -> String {
 /// `countersign explain`: the decision trace, one sentence per line.
 pub fn explanation(e: &ExplainView) -> String {
     let mut out = String::new();
-    let _ = writeln!(
+    line!(
         out,
         "request   {} ({} for {})",
-        e.request, e.resource, e.requester
+        e.request,
+        e.resource,
+        e.requester
     );
-    let _ = writeln!(out, "state     {}", e.state);
+    line!(out, "state     {}", e.state);
     for w in &e.warnings {
-        let _ = writeln!(out, "warning   {w}");
+        line!(out, "warning   {}", w);
     }
     for l in &e.lines {
-        let _ = writeln!(out, "  {l}");
+        line!(out, "  {}", l);
     }
     out
 }
@@ -193,16 +247,91 @@ pub fn explanation(e: &ExplainView) -> String {
 /// `countersign simulate`: what would happen, one sentence per line.
 pub fn simulation(s: &SimulationView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "resource  {} for {}", s.resource, s.requester);
-    let _ = writeln!(out, "outcome   {}", s.outcome);
+    line!(out, "resource  {} for {}", s.resource, s.requester);
+    line!(out, "outcome   {}", s.outcome);
     for d in &s.deny {
-        let _ = writeln!(out, "deny      {d}");
+        line!(out, "deny      {}", d);
     }
     for w in &s.warnings {
-        let _ = writeln!(out, "warning   {w}");
+        line!(out, "warning   {}", w);
     }
     for l in &s.lines {
-        let _ = writeln!(out, "  {l}");
+        line!(out, "  {}", l);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request whose text carries what an attacker would send: an ANSI sequence that clears
+    /// the line and writes a fake state, a newline that starts a fake line, an OSC 52
+    /// clipboard write, a C1 CSI and a right-to-left override.
+    fn hostile() -> RequestView {
+        serde_json::from_value(serde_json::json!({
+            "id": "r1", "resource": "db", "requester": "grace@example.com",
+            "reason": "fix\u{1b}[2K\rstate     approved",
+            "fields": {"ticket": "INC-1\nstate     approved", "n": 3},
+            "duration": "1h", "state": "pending",
+            "created_at": "2026-01-01T00:00:00Z", "pending_until": "2026-01-02T00:00:00Z",
+            "steps": [{
+                "index": 1, "constraint": "one_of", "status": "active",
+                "reviewers": ["alice@example.com"], "eligible": ["alice@example.com"],
+                "reviews": [{"by": "alice@example.com", "decision": "deny",
+                    "comment": "\u{1b}]52;c;Y3VybCBldmls\u{7}", "scope": "resource",
+                    "at": "2026-01-01T00:00:01Z"}]
+            }],
+            "comments": [{"by": "bob@example.com", "text": "a\u{9b}2Jb\u{202e}gnp.exe", "at": "t"}],
+            "portal_url": "http://localhost/requests/r1"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn hardening_6_request_table_escapes_control_and_format_characters() {
+        let out = request(&hostile());
+        assert!(
+            !out.chars().any(|c| c != '\n' && hidden(c)),
+            "raw control character in {out:?}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("state")).count(),
+            1,
+            "{out}"
+        );
+        assert!(
+            out.contains(r"reason    fix\u{1b}[2K\rstate     approved"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r"field     ticket = INC-1\nstate     approved"),
+            "{out}"
+        );
+        assert!(out.contains(r"field     n = 3"), "{out}");
+        assert!(
+            out.contains(r"deny by alice@example.com: \u{1b}]52;c;Y3VybCBldmls\u{7}"),
+            "{out}"
+        );
+        assert!(out.contains(r"a\u{9b}2Jb\u{202e}gnp.exe"), "{out}");
+    }
+
+    #[test]
+    fn hardening_6_list_table_escapes_cells_and_keeps_columns() {
+        let mut r = hostile();
+        r.requester = "x\ty".into();
+        let out = requests(&[r]);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(out.contains(r"x\ty"), "{out}");
+        assert!(!out.chars().any(|c| c != '\n' && hidden(c)), "{out:?}");
+    }
+
+    #[test]
+    fn hardening_6_printable_leaves_ordinary_text_alone() {
+        assert!(matches!(
+            printable("café ✓ 日本 \"q\" \\"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("a\u{0}b\u{7f}"), r"a\u{0}b\u{7f}");
+    }
 }

@@ -346,9 +346,7 @@ impl Grant {
             let Some(reason) = reason else {
                 return Err(invalid("a reason is required to revoke someone's grant"));
             };
-            if reason.chars().count() > crate::limits::MAX_TEXT {
-                return Err(invalid("reason is too long"));
-            }
+            crate::limits::text("reason", &reason, crate::limits::MAX_TEXT).map_err(invalid)?;
             GrantEnd::Revoked {
                 by: actor.id.clone(),
                 reason,

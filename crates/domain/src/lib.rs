@@ -54,4 +54,57 @@ pub mod limits {
     pub const MAX_REQUEST_DATA: usize = 16 * 1024;
     /// How far ahead a request may schedule its grant's start.
     pub const MAX_START_AHEAD: crate::Span = crate::Span::from_secs(30 * 24 * 3600);
+
+    /// The rule for every free text a client sends (reasons, comments, purposes, string field
+    /// values): at most `max` characters, and no control character other than newline and tab.
+    /// C0 controls, DEL and C1 controls are refused because the text reaches reviewers'
+    /// terminals and logs, where an escape sequence could draw a fake line or write the
+    /// clipboard (hardening item 6). The error names the first such character.
+    pub fn text(what: &str, text: &str, max: usize) -> Result<(), String> {
+        if text.chars().count() > max {
+            return Err(format!("{what} is longer than {max} characters"));
+        }
+        match text.chars().find(|&c| forbidden_control(c)) {
+            Some(c) => Err(format!(
+                "{what} contains the control character U+{:04X}; only newline and tab are accepted",
+                u32::from(c)
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A C0 control other than newline and tab, DEL, or a C1 control.
+    pub fn forbidden_control(c: char) -> bool {
+        c.is_control() && c != '\n' && c != '\t'
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn hardening_6_text_refuses_escapes_and_keeps_newline_and_tab() {
+            assert_eq!(text("reason", "two\nlines\tand a tab", 100), Ok(()));
+            for bad in [
+                "\u{1b}[2Kstate approved",
+                "\u{9b}2K",
+                "\r",
+                "\u{7f}",
+                "nul\0",
+                "\u{85}",
+            ] {
+                let err = text("reason", bad, 100).unwrap_err();
+                assert!(
+                    err.starts_with("reason contains the control character U+"),
+                    "{err}"
+                );
+            }
+            assert_eq!(
+                text("comment", "12345", 4),
+                Err("comment is longer than 4 characters".into())
+            );
+            // Printable non-ASCII text is fine.
+            assert_eq!(text("reason", "café ✓ 日本", 100), Ok(()));
+        }
+    }
 }

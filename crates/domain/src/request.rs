@@ -331,13 +331,8 @@ impl Context {
 
     /// Rule 21's bounds: sizes, and a reference URL that is an absolute http(s) URL.
     fn check(&self) -> Result<(), DomainError> {
-        if let Some(p) = &self.purpose
-            && p.chars().count() > crate::limits::MAX_PURPOSE
-        {
-            return Err(invalid(format!(
-                "purpose is longer than {} characters",
-                crate::limits::MAX_PURPOSE
-            )));
+        if let Some(p) = &self.purpose {
+            crate::limits::text("purpose", p, crate::limits::MAX_PURPOSE).map_err(invalid)?;
         }
         for (what, v) in [
             ("reference_url", &self.reference_url),
@@ -423,13 +418,7 @@ pub struct ReviewInput {
 }
 
 fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
-    if text.chars().count() > crate::limits::MAX_TEXT {
-        return Err(invalid(format!(
-            "{what} is longer than {} characters",
-            crate::limits::MAX_TEXT
-        )));
-    }
-    Ok(())
+    crate::limits::text(what, text, crate::limits::MAX_TEXT).map_err(invalid)
 }
 
 impl Request {

@@ -142,14 +142,12 @@ impl FieldDef {
         let expected = || format!("field {name:?} expects a {} value", self.kind.name());
         match (&self.kind, input) {
             (FieldType::String, Input::Text(s)) => {
-                if s.chars().count() > crate::limits::MAX_FIELD_VALUE {
-                    Err(format!(
-                        "field {name:?} is longer than {} characters",
-                        crate::limits::MAX_FIELD_VALUE
-                    ))
-                } else {
-                    Ok(FieldValue::String(s.clone()))
-                }
+                crate::limits::text(
+                    &format!("field {name:?}"),
+                    s,
+                    crate::limits::MAX_FIELD_VALUE,
+                )?;
+                Ok(FieldValue::String(s.clone()))
             }
             (FieldType::Int, Input::Int(i)) => Ok(FieldValue::Int(*i)),
             (FieldType::Int, Input::Text(s)) => s

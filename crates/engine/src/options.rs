@@ -169,9 +169,12 @@ pub(crate) fn read(doc: &Value, source: &OptionsSource) -> Result<Vec<FieldOptio
                 (v.clone(), v)
             }
         };
-        if value.chars().count() > domain::limits::MAX_FIELD_VALUE {
-            return Err(format!("item {i} is longer than a field value may be"));
-        }
+        // The same rule a submitted value meets, so that no option offered can be refused.
+        domain::limits::text(
+            &format!("item {i}"),
+            &value,
+            domain::limits::MAX_FIELD_VALUE,
+        )?;
         out.push(FieldOption { value, label });
     }
     Ok(out)

@@ -10,6 +10,51 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub mod schema;
+
+// The fields that hold these four stay strings (the server parses them with its own
+// messages); the enums give the OpenAPI document the closed set of values.
+
+/// A request's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Denied,
+    Cancelled,
+    Expired,
+}
+
+/// A grant's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    Scheduled,
+    Activating,
+    Active,
+    Revoking,
+    Expired,
+    Revoked,
+    Failed,
+}
+
+/// A review's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+/// What an approval covers: the resource, or every resource of its workflow (rule 15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Resource,
+    Workflow,
+}
+
 /// Every error: `{ "error": { "code": "...", "message": "..." } }`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -32,8 +77,9 @@ pub struct FieldView {
     pub required: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_values: Vec<String>,
+    /// The value used when the request gives none: a string, an integer or a boolean.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::field_value)]
     pub default: Option<Value>,
     /// Help text for the field.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -98,30 +144,37 @@ pub struct ResourceList {
 #[serde(deny_unknown_fields)]
 pub struct CreateRequestBody {
     pub resource: String,
-    /// Why; an application may give `purpose` instead (its first line stands in).
+    /// Why (at most 4096 characters); an application may give `purpose` instead (its first
+    /// line stands in).
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub reason: String,
     /// Defaults to the shortest duration the resource allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::span_or_null)]
     pub duration: Option<String>,
+    /// Field name → a string, an integer or a boolean, as the resource's fields declare.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::field_values)]
     pub fields: BTreeMap<String, Value>,
     /// Start the grant at this time (RFC 3339) rather than at approval; at most 30 days ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::time_or_null)]
     pub start_at: Option<String>,
-    /// What is asked, in markdown (at most 16 KiB).
+    /// What is asked, in markdown (at most 16,384 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::purpose_or_null)]
     pub purpose: Option<String>,
     /// A link for reviewers (an http:// or https:// URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::url_or_null)]
     pub reference_url: Option<String>,
     /// The caller's own id for this request, returned with the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::reference_or_null)]
     pub correlation_id: Option<String>,
     /// Any JSON (at most 16 KiB), returned with the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub request_data: Option<Value>,
     /// The person an application asks for; applications only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,8 +183,9 @@ pub struct CreateRequestBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackBody>,
     /// Groups (or the `admin` role) every reviewer must hold; reviewers without them are not
-    /// asked (Verified Orchestration's requested credentials).
+    /// asked (Verified Orchestration's requested credentials). At most 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = schema::credentials)]
     pub reviewer_credentials: Vec<String>,
 }
 
@@ -140,6 +194,7 @@ pub struct CreateRequestBody {
 #[serde(deny_unknown_fields)]
 pub struct CallbackBody {
     /// `https://…`; plain http and private addresses only for hosts the server allow-lists.
+    #[schema(schema_with = schema::url)]
     pub url: String,
 }
 
@@ -183,8 +238,10 @@ pub struct DeliveryList {
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequestBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::nonempty_purpose_or_null)]
     pub purpose: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::nonempty_text_or_null)]
     pub reason: Option<String>,
 }
 
@@ -194,20 +251,22 @@ pub struct UpdateRequestBody {
 pub struct ExtendBody {
     /// How much longer; defaults to the grant's own duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::span_or_null)]
     pub duration: Option<String>,
+    #[schema(schema_with = schema::nonempty_text)]
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReviewView {
     pub by: String,
-    /// approve or deny.
+    #[schema(value_type = Decision)]
     pub decision: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
-    /// resource or workflow.
+    #[schema(value_type = Scope)]
     pub scope: String,
     pub at: String,
 }
@@ -271,10 +330,11 @@ pub struct RequestView {
     pub resource: String,
     pub requester: String,
     pub reason: String,
-    #[schema(value_type = Object)]
+    /// Field name → its value (a string, an integer or a boolean).
+    #[schema(schema_with = schema::field_values)]
     pub fields: BTreeMap<String, Value>,
     pub duration: String,
-    /// pending, approved, denied, cancelled or expired.
+    #[schema(value_type = RequestState)]
     pub state: String,
     pub created_at: String,
     pub pending_until: String,
@@ -309,7 +369,6 @@ pub struct RequestView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub request_data: Option<Value>,
     /// Groups (or `admin`) every reviewer must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -332,7 +391,6 @@ pub struct TraceView {
     pub query: String,
     /// The query's value (null when undefined); absent when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -386,11 +444,13 @@ pub struct SimulateBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::text)]
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::span_or_null)]
     pub duration: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::field_values)]
     pub fields: BTreeMap<String, Value>,
 }
 
@@ -420,15 +480,18 @@ pub struct RequestList {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {
-    /// approve or deny.
+    #[schema(value_type = Decision)]
     pub decision: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::text_or_null)]
     pub comment: Option<String>,
     /// An approval may shorten the requested duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::span_or_null)]
     pub duration: Option<String>,
-    /// resource (default) or workflow.
+    /// resource (the default) or workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Scope>)]
     pub scope: Option<String>,
 }
 
@@ -437,12 +500,14 @@ pub struct ReviewBody {
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::text_or_null)]
     pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentBody {
+    #[schema(schema_with = schema::nonempty_text)]
     pub text: String,
 }
 
@@ -450,6 +515,7 @@ pub struct CommentBody {
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// A user's email or `group:<name>`.
+    #[schema(schema_with = schema::principal)]
     pub to: String,
 }
 
@@ -472,7 +538,7 @@ pub struct GrantView {
     /// Set when the grant covers every resource of this workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
-    /// scheduled, activating, active, revoking, expired, revoked or failed.
+    #[schema(value_type = GrantState)]
     pub state: String,
     pub duration: String,
     pub created_at: String,

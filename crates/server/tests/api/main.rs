@@ -16,6 +16,7 @@ mod graphql;
 mod helpers;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod policies;
 mod portal;
 mod portal_e2e;
