@@ -7,15 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-cargo build --release -p countersign >&2
-bin=./target/release/countersign
+cargo build --release -p countersign-bench >&2
+bin=./target/release/countersign-bench
 export RUST_LOG=error
 out=$(mktemp)
 for i in $(seq "$runs"); do
-  $bin bench-callbacks --outcomes 10000 | tee -a "$out" >&2
+  $bin callbacks --outcomes 10000 | tee -a "$out" >&2
 done
 for i in $(seq "$runs"); do
-  $bin bench-callbacks --outcomes 10000 --with-failing | tee -a "$out" >&2
+  $bin callbacks --outcomes 10000 --with-failing | tee -a "$out" >&2
 done
 python3 - "$out" <<'PY'
 import re, statistics, sys

@@ -7,17 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-cargo build --release -p countersign >&2
-bin=./target/release/countersign
+cargo build --release -p countersign-bench >&2
+bin=./target/release/countersign-bench
 export RUST_LOG=warn,sqlx=error
 out=$(mktemp)
 for i in $(seq "$runs"); do
-  $bin bench-expiry --mode burst --grants 100000 | tee -a "$out" >&2
+  $bin expiry --mode burst --grants 100000 | tee -a "$out" >&2
 done
 for i in $(seq "$runs"); do
-  $bin bench-expiry --mode steady --grants 30000 --seconds 30 | tee -a "$out" >&2
+  $bin expiry --mode steady --grants 30000 --seconds 30 | tee -a "$out" >&2
 done
-$bin bench-expiry --mode hold --grants 1000000 | tee -a "$out" >&2
+$bin expiry --mode hold --grants 1000000 | tee -a "$out" >&2
 python3 - "$out" <<'PY'
 import re, statistics, sys
 text = open(sys.argv[1]).read()

@@ -4,5 +4,5 @@
 #   bash bench/policy.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p countersign >&2
-./target/release/countersign bench-policy --runs "${1:-5}" --iterations 20000
+cargo build --release -p countersign-bench >&2
+./target/release/countersign-bench policy --runs "${1:-5}" --iterations 20000

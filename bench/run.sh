@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Reproduces the figure in docs/benchmarks.md: N runs of `countersign bench` (the workflow
-# create → one_of approval → two all_of approvals → grant active, over HTTP, on durable
-# SQLite), then the median and the spread of workflows/s and latency.
+# Reproduces the figure in docs/benchmarks.md: N runs of `countersign-bench workflow` (the
+# workflow create → one_of approval → two all_of approvals → grant active, over HTTP, on
+# durable SQLite), then the median and the spread of workflows/s and latency.
 #   bash bench/run.sh [runs] [concurrency] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}; conc=${2:-256}; secs=${3:-20}
-cargo build --release -p countersign >&2
+cargo build --release -p countersign-bench >&2
 out=$(mktemp)
 for i in $(seq "$runs"); do
-  ./target/release/countersign bench --concurrency "$conc" --seconds "$secs" --warmup 3 | tee -a "$out" >&2
+  ./target/release/countersign-bench workflow --concurrency "$conc" --seconds "$secs" --warmup 3 | tee -a "$out" >&2
 done
 python3 - "$out" <<'PY'
 import re, statistics, sys

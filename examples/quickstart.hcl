@@ -1,5 +1,7 @@
 # Countersign quickstart: the three-step workflow of Abbey's documentation, on SQLite.
-#   cargo run --release -- serve --config examples/quickstart.hcl
+# Start it from the repository root, as the README does (`--dev` offers the portal's
+# development sign-in, refused unless the server listens on loopback):
+#   cargo run --release -- serve --dev --config examples/quickstart.hcl
 
 server {
   listen     = "127.0.0.1:8080"

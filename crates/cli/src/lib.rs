@@ -1,5 +1,8 @@
 //! The client commands of `countersign`: they talk to a server over HTTP, reading
 //! `COUNTERSIGN_URL` and `COUNTERSIGN_TOKEN`, and print a table (or JSON with `--json`).
+//! The connection options belong to these commands only: each takes them (`countersign
+//! request list --json`), and the server's own commands (`serve`, `check`, `policy`, `token`)
+//! do not show them.
 //!
 //! This crate depends on the wire types only, never on the server's crates, so that a client
 //! cannot accidentally decide anything itself.
@@ -18,8 +21,10 @@ use proto::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Connection settings shared by every client command.
+/// Connection settings of every client command. They are global within the command, so they
+/// may come before or after a subcommand (`request --json list`, `request list --json`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct Conn {
     /// The server's base URL.
     #[arg(
@@ -40,23 +45,45 @@ pub struct Conn {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Create, list, show, cancel and comment on requests.
-    #[command(subcommand)]
-    Request(RequestCmd),
+    Request {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: RequestCmd,
+    },
     /// Approve or deny the current step of a request.
-    #[command(subcommand)]
-    Review(ReviewCmd),
+    Review {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ReviewCmd,
+    },
     /// List, show, revoke and extend grants.
-    #[command(subcommand)]
-    Grant(GrantCmd),
+    Grant {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: GrantCmd,
+    },
     /// Export and verify the audit log (admins).
-    #[command(subcommand)]
-    Audit(AuditCmd),
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Show why a request was skipped, auto-decided or routed to whom (every policy
     /// evaluation, step by step).
-    Explain { id: String },
+    Explain {
+        /// The request's id.
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show what would happen to a request without creating it: deny and warn messages, an
     /// auto-decision, each step skipped or its reviewers.
     Simulate {
+        /// The resource to ask for.
         #[arg(long)]
         resource: String,
         /// Whom to simulate for (admins only; yourself by default).
@@ -65,11 +92,30 @@ pub enum ClientCommand {
         /// A field value, as name=value (repeatable).
         #[arg(long = "field", value_name = "NAME=VALUE")]
         fields: Vec<String>,
+        /// The requested duration, for example 15m or 1h; defaults to the resource's
+        /// shortest.
         #[arg(long)]
         duration: Option<String>,
+        /// The reason the request would give.
         #[arg(long, default_value = "")]
         reason: String,
+        #[command(flatten)]
+        conn: Conn,
     },
+}
+
+impl ClientCommand {
+    /// The connection settings the command was given.
+    pub fn conn(&self) -> &Conn {
+        match self {
+            ClientCommand::Request { conn, .. }
+            | ClientCommand::Review { conn, .. }
+            | ClientCommand::Grant { conn, .. }
+            | ClientCommand::Audit { conn, .. }
+            | ClientCommand::Explain { conn, .. }
+            | ClientCommand::Simulate { conn, .. } => conn,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +124,7 @@ pub enum ClientCommand {
 pub enum RequestCmd {
     /// Ask for a resource.
     Create {
+        /// The resource to ask for, as named in the configuration.
         resource: String,
         /// Why you ask (required unless an app gives --purpose).
         #[arg(long, default_value = "")]
@@ -124,36 +171,57 @@ pub enum RequestCmd {
     },
     /// List requests you may see.
     List {
+        /// Only requests in this state: pending, approved, denied, cancelled or expired.
         #[arg(long)]
         state: Option<String>,
+        /// Only requests for this resource.
         #[arg(long)]
         resource: Option<String>,
+        /// Only requests by this requester (an email).
         #[arg(long)]
         requester: Option<String>,
         /// Only requests you may decide now.
         #[arg(long)]
         reviewable: bool,
+        /// At most this many, newest first.
         #[arg(long)]
         limit: Option<u32>,
     },
     /// Show one request with its steps, reviews and comments.
-    Show { id: String },
+    Show {
+        /// The request's id.
+        id: String,
+    },
     /// Cancel a pending request.
     Cancel {
+        /// The request's id.
         id: String,
+        /// Why (recorded in the audit log; required when an admin cancels a request of someone
+        /// else).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Comment on a request.
-    Comment { id: String, text: String },
+    Comment {
+        /// The request's id.
+        id: String,
+        /// The comment.
+        text: String,
+    },
     /// Assign the current step to another user or group.
-    Assign { id: String, to: String },
+    Assign {
+        /// The request's id.
+        id: String,
+        /// The user (an email) or group (group:NAME) who may then decide the step.
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ReviewCmd {
     /// Approve the current step.
     Approve {
+        /// The request's id.
         id: String,
         /// Shorten the granted duration.
         #[arg(long)]
@@ -161,12 +229,15 @@ pub enum ReviewCmd {
         /// `workflow` approves every resource of the same workflow.
         #[arg(long)]
         scope: Option<String>,
+        /// A comment shown with the decision.
         #[arg(long)]
         comment: Option<String>,
     },
     /// Deny the request.
     Deny {
+        /// The request's id.
         id: String,
+        /// Why, shown to the requester.
         #[arg(long)]
         comment: Option<String>,
     },
@@ -176,28 +247,39 @@ pub enum ReviewCmd {
 pub enum GrantCmd {
     /// List grants you may see.
     List {
+        /// Only grants in this state, for example active or expired.
         #[arg(long)]
         state: Option<String>,
+        /// Only grants held by this subject (an email).
         #[arg(long)]
         subject: Option<String>,
+        /// Only grants of this resource.
         #[arg(long)]
         resource: Option<String>,
     },
     /// Show one grant.
-    Show { id: String },
+    Show {
+        /// The grant's id.
+        id: String,
+    },
     /// Revoke a grant early (drop your own without a reason).
     Revoke {
+        /// The grant's id.
         id: String,
+        /// Why (recorded in the audit log; required when an owner or admin revokes someone
+        /// else's grant).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Ask to extend your active grant: a new request through the resource's workflow; once
     /// approved, the expiry moves without a gap.
     Extend {
+        /// The grant's id.
         id: String,
         /// How much longer, for example 1h; defaults to the grant's own duration.
         #[arg(long)]
         duration: Option<String>,
+        /// Why you need longer.
         #[arg(long)]
         reason: String,
     },
@@ -207,6 +289,7 @@ pub enum GrantCmd {
 pub enum AuditCmd {
     /// Print every event as one JSON object per line.
     Export {
+        /// Start after this sequence number (0: from the first event).
         #[arg(long, default_value_t = 0)]
         after: i64,
     },
@@ -327,7 +410,8 @@ fn opt(pairs: &[(&'static str, &Option<String>)]) -> Vec<(&'static str, String)>
 }
 
 /// Runs a client command and returns the process exit code.
-pub async fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
+pub async fn run(cmd: ClientCommand) -> ExitCode {
+    let conn = cmd.conn().clone();
     match run_inner(&conn, cmd).await {
         Ok(code) => code,
         Err(Failure(msg)) => {
@@ -355,15 +439,21 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
     let json = conn.json;
     // The key commands need no server.
     match &cmd {
-        ClientCommand::Audit(AuditCmd::Keygen) => return audit_cmd::keygen(),
-        ClientCommand::Audit(AuditCmd::PublicKey { key_file }) => {
+        ClientCommand::Audit {
+            cmd: AuditCmd::Keygen,
+            ..
+        } => return audit_cmd::keygen(),
+        ClientCommand::Audit {
+            cmd: AuditCmd::PublicKey { key_file },
+            ..
+        } => {
             return audit_cmd::public_key(json, key_file);
         }
         _ => {}
     }
     let c = Client::new(conn)?;
     match cmd {
-        ClientCommand::Explain { id } => {
+        ClientCommand::Explain { id, .. } => {
             let e: ExplainView = c.get(&format!("/v1/requests/{id}/explain"), &[]).await?;
             print(json, &e, || table::explanation(&e))?;
             Ok(ExitCode::SUCCESS)
@@ -374,6 +464,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             fields,
             duration,
             reason,
+            ..
         } => {
             let body = SimulateBody {
                 resource,
@@ -386,22 +477,26 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             print(json, &s, || table::simulation(&s))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Request(RequestCmd::Create {
-            resource,
-            reason,
-            duration,
-            fields,
-            start_at,
-            purpose,
-            reference_url,
-            correlation_id,
-            requester,
-            request_data,
-            callback_url,
-            idempotency_key,
-            wait,
-            poll_seconds,
-        }) => {
+        ClientCommand::Request {
+            cmd:
+                RequestCmd::Create {
+                    resource,
+                    reason,
+                    duration,
+                    fields,
+                    start_at,
+                    purpose,
+                    reference_url,
+                    correlation_id,
+                    requester,
+                    request_data,
+                    callback_url,
+                    idempotency_key,
+                    wait,
+                    poll_seconds,
+                },
+            ..
+        } => {
             let map = field_args(fields)?;
             let request_data = request_data
                 .map(|d| serde_json::from_str(&d))
@@ -452,13 +547,17 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 _ => 2,
             }))
         }
-        ClientCommand::Request(RequestCmd::List {
-            state,
-            resource,
-            requester,
-            reviewable,
-            limit,
-        }) => {
+        ClientCommand::Request {
+            cmd:
+                RequestCmd::List {
+                    state,
+                    resource,
+                    requester,
+                    reviewable,
+                    limit,
+                },
+            ..
+        } => {
             let mut q = opt(&[
                 ("state", &state),
                 ("resource", &resource),
@@ -474,19 +573,28 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             print(json, &list, || table::requests(&list.requests))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Request(RequestCmd::Show { id }) => {
+        ClientCommand::Request {
+            cmd: RequestCmd::Show { id },
+            ..
+        } => {
             let r: RequestView = c.get(&format!("/v1/requests/{id}"), &[]).await?;
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Request(RequestCmd::Cancel { id, reason }) => {
+        ClientCommand::Request {
+            cmd: RequestCmd::Cancel { id, reason },
+            ..
+        } => {
             let r: RequestView = c
                 .post(&format!("/v1/requests/{id}/cancel"), &ReasonBody { reason })
                 .await?;
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Request(RequestCmd::Comment { id, text }) => {
+        ClientCommand::Request {
+            cmd: RequestCmd::Comment { id, text },
+            ..
+        } => {
             let r: RequestView = c
                 .post(
                     &format!("/v1/requests/{id}/comments"),
@@ -496,14 +604,17 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Request(RequestCmd::Assign { id, to }) => {
+        ClientCommand::Request {
+            cmd: RequestCmd::Assign { id, to },
+            ..
+        } => {
             let r: RequestView = c
                 .post(&format!("/v1/requests/{id}/assign"), &AssignBody { to })
                 .await?;
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Review(cmd) => {
+        ClientCommand::Review { cmd, .. } => {
             let (id, body) = match cmd {
                 ReviewCmd::Approve {
                     id,
@@ -533,11 +644,15 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Grant(GrantCmd::List {
-            state,
-            subject,
-            resource,
-        }) => {
+        ClientCommand::Grant {
+            cmd:
+                GrantCmd::List {
+                    state,
+                    subject,
+                    resource,
+                },
+            ..
+        } => {
             let q = opt(&[
                 ("state", &state),
                 ("subject", &subject),
@@ -547,29 +662,42 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             print(json, &list, || table::grants(&list.grants))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Grant(GrantCmd::Show { id }) => {
+        ClientCommand::Grant {
+            cmd: GrantCmd::Show { id },
+            ..
+        } => {
             let g: GrantView = c.get(&format!("/v1/grants/{id}"), &[]).await?;
             print(json, &g, || table::grants(std::slice::from_ref(&g)))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Grant(GrantCmd::Extend {
-            id,
-            duration,
-            reason,
-        }) => {
+        ClientCommand::Grant {
+            cmd:
+                GrantCmd::Extend {
+                    id,
+                    duration,
+                    reason,
+                },
+            ..
+        } => {
             let body = ExtendBody { duration, reason };
             let r: RequestView = c.post(&format!("/v1/grants/{id}/extend"), &body).await?;
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Grant(GrantCmd::Revoke { id, reason }) => {
+        ClientCommand::Grant {
+            cmd: GrantCmd::Revoke { id, reason },
+            ..
+        } => {
             let g: GrantView = c
                 .post(&format!("/v1/grants/{id}/revoke"), &ReasonBody { reason })
                 .await?;
             print(json, &g, || table::grants(std::slice::from_ref(&g)))?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Audit(AuditCmd::Export { mut after }) => loop {
+        ClientCommand::Audit {
+            cmd: AuditCmd::Export { mut after },
+            ..
+        } => loop {
             let page: AuditPage = c
                 .get(
                     "/v1/audit",
@@ -584,10 +712,14 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 None => return Ok(ExitCode::SUCCESS),
             }
         },
-        ClientCommand::Audit(AuditCmd::Keygen | AuditCmd::PublicKey { .. }) => {
-            Ok(ExitCode::SUCCESS)
-        }
-        ClientCommand::Audit(AuditCmd::Verify(args)) => {
+        ClientCommand::Audit {
+            cmd: AuditCmd::Keygen | AuditCmd::PublicKey { .. },
+            ..
+        } => Ok(ExitCode::SUCCESS),
+        ClientCommand::Audit {
+            cmd: AuditCmd::Verify(args),
+            ..
+        } => {
             if let Some(path) = &args.checkpoints {
                 return audit_cmd::verify(&c, json, &args, path).await;
             }

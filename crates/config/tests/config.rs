@@ -37,6 +37,28 @@ fn the_examples_load() {
     assert_eq!(sym.policy_sites.len(), 5);
 }
 
+/// Issue 13, item 7: the quickstart's header starts the server with the command the README
+/// gives (with `--dev`, so that the portal's development sign-in the README describes is on).
+#[test]
+fn hardening_7_quickstart_header_shows_the_readme_command() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let command = readme
+        .lines()
+        .find(|l| l.contains(" serve ") && l.contains("examples/quickstart.hcl"))
+        .expect("the README starts the quickstart server");
+    assert!(command.contains("--dev"), "{command}");
+    let example =
+        std::fs::read_to_string(root.join("examples/quickstart.hcl")).expect("quickstart.hcl");
+    assert!(
+        example
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .any(|l| l.trim_start_matches('#').trim() == command.trim()),
+        "the header of examples/quickstart.hcl does not show `{command}`"
+    );
+}
+
 #[test]
 fn quorum_and_defaults_resolve() {
     let cfg = load_str(

@@ -69,6 +69,36 @@ fn audit_is_pure_and_depends_on_no_workspace_crate() {
     );
 }
 
+/// Architecture invariant: the load generators are not part of the product. No crate depends
+/// on `crates/bench`, and a plain `cargo build` or `cargo run` at the root leaves it out
+/// (issue 13, item 7: the `bench*` commands moved out of `countersign`).
+#[test]
+fn hardening_7_bench_is_not_part_of_the_product() {
+    let crates = std::fs::read_dir(workspace().join("crates")).expect("crates dir");
+    for entry in crates {
+        let name = entry.expect("entry").file_name();
+        let name = name.to_string_lossy();
+        if name != "bench" {
+            let deps = dependencies(&name);
+            assert!(
+                !deps.iter().any(|d| d.contains("bench")),
+                "{name} depends on the bench"
+            );
+        }
+    }
+    let root = std::fs::read_to_string(workspace().join("Cargo.toml")).expect("Cargo.toml");
+    let (_, after) = root
+        .split_once("default-members")
+        .expect("the workspace names its default members");
+    let (members, _) = after.split_once(']').expect("a list");
+    assert!(members.contains("crates/server"), "{members}");
+    assert!(!members.contains("crates/bench"), "{members}");
+    assert!(
+        !members.contains('*'),
+        "a glob would take in crates/bench: {members}"
+    );
+}
+
 /// Every crate root opens with a `//!` paragraph saying what it owns (STYLE.md habit 15).
 #[test]
 fn every_crate_root_has_a_module_doc() {

@@ -1,12 +1,9 @@
 //! The `countersign` server as a library: [`open`] builds the engine from a configuration,
 //! [`run`] serves HTTP on a listener until `shutdown` resolves, with the worker running beside
 //! it. `main.rs` only parses arguments and calls these; tests call them directly with a port-0
-//! listener and a manual clock.
+//! listener and a manual clock, and the load generators of `crates/bench` do the same on the
+//! system clock.
 
-pub mod bench;
-pub mod bench_callbacks;
-pub mod bench_expiry;
-pub mod bench_policy;
 mod http;
 
 use std::future::Future;

@@ -1,5 +1,11 @@
 //! `countersign`: the server, the admin tool and the client, in one binary.
+//!
+//! The server's commands (`serve`, `check`, `policy`, `token`) read files; the client commands
+//! (`request`, `review`, `grant`, `audit`, `explain`, `simulate`, from `cli`) talk to a server
+//! and take the connection options themselves. The load generators are another binary,
+//! `countersign-bench` (`crates/bench`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,7 +13,7 @@ use std::sync::Arc;
 mod policy_cmd;
 
 use clap::{Parser, Subcommand};
-use countersign::{RunOptions, bench};
+use countersign::RunOptions;
 use engine::SystemClock;
 
 #[derive(Debug, Parser)]
@@ -17,8 +23,6 @@ use engine::SystemClock;
     about = "Approval engine for just-in-time access and gated actions"
 )]
 struct Cli {
-    #[command(flatten)]
-    conn: cli::Conn,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -38,6 +42,7 @@ enum Cmd {
     },
     /// Validate configuration files; print every error with file, line and block.
     Check {
+        /// Configuration files (HCL), loaded together as `serve --config` would.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -47,15 +52,6 @@ enum Cmd {
     /// Issue bearer tokens (run against the server's configuration and database).
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Measure throughput and latency of the approval workflow over HTTP.
-    Bench(bench::BenchArgs),
-    /// Measure how fast grants expire (approval-only grants on durable SQLite).
-    BenchExpiry(countersign::bench_expiry::ExpiryArgs),
-    /// Measure the cost of one policy decision (fast-track hook, OPA's RBAC example).
-    BenchPolicy(countersign::bench_policy::PolicyBenchArgs),
-    /// Measure callback delivery: throughput, and a healthy receiver's latency beside a
-    /// failing one.
-    BenchCallbacks(countersign::bench_callbacks::CallbackArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -110,7 +106,7 @@ fn load(files: &[PathBuf]) -> Result<config::Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Every HTTP client of the process (connectors, the CLI, bench) uses ring for TLS.
+    // Every HTTP client of the process (connectors, callbacks, the CLI) uses ring for TLS.
     engine::connector::install_tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -118,6 +114,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or a collector gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,11 +170,7 @@ fn main() -> ExitCode {
                 }
             }
             Cmd::Policy(cmd) => policy_cmd::run(cmd),
-            Cmd::Bench(args) => bench::main(args).await,
-            Cmd::BenchExpiry(args) => countersign::bench_expiry::run(args).await,
-            Cmd::BenchPolicy(args) => countersign::bench_policy::run(args),
-            Cmd::BenchCallbacks(args) => countersign::bench_callbacks::run(args).await,
-            Cmd::Client(cmd) => cli::run(cli.conn, cmd).await,
+            Cmd::Client(cmd) => cli::run(cmd).await,
         }
     })
 }
@@ -300,6 +294,161 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
         Err(e) => {
             eprintln!("countersign: {e}");
             ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument and subcommand in `countersign`'s tree that has no help line, as
+    /// `countersign request create resource`.
+    fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, missing);
+        }
+    }
+
+    /// The command tree as clap shows it, with `--help`, `--version`, the `help` subcommand
+    /// and the global options propagated to every subcommand.
+    fn built() -> clap::Command {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd
+    }
+
+    /// Issue 13, item 7: `--help` describes every argument and every subcommand.
+    #[test]
+    fn hardening_7_every_argument_and_subcommand_has_help() {
+        let cmd = built();
+        cmd.clone().debug_assert();
+        let mut missing = vec![];
+        undocumented(&cmd, "countersign", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+    }
+
+    /// The long options of a command, found by the path of subcommand names to it.
+    fn options(path: &[&str]) -> Vec<String> {
+        let mut cmd = built();
+        for name in path {
+            cmd = cmd
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name} in {path:?}"))
+                .clone();
+        }
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    /// Issue 13, item 7: the client's connection options appear where they apply, on every
+    /// client command down to its leaves, and nowhere else.
+    #[test]
+    fn hardening_7_client_options_only_on_client_commands() {
+        let conn = ["url", "token", "json"];
+        let server_side: &[&[&str]] = &[
+            &[],
+            &["serve"],
+            &["check"],
+            &["policy"],
+            &["policy", "eval"],
+            &["policy", "test"],
+            &["token"],
+            &["token", "create"],
+        ];
+        for path in server_side {
+            let opts = options(path);
+            for c in conn {
+                assert!(
+                    !opts.iter().any(|o| o == c),
+                    "countersign {} shows --{c}: {opts:?}",
+                    path.join(" ")
+                );
+            }
+        }
+        let client: &[&[&str]] = &[
+            &["request"],
+            &["request", "create"],
+            &["request", "list"],
+            &["review", "approve"],
+            &["review", "deny"],
+            &["grant", "list"],
+            &["grant", "extend"],
+            &["audit"],
+            &["audit", "export"],
+            &["audit", "verify"],
+            &["explain"],
+            &["simulate"],
+        ];
+        for path in client {
+            let opts = options(path);
+            for c in conn {
+                assert!(
+                    opts.iter().any(|o| o == c),
+                    "countersign {} lacks --{c}: {opts:?}",
+                    path.join(" ")
+                );
+            }
+        }
+    }
+
+    /// The connection options parse before or after the client command's subcommand (the
+    /// environment variables are covered by the black-box tests of `tests/api/cli.rs`), and
+    /// the server's commands refuse them.
+    #[test]
+    fn hardening_7_client_options_parse_where_written() {
+        use clap::Parser;
+        for args in [
+            &[
+                "countersign",
+                "request",
+                "list",
+                "--json",
+                "--url",
+                "http://h:1",
+            ][..],
+            &[
+                "countersign",
+                "request",
+                "--json",
+                "--url",
+                "http://h:1",
+                "list",
+            ][..],
+            &[
+                "countersign",
+                "explain",
+                "x",
+                "--json",
+                "--url",
+                "http://h:1",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let super::Cmd::Client(client) = cli.cmd else {
+                panic!("{args:?} is not a client command");
+            };
+            let conn = client.conn();
+            assert!(conn.json, "{args:?}");
+            assert_eq!(conn.url, "http://h:1", "{args:?}");
+        }
+        for args in [
+            &["countersign", "--json", "check", "a.hcl"][..],
+            &["countersign", "serve", "--config", "a.hcl", "--token", "t"][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }
     }
 }

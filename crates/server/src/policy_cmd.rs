@@ -22,6 +22,7 @@ pub enum PolicyCmd {
     },
     /// Run the bundle's `test_` rules, as `opa test` does; exits 1 if one fails.
     Test {
+        /// A directory, a .rego file or an OPA bundle .tar.gz.
         bundle: PathBuf,
         /// Print passing tests too.
         #[arg(long, short)]

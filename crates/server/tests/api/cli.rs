@@ -5,6 +5,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{TestApp, eventually, id_of};
@@ -104,4 +105,58 @@ async fn cli_request_create_wait_exits_2_when_cancelled() {
     // Assert
     assert_eq!(code, Some(2));
     assert_eq!(printed["state"], "cancelled");
+}
+
+/// Issue 13, item 7: a log written to a pipe or a file (stderr is not a terminal) has no ANSI
+/// colour codes, so a log collector or `grep` sees plain text.
+#[tokio::test]
+async fn hardening_7_no_colour_codes_when_the_log_is_not_a_terminal() {
+    // Arrange: a server on a free loopback port, with a durable database of its own.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("countersign.hcl");
+    let hcl = format!(
+        "server {{\n  listen = \"127.0.0.1:0\"\n  database = \"sqlite://{}\"\n}}\n",
+        dir.path().join("cs.db").display()
+    );
+    std::fs::write(&config, hcl).expect("write the configuration");
+
+    // Act: start it with stderr on a pipe, without NO_COLOR (which would hide the bug), and
+    // read its log up to the line saying it serves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    let serving = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read the log") {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("countersign is serving") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    child.kill().await.expect("stop the server");
+
+    // Assert
+    assert_eq!(
+        serving,
+        Ok(true),
+        "the server did not start; its log:\n{log}"
+    );
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "colour codes in a piped log: {log:?}"
+    );
 }

@@ -1,4 +1,4 @@
-//! `countersign bench-callbacks`: how fast outcome callbacks are delivered (rules 22, 23), and
+//! `countersign-bench callbacks`: how fast outcome callbacks are delivered (rules 22, 23), and
 //! whether a failing receiver holds up a healthy one.
 //!
 //! The bench opens the real engine on a durable SQLite database in a temporary directory, on
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use engine::{CreateRequest, SystemClock};
 
-use crate::bench::instant;
-use crate::bench_expiry::percentile;
+use crate::instant;
+use crate::percentile;
 
 #[derive(Debug, clap::Args)]
 pub struct CallbackArgs {
@@ -41,7 +41,7 @@ pub async fn run(args: CallbackArgs) -> ExitCode {
     match measure(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench-callbacks: {e}");
+            eprintln!("countersign-bench callbacks: {e}");
             ExitCode::from(3)
         }
     }
@@ -114,7 +114,7 @@ resource "deploy" {{
     let path = dir.path().join("bench.hcl");
     let config =
         config::load_str(path.to_str().unwrap_or("bench.hcl"), &src).map_err(|e| e.to_string())?;
-    let engine = crate::open(config, Arc::new(SystemClock))
+    let engine = countersign::open(config, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
     let app = engine

@@ -1,4 +1,4 @@
-//! `countersign bench-policy`: the cost of one policy decision, as the engine pays it.
+//! `countersign-bench policy`: the cost of one policy decision, as the engine pays it.
 //!
 //! Each evaluation goes through [`policy::Bundle::eval`], the path every request takes: a
 //! clone of the compiled engine, the input document converted and set, the rule evaluated
@@ -19,8 +19,8 @@ use std::process::ExitCode;
 
 use policy::{Bundle, DEFAULT_TIMEOUT};
 
-use crate::bench::instant;
-use crate::bench_expiry::percentile;
+use crate::instant;
+use crate::percentile;
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -214,7 +214,7 @@ pub fn run(args: PolicyBenchArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench-policy: {e}");
+            eprintln!("countersign-bench policy: {e}");
             ExitCode::from(3)
         }
     }

@@ -1,4 +1,4 @@
-//! `countersign bench-expiry`: how fast grants expire, with the `none` connector (approval
+//! `countersign-bench expiry`: how fast grants expire, with the `none` connector (approval
 //! only, so that the figure is the engine's and the store's, not a connector's).
 //!
 //! The bench writes its own configuration and durable SQLite database into a temporary
@@ -21,15 +21,22 @@ use domain::{GrantSpec, GrantState, Span};
 use engine::{Clock, SystemClock};
 use store::GrantFilter;
 
+use crate::percentile;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
+    /// Every grant expires at the same instant; how long until the last is recorded.
     Burst,
+    /// Expiries spread evenly over `--seconds`; the lag of each.
     Steady,
+    /// Hold the grants active; the resident memory and the database size.
     Hold,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ExpiryArgs {
+    /// What to measure: a burst of simultaneous expiries, a steady stream, or the memory
+    /// held by active grants.
     #[arg(long, value_enum, default_value_t = Mode::Burst)]
     pub mode: Mode,
     /// Grants to seed.
@@ -47,7 +54,7 @@ pub async fn run(args: ExpiryArgs) -> ExitCode {
     match measure(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench-expiry: {e}");
+            eprintln!("countersign-bench expiry: {e}");
             ExitCode::from(3)
         }
     }
@@ -83,15 +90,6 @@ fn rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The nearest-rank percentile `p` (0–100) of sorted samples.
-pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn measure(args: &ExpiryArgs) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let src = format!(
@@ -102,7 +100,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
     let config =
         config::load_str(path.to_str().unwrap_or("bench.hcl"), &src).map_err(|e| e.to_string())?;
     let clock = Arc::new(SystemClock);
-    let engine = crate::open(config, clock.clone())
+    let engine = countersign::open(config, clock.clone())
         .await
         .map_err(|e| e.to_string())?;
     let n = args.grants;

@@ -1,0 +1,121 @@
+//! `countersign-bench`: the load generators behind docs/benchmarks.md, in a binary of their
+//! own so that the product's command list (`countersign --help`) holds only what an operator
+//! or a user runs.
+//!
+//! Each command builds the real server or engine in this process from the `countersign`
+//! library, on a durable SQLite database in a temporary directory, and measures it:
+//! `workflow` (complete approval workflows over HTTP), `expiry` (grants expiring), `policy`
+//! (one policy decision) and `callbacks` (outcome callbacks delivered). This crate is not a
+//! default member of the workspace: `cargo build` builds the product alone, and
+//! `cargo build --release -p countersign-bench` builds this binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod callbacks;
+mod expiry;
+mod policy;
+mod workflow;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "countersign-bench",
+    version,
+    about = "Load generators for Countersign (see docs/benchmarks.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Measure throughput and latency of the approval workflow over HTTP.
+    Workflow(workflow::WorkflowArgs),
+    /// Measure how fast grants expire (approval-only grants on durable SQLite).
+    Expiry(expiry::ExpiryArgs),
+    /// Measure the cost of one policy decision (fast-track hook, OPA's RBAC example).
+    Policy(policy::PolicyBenchArgs),
+    /// Measure callback delivery: throughput, and a healthy receiver's latency beside a
+    /// failing one.
+    Callbacks(callbacks::CallbackArgs),
+}
+
+/// Real time, for measuring only: no measured figure feeds a decision of the engine.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn instant() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// The nearest-rank percentile `p` (0–100) of sorted samples.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Every HTTP client of the process (the load generator, callbacks) uses ring for TLS.
+    engine::connector::install_tls_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("countersign-bench: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.cmd {
+            Cmd::Workflow(args) => workflow::main(args).await,
+            Cmd::Expiry(args) => expiry::run(args).await,
+            Cmd::Policy(args) => policy::run(args),
+            Cmd::Callbacks(args) => callbacks::run(args).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Issue 13, item 7: every argument and subcommand of `countersign-bench` says what it is.
+    #[test]
+    fn hardening_7_every_bench_argument_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = vec![];
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        walk(&cmd, "countersign-bench", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
+    }
+}
