@@ -100,22 +100,7 @@ mod tests {
     fn hardening_7_every_bench_argument_has_help() {
         let mut cmd = Cli::command();
         cmd.build();
-        let mut missing = vec![];
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in cmd.get_arguments() {
-                if arg.get_help().is_none() && arg.get_long_help().is_none() {
-                    missing.push(format!("{path} {}", arg.get_id()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                let sub_path = format!("{path} {}", sub.get_name());
-                if sub.get_about().is_none() && sub.get_long_about().is_none() {
-                    missing.push(sub_path.clone());
-                }
-                walk(sub, &sub_path, missing);
-            }
-        }
-        walk(&cmd, "countersign-bench", &mut missing);
+        let missing = countersign::undocumented(&cmd, "countersign-bench");
         assert!(missing.is_empty(), "no help for: {missing:?}");
     }
 }
