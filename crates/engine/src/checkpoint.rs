@@ -16,7 +16,6 @@
 //! `audit` crate; this module only reads the head, the clock and the configuration, and does
 //! the IO.
 
-use std::error::Error as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use config::{AuditConfig, CheckpointWebhook};
 use tokio::sync::watch;
 
 use crate::Engine;
-use crate::connector::webhook::{error_chain, secret_key, sign};
+use crate::connector::webhook::{post_signed, secret_key};
 use crate::outbound::{Guard, shown};
 
 /// How often the loop looks at the configuration again while checkpoints are off (a reload
@@ -98,26 +97,16 @@ async fn post(
         .client(Duration::from_secs(hook.timeout.secs()))
         .map_err(fail)?;
     let id = format!("ckpt_{}_{}", cp.count, &cp.head[..cp.head.len().min(16)]);
-    let signature = sign(&secret_key(&hook.secret), &id, now_secs, line.as_bytes());
-    let res = http
-        .post(&hook.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", now_secs.to_string())
-        .header("webhook-signature", signature)
-        .body(line.to_owned())
-        .send()
-        .await
-        .map_err(|e| {
-            // reqwest's own text names the URL (which may hold a token); its causes do not.
-            let cause = e.source().map(error_chain).unwrap_or_default();
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else {
-                "failed"
-            };
-            fail(format!("POST {kind}: {cause}"))
-        })?;
+    let res = post_signed(
+        &http,
+        &hook.url,
+        &secret_key(&hook.secret),
+        &id,
+        now_secs,
+        line.to_owned(),
+    )
+    .await
+    .map_err(|e| fail(format!("POST {e}")))?;
     if res.status().is_success() {
         Ok(())
     } else {

@@ -81,28 +81,9 @@ impl Webhook {
         })
         .to_string();
         let ts = now.millis().div_euclid(1000);
-        let resp = http
-            .post(&self.def.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.to_string())
-            .header(
-                "webhook-signature",
-                sign(&self.key, id, ts, body.as_bytes()),
-            )
-            .body(body)
-            .send()
+        let resp = post_signed(http, &self.def.url, &self.key, id, ts, body)
             .await
-            .map_err(|e| {
-                // reqwest's own text names the URL; the cause chain after it does not.
-                let cause = e.source().map(error_chain).unwrap_or_default();
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else {
-                    "failed"
-                };
-                format!("POST {} {kind}: {cause}", self.shown)
-            })?;
+            .map_err(|e| format!("POST {} {e}", self.shown))?;
         let status = resp.status();
         let answer = read_capped(resp, MAX_ANSWER).await;
         if status.is_success() {
@@ -196,6 +177,38 @@ impl Connector for Webhook {
     fn can_check(&self) -> bool {
         self.def.check
     }
+}
+
+/// POSTs `body` as JSON, signed with the Standard Webhooks scheme under `key` (`webhook-id`
+/// `id`, `webhook-timestamp` `ts`): the one signed POST of the webhook connector and of the
+/// audit checkpoint webhook. A failure is `failed: <causes>` or `timed out: <causes>`,
+/// without the URL (reqwest's own text names it, and a URL may hold a token).
+pub(crate) async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    key: &[u8],
+    id: &str,
+    ts: i64,
+    body: String,
+) -> Result<reqwest::Response, String> {
+    let signature = sign(key, id, ts, body.as_bytes());
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            let cause = e.source().map(error_chain).unwrap_or_default();
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else {
+                "failed"
+            };
+            format!("{kind}: {cause}")
+        })
 }
 
 #[cfg(test)]
