@@ -13,6 +13,8 @@
 
 use std::path::PathBuf;
 
+use engine::Clock as _;
+
 use serde_json::json;
 
 use crate::browser::{Browser, Driver, Provider, Tools};
@@ -78,6 +80,12 @@ group "release-managers" {{ members = [] }}
     );
     let resources = format!("{}{oidc}", typed_resources(&options.base));
     let app = TestApp::spawn_on(listener, ALLOW_LOOPBACK, &[], &resources).await;
+    // The provider stamps its ID tokens with the real time, and the portal refuses one issued
+    // in its future (iat, hardening item 6), so this server's clock starts at the real time.
+    let behind = engine::SystemClock.now().millis() - app.clock.now().millis();
+    app.clock.advance(std::time::Duration::from_millis(
+        u64::try_from(behind).unwrap_or(0),
+    ));
     let driver = Driver::start(&tools).await;
     let grace = driver.browser("grace").await;
     let carol = driver.browser("carol").await;
