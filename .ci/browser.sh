@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares the portal's end-to-end test: Debian's Chromium and ChromeDriver (installed when
 # missing), and the OpenID Connect provider it signs in with (`npm ci` in tests/oidc, from the
-# lock file). Node.js comes with the machine. Prints nothing on stdout; the caller then sets
-# COUNTERSIGN_TEST_BROWSER=1. Usage: .ci/browser.sh
+# lock file). Node.js comes with the machine. Prints nothing on stdout; the browser test is
+# #[ignore]d and runs under `cargo test -- --include-ignored`. Usage: .ci/browser.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1014,7 +1014,7 @@ impl Engine {
         worker::run_due(self, self.now(), true).await
     }
 
-    /// For `countersign bench-expiry` only: issues grants directly, without requests, each
+    /// For `countersign-bench expiry` only: issues grants directly, without requests, each
     /// activated at the time given with it, so that a benchmark can seed hundreds of
     /// thousands of active grants whose expiries fall exactly when it wants. Everything else
     /// (audit events, expiry timers, the store) is what a real grant gets. Not reachable from
