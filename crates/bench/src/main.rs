@@ -61,14 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every HTTP client of the process (the load generator, callbacks) uses ring for TLS.
     engine::connector::install_tls_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    countersign::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -127,3 +127,16 @@ pub fn undocumented(cmd: &clap::Command, path: &str) -> Vec<String> {
     }
     missing
 }
+
+/// Logs to standard error at the level `RUST_LOG` names (`info` by default), in colour only
+/// for a person at a terminal: a log file or a collector gets plain text. Both binaries call it.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -5,7 +5,6 @@
 //! and take the connection options themselves. The load generators are another binary,
 //! `countersign-bench` (`crates/bench`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -108,15 +107,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Every HTTP client of the process (connectors, callbacks, the CLI) uses ring for TLS.
     engine::connector::install_tls_provider();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a log file or a collector gets plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    countersign::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,14 +23,7 @@ resource "deploy-prod" {
 /// The test server, with a token for each app under its name.
 async fn spawn() -> TestApp {
     let mut app = TestApp::spawn(CONFIG).await;
-    for name in ["deployer", "ci-bot", "auditor"] {
-        let token = app
-            .engine
-            .create_token(&format!("app:{name}"))
-            .await
-            .expect("app token");
-        app.api.tokens.insert(name.to_owned(), token);
-    }
+    app.app_tokens(&["deployer", "ci-bot", "auditor"]).await;
     app
 }
 

@@ -164,14 +164,7 @@ resource "deploy-prod" {
 async fn spawn(allow: &str) -> TestApp {
     let server = format!("outbound_allow = [{allow}]");
     let mut app = TestApp::spawn_with(&server, &[], RESOURCES).await;
-    for name in ["deployer", "other"] {
-        let token = app
-            .engine
-            .create_token(&format!("app:{name}"))
-            .await
-            .expect("app token");
-        app.api.tokens.insert(name.to_owned(), token);
-    }
+    app.app_tokens(&["deployer", "other"]).await;
     app
 }
 
@@ -547,12 +540,7 @@ resource "slow" {
         &resources,
     )
     .await;
-    let token = app
-        .engine
-        .create_token("app:deployer")
-        .await
-        .expect("token");
-    app.api.tokens.insert("deployer".into(), token);
+    app.app_tokens(&["deployer"]).await;
     let rx = Receiver::start().await;
     let send = |key: &str, body: &Value| {
         let api = &app.api;

@@ -49,14 +49,7 @@ cancelApprovalRequest(id: $cancelApprovalRequestId)
 
 async fn spawn() -> TestApp {
     let mut app = TestApp::spawn_with(r#"outbound_allow = ["127.0.0.1"]"#, &[], CONFIG).await;
-    for name in ["github", "other"] {
-        let token = app
-            .engine
-            .create_token(&format!("app:{name}"))
-            .await
-            .expect("token");
-        app.api.tokens.insert(name.to_owned(), token);
-    }
+    app.app_tokens(&["github", "other"]).await;
     app
 }
 

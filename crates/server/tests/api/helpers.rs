@@ -261,6 +261,19 @@ impl TestApp {
         }
     }
 
+    /// Mints a token for each configured app and keeps it under the app's name, so that
+    /// `api.token(name)` acts as `app:<name>`.
+    pub async fn app_tokens(&mut self, names: &[&str]) {
+        for name in names {
+            let token = self
+                .engine
+                .create_token(&format!("app:{name}"))
+                .await
+                .expect("app token");
+            self.api.tokens.insert((*name).to_owned(), token);
+        }
+    }
+
     pub async fn post(&self, user: &str, path: &str, body: Value) -> (StatusCode, Value) {
         self.api.post(user, path, body).await
     }

@@ -257,12 +257,7 @@ async fn sec_5_metrics_follow_requests_through_review_activation_and_expiry() {
 async fn sec_5_metrics_count_callback_deliveries_and_their_queue() {
     // Arrange
     let mut app = TestApp::spawn_with(r#"outbound_allow = ["127.0.0.1"]"#, &[], CALLBACKS).await;
-    let token = app
-        .engine
-        .create_token("app:deployer")
-        .await
-        .expect("app token");
-    app.api.tokens.insert("deployer".into(), token);
+    app.app_tokens(&["deployer"]).await;
     let rx = Receiver::start().await;
     rx.script("flaky", vec![Some((500, vec![]))]);
     rx.script("gone", vec![Some((410, vec![]))]);
@@ -394,12 +389,7 @@ async fn busy_scrape() -> (TestApp, Scrape) {
         &format!("{DB}\n{CALLBACKS}"),
     )
     .await;
-    let token = app
-        .engine
-        .create_token("app:deployer")
-        .await
-        .expect("token");
-    app.api.tokens.insert("deployer".into(), token);
+    app.app_tokens(&["deployer"]).await;
     let rx = Receiver::start().await;
     let req = app.create("alice", ask_db()).await;
     app.approve("bob", &req).await;
