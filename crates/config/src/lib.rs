@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub listen: String,
     pub public_url: String,
     pub database: String,
+    /// Connections the store keeps to its database: the read pool on SQLite, the whole pool
+    /// (writer included) on PostgreSQL.
+    pub database_pool: u32,
     /// How often the reconciliation sweep asks connectors whether access matches the grants
     /// (`0s` turns it off).
     pub reconcile_interval: Span,

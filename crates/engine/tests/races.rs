@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use domain::{Decision, GrantState, ReviewInput, Scope, Timestamp};
 use engine::{CreateRequest, Engine, ManualClock};
-use store::sqlite::{Role, SqliteStore};
 
 const CONFIG: &str = r#"
 user "alice@example.com" {}
@@ -36,11 +35,10 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
     let path = dir.path().join("countersign.hcl");
     let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
     let db = dir.path().join("cs.db");
-    let store = Arc::new(
-        SqliteStore::open(db.to_str().expect("utf-8"), Role::Server)
-            .await
-            .expect("store"),
-    );
+    let url = format!("sqlite://{}", db.to_str().expect("utf-8"));
+    let store = store::open(&url, store::Options::default())
+        .await
+        .expect("store");
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_225_600_000)));
     let engine = Engine::new(store, config, clock);
     let alice = engine.actor("alice@example.com").expect("alice");

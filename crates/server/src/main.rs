@@ -167,7 +167,7 @@ fn main() -> ExitCode {
 }
 
 async fn token_create(cfg: config::Config, user: &str) -> Result<String, String> {
-    let engine = countersign::open_as(cfg, Arc::new(SystemClock), countersign::Role::Tool)
+    let engine = countersign::open(cfg, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
     let token = engine.create_token(user).await.map_err(|e| e.to_string());
