@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod cursor;
 pub mod error;
 mod graphql;
 pub mod metrics;

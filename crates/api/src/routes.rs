@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::{Decision, Principal, RequestState, ReviewInput, Scope, Span};
-use engine::{CreateRequest, RequestQuery};
+use engine::{CreateRequest, GrantQuery, RequestQuery};
 use proto::*;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::convert;
+use crate::cursor;
 use crate::{ApiError, AppState, Auth};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -280,9 +281,13 @@ struct ListRequestsQuery {
     // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
     #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page, to read the next one. A cursor is bound to
+    /// the caller and to the filters it was given out with; any other is 400.
+    #[param(schema_with = proto::schema::cursor)]
+    cursor: Option<String>,
 }
 
-/// Requests the caller may see, newest first.
+/// Requests the caller may see, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListRequestsQuery),
     responses((status = 200, description = "The requests, newest first", body = RequestList)))]
 async fn list_requests(
@@ -308,26 +313,35 @@ async fn list_requests(
             )));
         }
     };
-    let list = state
+    let scope = cursor::Scope::new("requests", &actor.id)
+        .filter("state", q.state.as_deref())
+        .filter("resource", q.resource.as_deref())
+        .filter("requester", q.requester.as_deref())
+        .filter("reviewable_by", q.reviewable_by.as_deref());
+    let after = q.cursor.as_deref().map(|c| scope.position(c)).transpose()?;
+    let page = state
         .engine
         .list_requests(
             &actor,
             RequestQuery {
                 state: st,
-                resource: q.resource,
-                requester: q.requester,
+                resource: q.resource.clone(),
+                requester: q.requester.clone(),
                 reviewable_by_me,
                 limit: q.limit.unwrap_or(100),
+                after,
                 ..RequestQuery::default()
             },
         )
         .await?;
     let public_url = state.engine.config().server.public_url.clone();
     Ok(Json(RequestList {
-        requests: list
+        requests: page
+            .items
             .iter()
             .map(|r| convert::request(r, None, &public_url))
             .collect(),
+        next_cursor: page.next.as_ref().map(|p| scope.position_cursor(p)),
     }))
 }
 
@@ -539,9 +553,14 @@ struct ListGrantsQuery {
     // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
     #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page, to read the next one. A cursor is bound to
+    /// the caller and to the filters it was given out with; any other is 400.
+    #[param(schema_with = proto::schema::cursor)]
+    cursor: Option<String>,
 }
 
-/// Grants the caller may see: their own, those of resources they own, all for admins.
+/// Grants the caller may see: their own, those of resources they own, all for admins; newest
+/// first, a page at a time.
 #[utoipa::path(get, path = "/v1/grants", tag = "grants", params(ListGrantsQuery),
     responses((status = 200, description = "The grants, newest first", body = GrantList)))]
 async fn list_grants(
@@ -557,20 +576,27 @@ async fn list_grants(
         ),
         None => None,
     };
-    let grants = state
+    let scope = cursor::Scope::new("grants", &actor.id)
+        .filter("state", q.state.as_deref())
+        .filter("subject", q.subject.as_deref())
+        .filter("resource", q.resource.as_deref());
+    let after = q.cursor.as_deref().map(|c| scope.position(c)).transpose()?;
+    let page = state
         .engine
         .list_grants(
             &actor,
-            store::GrantFilter {
+            GrantQuery {
                 state: st,
-                subject: q.subject,
-                resource: q.resource,
+                subject: q.subject.clone(),
+                resource: q.resource.clone(),
                 limit: q.limit.unwrap_or(100),
+                after,
             },
         )
         .await?;
     Ok(Json(GrantList {
-        grants: grants.iter().map(convert::grant).collect(),
+        grants: page.items.iter().map(convert::grant).collect(),
+        next_cursor: page.next.as_ref().map(|p| scope.position_cursor(p)),
     }))
 }
 
@@ -639,12 +665,16 @@ async fn extend_grant(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    /// Return events with a sequence number above this one.
+    /// Return events with a sequence number above this one (not with `cursor`).
     after: Option<i64>,
     /// 100 by default; larger values count as 1000, and 0 as 1.
     // Any u32 is accepted (and clamped), so the schema says so rather than int32's range.
     #[param(format = Int64, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page, to read the next one (not with `after`). A
+    /// cursor is bound to the caller; any other is 400.
+    #[param(schema_with = proto::schema::cursor)]
+    cursor: Option<String>,
 }
 
 /// The audit log in order, paged (admins only).
@@ -657,17 +687,22 @@ async fn audit(
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<AuditPage>> {
     let Query(q) = q?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let events = state
-        .engine
-        .audit(&actor, q.after.unwrap_or(0), limit)
-        .await?;
-    let next_after = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    let limit = q.limit.unwrap_or(100);
+    let scope = cursor::Scope::new("audit", &actor.id);
+    let after = match (q.after, q.cursor.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::malformed("give either after or cursor, not both"));
+        }
+        (Some(after), None) => after,
+        (None, Some(c)) => scope.seq(c)?,
+        (None, None) => 0,
+    };
+    let page = state.engine.audit(&actor, after, limit).await?;
+    let next_after = page.next;
     Ok(Json(AuditPage {
-        events: events.iter().map(convert::event).collect(),
+        events: page.items.iter().map(convert::event).collect(),
         next_after,
+        next_cursor: next_after.map(|seq| scope.seq_cursor(seq)),
     }))
 }
 

@@ -188,6 +188,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
                     subject: None,
                     resource: Some(MEASURED.into()),
                     limit: 1,
+                    ..GrantFilter::default()
                 })
                 .await
                 .map_err(|e| e.to_string())?;
@@ -206,6 +207,7 @@ async fn measure(args: &ExpiryArgs) -> Result<(), String> {
                 subject: None,
                 resource: Some(MEASURED.into()),
                 limit: u32::MAX,
+                ..GrantFilter::default()
             })
             .await
             .map_err(|e| e.to_string())?;

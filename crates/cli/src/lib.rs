@@ -183,9 +183,13 @@ pub enum RequestCmd {
         /// Only requests you may decide now.
         #[arg(long)]
         reviewable: bool,
-        /// At most this many, newest first.
+        /// At most this many, newest first (100 by default, at most 500).
         #[arg(long)]
         limit: Option<u32>,
+        /// Start where the previous page ended: the cursor it printed (with the same
+        /// filters).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one request with its steps, reviews and comments.
     Show {
@@ -256,6 +260,13 @@ pub enum GrantCmd {
         /// Only grants of this resource.
         #[arg(long)]
         resource: Option<String>,
+        /// At most this many, newest first (100 by default, at most 500).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start where the previous page ended: the cursor it printed (with the same
+        /// filters).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one grant.
     Show {
@@ -555,6 +566,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                     requester,
                     reviewable,
                     limit,
+                    cursor,
                 },
             ..
         } => {
@@ -562,6 +574,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 ("state", &state),
                 ("resource", &resource),
                 ("requester", &requester),
+                ("cursor", &cursor),
             ]);
             if reviewable {
                 q.push(("reviewable_by", "me".into()));
@@ -570,7 +583,9 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 q.push(("limit", l.to_string()));
             }
             let list: RequestList = c.get("/v1/requests", &q).await?;
-            print(json, &list, || table::requests(&list.requests))?;
+            print(json, &list, || {
+                table::requests(&list.requests) + &table::more(list.next_cursor.as_deref())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Request {
@@ -650,16 +665,24 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                     state,
                     subject,
                     resource,
+                    limit,
+                    cursor,
                 },
             ..
         } => {
-            let q = opt(&[
+            let mut q = opt(&[
                 ("state", &state),
                 ("subject", &subject),
                 ("resource", &resource),
+                ("cursor", &cursor),
             ]);
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
             let list: GrantList = c.get("/v1/grants", &q).await?;
-            print(json, &list, || table::grants(&list.grants))?;
+            print(json, &list, || {
+                table::grants(&list.grants) + &table::more(list.next_cursor.as_deref())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Grant {

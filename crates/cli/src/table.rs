@@ -200,6 +200,14 @@ pub fn request(r: &RequestView) -> String {
     out
 }
 
+/// The line under a page of a list that has more: how to ask for the next page.
+pub fn more(next_cursor: Option<&str>) -> String {
+    match next_cursor {
+        Some(c) => format!("more: repeat with --cursor {}\n", printable(c)),
+        None => String::new(),
+    }
+}
+
 pub fn grants(list: &[GrantView]) -> String {
     let mut rows = vec![
         vec!["ID", "SUBJECT", "RESOURCE", "STATE", "EXPIRES", "ERROR"]

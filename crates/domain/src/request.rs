@@ -997,24 +997,49 @@ impl Request {
         }
     }
 
+    /// The people who take part in the request: the requester, the owners, everyone a step's
+    /// principals stood for, and everyone who assigned a step or was assigned one. A person
+    /// may be named more than once.
+    fn involved(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.requester.as_str())
+            .chain(self.owners.iter().map(String::as_str))
+            .chain(self.steps.iter().flat_map(|s| {
+                s.slots
+                    .iter()
+                    .flat_map(|sl| sl.people.iter().map(String::as_str))
+                    .chain(s.assignments.iter().flat_map(|a| {
+                        std::iter::once(a.by.as_str()).chain(a.people.iter().map(String::as_str))
+                    }))
+            }))
+    }
+
     /// Whether this person takes part in the request: requester, any reviewer, an owner.
     pub fn involves(&self, person: &str) -> bool {
-        person == self.requester
-            || self.owners.contains(person)
-            || self.steps.iter().any(|s| {
-                s.slots.iter().any(|sl| sl.people.contains(person))
-                    || s.assignments
-                        .iter()
-                        .any(|a| a.by == person || a.people.contains(person))
-            })
+        self.involved().any(|p| p == person)
+    }
+
+    /// Everyone who sees the request without being an admin, so `involved` and the creating
+    /// application.
+    fn audience_ids(&self) -> impl Iterator<Item = &str> {
+        self.involved().chain(self.context.created_by.as_deref())
     }
 
     /// Who may see this request at all (everyone else gets "not found"): admins, the people
     /// involved, and the application that created it.
     pub fn visible_to(&self, actor: &Actor) -> bool {
-        actor.admin
-            || self.involves(&actor.id)
-            || self.context.created_by.as_deref() == Some(actor.id.as_str())
+        actor.admin || self.audience_ids().any(|p| p == actor.id)
+    }
+
+    /// Everyone who may see this request without being an admin, each with whether they may
+    /// decide its current step now. For every actor who is not an admin, `visible_to(actor)`
+    /// holds exactly when `actor.id` is a key, and its value is `can_review(&actor.id)`. The
+    /// store keeps these pairs beside the request (its `request_people` rows), so that a list
+    /// reads the rows its caller may see from an index instead of judging every request.
+    pub fn audience(&self) -> BTreeMap<String, bool> {
+        let reviewers = self.eligible_reviewers();
+        self.audience_ids()
+            .map(|p| (p.to_owned(), reviewers.contains(p)))
+            .collect()
     }
 
     /// Who created the request: the application that did, or the requester.

@@ -32,7 +32,7 @@ use domain::{
     Principal, Request, RequestState, ReviewInput, Span, TimerKind, Timestamp,
 };
 use policy::{Policies, PolicyError};
-use store::{GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
+use store::{GrantAudience, GrantFilter, JobFailure, RequestFilter, Store, StoredEvent, Tx};
 use tokens::token_hash;
 
 pub use explain::{Explanation, Simulation, StepView};
@@ -91,6 +91,67 @@ pub struct RequestQuery {
     pub created_from: Option<Timestamp>,
     /// Only requests created before this time.
     pub created_before: Option<Timestamp>,
+    /// Oldest first instead of newest first (the portal's inbox).
+    pub oldest_first: bool,
+    /// Where the page starts: the position the previous page ended at ([`Page::next`]).
+    pub after: Option<Position>,
+}
+
+/// One request for [`Engine::seed_requests`].
+#[derive(Clone, Debug)]
+pub struct Seed {
+    pub resource: String,
+    pub new: NewRequest,
+    /// When it is created (and decided).
+    pub at: Timestamp,
+    /// How many approvals it gets, each from the first person who may decide it then.
+    pub approvals: usize,
+    /// Whether its requester cancels it (if it is still pending).
+    pub cancel: bool,
+}
+
+/// Filters of `GET /v1/grants`. Grants are listed newest first.
+#[derive(Clone, Debug, Default)]
+pub struct GrantQuery {
+    pub state: Option<GrantState>,
+    pub subject: Option<String>,
+    pub resource: Option<String>,
+    pub limit: u32,
+    /// Where the page starts: the position the previous page ended at ([`Page::next`]).
+    pub after: Option<Position>,
+}
+
+/// A place in a list ordered by creation: the `created_at` and id of its last item so far.
+/// The next page starts after it, so items created meanwhile neither shift the pages nor
+/// repeat on them (keyset paging).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: Timestamp,
+    pub id: String,
+}
+
+/// One page of a list: its items, and where the next page starts (a [`Position`], or an
+/// audit event's sequence number).
+#[derive(Clone, Debug)]
+pub struct Page<T, K = Position> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<K>,
+}
+
+impl<T, K> Page<T, K> {
+    /// The first `limit` of `rows`, read with one more than the limit so as to know whether
+    /// another page follows.
+    fn of(mut rows: Vec<T>, limit: u32, position: impl Fn(&T) -> K) -> Page<T, K> {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(position)
+        } else {
+            None
+        };
+        Page { items: rows, next }
+    }
 }
 
 /// What a configuration compiles to: the configuration, its connectors and its policies.
@@ -704,50 +765,37 @@ impl Engine {
     }
 
     /// Requests the actor may see, newest first.
+    /// A page of the requests the caller may see (or, with `reviewable_by_me`, may decide
+    /// now), newest first. For anyone but an admin the store reads only the requests
+    /// `Request::audience` names the caller in (its `request_people` index), so that a page
+    /// costs the same however many requests the caller cannot see.
     pub async fn list_requests(
         &self,
         actor: &Actor,
         q: RequestQuery,
-    ) -> Result<Vec<Request>, EngineError> {
+    ) -> Result<Page<Request>, EngineError> {
         let limit = q.limit.clamp(1, 500);
-        let mut filter = RequestFilter {
-            state: if q.reviewable_by_me {
-                Some(RequestState::Pending)
-            } else {
-                q.state
-            },
+        // An admin sees every request; so does everyone their own, since a requester is in
+        // every request's audience, which spares walking the rows of all they review.
+        let everything = actor.admin || q.requester.as_deref() == Some(actor.id.as_str());
+        let filter = RequestFilter {
+            // Only pending requests can be decided: `reviewable` rows are all pending.
+            state: q.state,
             resource: q.resource,
             requester: q.requester,
-            before: q.created_before.map(|t| (t, String::new())),
-            limit: 200,
+            audience: (q.reviewable_by_me || !everything).then(|| actor.id.clone()),
+            reviewable: q.reviewable_by_me,
+            from: q.created_from,
+            until: q.created_before,
+            after: q.after.map(|p| (p.created_at, p.id)),
+            oldest_first: q.oldest_first,
+            limit: limit + 1,
         };
-        let mut out = vec![];
-        // Visibility is decided by the snapshot, so pages are filtered here until full.
-        loop {
-            let page = self.store.list_requests(&filter).await?;
-            let done = page.len() < filter.limit as usize;
-            filter.before = page.last().map(|r| (r.created_at, r.id.clone()));
-            for r in page {
-                if q.created_from.is_some_and(|from| r.created_at < from) {
-                    // Pages come newest first: everything after this is older still.
-                    return Ok(out);
-                }
-                let keep = if q.reviewable_by_me {
-                    r.can_review(&actor.id) && q.state.is_none_or(|s| s == r.state)
-                } else {
-                    r.visible_to(actor)
-                };
-                if keep {
-                    out.push(r);
-                    if out.len() == limit as usize {
-                        return Ok(out);
-                    }
-                }
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        let rows = self.store.list_requests(&filter).await?;
+        Ok(Page::of(rows, limit, |r| Position {
+            created_at: r.created_at,
+            id: r.id.clone(),
+        }))
     }
 
     /// Who may see a grant: its subject, the owners of its resource, admins.
@@ -763,21 +811,40 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("grant {id}")))
     }
 
+    /// A page of the grants the caller may see, newest first: their own and those of the
+    /// resources they own now (read through indexes on subject and resource), or every grant
+    /// for an admin.
     pub async fn list_grants(
         &self,
         actor: &Actor,
-        mut f: GrantFilter,
-    ) -> Result<Vec<Grant>, EngineError> {
-        f.limit = f.limit.clamp(1, 500);
-        let want = f.limit as usize;
-        if !actor.admin {
-            f.limit = 500;
-        }
-        let mut out = self.store.list_grants(&f).await?;
+        q: GrantQuery,
+    ) -> Result<Page<Grant>, EngineError> {
+        let limit = q.limit.clamp(1, 500);
         let config = self.config();
-        out.retain(|g| grant_visible(&config, actor, g));
-        out.truncate(want);
-        Ok(out)
+        let audience = (!actor.admin).then(|| GrantAudience {
+            subject: actor.id.clone(),
+            resources: config
+                .resources
+                .keys()
+                .filter(|r| owns(&config, actor, r))
+                .cloned()
+                .collect(),
+        });
+        let rows = self
+            .store
+            .list_grants(&GrantFilter {
+                state: q.state,
+                subject: q.subject,
+                resource: q.resource,
+                audience,
+                after: q.after.map(|p| (p.created_at, p.id)),
+                limit: limit + 1,
+            })
+            .await?;
+        Ok(Page::of(rows, limit, |g| Position {
+            created_at: g.created_at,
+            id: g.id.clone(),
+        }))
     }
 
     /// Rule 19: the subject drops a grant, or an owner or admin revokes it with a reason.
@@ -883,17 +950,20 @@ impl Engine {
         .inspect(|req| self.metrics.created(req))
     }
 
-    /// Audit events after `after`, for admins.
+    /// A page of the audit events after sequence number `after` (at most 1000), for admins;
+    /// the next page starts after the sequence number it names.
     pub async fn audit(
         &self,
         actor: &Actor,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, EngineError> {
+    ) -> Result<Page<StoredEvent, i64>, EngineError> {
         if !actor.admin {
             return Err(DomainError::Forbidden("only admins may read the audit log".into()).into());
         }
-        Ok(self.store.events(after, limit.clamp(1, 1000)).await?)
+        let limit = limit.clamp(1, 1000);
+        let rows = self.store.events(after, limit + 1).await?;
+        Ok(Page::of(rows, limit, |e| e.seq))
     }
 
     /// Walks the whole audit chain. Returns the number of events checked and the head hash.
@@ -1087,6 +1157,61 @@ impl Engine {
                     let (g, ch) = Grant::issue(new_id(at), spec, at);
                     apply(tx, ch, at, notice).await?;
                     tx.put_grant(&g).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// For `countersign-bench lists` only: creates requests directly, many per transaction,
+    /// each at the time given with it, then has its first eligible reviewers approve it
+    /// `approvals` times and, with `cancel`, its requester cancel it. Every request is made by
+    /// `Request::create` and its transitions, and gets what a real one gets (audit events,
+    /// timers, the `request_people` rows, a grant if approved); only the HTTP calls and rule 5
+    /// are skipped. Not reachable from any API.
+    pub async fn seed_requests(&self, seeds: Vec<Seed>) -> Result<(), EngineError> {
+        let Live {
+            config, policies, ..
+        } = self.live();
+        let notice = config.server.expiry_notice;
+        self.write(move |tx| {
+            Box::pin(async move {
+                let dir = &config.directory;
+                for s in seeds {
+                    let res = config
+                        .resources
+                        .get(&s.resource)
+                        .ok_or_else(|| EngineError::NotFound(format!("resource {}", s.resource)))?;
+                    let now = s.at;
+                    let (mut req, ch) =
+                        Request::create(s.new, res, dir, policies.as_ref(), now, None)?;
+                    apply(tx, ch, now, notice).await?;
+                    for _ in 0..s.approvals {
+                        let Some(actor) =
+                            req.eligible_reviewers().first().and_then(|p| dir.actor(p))
+                        else {
+                            break;
+                        };
+                        let input = ReviewInput {
+                            decision: domain::Decision::Approve,
+                            comment: None,
+                            duration: None,
+                            scope: domain::Scope::Resource,
+                        };
+                        let ch = req.review(&actor, input, (dir, policies.as_ref()), now)?;
+                        if let Some(g) = apply(tx, ch, now, notice).await? {
+                            req.grant = Some(g);
+                        }
+                    }
+                    if s.cancel
+                        && req.state == RequestState::Pending
+                        && let Some(actor) = dir.actor(&req.requester)
+                    {
+                        let ch = req.cancel(&actor, None, now)?;
+                        apply(tx, ch, now, notice).await?;
+                    }
+                    tx.put_request(&req).await?;
                 }
                 Ok(())
             })

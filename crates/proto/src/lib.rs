@@ -474,6 +474,10 @@ pub struct SimulationView {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RequestList {
     pub requests: Vec<RequestView>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::cursor_or_null)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/requests/{id}/reviews`.
@@ -561,6 +565,10 @@ pub struct GrantView {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct GrantList {
     pub grants: Vec<GrantView>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::cursor_or_null)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -578,9 +586,13 @@ pub struct AuditEventView {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEventView>,
-    /// Pass as `after` to read the next page; absent at the end.
+    /// Pass as `after` to read the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<i64>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::cursor_or_null)]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

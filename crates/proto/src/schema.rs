@@ -33,6 +33,11 @@ pub const PRINCIPAL_PATTERN: &str =
 /// A duration as `Span` writes it: `30s`, `15m`, `1h30m`, `7d`.
 pub const SPAN_PATTERN: &str = r"^\s*([0-9]+[smhd])+\s*$";
 
+/// The longest page cursor the server accepts.
+pub const MAX_CURSOR: usize = 512;
+/// A page cursor: URL-safe base64 without padding.
+pub const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
+
 fn string(nullable: bool) -> ObjectBuilder {
     let ty = if nullable {
         SchemaType::from_iter([Type::String, Type::Null])
@@ -92,6 +97,24 @@ pub fn url() -> Object {
 /// A `reference_url`.
 pub fn url_or_null() -> Object {
     bounded(true, URL_PATTERN, MAX_REFERENCE)
+}
+
+/// A page cursor, as a list's `next_cursor` gave it.
+pub fn cursor() -> Object {
+    string(false)
+        .pattern(Some(CURSOR_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(MAX_CURSOR))
+        .build()
+}
+
+/// A list's `next_cursor`: a cursor, or absent on the last page.
+pub fn cursor_or_null() -> Object {
+    string(true)
+        .pattern(Some(CURSOR_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(MAX_CURSOR))
+        .build()
 }
 
 /// A user, group or app.

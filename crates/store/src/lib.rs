@@ -25,6 +25,7 @@
 pub mod chain;
 mod db;
 pub mod metrics;
+mod people;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -144,22 +145,47 @@ impl std::fmt::Debug for SessionRow {
     }
 }
 
+/// Which requests a list reads, and where its page starts. Lists are keyset pages ordered by
+/// `(created_at, id)`, newest first unless `oldest_first`.
 #[derive(Clone, Debug, Default)]
 pub struct RequestFilter {
     pub state: Option<RequestState>,
     pub resource: Option<String>,
     pub requester: Option<String>,
-    /// Only requests created before this one (by creation order), for paging.
-    pub before: Option<(Timestamp, String)>,
+    /// Only the requests this person sees without being an admin (`Request::audience`), read
+    /// from the `request_people` index; `None` reads every request (an admin's list).
+    pub audience: Option<String>,
+    /// With `audience`: only the requests that person may decide now.
+    pub reviewable: bool,
+    /// Only requests created at or after this time.
+    pub from: Option<Timestamp>,
+    /// Only requests created before this time.
+    pub until: Option<Timestamp>,
+    /// Only requests past this `(created_at, id)` in the list's order: the last of the
+    /// previous page.
+    pub after: Option<(Timestamp, String)>,
+    pub oldest_first: bool,
     pub limit: u32,
 }
 
+/// Which grants a list reads, newest first by `(created_at, id)`.
 #[derive(Clone, Debug, Default)]
 pub struct GrantFilter {
     pub state: Option<GrantState>,
     pub subject: Option<String>,
     pub resource: Option<String>,
+    /// Only the grants someone who is not an admin may see; `None` reads every grant.
+    pub audience: Option<GrantAudience>,
+    /// Only grants older than this `(created_at, id)`: the last of the previous page.
+    pub after: Option<(Timestamp, String)>,
     pub limit: u32,
+}
+
+/// The grants of `subject`, and those of `resources` (the resources the person owns).
+#[derive(Clone, Debug, Default)]
+pub struct GrantAudience {
+    pub subject: String,
+    pub resources: Vec<String>,
 }
 
 /// The operations available inside a write transaction.

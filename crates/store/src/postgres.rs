@@ -25,11 +25,18 @@ fn migrator() -> Migrator {
             false,
         )
     };
-    let mut m = Migrator::with_migrations(vec![step(
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    )]);
+    let mut m = Migrator::with_migrations(vec![
+        step(
+            1,
+            "init",
+            include_str!("../migrations/postgres/0001_init.sql"),
+        ),
+        step(
+            2,
+            "lists",
+            include_str!("../migrations/postgres/0002_lists.sql"),
+        ),
+    ]);
     // `pg_advisory_lock` around the migrations (sqlx's default, said here because replicas
     // rely on it).
     m.set_locking(true);
@@ -49,6 +56,7 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, Store
     migrator().run(&mut *first).await?;
     let mut conn = Conn::postgres(first);
     ensure_head(&mut conn).await?;
+    crate::people::backfill(&mut conn).await?;
     drop(conn);
     SqlStore::start(
         Source::Postgres(Pool::Postgres(pool.clone())),

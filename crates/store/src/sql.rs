@@ -107,6 +107,84 @@ async fn load_head(read: &Pool) -> Result<Head, StoreError> {
     })
 }
 
+/// A statement built a clause at a time: each `#` in a clause is the next numbered parameter.
+struct Query {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Query {
+    fn new(sql: &str) -> Query {
+        Query {
+            sql: sql.to_owned(),
+            args: vec![],
+        }
+    }
+
+    fn push(&mut self, clause: &str) {
+        self.sql.push_str(clause);
+    }
+
+    fn bind(&mut self, clause: &str, v: impl Into<Arg>) {
+        self.bind_all(clause, vec![v.into()]);
+    }
+
+    fn bind_opt(&mut self, clause: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.bind(clause, v);
+        }
+    }
+
+    fn bind_all(&mut self, clause: &str, args: Vec<Arg>) {
+        let mut args = args.into_iter();
+        for (i, part) in clause.split('#').enumerate() {
+            if i > 0 {
+                self.args.push(args.next().unwrap_or(Arg::Text(None)));
+                self.sql.push_str(&format!("${}", self.args.len()));
+            }
+            self.sql.push_str(part);
+        }
+    }
+
+    /// The page's bounds and order over `(at, id)`: created in `[from, until)`, past `after`
+    /// in the list's order, ordered and limited. `(at, id) < (x, y)` is a row-value
+    /// comparison, which both databases turn into a range of the index that ends in those two
+    /// columns, so a deep page costs what the first does.
+    #[allow(clippy::too_many_arguments)]
+    fn keyset(
+        &mut self,
+        at: &str,
+        id: &str,
+        from: Option<Timestamp>,
+        until: Option<Timestamp>,
+        after: Option<&(Timestamp, String)>,
+        oldest_first: bool,
+        limit: u32,
+    ) {
+        let (past, order) = if oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        if let Some(t) = from {
+            self.bind(&format!(" AND {at} >= #"), t.millis());
+        }
+        if let Some(t) = until {
+            self.bind(&format!(" AND {at} < #"), t.millis());
+        }
+        if let Some((t, last)) = after {
+            self.bind_all(
+                &format!(" AND ({at}, {id}) {past} (#, #)"),
+                args![t.millis(), last],
+            );
+        }
+        self.bind(
+            &format!(" ORDER BY {at} {order}, {id} {order} LIMIT #"),
+            i64::from(limit),
+        );
+    }
+}
+
 fn due_job(r: &Row) -> Result<DueJob, StoreError> {
     let kind = r.text(0)?;
     Ok(DueJob {
@@ -145,32 +223,54 @@ impl Store for SqlStore {
     async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
         // Only the filters given go into the statement, so that an index serves them
         // (`$1 IS NULL OR state = $1` would make the database scan the table).
-        let mut sql = String::from("SELECT body FROM requests WHERE 1 = 1");
-        let mut a: Vec<Arg> = vec![];
-        let mut push = |sql: &mut String, clause: &str, v: Arg| {
-            a.push(v);
-            sql.push_str(&clause.replace('#', &format!("${}", a.len())));
+        let mut q;
+        let (at, id) = match &f.audience {
+            None => {
+                q = Query::new("SELECT body FROM requests WHERE 1 = 1");
+                q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
+                q.bind_opt(" AND resource = #", f.resource.as_deref());
+                q.bind_opt(" AND requester = #", f.requester.as_deref());
+                ("created_at", "id")
+            }
+            Some(person) => {
+                // The person's rows of `request_people`, walked in the list's order, each
+                // joined to its request. SQLite takes the tables in the order written after
+                // `CROSS JOIN`, and is told the index a filter needs (it has no statistics to
+                // choose by); PostgreSQL chooses by its own.
+                let hint = match self.dialect() {
+                    Dialect::Postgres => "",
+                    Dialect::Sqlite if f.reviewable => " INDEXED BY request_people_reviewable",
+                    Dialect::Sqlite if f.state.is_some() => " INDEXED BY request_people_by_state",
+                    Dialect::Sqlite if f.resource.is_some() => {
+                        " INDEXED BY request_people_by_resource"
+                    }
+                    Dialect::Sqlite => "",
+                };
+                q = Query::new(&format!(
+                    "SELECT r.body FROM request_people AS p{hint} CROSS JOIN requests AS r
+                     WHERE r.id = p.request_id"
+                ));
+                q.bind(" AND p.person = #", person.as_str());
+                if f.reviewable {
+                    // A literal, so that the partial index `request_people_reviewable` fits.
+                    q.push(" AND p.reviewable = 1");
+                }
+                q.bind_opt(" AND p.state = #", f.state.map(|s| s.as_str()));
+                q.bind_opt(" AND p.resource = #", f.resource.as_deref());
+                q.bind_opt(" AND r.requester = #", f.requester.as_deref());
+                ("p.created_at", "p.request_id")
+            }
         };
-        if let Some(s) = f.state {
-            push(&mut sql, " AND state = #", s.as_str().into());
-        }
-        if let Some(r) = &f.resource {
-            push(&mut sql, " AND resource = #", r.into());
-        }
-        if let Some(r) = &f.requester {
-            push(&mut sql, " AND requester = #", r.into());
-        }
-        if let Some((at, id)) = &f.before {
-            push(&mut sql, " AND (created_at < #", at.millis().into());
-            push(&mut sql, " OR (created_at = #", at.millis().into());
-            push(&mut sql, " AND id < #))", id.into());
-        }
-        push(
-            &mut sql,
-            " ORDER BY created_at DESC, id DESC LIMIT #",
-            i64::from(f.limit).into(),
+        q.keyset(
+            at,
+            id,
+            f.from,
+            f.until,
+            f.after.as_ref(),
+            f.oldest_first,
+            f.limit,
         );
-        bodies(&self.read.rows(&sql, a).await?)
+        bodies(&self.read.rows(&q.sql, q.args).await?)
     }
 
     async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
@@ -182,28 +282,66 @@ impl Store for SqlStore {
     }
 
     async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
-        // As for requests: only the filters given, so that an index serves them.
-        let mut sql = String::from("SELECT body FROM grants WHERE 1 = 1");
-        let mut a: Vec<Arg> = vec![];
-        let mut push = |sql: &mut String, clause: &str, v: Arg| {
-            a.push(v);
-            sql.push_str(&clause.replace('#', &format!("${}", a.len())));
+        let Some(who) = &f.audience else {
+            // An admin's list: one walk of the index the filters name.
+            let mut q = Query::new("SELECT body FROM grants WHERE 1 = 1");
+            q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
+            q.bind_opt(" AND subject = #", f.subject.as_deref());
+            q.bind_opt(" AND resource = #", f.resource.as_deref());
+            q.keyset(
+                "created_at",
+                "id",
+                None,
+                None,
+                f.after.as_ref(),
+                false,
+                f.limit,
+            );
+            return bodies(&self.read.rows(&q.sql, q.args).await?);
         };
-        if let Some(s) = f.state {
-            push(&mut sql, " AND state = #", s.as_str().into());
+        // Someone else's: their own grants, and those of each resource they own, each a walk
+        // of its own index (`grants_by_subject`, `grants_by_resource`) that stops at the
+        // limit; the union of those few rows is ordered again and only then are the bodies
+        // read.
+        let mut q = Query::new("SELECT g.body FROM grants AS g JOIN (");
+        let mut branches = 0;
+        let mut branch = |q: &mut Query, column: &str, value: &str| {
+            if branches > 0 {
+                q.push(" UNION ");
+            }
+            branches += 1;
+            q.push(&format!(
+                "SELECT id, created_at FROM (SELECT id, created_at FROM grants WHERE {column} = "
+            ));
+            q.bind("#", value);
+            q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
+            q.bind_opt(" AND subject = #", f.subject.as_deref());
+            q.bind_opt(" AND resource = #", f.resource.as_deref());
+            q.keyset(
+                "created_at",
+                "id",
+                None,
+                None,
+                f.after.as_ref(),
+                false,
+                f.limit,
+            );
+            q.push(&format!(") AS b{branches}"));
+        };
+        if f.subject.as_ref().is_none_or(|s| *s == who.subject) {
+            branch(&mut q, "subject", &who.subject);
         }
-        if let Some(s) = &f.subject {
-            push(&mut sql, " AND subject = #", s.into());
+        for r in &who.resources {
+            if f.resource.as_ref().is_none_or(|f| f == r) {
+                branch(&mut q, "resource", r);
+            }
         }
-        if let Some(r) = &f.resource {
-            push(&mut sql, " AND resource = #", r.into());
+        if branches == 0 {
+            return Ok(vec![]);
         }
-        push(
-            &mut sql,
-            " ORDER BY created_at DESC, id DESC LIMIT #",
-            i64::from(f.limit).into(),
-        );
-        bodies(&self.read.rows(&sql, a).await?)
+        q.push(") AS k ON g.id = k.id");
+        q.keyset("k.created_at", "k.id", None, None, None, false, f.limit);
+        bodies(&self.read.rows(&q.sql, q.args).await?)
     }
 
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {

@@ -52,6 +52,11 @@ fn migrator() -> Migrator {
             "replicas",
             include_str!("../migrations/sqlite/0005_replicas.sql"),
         ),
+        step(
+            6,
+            "lists",
+            include_str!("../migrations/sqlite/0006_lists.sql"),
+        ),
     ])
 }
 
@@ -72,6 +77,7 @@ pub(crate) async fn open(path: &str, options: &Options) -> Result<SqlStore, Stor
     migrator().run(&mut conn).await?;
     let mut conn = Conn::sqlite(conn);
     ensure_head(&mut conn).await?;
+    crate::people::backfill(&mut conn).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(options.pool.clamp(1, 64))
         .connect_with(opts)

@@ -37,7 +37,7 @@ const MAX_GROUP: usize = 512;
 
 /// Rows per multi-row statement: SQLite allows 32766 bound parameters (PostgreSQL 65535), and
 /// statements of a few hundred rows already amortise the per-statement cost.
-const ROWS: usize = 400;
+pub(crate) const ROWS: usize = 400;
 
 /// The most live requests and grants a writer keeps (each kind). Past it the cache starts
 /// over, so that its memory stays bounded whatever the number of pending requests.
@@ -365,7 +365,7 @@ enum JobOp {
 }
 
 /// Runs `rows` through a multi-row statement, [`ROWS`] rows at a time.
-async fn insert_rows<T>(
+pub(crate) async fn insert_rows<T>(
     conn: &mut Conn,
     rows: &[T],
     (head, width, tail): (&str, usize, &str),
@@ -407,6 +407,10 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
         },
     )
     .await?;
+    // --- request_people (lists, issue 14 item 3): who sees each request written here, and
+    // who may decide it now, rewritten with the request in the same transaction.
+    crate::people::write(conn, &p.requests).await?;
+    // --- end of request_people.
     insert_rows(
         conn,
         &p.grants,

@@ -16,9 +16,8 @@ use domain::{
     Decision, DomainError, FieldType, GrantState, Input, Principal, Request, RequestState,
     ReviewInput, Scope, Span,
 };
-use engine::{CreateRequest, EngineError, RequestQuery};
+use engine::{CreateRequest, EngineError, GrantQuery, RequestQuery};
 use serde::Deserialize;
-use store::GrantFilter;
 
 use crate::Portal;
 use crate::markdown;
@@ -768,19 +767,21 @@ pub(crate) async fn mine(
             },
         )
         .await
-        .map_err(|e| fail(&viewer, e))?;
+        .map_err(|e| fail(&viewer, e))?
+        .items;
     let grants = portal
         .engine
         .list_grants(
             &viewer.actor,
-            GrantFilter {
+            GrantQuery {
                 subject: Some(viewer.actor.id.clone()),
                 limit: 100,
-                ..GrantFilter::default()
+                ..GrantQuery::default()
             },
         )
         .await
-        .map_err(|e| fail(&viewer, e))?;
+        .map_err(|e| fail(&viewer, e))?
+        .items;
     let mut layout = Layout::new("My requests and grants", Some(&viewer));
     layout.notice = notice(&q.done);
     Ok(render(
@@ -798,34 +799,53 @@ pub(crate) async fn mine(
 struct InboxPage {
     layout: Layout,
     requests: Vec<RequestRow>,
+    /// The link to the next page, if there is one.
+    more: Option<String>,
 }
 
-/// Requests waiting for the viewer's decision, oldest first.
+/// A list page's only parameter: where the page starts.
+#[derive(Deserialize, Default)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    cursor: String,
+}
+
+/// Requests in the portal's lists per page.
+const PAGE_SIZE: u32 = 100;
+
+/// Requests waiting for the viewer's decision, oldest first, a page at a time.
 pub(crate) async fn inbox(
     State(portal): State<Portal>,
     Extension(current): Extension<Current>,
     uri: Uri,
+    Query(q): Query<PageQuery>,
 ) -> Page {
     let viewer = signed_in(&portal, &current, &uri)?;
     let now = portal.engine.now();
-    let mut requests = portal
+    let scope = api::cursor::Scope::new("portal-inbox", &viewer.actor.id);
+    let after = page_start(&viewer, &scope, &q.cursor)?;
+    let page = portal
         .engine
         .list_requests(
             &viewer.actor,
             RequestQuery {
                 reviewable_by_me: true,
-                limit: 200,
+                limit: PAGE_SIZE,
+                oldest_first: true,
+                after,
                 ..RequestQuery::default()
             },
         )
         .await
         .map_err(|e| fail(&viewer, e))?;
-    requests.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(render(
         StatusCode::OK,
         &InboxPage {
             layout: Layout::new("Inbox", Some(&viewer)),
-            requests: requests.iter().map(|r| RequestRow::new(r, now)).collect(),
+            requests: page.items.iter().map(|r| RequestRow::new(r, now)).collect(),
+            more: page
+                .next
+                .map(|p| next_page("/inbox", &[], scope.position_cursor(&p))),
         },
     ))
 }
@@ -1151,6 +1171,35 @@ fn optional(text: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_owned())
 }
 
+/// The position a page's `cursor` parameter holds (none when it is empty), or a 400 page.
+fn page_start(
+    viewer: &Viewer,
+    scope: &api::cursor::Scope,
+    cursor: &str,
+) -> Result<Option<engine::Position>, Response> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    scope
+        .position(cursor)
+        .map(Some)
+        .map_err(|e| error_page(e.status, Some(viewer), e.message))
+}
+
+/// The link to the next page of a list: `path` with the page's filters and the next cursor.
+fn next_page(path: &str, filters: &[(&str, &str)], cursor: String) -> String {
+    let mut q: Vec<(&str, &str)> = filters
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .copied()
+        .collect();
+    q.push(("cursor", &cursor));
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(q).unwrap_or_default()
+    )
+}
+
 pub(crate) async fn approve(
     State(portal): State<Portal>,
     Extension(current): Extension<Current>,
@@ -1382,6 +1431,8 @@ pub(crate) struct AdminFilter {
     to: String,
     #[serde(default)]
     done: String,
+    #[serde(default)]
+    cursor: String,
 }
 
 #[derive(Template)]
@@ -1394,6 +1445,7 @@ struct AdminRequestsPage {
     requester: String,
     from: String,
     to: String,
+    more: Option<String>,
 }
 
 /// An admin page's `state` filter: empty for any, else a state `parse` knows (400 if not).
@@ -1441,24 +1493,47 @@ pub(crate) async fn admin_requests(
             return Err(error_page(StatusCode::BAD_REQUEST, Some(&viewer), e));
         }
     };
-    let requests = portal
+    let (resource, requester) = (optional(&f.resource), optional(&f.requester));
+    let scope = api::cursor::Scope::new("portal-requests", &viewer.actor.id)
+        .filter("state", Some(f.state.as_str()))
+        .filter("resource", resource.as_deref())
+        .filter("requester", requester.as_deref())
+        .filter("from", Some(f.from.trim()))
+        .filter("to", Some(f.to.trim()));
+    let after = page_start(&viewer, &scope, &f.cursor)?;
+    let page = portal
         .engine
         .list_requests(
             &viewer.actor,
             RequestQuery {
                 state,
-                resource: optional(&f.resource),
-                requester: optional(&f.requester),
+                resource: resource.clone(),
+                requester: requester.clone(),
                 reviewable_by_me: false,
-                limit: 500,
+                limit: PAGE_SIZE,
                 created_from: from,
                 // `to` is a day, included.
                 created_before: to.map(|t| domain::Timestamp::from_millis(t.millis() + 86_400_000)),
+                oldest_first: false,
+                after,
             },
         )
         .await
         .map_err(|e| fail(&viewer, e))?;
-    let rows = requests.iter().map(|r| RequestRow::new(r, now)).collect();
+    let rows = page.items.iter().map(|r| RequestRow::new(r, now)).collect();
+    let more = page.next.map(|p| {
+        next_page(
+            "/admin/requests",
+            &[
+                ("state", f.state.as_str()),
+                ("resource", resource.as_deref().unwrap_or_default()),
+                ("requester", requester.as_deref().unwrap_or_default()),
+                ("from", f.from.trim()),
+                ("to", f.to.trim()),
+            ],
+            scope.position_cursor(&p),
+        )
+    });
     let config = portal.engine.config();
     let mut states = vec![Choice {
         value: String::new(),
@@ -1494,6 +1569,7 @@ pub(crate) async fn admin_requests(
             requester: f.requester,
             from: f.from,
             to: f.to,
+            more,
         },
     ))
 }
@@ -1503,6 +1579,7 @@ pub(crate) async fn admin_requests(
 struct AdminGrantsPage {
     layout: Layout,
     grants: Vec<GrantRow>,
+    more: Option<String>,
 }
 
 pub(crate) async fn admin_grants(
@@ -1515,26 +1592,45 @@ pub(crate) async fn admin_grants(
     admin_only(&viewer)?;
     let now = portal.engine.now();
     let state = state_filter(&viewer, &f.state, GrantState::parse)?;
-    let grants = portal
+    let (resource, subject) = (optional(&f.resource), optional(&f.requester));
+    let scope = api::cursor::Scope::new("portal-grants", &viewer.actor.id)
+        .filter("state", Some(f.state.as_str()))
+        .filter("resource", resource.as_deref())
+        .filter("subject", subject.as_deref());
+    let after = page_start(&viewer, &scope, &f.cursor)?;
+    let page = portal
         .engine
         .list_grants(
             &viewer.actor,
-            GrantFilter {
+            GrantQuery {
                 state,
-                resource: optional(&f.resource),
-                subject: optional(&f.requester),
-                limit: 500,
+                resource: resource.clone(),
+                subject: subject.clone(),
+                limit: PAGE_SIZE,
+                after,
             },
         )
         .await
         .map_err(|e| fail(&viewer, e))?;
+    let more = page.next.map(|p| {
+        next_page(
+            "/admin/grants",
+            &[
+                ("state", f.state.as_str()),
+                ("resource", resource.as_deref().unwrap_or_default()),
+                ("requester", subject.as_deref().unwrap_or_default()),
+            ],
+            scope.position_cursor(&p),
+        )
+    });
     let mut layout = Layout::new("Grants", Some(&viewer));
     layout.notice = notice(&f.done);
     Ok(render(
         StatusCode::OK,
         &AdminGrantsPage {
             layout,
-            grants: grants.iter().map(|g| GrantRow::new(g, now)).collect(),
+            grants: page.items.iter().map(|g| GrantRow::new(g, now)).collect(),
+            more,
         },
     ))
 }
@@ -1557,8 +1653,10 @@ struct AdminAuditPage {
     events: Vec<AuditLine>,
     verified: Option<String>,
     broken: Option<String>,
+    /// Where this page started, kept by the verify form.
     after: i64,
-    next: Option<i64>,
+    /// The link to the later events, if there are any.
+    next: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1567,6 +1665,8 @@ pub(crate) struct AuditQuery {
     after: i64,
     #[serde(default)]
     verify: String,
+    #[serde(default)]
+    cursor: String,
 }
 
 pub(crate) async fn admin_audit(
@@ -1579,11 +1679,20 @@ pub(crate) async fn admin_audit(
     admin_only(&viewer)?;
     let now = portal.engine.now();
     const PAGE: u32 = 100;
-    let events = portal
+    let scope = api::cursor::Scope::new("portal-audit", &viewer.actor.id);
+    let after = if q.cursor.is_empty() {
+        q.after.max(0)
+    } else {
+        scope
+            .seq(&q.cursor)
+            .map_err(|e| error_page(e.status, Some(&viewer), e.message))?
+    };
+    let page = portal
         .engine
-        .audit(&viewer.actor, q.after.max(0), PAGE)
+        .audit(&viewer.actor, after, PAGE)
         .await
         .map_err(|e| fail(&viewer, e))?;
+    let events = page.items;
     let (mut verified, mut broken) = (None, None);
     if !q.verify.is_empty() {
         let v = portal
@@ -1604,7 +1713,10 @@ pub(crate) async fn admin_audit(
             );
         }
     }
-    let next = (events.len() == PAGE as usize).then(|| events.last().map_or(0, |e| e.seq));
+    // The position where this page started, for the verify form, and the next page's link.
+    let next = page
+        .next
+        .map(|seq| next_page("/admin/audit", &[], scope.seq_cursor(seq)));
     let events = events
         .iter()
         .map(|e| {
@@ -1641,7 +1753,7 @@ pub(crate) async fn admin_audit(
             events,
             verified,
             broken,
-            after: q.after,
+            after,
             next,
         },
     ))
