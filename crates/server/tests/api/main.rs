@@ -15,6 +15,7 @@ mod connector;
 mod graphql;
 mod helpers;
 mod lifecycle;
+mod lists;
 mod metrics;
 mod openapi;
 mod policies;
