@@ -5,7 +5,8 @@
 //! Each command builds the real server or engine in this process from the `countersign`
 //! library, on a durable SQLite database in a temporary directory, and measures it:
 //! `workflow` (complete approval workflows over HTTP), `expiry` (grants expiring), `policy`
-//! (one policy decision) and `callbacks` (outcome callbacks delivered). This crate is not a
+//! (one policy decision), `callbacks` (outcome callbacks delivered) and `lists` (list pages
+//! with many requests stored). This crate is not a
 //! default member of the workspace: `cargo build` builds the product alone, and
 //! `cargo build --release -p countersign-bench` builds this binary.
 
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod callbacks;
 mod expiry;
+mod lists;
 mod policy;
 mod workflow;
 
@@ -40,6 +42,9 @@ enum Cmd {
     /// Measure callback delivery: throughput, and a healthy receiver's latency beside a
     /// failing one.
     Callbacks(callbacks::CallbackArgs),
+    /// Measure list pages (first and deep) for every kind of caller with many requests
+    /// stored, and the resident memory per pending request.
+    Lists(lists::ListsArgs),
 }
 
 /// Real time, for measuring only: no measured figure feeds a decision of the engine.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             Cmd::Expiry(args) => expiry::run(args).await,
             Cmd::Policy(args) => policy::run(args),
             Cmd::Callbacks(args) => callbacks::run(args).await,
+            Cmd::Lists(args) => lists::run(args).await,
         }
     })
 }

@@ -101,6 +101,7 @@ pub struct RequestQuery {
 #[derive(Clone, Debug)]
 pub struct Seed {
     pub resource: String,
+    /// The request; an empty id gets a new one, made from `at` as a real request's is.
     pub new: NewRequest,
     /// When it is created (and decided).
     pub at: Timestamp,
@@ -1184,8 +1185,12 @@ impl Engine {
                         .get(&s.resource)
                         .ok_or_else(|| EngineError::NotFound(format!("resource {}", s.resource)))?;
                     let now = s.at;
+                    let mut new = s.new;
+                    if new.id.is_empty() {
+                        new.id = new_id(now);
+                    }
                     let (mut req, ch) =
-                        Request::create(s.new, res, dir, policies.as_ref(), now, None)?;
+                        Request::create(new, res, dir, policies.as_ref(), now, None)?;
                     apply(tx, ch, now, notice).await?;
                     for _ in 0..s.approvals {
                         let Some(actor) =
