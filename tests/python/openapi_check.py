@@ -89,6 +89,14 @@ parameters = {{ "path.id" = {{ dictionary = "grants", probability = 0.8 }} }}
 include-path = "/v1/resources/{{name}}/fields/{{field}}/options"
 parameters = {{ "path.name" = {{ dictionary = "resources", probability = 0.8 }}, "path.field" = {{ dictionary = "fields", probability = 0.8 }} }}
 
+# A list's `cursor` must be one the server gave out for that list, caller and filters (a check
+# over its bytes that no schema can state; docs/api.md, "Pages and cursors"), so a generated
+# cursor that fits the schema's pattern is refused with 400.
+[[operations]]
+include-path-regex = "^/v1/(requests|grants|audit)$"
+include-method-regex = "^GET$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
 # A write that fits the schema can still break a rule no schema can state, because it depends
 # on the configuration, the object's state or the caller, and the API answers those with 422
 # (docs/api.md): a duration outside the resource's closed set or above its maximum, a field the

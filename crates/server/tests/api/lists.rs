@@ -622,3 +622,94 @@ async fn lists_rows_of_requests_stored_before_the_index_are_filled_at_open() {
     assert_eq!(chore, 0, "the chore is done");
     check_lists(&app, &ids, 50).await;
 }
+
+/// The `data-id`s of the request rows of a portal page, and its "More" link.
+fn portal_rows(html: &str) -> (Vec<String>, Option<String>) {
+    let ids = html
+        .split("class=\"request-row\" data-id=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap_or_default().to_owned())
+        .collect();
+    let more = html
+        .split("<a href=\"")
+        .skip(1)
+        .find(|s| s.contains("id=\"more\""))
+        .map(|s| {
+            s.split('"')
+                .next()
+                .unwrap_or_default()
+                .replace("&#38;", "&")
+                .replace("&amp;", "&")
+        });
+    (ids, more)
+}
+
+/// §6 in the portal: the inbox (oldest first) and the admin list page through every request
+/// with their "More" links, filters kept; a bad cursor is a 400 page.
+#[tokio::test]
+async fn lists_portal_inbox_and_admin_pages_follow_their_cursors() {
+    // Arrange: 130 requests bob may decide, 10 of them denied.
+    let app = TestApp::spawn(
+        r#"
+        resource "db" {
+          max_duration = "1h"
+          workflow = { steps = [ { reviewers = { one_of = ["bob@example.com"] } } ] }
+        }
+        "#,
+    )
+    .await;
+    let mut pending = vec![];
+    for i in 0..130 {
+        let req = app
+            .create(
+                "alice",
+                json!({ "resource": "db", "reason": format!("r{i}") }),
+            )
+            .await;
+        if i % 13 == 0 {
+            let (s, _) = app.review("bob", &req, json!({ "decision": "deny" })).await;
+            assert_eq!(s, StatusCode::OK);
+        } else {
+            pending.push(id_of(&req).to_owned());
+        }
+        app.advance(Duration::from_millis(3)).await;
+    }
+    let mut bob = crate::portal::Web::sign_in(&app, "bob").await;
+    let mut root = crate::portal::Web::sign_in(&app, "root").await;
+
+    // Act
+    let mut inbox = vec![];
+    let mut next = Some("/inbox".to_owned());
+    while let Some(path) = next {
+        assert!(inbox.len() < 1000, "the inbox's links go round");
+        let page = bob.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        let (ids, more) = portal_rows(&page.html);
+        inbox.extend(ids);
+        next = more;
+    }
+    let mut listed = vec![];
+    let mut next = Some("/admin/requests?state=pending&requester=alice%40example.com".to_owned());
+    let mut pages = 0;
+    while let Some(path) = next {
+        assert!(pages < 10, "the admin page's links go round");
+        let page = root.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        let (ids, more) = portal_rows(&page.html);
+        listed.extend(ids);
+        if let Some(m) = &more {
+            assert!(m.contains("state=pending"), "the filters are kept: {m}");
+        }
+        next = more;
+        pages += 1;
+    }
+    let bad = bob.get("/inbox?cursor=bm90LWEtY3Vyc29y").await;
+
+    // Assert
+    assert_eq!(inbox, pending, "the inbox, oldest first, over two pages");
+    let mut newest_first = pending.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first, "all pending requests, newest first");
+    assert_eq!(pages, 2);
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
