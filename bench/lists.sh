@@ -17,7 +17,7 @@ out=$(mktemp)
 # Seeds when the database holds no requests yet (its own figures are not counted).
 $bin lists --database "$db" --requests "$n" --repeat 1 --callers 1 >&2
 if [[ "$db" == postgres* ]]; then
-  psql "$db" -qc 'VACUUM ANALYZE' >&2
+  psql "$db" -qc 'ANALYZE' 2>/dev/null
 fi
 for i in $(seq "$runs"); do
   $bin lists --database "$db" --requests "$n" | tee -a "$out" >&2

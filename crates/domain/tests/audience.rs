@@ -77,9 +77,17 @@ fn resource() -> ResourceDef {
     }
 }
 
-/// Everyone (and the application), as non-admins and as themselves.
-fn check(r: &Request, dir: &Directory, when: &str) {
+/// Everyone (and the application), as non-admins and as themselves; and the audience only
+/// grows (the store upserts its rows and never deletes one).
+fn check(r: &Request, dir: &Directory, when: &str, before: &mut BTreeSet<String>) {
     let audience = r.audience();
+    let now: BTreeSet<String> = audience.keys().cloned().collect();
+    assert!(
+        now.is_superset(before),
+        "{when}: the audience lost {:?}",
+        before.difference(&now)
+    );
+    *before = now;
     let everyone = PEOPLE
         .iter()
         .map(|p| email(p))
@@ -136,14 +144,15 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
         },
     };
     let (mut r, _) = Request::create(new, &res, &dir, &NoPolicies, now, None).expect("created");
-    check(&r, &dir, "created");
+    let mut seen = BTreeSet::new();
+    check(&r, &dir, "created", &mut seen);
     assert!(r.audience().contains_key("app:ci"));
 
     // Rule 11: ben hands step 1 to gus, who joins the audience and may decide.
     let ben = dir.actor(&email("ben")).unwrap();
     r.assign(&ben, Principal::parse(&email("gus")).unwrap(), &dir, now)
         .expect("assigned");
-    check(&r, &dir, "assigned");
+    check(&r, &dir, "assigned", &mut seen);
     assert_eq!(r.audience().get(&email("gus")), Some(&true));
 
     let approve = || ReviewInput {
@@ -155,17 +164,67 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
     let gus = dir.actor(&email("gus")).unwrap();
     r.review(&gus, approve(), (&dir, &NoPolicies), now)
         .expect("step 1");
-    check(&r, &dir, "at step 2");
+    check(&r, &dir, "at step 2", &mut seen);
     assert_eq!(r.audience().get(&email("cat")), Some(&false));
     assert_eq!(r.audience().get(&email("eli")), Some(&true));
 
     let eli = dir.actor(&email("eli")).unwrap();
     r.review(&eli, approve(), (&dir, &NoPolicies), now)
         .expect("half of step 2");
-    check(&r, &dir, "half of step 2");
+    check(&r, &dir, "half of step 2", &mut seen);
     let ann = dir.actor(&email("ann")).unwrap();
     r.review(&ann, approve(), (&dir, &NoPolicies), now)
         .expect("approved");
-    check(&r, &dir, "approved");
+    check(&r, &dir, "approved", &mut seen);
     assert!(r.audience().values().all(|may| !may));
+
+    // The other outcomes: denied, cancelled by the app that created it, expired; and a step
+    // assigned on and back (the first assigner keeps their place in the audience).
+    for (i, end) in ["deny", "cancel", "expire", "assign back"]
+        .iter()
+        .enumerate()
+    {
+        let new = NewRequest {
+            id: format!("o{i}"),
+            requester: email("fay"),
+            reason: "why".into(),
+            duration: None,
+            fields: BTreeMap::new(),
+            start_at: None,
+            extends: None,
+            context: Context {
+                created_by: Some("app:ci".into()),
+                ..Context::default()
+            },
+        };
+        let (mut r, _) = Request::create(new, &res, &dir, &NoPolicies, now, None).expect("created");
+        let mut seen = BTreeSet::new();
+        check(&r, &dir, end, &mut seen);
+        match *end {
+            "deny" => {
+                let input = ReviewInput {
+                    decision: Decision::Deny,
+                    ..approve()
+                };
+                r.review(&ben, input, (&dir, &NoPolicies), now)
+                    .expect("denied");
+            }
+            "cancel" => {
+                let app = dir.actor("app:ci").unwrap();
+                r.cancel(&app, None, now).expect("cancelled");
+            }
+            "expire" => {
+                r.expire(Timestamp::from_millis(now.millis() + 86_400_001))
+                    .expect("expired");
+            }
+            _ => {
+                r.assign(&ben, Principal::parse(&email("gus")).unwrap(), &dir, now)
+                    .expect("assigned");
+                check(&r, &dir, "assigned on", &mut seen);
+                r.assign(&gus, Principal::parse(&email("ben")).unwrap(), &dir, now)
+                    .expect("assigned back");
+            }
+        }
+        check(&r, &dir, end, &mut seen);
+    }
 }

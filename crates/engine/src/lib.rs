@@ -793,10 +793,22 @@ impl Engine {
             limit: limit + 1,
         };
         let rows = self.store.list_requests(&filter).await?;
-        Ok(Page::of(rows, limit, |r| Position {
+        let mut page = Page::of(rows, limit, |r| Position {
             created_at: r.created_at,
             id: r.id.clone(),
-        }))
+        });
+        // The index holds the domain's answer as the store last wrote it; each request is
+        // judged again, so that a row that outlived its person's place in the audience (the
+        // store never deletes one: see `store::people`) could shorten a page but never show a
+        // request.
+        page.items.retain(|r| {
+            if q.reviewable_by_me {
+                r.can_review(&actor.id)
+            } else {
+                r.visible_to(actor)
+            }
+        });
+        Ok(page)
     }
 
     /// Who may see a grant: its subject, the owners of its resource, admins.

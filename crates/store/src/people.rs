@@ -4,66 +4,81 @@
 //! so that a page costs the same with a thousand requests stored or a million.
 //!
 //! Who the people are is the domain's rule (`Request::audience`); this module only stores its
-//! answer. The writer rewrites a request's rows in the transaction that writes the request
-//! ([`write`]), and [`backfill`] fills the rows of the requests stored before the table
-//! existed, once, when the store opens.
+//! answer. The writer writes the rows of the requests a write group wrote in the group's
+//! transaction, before it commits ([`write_latest`]), and [`backfill`] fills the rows of the
+//! requests stored before the table existed, once, when the store opens.
+//!
+//! Rows are upserted, never deleted: a request's audience only grows (its requester, owners,
+//! the people its steps name and the creating application are fixed when it is created;
+//! assignments add people), which `crates/domain/tests/audience.rs` checks through every kind
+//! of transition. An upsert touches only the rows whose state or `reviewable` changed, where
+//! deleting and inserting every row would rewrite all five b-trees of each, on every decision.
+//! Should a row ever outlive its person's place in the audience, the engine still judges each
+//! listed request with `Request::visible_to` before showing it.
 
 use domain::Request;
 
 use crate::StoreError;
-use crate::db::{Arg, Conn, Dialect, args, params};
-use crate::writer::{ROWS, bodies, insert_rows};
+use crate::db::{Conn, Dialect, args};
+use crate::writer::{bodies, insert_rows};
 
-/// Rows per insert. Fewer than the writer's [`ROWS`]: sqlx binds SQLite's `$N` parameters by
+/// Rows per statement. Fewer than the writer's `ROWS`: sqlx binds SQLite's `$N` parameters by
 /// looking each one's name up, which costs time in proportion to the parameters of the
-/// statement, so a statement's binding grows with the square of its size (at 2,400 parameters,
-/// `sqlite3_bind_parameter_name` took a third of the seeding time); 128 rows of 6 keep that
-/// small and still a few statements per request batch.
-const PEOPLE_ROWS: usize = 128;
+/// statement, so a statement's binding grows with the square of its size (at 2,400
+/// parameters, `sqlite3_bind_parameter_name` took a third of the seeding time). 64 rows of 6
+/// keep it small, at a statement per dozen requests.
+const PEOPLE_ROWS: usize = 64;
 
-/// Replaces the rows of these requests (each as it is now): one delete per [`ROWS`] requests
-/// and a multi-row insert per [`PEOPLE_ROWS`] rows, so that expiring a hundred thousand
-/// requests at once stays a few statements per few hundred requests.
+/// Writes the rows of the requests a write group wrote, each as its last write left it (a
+/// request written by two jobs of the group appears twice).
+pub(crate) async fn write_latest(
+    conn: &mut Conn,
+    mut requests: Vec<Request>,
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(requests.len());
+    requests.reverse();
+    requests.retain(|r| seen.insert(r.id.clone()));
+    write(conn, &requests).await
+}
+
+/// Writes the rows of these requests (each as it is now), a multi-row upsert per
+/// [`PEOPLE_ROWS`] rows, so that expiring a hundred thousand requests at once stays a
+/// statement per dozen requests.
 pub(crate) async fn write(conn: &mut Conn, requests: &[Request]) -> Result<(), StoreError> {
-    for chunk in requests.chunks(ROWS) {
-        let sql = format!(
-            "DELETE FROM request_people WHERE request_id IN ({})",
-            params(1, chunk.len())
-        );
-        conn.exec(&sql, chunk.iter().map(|r| Arg::from(&r.id)).collect())
-            .await?;
-        let rows: Vec<(&Request, String, bool)> = chunk
-            .iter()
-            .flat_map(|r| {
-                r.audience()
-                    .into_iter()
-                    .map(move |(person, reviewable)| (r, person, reviewable))
-            })
-            .collect();
-        for rows in rows.chunks(PEOPLE_ROWS) {
-            insert_rows(
-                conn,
-                rows,
-                (
-                    "INSERT INTO request_people
-                       (person, created_at, request_id, state, resource, reviewable) VALUES ",
-                    6,
-                    "",
-                ),
-                |(r, person, reviewable), a| {
-                    a.extend(args![
-                        person,
-                        r.created_at.millis(),
-                        &r.id,
-                        r.state.as_str(),
-                        &r.resource,
-                        i64::from(*reviewable),
-                    ]);
-                    Ok(())
-                },
-            )
-            .await?;
-        }
+    let rows: Vec<(&Request, String, bool)> = requests
+        .iter()
+        .flat_map(|r| {
+            r.audience()
+                .into_iter()
+                .map(move |(person, reviewable)| (r, person, reviewable))
+        })
+        .collect();
+    for rows in rows.chunks(PEOPLE_ROWS) {
+        insert_rows(
+            conn,
+            rows,
+            (
+                "INSERT INTO request_people
+                   (person, created_at, request_id, state, resource, reviewable) VALUES ",
+                6,
+                " ON CONFLICT (person, created_at, request_id) DO UPDATE
+                   SET state = excluded.state, reviewable = excluded.reviewable
+                   WHERE request_people.state <> excluded.state
+                      OR request_people.reviewable <> excluded.reviewable",
+            ),
+            |(r, person, reviewable), a| {
+                a.extend(args![
+                    person,
+                    r.created_at.millis(),
+                    &r.id,
+                    r.state.as_str(),
+                    &r.resource,
+                    i64::from(*reviewable),
+                ]);
+                Ok(())
+            },
+        )
+        .await?;
     }
     Ok(())
 }
@@ -75,7 +90,7 @@ const BACKFILL_BATCH: i64 = 2_000;
 /// made it left that chore (`store_chores`). Runs on the connection that ran the migrations,
 /// before the writer starts, a batch of requests per transaction, each taking the writers'
 /// turn (the chain head's lock) so that a replica already writing is not raced; rows are
-/// replaced, not added, so that replicas starting together may both run it. The chore is
+/// upserted, so that replicas starting together may both run it. The chore is
 /// done in Rust rather than in the migration's SQL because who sees a request is the
 /// domain's rule (`Request::audience`: owners, reviewers, assignments, whether a person may
 /// decide now), which SQL would have to repeat.

@@ -128,6 +128,7 @@ fn actor(app: &TestApp, id: &str) -> Actor {
 /// `reviewable_by=me`, each read page by page, equal the sets the domain's rules give.
 async fn check_lists(app: &TestApp, ids: &[String], limit: u32) {
     let requests = stored_requests(app, ids).await;
+    check_rows(app, &requests).await;
     for (user, id) in callers() {
         let who = actor(app, &id);
         let expect = |keep: &dyn Fn(&Request) -> bool| -> BTreeSet<String> {
@@ -181,6 +182,31 @@ async fn check_lists(app: &TestApp, ids: &[String], limit: u32) {
             expect(&|r| r.can_review(&who.id)),
             "{user}: reviewable_by=me"
         );
+    }
+}
+
+/// The `request_people` rows of each request are exactly its `Request::audience` (the
+/// engine judges every listed request again, so a row too many would not show in a list; it
+/// is looked for here, in the SQLite file).
+async fn check_rows(app: &TestApp, requests: &[Request]) {
+    let path = app.dir.path().join("cs.db");
+    if !path.exists() {
+        return;
+    }
+    let url = format!("sqlite://{}", path.display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open the database");
+    for r in requests {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT person, reviewable FROM request_people WHERE request_id = ?")
+                .bind(&r.id)
+                .fetch_all(&mut db)
+                .await
+                .expect("read request_people");
+        let rows: std::collections::BTreeMap<String, bool> =
+            rows.into_iter().map(|(p, v)| (p, v == 1)).collect();
+        assert_eq!(rows, r.audience(), "the rows of {}", r.id);
     }
 }
 

@@ -3,7 +3,8 @@
 
 -- Everyone who sees a request without being an admin, one row per person and request, with
 -- whether that person may decide the request now (`Request::audience` in the domain decides
--- both; the writer rewrites a request's rows in the transaction that writes the request).
+-- both; the writer upserts a request's rows in the transaction that writes the request, and a
+-- request's audience only grows, so rows are never deleted).
 -- `state` and `resource` are the request's, repeated so that the filters of a person's list
 -- are answered by an index too.
 CREATE TABLE request_people (
@@ -15,7 +16,6 @@ CREATE TABLE request_people (
     reviewable INTEGER NOT NULL,
     PRIMARY KEY (person, created_at, request_id)
 ) WITHOUT ROWID;
-CREATE INDEX request_people_by_request ON request_people (request_id);
 CREATE INDEX request_people_by_state ON request_people (person, state, created_at, request_id);
 CREATE INDEX request_people_by_resource ON request_people (person, resource, created_at, request_id);
 -- The inbox (`reviewable_by=me`): only the rows of people who may decide now.
