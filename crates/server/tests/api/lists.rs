@@ -739,3 +739,86 @@ async fn lists_portal_inbox_and_admin_pages_follow_their_cursors() {
     assert_eq!(pages, 2);
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+/// `countersign request list` / `grant list` as `user` with `args`: status, stdout.
+async fn cli(app: &TestApp, user: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .env("COUNTERSIGN_URL", &app.api.base)
+        .env("COUNTERSIGN_TOKEN", app.api.token(user))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the client");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// §6 in the CLI: `request list` and `grant list` take `--limit` and `--cursor`; the table
+/// ends with the command's next `--cursor`, and `--json` carries `next_cursor`.
+#[tokio::test]
+async fn cli_lists_page_with_cursor() {
+    // Arrange
+    let app = TestApp::spawn(
+        r#"
+        resource "db" {
+          max_duration = "1h"
+          workflow = { steps = [ { reviewers = { one_of = ["bob@example.com"] } } ] }
+        }
+        "#,
+    )
+    .await;
+    for i in 0..5 {
+        let req = app
+            .create(
+                "alice",
+                json!({ "resource": "db", "reason": format!("r{i}") }),
+            )
+            .await;
+        app.approve("bob", &req).await;
+        app.tick().await;
+        app.advance(Duration::from_secs(3600)).await;
+    }
+
+    // Act
+    let (code, first) = cli(
+        &app,
+        "alice",
+        &["request", "list", "--limit", "3", "--json"],
+    )
+    .await;
+    let first: Value = serde_json::from_str(&first).expect("JSON");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, rest) = cli(
+        &app,
+        "alice",
+        &[
+            "request", "list", "--limit", "3", "--json", "--cursor", &cursor,
+        ],
+    )
+    .await;
+    let rest: Value = serde_json::from_str(&rest).expect("JSON");
+    let (_, table) = cli(&app, "alice", &["grant", "list", "--limit", "2"]).await;
+    let (bad, _) = cli(&app, "alice", &["grant", "list", "--cursor", &cursor]).await;
+
+    // Assert
+    assert_eq!(code, Some(0));
+    assert_eq!(first["requests"].as_array().unwrap().len(), 3);
+    assert_eq!(rest["requests"].as_array().unwrap().len(), 2);
+    assert!(rest.get("next_cursor").is_none(), "the last page: {rest}");
+    assert!(
+        table.contains("more: repeat with --cursor "),
+        "the table says how to go on: {table}"
+    );
+    assert_eq!(
+        bad,
+        Some(3),
+        "a request list's cursor on the grant list is refused"
+    );
+}
