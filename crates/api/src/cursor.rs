@@ -227,7 +227,7 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "URL-safe: {text}"
         );
-        assert_eq!(s.position(&text).unwrap(), p);
+        assert_eq!(s.position(&text).expect("present"), p);
         // Another caller, other filters, another list, or an audit cursor: refused.
         assert!(
             scope("bob@example.com", Some("pending"))
@@ -242,7 +242,7 @@ mod tests {
                 .is_err()
         );
         let audit = Scope::new("audit", "root@example.com");
-        assert_eq!(audit.seq(&audit.seq_cursor(42)).unwrap(), 42);
+        assert_eq!(audit.seq(&audit.seq_cursor(42)).expect("present"), 42);
         assert!(audit.position(&audit.seq_cursor(42)).is_err());
     }
 
@@ -271,12 +271,13 @@ mod tests {
             }
         }
         // A forged place with the old check.
-        let wire: Wire = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&text).unwrap()).unwrap();
+        let wire: Wire = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&text).expect("present"))
+            .expect("present");
         let forged = Wire {
             at: Some(6),
             ..wire
         };
-        let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).expect("present"));
         assert!(s.position(&forged).is_err());
         for bad in [
             "",

@@ -181,7 +181,7 @@ async fn seed(engine: &Arc<Engine>, args: &ListsArgs, now: Timestamp) -> Result<
             let r = rng.below(args.resources);
             let who = requester(&mut rng, args.users);
             let created_by = (rng.below(5) == 0).then(|| format!("app:ci{}", rng.below(APPS)));
-            let approvals = usize::from(r % 4 == 0 && rng.unit() < 0.3);
+            let approvals = usize::from(r.is_multiple_of(4) && rng.unit() < 0.3);
             let cancel = rng.unit() < args.cancelled;
             if !cancel {
                 pending += 1;

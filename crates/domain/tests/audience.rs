@@ -149,9 +149,14 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
     assert!(r.audience().contains_key("app:ci"));
 
     // Rule 11: ben hands step 1 to gus, who joins the audience and may decide.
-    let ben = dir.actor(&email("ben")).unwrap();
-    r.assign(&ben, Principal::parse(&email("gus")).unwrap(), &dir, now)
-        .expect("assigned");
+    let ben = dir.actor(&email("ben")).expect("present");
+    r.assign(
+        &ben,
+        Principal::parse(&email("gus")).expect("present"),
+        &dir,
+        now,
+    )
+    .expect("assigned");
     check(&r, &dir, "assigned", &mut seen);
     assert_eq!(r.audience().get(&email("gus")), Some(&true));
 
@@ -161,18 +166,18 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
         duration: None,
         scope: Scope::Resource,
     };
-    let gus = dir.actor(&email("gus")).unwrap();
+    let gus = dir.actor(&email("gus")).expect("present");
     r.review(&gus, approve(), (&dir, &NoPolicies), now)
         .expect("step 1");
     check(&r, &dir, "at step 2", &mut seen);
     assert_eq!(r.audience().get(&email("cat")), Some(&false));
     assert_eq!(r.audience().get(&email("eli")), Some(&true));
 
-    let eli = dir.actor(&email("eli")).unwrap();
+    let eli = dir.actor(&email("eli")).expect("present");
     r.review(&eli, approve(), (&dir, &NoPolicies), now)
         .expect("half of step 2");
     check(&r, &dir, "half of step 2", &mut seen);
-    let ann = dir.actor(&email("ann")).unwrap();
+    let ann = dir.actor(&email("ann")).expect("present");
     r.review(&ann, approve(), (&dir, &NoPolicies), now)
         .expect("approved");
     check(&r, &dir, "approved", &mut seen);
@@ -210,7 +215,7 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
                     .expect("denied");
             }
             "cancel" => {
-                let app = dir.actor("app:ci").unwrap();
+                let app = dir.actor("app:ci").expect("present");
                 r.cancel(&app, None, now).expect("cancelled");
             }
             "expire" => {
@@ -218,11 +223,21 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
                     .expect("expired");
             }
             _ => {
-                r.assign(&ben, Principal::parse(&email("gus")).unwrap(), &dir, now)
-                    .expect("assigned");
+                r.assign(
+                    &ben,
+                    Principal::parse(&email("gus")).expect("present"),
+                    &dir,
+                    now,
+                )
+                .expect("assigned");
                 check(&r, &dir, "assigned on", &mut seen);
-                r.assign(&gus, Principal::parse(&email("ben")).unwrap(), &dir, now)
-                    .expect("assigned back");
+                r.assign(
+                    &gus,
+                    Principal::parse(&email("ben")).expect("present"),
+                    &dir,
+                    now,
+                )
+                .expect("assigned back");
             }
         }
         check(&r, &dir, end, &mut seen);

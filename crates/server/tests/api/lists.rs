@@ -254,7 +254,13 @@ async fn mixed_requests(app: &TestApp, n: usize) -> Vec<String> {
                 }
                 1 | 2 => {
                     // Someone who may decide now assigns the step (rule 11).
-                    let r = app.engine.store().request(&id).await.unwrap().unwrap();
+                    let r = app
+                        .engine
+                        .store()
+                        .request(&id)
+                        .await
+                        .expect("read")
+                        .expect("stored");
                     if let Some(by) = r.eligible_reviewers().into_iter().next() {
                         let by = by.trim_end_matches("@example.com").to_owned();
                         let to = ["mallory", "grace", "frank"][next(3)];
@@ -296,7 +302,13 @@ async fn decide_some(app: &TestApp, ids: &[String]) {
         if i % 2 == 1 {
             continue;
         }
-        let r = app.engine.store().request(id).await.unwrap().unwrap();
+        let r = app
+            .engine
+            .store()
+            .request(id)
+            .await
+            .expect("read")
+            .expect("stored");
         let Some(by) = r.eligible_reviewers().into_iter().next() else {
             continue;
         };
@@ -354,7 +366,14 @@ async fn lists_grants_are_paged_and_visible_to_subject_owners_and_admins() {
         if let Some(g) = &r.grant
             && !grants.iter().any(|x| x.id == *g)
         {
-            grants.push(app.engine.store().grant(g).await.unwrap().unwrap());
+            grants.push(
+                app.engine
+                    .store()
+                    .grant(g)
+                    .await
+                    .expect("read")
+                    .expect("stored"),
+            );
         }
     }
     assert!(grants.len() > 10, "only {} grants", grants.len());
@@ -474,7 +493,7 @@ async fn lists_cursors_page_without_gaps_or_repeats_under_concurrent_inserts() {
             ids.extend(
                 page["requests"]
                     .as_array()
-                    .unwrap()
+                    .expect("present")
                     .iter()
                     .map(|r| id_of(r).to_owned()),
             );
@@ -498,9 +517,9 @@ async fn lists_cursors_page_without_gaps_or_repeats_under_concurrent_inserts() {
         events.extend(
             page["events"]
                 .as_array()
-                .unwrap()
+                .expect("present")
                 .iter()
-                .map(|e| e["seq"].as_i64().unwrap()),
+                .map(|e| e["seq"].as_i64().expect("present")),
         );
         assert_eq!(page["next_cursor"].is_string(), page["next_after"].is_i64());
         match page["next_cursor"].as_str() {
@@ -569,7 +588,7 @@ async fn lists_a_malformed_altered_or_foreign_cursor_is_a_400() {
     let mut altered = alice.clone().into_bytes();
     let i = altered.len() / 2;
     altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
-    let altered = String::from_utf8(altered).unwrap();
+    let altered = String::from_utf8(altered).expect("present");
 
     // Act and assert
     for (user, path) in [
@@ -809,8 +828,8 @@ async fn cli_lists_page_with_cursor() {
 
     // Assert
     assert_eq!(code, Some(0));
-    assert_eq!(first["requests"].as_array().unwrap().len(), 3);
-    assert_eq!(rest["requests"].as_array().unwrap().len(), 2);
+    assert_eq!(first["requests"].as_array().expect("present").len(), 3);
+    assert_eq!(rest["requests"].as_array().expect("present").len(), 2);
     assert!(rest.get("next_cursor").is_none(), "the last page: {rest}");
     assert!(
         table.contains("more: repeat with --cursor "),
