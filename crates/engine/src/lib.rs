@@ -1068,7 +1068,8 @@ impl Engine {
     /// Runs every job due now and waits for the connector calls it started; returns how many
     /// jobs ran.
     pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
-        worker::run_due(self, self.now(), true).await
+        let mut calls = tokio::task::JoinSet::new();
+        worker::run_due(self, self.now(), true, &mut calls).await
     }
 
     /// For `countersign-bench expiry` only: issues grants directly, without requests, each

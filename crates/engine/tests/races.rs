@@ -96,3 +96,63 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
         "the grant call landed after the revoke: access outlives a revoked grant"
     );
 }
+
+/// Issue 14, item 4: the worker owns every task it spawns. Told to stop while a grant call is
+/// running, it waits for the call and records its result before it returns, rather than
+/// leaving a detached task to write after the store is closed.
+#[tokio::test]
+async fn issue_14_4_a_stopping_worker_drains_its_running_calls() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("countersign.hcl");
+    let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
+    let url = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let store = store::open(&url, store::Options::default())
+        .await
+        .expect("store");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_225_600_000)));
+    let engine = Engine::new(store, config, clock);
+    let alice = engine.actor("alice@example.com").expect("alice");
+    let bob = engine.actor("bob@example.com").expect("bob");
+    let req = engine
+        .create_request(
+            &alice,
+            CreateRequest {
+                resource: "db".into(),
+                reason: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create")
+        .request;
+    let approved = engine
+        .review(
+            &bob,
+            &req.id,
+            ReviewInput {
+                decision: Decision::Approve,
+                comment: None,
+                duration: None,
+                scope: Scope::Resource,
+            },
+        )
+        .await
+        .expect("approve");
+    let grant = approved.grant.expect("a grant");
+
+    // Act: the worker starts the (one-second) grant call, and is told to stop meanwhile.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(engine::Worker::run(engine.clone(), stop_rx));
+    engine::clock::pause(Duration::from_millis(300)).await;
+    let during = engine.grant(&bob, &grant).await.expect("grant").state;
+    stop.send(true).expect("stop the worker");
+    worker.await.expect("the worker ends");
+
+    // Assert: the call was running when the worker was told to stop, and its result was
+    // recorded before the worker returned.
+    assert_eq!(during, GrantState::Activating);
+    let after = engine.grant(&bob, &grant).await.expect("grant");
+    assert_eq!(after.state, GrantState::Active);
+    assert!(dir.path().join("held").exists());
+}
