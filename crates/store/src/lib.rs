@@ -327,8 +327,9 @@ pub trait Store: Send + Sync + 'static {
     async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Notified after a commit of this store that scheduled a job due at once (a connector
-    /// call). Other stores on the same database are not heard: workers also poll.
+    /// Notified after a commit that scheduled a job due at once (a connector call): this
+    /// store's own, and on PostgreSQL other replicas' (`LISTEN`/`NOTIFY`, unless
+    /// `poll_only`). Workers poll besides.
     fn due_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Who this store is in the claims it takes (unique per opening).
     fn holder(&self) -> &str;
@@ -348,6 +349,9 @@ pub struct Options {
     pub pool: u32,
     /// Who this store is in the claims it takes; a fresh id when empty.
     pub holder: String,
+    /// PostgreSQL: do not `LISTEN` for other replicas' wake-ups, only poll (for connection
+    /// poolers in transaction mode, which cannot hold a `LISTEN`).
+    pub poll_only: bool,
     pub metrics: metrics::WriterMetrics,
 }
 
@@ -356,6 +360,7 @@ impl Default for Options {
         Options {
             pool: 8,
             holder: String::new(),
+            poll_only: false,
             metrics: metrics::WriterMetrics::default(),
         }
     }

@@ -53,8 +53,7 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, Store
     SqlStore::start(
         Source::Postgres(Pool::Postgres(pool.clone())),
         Pool::Postgres(pool),
-        &options.holder,
-        options.metrics.clone(),
+        options,
     )
     .await
 }

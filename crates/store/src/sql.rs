@@ -9,10 +9,9 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
 use crate::db::{Arg, Conn, Dialect, Pool, Row, args, params};
-use crate::metrics::WriterMetrics;
-use crate::writer::{Cache, Msg, Source, Writer, bodies};
+use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies};
 use crate::{
-    Counts, DueJob, GrantFilter, JobFailure, JobResult, RequestFilter, SessionRow, Store,
+    Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
     StoreError, TokenRow, WriteJob,
 };
 
@@ -23,6 +22,8 @@ pub struct SqlStore {
     jobs: mpsc::Sender<Msg>,
     read: Pool,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// PostgreSQL: the task that hears other replicas' `NOTIFY`.
+    listener: Option<tokio::task::JoinHandle<()>>,
     due: Arc<Notify>,
     holder: Arc<str>,
     /// The head of the chain as this process last committed it.
@@ -34,9 +35,9 @@ impl SqlStore {
     pub(crate) async fn start(
         source: Source,
         read: Pool,
-        holder: &str,
-        metrics: WriterMetrics,
+        options: &Options,
     ) -> Result<SqlStore, StoreError> {
+        let (holder, metrics) = (options.holder.as_str(), options.metrics.clone());
         // The chain head row, made from the events the first time (a database written before
         // it existed); every replica that starts tries, and one row is written.
         let head = load_head(&read).await?;
@@ -56,10 +57,17 @@ impl SqlStore {
             }
             .run(rx),
         );
+        let listener = match &read {
+            Pool::Postgres(pool) if !options.poll_only => {
+                Some(tokio::spawn(listen(pool.clone(), due.clone())))
+            }
+            _ => None,
+        };
         Ok(SqlStore {
             jobs: tx,
             read,
             writer: Mutex::new(Some(writer)),
+            listener,
             due,
             holder,
             committed,
@@ -105,6 +113,34 @@ async fn load_head(read: &Pool) -> Result<Head, StoreError> {
         seq: row.int(0)?,
         hash: row.owned_text(1)?,
     })
+}
+
+/// Wakes this store's worker whenever another replica commits a job that is due now. A
+/// connection lost is reconnected by `PgListener`; what was said meanwhile is not heard, and
+/// the worker's polling finds it.
+async fn listen(pool: sqlx::PgPool, due: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        let heard = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(DUE_CHANNEL).await?;
+            loop {
+                l.recv().await?;
+                due.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = heard.await {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures, "listening for other replicas failed; polling meanwhile");
+            }
+        }
+        // Not at once again: the database may be down.
+        #[allow(clippy::disallowed_methods)] // A retry delay, not a decision.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 fn due_job(r: &Row) -> Result<DueJob, StoreError> {
@@ -439,6 +475,9 @@ impl Store for SqlStore {
         let _ = self.jobs.send(Msg::Close).await;
         if let Some(w) = self.writer.lock().await.take() {
             let _ = w.await;
+        }
+        if let Some(l) = &self.listener {
+            l.abort();
         }
         self.read.close().await;
     }

@@ -76,11 +76,5 @@ pub(crate) async fn open(path: &str, options: &Options) -> Result<SqlStore, Stor
         .max_connections(options.pool.clamp(1, 64))
         .connect_with(opts)
         .await?;
-    SqlStore::start(
-        Source::Sqlite(Some(conn)),
-        Pool::Sqlite(read),
-        &options.holder,
-        options.metrics.clone(),
-    )
-    .await
+    SqlStore::start(Source::Sqlite(Some(conn)), Pool::Sqlite(read), options).await
 }

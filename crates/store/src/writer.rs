@@ -179,7 +179,7 @@ impl Writer {
         let committed = match failed {
             None => {
                 let commit = Stopwatch::start();
-                let r = finish(&mut conn, &head, version + 1).await;
+                let r = finish(&mut conn, &head, version + 1, due_now).await;
                 self.metrics.commit_seconds.record(commit.elapsed());
                 r.map_err(|e| e.to_string())
             }
@@ -253,13 +253,25 @@ async fn begin(conn: &mut Conn) -> Result<(Head, i64), StoreError> {
     ))
 }
 
-/// Records the new head and version, and commits.
-async fn finish(conn: &mut Conn, head: &Head, version: i64) -> Result<(), StoreError> {
+/// The channel on which PostgreSQL stores tell each other that a job is due now.
+pub(crate) const DUE_CHANNEL: &str = "countersign_due";
+
+/// Records the new head and version, and commits. On PostgreSQL, a group that made a job due
+/// now also tells the other replicas' workers (`NOTIFY` is delivered at the commit).
+async fn finish(
+    conn: &mut Conn,
+    head: &Head,
+    version: i64,
+    due_now: bool,
+) -> Result<(), StoreError> {
     conn.exec(
         "UPDATE chain_head SET seq = $1, hash = $2, version = $3 WHERE id = 1",
         args![head.seq, &head.hash, version],
     )
     .await?;
+    if due_now && conn.dialect() == Dialect::Postgres {
+        conn.exec(&format!("NOTIFY {DUE_CHANNEL}"), vec![]).await?;
+    }
     conn.exec("COMMIT", vec![]).await?;
     if conn.poisoned() {
         return Err(StoreError::Corrupt("the commit failed".into()));
