@@ -123,7 +123,6 @@ pub struct Engine {
     calls: tokio::sync::Semaphore,
     /// Bounds the callback deliveries running at once, and per receiver.
     delivery_slots: tokio::sync::Semaphore,
-    lanes: callback::Lanes,
     /// Dynamic field options fetched lately.
     options: options::Cache,
     /// This server's metrics.
@@ -249,7 +248,6 @@ impl Engine {
             in_flight: Default::default(),
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
-            lanes: Default::default(),
             options: Default::default(),
             metrics,
         })

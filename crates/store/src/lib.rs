@@ -265,12 +265,14 @@ pub trait Tx: Send {
         claimed_until: Option<Timestamp>,
     ) -> Result<(), StoreError>;
     /// Takes a pending delivery that is due and not claimed, until `until`; `None` if it is
-    /// not there, not due, or taken.
+    /// not there, not due, taken, or its receiver (`lane`) already has `per_lane` live claims
+    /// (by any holder: the limit is counted across replicas).
     async fn claim_delivery(
         &mut self,
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError>;
     /// Whether this store's holder has a live claim on the delivery at `now`.
     async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -317,12 +319,12 @@ pub trait Store: Send + Sync + 'static {
     /// The portal session with this id hash, unless it has expired by `now`.
     async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError>;
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
-    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers in
-    /// `skip` (they have enough calls running).
+    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers that
+    /// already have `per_lane` live claims (across replicas).
     async fn due_deliveries(
         &self,
         now: Timestamp,
-        skip: &[String],
+        per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
     /// The deliveries of one request.

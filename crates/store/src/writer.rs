@@ -1044,6 +1044,7 @@ impl Tx for BufferedTx<'_> {
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError> {
         let d: Option<Delivery> = load_with(
             self.conn,
@@ -1053,6 +1054,36 @@ impl Tx for BufferedTx<'_> {
         )
         .await?;
         let Some(d) = d else { return Ok(None) };
+        // The receiver's live claims: in the database (those this job rewrites left out),
+        // plus this job's own.
+        let lane = d.lane();
+        let mine: Vec<&str> = self
+            .pending
+            .deliveries
+            .iter()
+            .map(|(p, _)| p.id.as_str())
+            .collect();
+        let mut sql = String::from(
+            "SELECT COUNT(*) FROM deliveries WHERE lane = $1 AND claimed_until > $2",
+        );
+        if !mine.is_empty() {
+            sql.push_str(&format!(" AND id NOT IN ({})", params(3, mine.len())));
+        }
+        let mut a = args![&lane, now.millis()];
+        a.extend(mine.iter().map(|m| Arg::from(*m)));
+        let stored = match self.conn.row(&sql, a).await? {
+            Some(r) => r.int(0)?,
+            None => 0,
+        };
+        let pending = self
+            .pending
+            .deliveries
+            .iter()
+            .filter(|(p, claimed)| claimed.is_some_and(|u| u > now.millis()) && p.lane() == lane)
+            .count();
+        if stored + i64::try_from(pending).unwrap_or(i64::MAX) >= i64::from(per_lane) {
+            return Ok(None);
+        }
         self.pending.deliveries.retain(|(p, _)| p.id != d.id);
         self.pending
             .deliveries
