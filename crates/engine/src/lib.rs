@@ -1057,6 +1057,49 @@ impl Engine {
         .await
     }
 
+    /// Keeps a portal sign-in under way (what the identity provider's callback needs, as
+    /// `data`) until `expires_at`, in the database, so that the callback may reach any
+    /// replica. Refused while [`MAX_LOGINS`] are under way: an anonymous visitor can make the
+    /// server keep only so much.
+    pub async fn start_login(
+        &self,
+        hash: &str,
+        data: String,
+        expires_at: Timestamp,
+    ) -> Result<(), EngineError> {
+        let now = self.now();
+        let row = SessionRow {
+            hash: format!("{LOGIN_PREFIX}{hash}"),
+            subject: String::new(),
+            csrf: String::new(),
+            data,
+            created_at: now,
+            expires_at,
+        };
+        self.write(move |tx| {
+            Box::pin(async move {
+                if tx.count_sessions(LOGIN_PREFIX, now).await? >= MAX_LOGINS {
+                    return Err(DomainError::Conflict(
+                        "too many sign-ins are under way; try again in a few minutes".into(),
+                    )
+                    .into());
+                }
+                Ok(tx.put_session(&row, now).await?)
+            })
+        })
+        .await
+    }
+
+    /// Takes a sign-in under way, once: its `data`, unless it expired or was taken already.
+    pub async fn take_login(&self, hash: &str) -> Result<Option<String>, EngineError> {
+        let now = self.now();
+        let key = format!("{LOGIN_PREFIX}{hash}");
+        self.write(move |tx| {
+            Box::pin(async move { Ok(tx.take_session(&key, now).await?.map(|r| r.data)) })
+        })
+        .await
+    }
+
     /// Ends a portal session (sign-out).
     pub async fn end_session(&self, hash: String) -> Result<(), EngineError> {
         self.write(move |tx| {
@@ -1154,6 +1197,13 @@ impl Engine {
         !calls.is_empty() || self.delivery_slots.available_permits() < callback::MAX_DELIVERIES
     }
 }
+
+/// Sign-ins under way are kept beside the sessions, under this prefix (a session's own hash
+/// is hex, so the two never meet).
+const LOGIN_PREFIX: &str = "login:";
+
+/// The most portal sign-ins that may be under way at once.
+pub const MAX_LOGINS: u64 = 10_000;
 
 /// How long an `Idempotency-Key` stays marked as being created when its creator dies before
 /// it finishes (rule 25).

@@ -295,6 +295,15 @@ pub trait Tx: Send {
     async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError>;
     /// Ends a portal session (sign-out, or the id rotated at sign-in).
     async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError>;
+    /// Reads and ends a session in one step, if it is live at `now`: what is kept under
+    /// `hash` can be taken once, whichever replica asks (a sign-in under way).
+    async fn take_session(
+        &mut self,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    /// How many sessions whose hash starts with `prefix` are live at `now`.
+    async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 #[async_trait]

@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
 use crate::db::{Arg, Conn, Dialect, Pool, Row, args};
-use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies};
+use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies, session_row};
 use crate::{
     Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
     StoreError, TokenRow, WriteJob,
@@ -353,17 +353,7 @@ impl Store for SqlStore {
                 args![hash, now.millis()],
             )
             .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                hash: hash.to_owned(),
-                subject: r.owned_text(0)?,
-                csrf: r.owned_text(1)?,
-                data: r.owned_text(2)?,
-                created_at: Timestamp::from_millis(r.int(3)?),
-                expires_at: Timestamp::from_millis(r.int(4)?),
-            })
-        })
-        .transpose()
+        row.map(|r| session_row(hash, &r)).transpose()
     }
 
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError> {
