@@ -241,8 +241,8 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{scheme}://{authority}/{name}{query}")
 }
 
-/// A number no other test of this run or of another run draws: the process's random hash
-/// keys over a counter.
+/// A random number for a database name: a counter (distinct within this run) hashed with
+/// the process's random hash keys (distinct across runs, with overwhelming likelihood).
 fn random_u64() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
