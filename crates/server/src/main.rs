@@ -167,7 +167,7 @@ fn main() -> ExitCode {
 }
 
 async fn token_create(cfg: config::Config, user: &str) -> Result<String, String> {
-    let engine = countersign::open_as(cfg, Arc::new(SystemClock), countersign::Role::Tool)
+    let engine = countersign::open(cfg, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
     let token = engine.create_token(user).await.map_err(|e| e.to_string());
@@ -231,7 +231,7 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
     // SIGHUP reloads the configuration; a configuration with errors is refused and the
     // running one kept.
     let reload_engine = engine.clone();
-    tokio::spawn(async move {
+    let reloads = tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
@@ -280,7 +280,10 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
         portal: web::PortalOptions { dev_login: dev },
         ..RunOptions::default()
     };
-    match countersign::run(listener, engine, options, shutdown).await {
+    let served = countersign::run(listener, engine, options, shutdown).await;
+    // The store is closed: no reload may start now.
+    reloads.abort();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("countersign: {e}");

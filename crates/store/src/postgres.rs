@@ -1,0 +1,59 @@
+//! Opening a PostgreSQL database, for several replicas on one database: a pool of connections
+//! shared by reads and the writer (which takes one per group), and migrations run under
+//! PostgreSQL's advisory lock, so that of replicas starting together one migrates and the
+//! others wait for it.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::db::{Conn, Pool};
+use crate::sql::{SqlStore, ensure_head};
+use crate::writer::Source;
+use crate::{Options, StoreError};
+
+fn migrator() -> Migrator {
+    let step = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(sql),
+            false,
+        )
+    };
+    let mut m = Migrator::with_migrations(vec![step(
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    )]);
+    // `pg_advisory_lock` around the migrations (sqlx's default, said here because replicas
+    // rely on it).
+    m.set_locking(true);
+    m
+}
+
+/// Connects to the database `url` names (`sslmode` and the other libpq parameters are read
+/// from it), runs migrations and starts the writer.
+pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, StoreError> {
+    let connect = PgConnectOptions::from_str(url)?.application_name("countersign");
+    let pool = PgPoolOptions::new()
+        .max_connections(options.pool.clamp(2, 256))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect)
+        .await?;
+    let mut first = pool.acquire().await?;
+    migrator().run(&mut *first).await?;
+    let mut conn = Conn::postgres(first);
+    ensure_head(&mut conn).await?;
+    drop(conn);
+    SqlStore::start(
+        Source::Postgres(Pool::Postgres(pool.clone())),
+        Pool::Postgres(pool),
+        options,
+    )
+    .await
+}
