@@ -82,6 +82,10 @@ pub(crate) enum Val {
 pub(crate) struct Row(Vec<Val>);
 
 impl Row {
+    pub(crate) fn val(&self, i: usize) -> Result<&Val, StoreError> {
+        self.at(i)
+    }
+
     fn at(&self, i: usize) -> Result<&Val, StoreError> {
         self.0
             .get(i)

@@ -23,6 +23,7 @@
 //! This crate knows the stored shape of domain objects; it does not decide anything.
 
 pub mod chain;
+mod copy;
 mod db;
 pub mod metrics;
 mod postgres;
@@ -38,6 +39,7 @@ use async_trait::async_trait;
 use domain::{Delivery, Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
 
 pub use chain::StoredEvent;
+pub use copy::{CopyReport, copy};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -373,17 +375,44 @@ pub async fn open(url: &str, options: Options) -> Result<std::sync::Arc<dyn Stor
     if options.holder.is_empty() {
         options.holder = uuid::Uuid::now_v7().to_string();
     }
+    let store = match backend(url)? {
+        Backend::Sqlite(path) => {
+            sql::SqlStore::start_sqlite(sqlite::connect(path, options.pool).await?, &options)
+                .await?
+        }
+        Backend::Postgres => {
+            sql::SqlStore::start_postgres(postgres::connect(url, options.pool).await?, &options)
+                .await?
+        }
+    };
+    Ok(std::sync::Arc::new(store))
+}
+
+enum Backend<'a> {
+    Sqlite(&'a str),
+    Postgres,
+}
+
+fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        return Ok(std::sync::Arc::new(sqlite::open(path, &options).await?));
+        return Ok(Backend::Sqlite(path));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(std::sync::Arc::new(postgres::open(url, &options).await?));
+        return Ok(Backend::Postgres);
     }
     // Only the scheme: the rest of a URL may hold a password.
     Err(StoreError::BadUrl(
         url.split("://").next().unwrap_or_default().to_owned(),
     ))
+}
+
+/// Connects to the database a URL names and runs its migrations, without starting a writer.
+async fn connect(url: &str, pool: u32) -> Result<(db::Conn, db::Pool), StoreError> {
+    match backend(url)? {
+        Backend::Sqlite(path) => sqlite::connect(path, pool).await,
+        Backend::Postgres => postgres::connect(url, pool).await,
+    }
 }

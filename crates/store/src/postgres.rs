@@ -10,10 +10,9 @@ use std::time::Duration;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::StoreError;
 use crate::db::{Conn, Pool};
-use crate::sql::{SqlStore, ensure_head};
-use crate::writer::Source;
-use crate::{Options, StoreError};
+use crate::sql::ensure_head;
 
 fn migrator() -> Migrator {
     let step = |version, name, sql| {
@@ -37,11 +36,11 @@ fn migrator() -> Migrator {
 }
 
 /// Connects to the database `url` names (`sslmode` and the other libpq parameters are read
-/// from it), runs migrations and starts the writer.
-pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, StoreError> {
+/// from it) and runs its migrations: a connection and the pool it came from.
+pub(crate) async fn connect(url: &str, pool: u32) -> Result<(Conn, Pool), StoreError> {
     let connect = PgConnectOptions::from_str(url)?.application_name("countersign");
     let pool = PgPoolOptions::new()
-        .max_connections(options.pool.clamp(2, 256))
+        .max_connections(pool.clamp(2, 256))
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?;
@@ -49,11 +48,5 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, Store
     migrator().run(&mut *first).await?;
     let mut conn = Conn::postgres(first);
     ensure_head(&mut conn).await?;
-    drop(conn);
-    SqlStore::start(
-        Source::Postgres(Pool::Postgres(pool.clone())),
-        Pool::Postgres(pool),
-        options,
-    )
-    .await
+    Ok((conn, Pool::Postgres(pool)))
 }

@@ -32,11 +32,7 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Starts the writer on `source` (migrated already) and reads through `read`.
-    pub(crate) async fn start(
-        source: Source,
-        read: Pool,
-        options: &Options,
-    ) -> Result<SqlStore, StoreError> {
+    async fn start(source: Source, read: Pool, options: &Options) -> Result<SqlStore, StoreError> {
         let (holder, metrics) = (options.holder.as_str(), options.metrics.clone());
         // The chain head row, made from the events the first time (a database written before
         // it existed); every replica that starts tries, and one row is written.
@@ -72,6 +68,25 @@ impl SqlStore {
             holder,
             committed,
         })
+    }
+
+    /// Starts a SQLite store on a connection made by `sqlite::connect`: the writer keeps the
+    /// connection.
+    pub(crate) async fn start_sqlite(
+        (conn, read): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        SqlStore::start(Source::Sqlite(Some(conn)), read, options).await
+    }
+
+    /// Starts a PostgreSQL store on a connection made by `postgres::connect`: the writer
+    /// takes a connection of the pool for each group.
+    pub(crate) async fn start_postgres(
+        (conn, pool): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        conn.close().await;
+        SqlStore::start(Source::Postgres(pool.clone()), pool, options).await
     }
 
     fn dialect(&self) -> Dialect {

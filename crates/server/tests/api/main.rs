@@ -16,6 +16,7 @@ mod checkpoints;
 mod cli;
 mod connections;
 mod connector;
+mod copy;
 mod graphql;
 mod helpers;
 mod lifecycle;
