@@ -127,38 +127,44 @@ enum Backend {
 pub async fn database(dir: &Path) -> TestDatabase {
     let store = std::env::var("COUNTERSIGN_TEST_STORE").unwrap_or_default();
     match store.as_str() {
-        "" | "sqlite" => {
-            let path = dir.join("cs.db");
-            TestDatabase {
-                url: format!("sqlite://{}", path.display()),
-                backend: Backend::Sqlite(path),
-            }
-        }
-        "postgres" => {
-            let admin = match std::env::var("COUNTERSIGN_TEST_PG_URL") {
-                Ok(u) if !u.is_empty() => u,
-                _ => panic!(
-                    "COUNTERSIGN_TEST_STORE=postgres needs COUNTERSIGN_TEST_PG_URL, a server whose \
-                     role may CREATE DATABASE (bash .ci/postgres.sh starts one and prints its URL)"
-                ),
-            };
-            let name = format!("cs_api_{:016x}", random_u64());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("connect to COUNTERSIGN_TEST_PG_URL: {e}"));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("CREATE DATABASE {name} (does the role have CREATEDB?): {e}")
-                });
-            let _ = conn.close().await;
-            TestDatabase {
-                url: with_database(&admin, &name),
-                backend: Backend::Postgres { admin, name },
-            }
-        }
+        "" | "sqlite" => sqlite_database(dir),
+        "postgres" => postgres_database().await,
         other => panic!("COUNTERSIGN_TEST_STORE={other}: expected `sqlite` or `postgres`"),
+    }
+}
+
+/// A SQLite file `cs.db` in `dir`, whichever store the suite runs on.
+pub fn sqlite_database(dir: &Path) -> TestDatabase {
+    let path = dir.join("cs.db");
+    TestDatabase {
+        url: format!("sqlite://{}", path.display()),
+        backend: Backend::Sqlite(path),
+    }
+}
+
+/// A new PostgreSQL database on the server `COUNTERSIGN_TEST_PG_URL` names, whichever store
+/// the suite runs on; panics without the variable.
+pub async fn postgres_database() -> TestDatabase {
+    let admin = match std::env::var("COUNTERSIGN_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "COUNTERSIGN_TEST_PG_URL is not set: the PostgreSQL tests (and every test under \
+             COUNTERSIGN_TEST_STORE=postgres) need a server whose role may CREATE DATABASE \
+             (bash .ci/postgres.sh starts one and prints its URL)"
+        ),
+    };
+    let name = format!("cs_api_{:016x}", random_u64());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to COUNTERSIGN_TEST_PG_URL: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} (does the role have CREATEDB?): {e}"));
+    let _ = conn.close().await;
+    TestDatabase {
+        url: with_database(&admin, &name),
+        backend: Backend::Postgres { admin, name },
     }
 }
 
