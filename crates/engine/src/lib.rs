@@ -318,7 +318,9 @@ impl Engine {
         self.metrics.render(self.store.as_ref(), self.now()).await
     }
 
-    /// Runs `f` in a store transaction, passing its error through unchanged.
+    /// Runs `f` in a store transaction, passing its error through unchanged. The job's
+    /// result (or its own error) waits beside it, typed, and is handed over once the store
+    /// has committed (or has not).
     async fn write<T, F>(&self, f: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
@@ -326,19 +328,31 @@ impl Engine {
             + Send
             + 'static,
     {
+        let slot: Arc<std::sync::Mutex<Option<Result<T, EngineError>>>> = Arc::default();
+        let out = slot.clone();
         let job: store::WriteJob = Box::new(move |tx| {
             Box::pin(async move {
-                match f(tx).await {
-                    Ok(v) => Ok(Box::new(v) as Box<dyn std::any::Any + Send>),
-                    Err(EngineError::Store(e)) => Err(JobFailure::Store(e)),
-                    Err(e) => Err(JobFailure::Abort(Box::new(e))),
-                }
+                let r = f(tx).await;
+                let answer = if r.is_ok() {
+                    Ok(())
+                } else {
+                    Err(JobFailure::Refused)
+                };
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                answer
             })
         });
-        let out = self.store.write(job).await.map_err(EngineError::from)?;
-        out.downcast::<T>().map(|b| *b).map_err(|_| {
-            EngineError::Store(store::StoreError::Corrupt("unexpected job result".into()))
-        })
+        let committed = self.store.write(job).await;
+        let kept = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (committed, kept) {
+            (Ok(()), Some(r)) => r,
+            // The store failed (the job may have succeeded, but nothing of it is durable).
+            (Err(JobFailure::Store(e)), _) => Err(EngineError::Store(e)),
+            (Err(JobFailure::Refused), Some(Err(e))) => Err(e),
+            _ => Err(EngineError::Store(store::StoreError::Corrupt(
+                "a write job ended without an answer".into(),
+            ))),
+        }
     }
 
     /// The actor a configured user acts as, if the user is (still) configured.

@@ -31,7 +31,6 @@ mod sql;
 mod sqlite;
 mod writer;
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -58,11 +57,13 @@ pub enum StoreError {
 }
 
 /// How a write job ended without committing its changes.
+#[derive(Debug)]
 pub enum JobFailure {
     /// The store failed; the caller's error type never saw it.
     Store(StoreError),
-    /// The job itself refused (a domain rule); carries the caller's error.
-    Abort(Box<dyn Any + Send>),
+    /// The job itself refused (a domain rule). The job keeps its own error for its caller:
+    /// the store only needs to know that nothing of it may be written.
+    Refused,
 }
 
 impl From<StoreError> for JobFailure {
@@ -71,7 +72,9 @@ impl From<StoreError> for JobFailure {
     }
 }
 
-pub type JobResult = Result<Box<dyn Any + Send>, JobFailure>;
+/// What a write job answers: done, or why not. A job hands its typed result to its caller
+/// itself (the engine keeps it beside the job); the store only commits or not.
+pub type JobResult = Result<(), JobFailure>;
 
 /// A unit of work run inside a store transaction.
 pub type WriteJob = Box<dyn for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, JobResult> + Send>;
