@@ -49,7 +49,7 @@ async fn issue_14_requests_alternate_between_two_replicas() {
     }
     for (i, id) in ids.iter().enumerate() {
         let path = format!("/v1/requests/{}/reviews", id_of(id));
-        let body = json!({ "decision": if i % 3 == 0 { "deny" } else { "approve" } });
+        let body = json!({ "decision": if i.is_multiple_of(3) { "deny" } else { "approve" } });
         let (status, r) = if i % 2 == 0 {
             b.api.post("bob", &path, body).await
         } else {
@@ -77,7 +77,11 @@ async fn issue_14_requests_alternate_between_two_replicas() {
         assert_eq!(states.len(), users.len(), "{name}: {list}");
         for (reason, state) in states {
             let i: usize = reason[1..].parse().expect("r<i>");
-            let want = if i % 3 == 0 { "denied" } else { "approved" };
+            let want = if i.is_multiple_of(3) {
+                "denied"
+            } else {
+                "approved"
+            };
             assert_eq!(state, want, "{name} replica, request {reason}");
         }
     }
