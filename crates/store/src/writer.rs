@@ -1216,17 +1216,14 @@ impl Tx for BufferedTx<'_> {
     }
 
     async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError> {
-        // A range of the primary key: the prefix, up to the prefix with its last byte raised.
-        let mut end = prefix.to_owned();
-        let last = end
-            .pop()
-            .map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
-        end.push(last);
+        // By the leading characters, not a range of the key: a range would assume the
+        // database orders text by bytes, and a PostgreSQL database may collate otherwise.
         let row = self
             .conn
             .row(
-                "SELECT COUNT(*) FROM sessions WHERE hash >= $1 AND hash < $2 AND expires_at > $3",
-                args![prefix, end, now.millis()],
+                "SELECT COUNT(*) FROM sessions
+                 WHERE substr(hash, 1, length($1)) = $1 AND expires_at > $2",
+                args![prefix, now.millis()],
             )
             .await?;
         Ok(row
