@@ -66,7 +66,7 @@ async fn concurrent_appends(stores: &[Arc<dyn Store>]) {
                 })
                 .collect();
             let written = events.clone();
-            let seqs = write(&*store, move |tx| {
+            let seqs = try_write(&*store, move |tx| {
                 Box::pin(async move {
                     let mut seqs = vec![];
                     for e in &events {
@@ -80,9 +80,19 @@ async fn concurrent_appends(stores: &[Arc<dyn Store>]) {
         }));
     }
     let mut jobs = vec![];
-    for t in tasks {
-        jobs.push(t.await.expect("task"));
+    let mut failed = vec![];
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.expect("task") {
+            (Ok(seqs), written) => jobs.push((seqs, written)),
+            (Err(e), _) => failed.push(format!("job {i}: {e:?}")),
+        }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {TASKS} jobs failed; the first: {}",
+        failed.len(),
+        failed[0]
+    );
 
     let events = verified_chain(&*stores[0]).await;
     let total: usize = jobs.iter().map(|(s, _)| s.len()).sum();
@@ -101,31 +111,40 @@ async fn concurrent_appends(stores: &[Arc<dyn Store>]) {
     }
 }
 
+/// Rounds of the race, one request each.
+const ROUNDS: usize = 4;
+
 /// Issue 14 item 1 ("two replicas deciding at once produce exactly one outcome"): twenty
 /// reviewers decide one pending request at once, each job reading it and deciding only while
 /// it is still pending. Exactly one job commits; every other one sees the decided request
-/// and refuses. The request holds one review and the log one review and one outcome.
+/// and refuses. The request holds one review and the log one review and one outcome. Four
+/// rounds, one request each.
 pub async fn one_outcome_under_concurrent_decisions(db: &Db) {
     let store = db.open().await;
-    decide_at_once(&[store]).await;
+    let w = Arc::new(World::new());
+    for round in 0..ROUNDS {
+        decide_at_once(&w, std::slice::from_ref(&store), round).await;
+    }
 }
 
 /// Issue 14 item 1, two replicas: the same race with the reviewers spread over two handles
-/// on one database, the request created through the first.
+/// on one database, each round's request created through the handles in turn.
 pub async fn one_outcome_across_two_handles(db: &Db) {
-    let a = db.open().await;
-    let b = db.open().await;
-    decide_at_once(&[a, b]).await;
+    let stores = [db.open().await, db.open().await];
+    let w = Arc::new(World::new());
+    for round in 0..ROUNDS {
+        decide_at_once(&w, &stores, round).await;
+    }
 }
 
-async fn decide_at_once(stores: &[Arc<dyn Store>]) {
-    // Arrange: a pending request, created (and so known) through the first handle; every
-    // handle has read it once.
+async fn decide_at_once(w: &Arc<World>, stores: &[Arc<dyn Store>], round: usize) {
+    // Arrange: a pending request, created (and so known) through one handle; every handle
+    // has read it once.
     const DECIDERS: usize = 20;
     const { assert!(DECIDERS <= REVIEWERS) };
-    let w = Arc::new(World::new());
-    let (req, created) = w.request("req_race", ALICE, "db", at(0));
-    write(&*stores[0], move |tx| {
+    let id = format!("req_race_{round}");
+    let (req, created) = w.request(&id, ALICE, "db", at(0));
+    write(&*stores[round % stores.len()], move |tx| {
         Box::pin(async move {
             tx.put_request(&req).await?;
             apply(tx, &created, at(0)).await?;
@@ -134,8 +153,9 @@ async fn decide_at_once(stores: &[Arc<dyn Store>]) {
     })
     .await;
     for s in stores {
-        let seen = write(&**s, |tx| {
-            Box::pin(async move { Ok(tx.request("req_race").await?) })
+        let id = id.clone();
+        let seen = write(&**s, move |tx| {
+            Box::pin(async move { Ok(tx.request(&id).await?) })
         })
         .await;
         assert_eq!(seen.map(|r| r.state), Some(RequestState::Pending));
@@ -146,11 +166,12 @@ async fn decide_at_once(stores: &[Arc<dyn Store>]) {
     for i in 0..DECIDERS {
         let store = stores[i % stores.len()].clone();
         let w = w.clone();
+        let id = id.clone();
         tasks.push(tokio::spawn(async move {
             let now = at(1000 + i as i64);
             try_write(&*store, move |tx| {
                 Box::pin(async move {
-                    let Some(mut req) = tx.request("req_race").await? else {
+                    let Some(mut req) = tx.request(&id).await? else {
                         return Err(refuse("no such request"));
                     };
                     if req.state != RequestState::Pending {
@@ -191,7 +212,7 @@ async fn decide_at_once(stores: &[Arc<dyn Store>]) {
         }
     }
     let stored = stores[0]
-        .request("req_race")
+        .request(&id)
         .await
         .expect("read")
         .expect("the request");
@@ -208,6 +229,7 @@ async fn decide_at_once(stores: &[Arc<dyn Store>]) {
         .await
         .iter()
         .map(event_of)
+        .filter(|e| e.request.as_deref() == Some(id.as_str()))
         .collect();
     let count = |kind: EventKind| events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(count(EventKind::ReviewRecorded), 1);

@@ -25,6 +25,7 @@ mod claims;
 mod fixtures;
 mod harness;
 mod reopen;
+mod replicas;
 mod rows;
 
 pub use harness::Db;
@@ -77,5 +78,7 @@ conformance! {
     rows::counts,
     rows::list_requests_filters_and_pages,
     rows::list_grants_filters,
+    replicas::handles_see_each_others_commits,
+    replicas::idempotency_key_has_one_creator_across_handles,
     reopen::reopen_keeps_everything,
 }
