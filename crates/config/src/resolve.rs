@@ -23,6 +23,8 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RECONCILE_SECS: u64 = 300;
 const DEFAULT_EXPIRY_NOTICE_SECS: u64 = 900;
 const DEFAULT_POLICY_INTERVAL_SECS: u64 = 300;
+/// Connections to the database when `database_pool` is not set.
+const DEFAULT_DATABASE_POOL: u32 = 8;
 const DEFAULT_POLICY_TIMEOUT_MS: u64 = 100;
 const MAX_POLICY_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
@@ -116,6 +118,15 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             OutboundAllow::default()
         }
     };
+    let database_pool = s.database_pool.unwrap_or(DEFAULT_DATABASE_POOL);
+    if let Some(loc) = &sloc
+        && !(1..=256).contains(&database_pool)
+    {
+        errors.push(loc.err(
+            Some("database_pool"),
+            "database_pool must be between 1 and 256",
+        ));
+    }
     if let Some(loc) = &sloc {
         let bounds = [
             ("callback_timeout", callbacks.timeout, 1, 300),
@@ -149,6 +160,8 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         database: s
             .database
             .unwrap_or_else(|| "sqlite://countersign.db".into()),
+        database_pool,
+        database_poll_only: s.database_poll_only.unwrap_or(false),
         reconcile_interval,
         expiry_notice,
         policy_interval,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use domain::{
-    Attempt, CallbackFormat, Delivery, DeliveryState, Event, EventKind, Request, RetryPlan, Span,
+    Attempt, CallbackFormat, Delivery, DeliveryState, Event, EventKind, Request, RetryPlan,
     Timestamp,
 };
 use rand::RngCore;
@@ -35,8 +35,6 @@ use crate::{Engine, EngineError};
 pub const PER_RECEIVER: usize = 4;
 /// Calls running at once in all.
 pub const MAX_DELIVERIES: usize = 64;
-/// How long past its timeout a claimed delivery may run before it is tried again.
-const CLAIM_MARGIN: Span = Span::from_secs(30);
 
 /// A new callback secret, in Standard Webhooks' `whsec_<base64>` form (24 random bytes), so
 /// that the receiver can hand it to any Standard Webhooks library as it is.
@@ -188,8 +186,8 @@ pub(crate) async fn dispatch(
     if ids.is_empty() {
         return Ok(0);
     }
-    let timeout = engine.config().server.callbacks.timeout;
-    let until = now.plus(timeout).plus(CLAIM_MARGIN);
+    // Renewed by the worker's heartbeat while the call runs (`worker::LEASE`).
+    let until = now.plus(crate::worker::LEASE);
     let claimed: Vec<Delivery> = engine
         .write(move |tx| {
             Box::pin(async move {
@@ -277,6 +275,12 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     let recorded = engine
         .write(move |tx| {
             Box::pin(async move {
+                if !tx.holds_delivery(&id, done).await? {
+                    // Taken over (and perhaps sent again, with the same `webhook-id`) by
+                    // another holder after this one's claim lapsed: the attempt is its to record.
+                    tracing::warn!(delivery = %id, "the claim lapsed before the attempt was recorded");
+                    return Ok(None);
+                }
                 let Some(mut d) = tx.delivery(&id).await? else {
                     return Ok(None);
                 };

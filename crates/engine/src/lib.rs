@@ -124,8 +124,6 @@ pub struct Engine {
     /// Bounds the callback deliveries running at once, and per receiver.
     delivery_slots: tokio::sync::Semaphore,
     lanes: callback::Lanes,
-    /// `Idempotency-Key`s whose request is being created now, per caller (rule 25).
-    creating: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Dynamic field options fetched lately.
     options: options::Cache,
     /// This server's metrics.
@@ -168,12 +166,12 @@ async fn apply(
                         if warn_at > now {
                             tx.schedule(TimerKind::GrantNotice, &key, warn_at).await?;
                         } else {
-                            tx.unschedule(TimerKind::GrantNotice, &key).await?;
+                            tx.unschedule(TimerKind::GrantNotice, &key, now).await?;
                         }
                     }
                     tx.schedule(kind, &key, at).await?
                 }
-                Effect::Unschedule { kind, key } => tx.unschedule(kind, &key).await?,
+                Effect::Unschedule { kind, key } => tx.unschedule(kind, &key, now).await?,
                 // Written by `save_request`, which has the request.
                 Effect::Callback => {}
                 Effect::IssueGrant(spec) => {
@@ -252,7 +250,6 @@ impl Engine {
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
             lanes: Default::default(),
-            creating: Default::default(),
             options: Default::default(),
             metrics,
         })
@@ -384,12 +381,12 @@ impl Engine {
             }
             None => None,
         };
-        let _creating = match &input.idempotency {
-            Some(k) => Some(self.start_creating(&actor.id, &k.key)?),
-            None => None,
-        };
+        let id = new_id(now);
+        if let Some(k) = &input.idempotency {
+            self.start_creating(&actor.id, k, &id, now).await?;
+        }
         let new = NewRequest {
-            id: new_id(now),
+            id: id.clone(),
             requester,
             reason: input.reason,
             duration: input.duration,
@@ -404,18 +401,20 @@ impl Engine {
         let subject = actor.id.clone();
         let idem = input.idempotency;
         let secret_in = secret.clone();
-        let (req, replay) = self
+        let key = idem.as_ref().map(|k| (subject.clone(), k.key.clone()));
+        let created = self
             .write(move |tx| {
                 Box::pin(async move {
                     if let Some(k) = &idem
                         && let Some(row) = tx.idempotency(&subject, &k.key, now).await?
+                        && !(row.in_flight_until.is_some() && row.request_id == new.id)
                     {
                         if row.body_hash != k.body_hash {
-                            return Err(DomainError::Invalid(format!(
-                                "Idempotency-Key {:?} was already used with a different body",
-                                k.key
-                            ))
-                            .into());
+                            return Err(different_body(&k.key));
+                        }
+                        if row.in_flight_until.is_some() {
+                            // Another creation took the key over after this one's mark lapsed.
+                            return Err(in_flight(&k.key));
                         }
                         let first = match row.response.as_deref().map(serde_json::from_str) {
                             Some(Ok(r)) => r,
@@ -454,13 +453,22 @@ impl Engine {
                             request_id: req.id.clone(),
                             response: serde_json::to_string(&req).ok(),
                             expires_at: now.plus(ttl),
+                            in_flight_until: None,
                         };
                         tx.put_idempotency(&row, now).await?;
                     }
                     Ok((req, false))
                 })
             })
-            .await?;
+            .await;
+        let (req, replay) = match (created, key) {
+            (Ok(v), _) => v,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some((subject, key))) => {
+                self.end_creating(subject, key, id).await;
+                return Err(e);
+            }
+        };
         if !replay {
             self.metrics.created(&req);
         }
@@ -475,18 +483,67 @@ impl Engine {
         })
     }
 
-    /// Marks a caller's `Idempotency-Key` as being created now; 409 if it already is. The
-    /// mark goes when the returned guard is dropped.
-    fn start_creating(&self, subject: &str, key: &str) -> Result<Creating<'_>, EngineError> {
-        let id = (subject.to_owned(), key.to_owned());
-        let mut set = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(id.clone()) {
-            return Err(DomainError::Conflict(format!(
-                "a request with Idempotency-Key {key:?} is still being created; retry later"
-            ))
-            .into());
+    /// Marks a caller's `Idempotency-Key` as being created now, in the database, so that a
+    /// repeat on any replica sees it (rule 25): 422 if the key was used with another body, 409
+    /// while another creation with it is in flight. A key already answered is left for the
+    /// creation itself to replay. The mark names the request `id` about to be created, and
+    /// lapses after [`IN_FLIGHT`] if this process dies before it is cleared.
+    async fn start_creating(
+        &self,
+        subject: &str,
+        k: &IdempotencyKey,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let ttl = self.config().server.idempotency_ttl;
+        let (subject, k, id) = (subject.to_owned(), k.clone(), id.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                if let Some(row) = tx.idempotency(&subject, &k.key, now).await? {
+                    if row.body_hash != k.body_hash {
+                        return Err(different_body(&k.key));
+                    }
+                    match row.in_flight_until {
+                        None => return Ok(()),
+                        Some(until) if until > now => return Err(in_flight(&k.key)),
+                        // Its creator died: the key is free again.
+                        Some(_) => {}
+                    }
+                }
+                let mark = store::IdempotencyRow {
+                    subject,
+                    key: k.key,
+                    body_hash: k.body_hash,
+                    request_id: id,
+                    response: None,
+                    expires_at: now.plus(ttl),
+                    in_flight_until: Some(now.plus(IN_FLIGHT)),
+                };
+                Ok(tx.put_idempotency(&mark, now).await?)
+            })
+        })
+        .await
+    }
+
+    /// Clears the in-flight mark of a creation that failed, if it is still this one's.
+    async fn end_creating(&self, subject: String, key: String, id: String) {
+        let now = self.now();
+        let r = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    if let Some(row) = tx.idempotency(&subject, &key, now).await?
+                        && row.in_flight_until.is_some()
+                        && row.request_id == id
+                    {
+                        tx.delete_idempotency(&subject, &key).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "clearing an Idempotency-Key mark failed; it lapses");
         }
-        Ok(Creating { engine: self, id })
     }
 
     /// The callback deliveries of a request, for its creator or an admin (rule 23).
@@ -1011,7 +1068,8 @@ impl Engine {
     /// Runs every job due now and waits for the connector calls it started; returns how many
     /// jobs ran.
     pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
-        worker::run_due(self, self.now(), true).await
+        let mut calls = tokio::task::JoinSet::new();
+        worker::run_due(self, self.now(), true, &mut calls).await
     }
 
     /// For `countersign-bench expiry` only: issues grants directly, without requests, each
@@ -1052,7 +1110,7 @@ impl Engine {
                 for (kind, interval) in sweeps {
                     let at = tx.scheduled(kind, worker::SWEEP).await?;
                     match (at, interval.secs()) {
-                        (_, 0) => tx.unschedule(kind, worker::SWEEP).await?,
+                        (_, 0) => tx.unschedule(kind, worker::SWEEP, now).await?,
                         (None, _) => tx.schedule(kind, worker::SWEEP, now.plus(interval)).await?,
                         (Some(_), _) => {}
                     }
@@ -1077,12 +1135,30 @@ impl Engine {
         self.store.due_signal().notify_one();
     }
 
-    /// Whether this process is making a grant call (activation or repair) for `grant`.
-    fn granting(&self, grant: &str) -> bool {
-        let set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        set.contains(&(TimerKind::ConnectorGrant, grant.to_owned()))
-            || set.contains(&(TimerKind::Repair, grant.to_owned()))
+    /// Whether this process runs connector calls or callbacks, whose claims its heartbeat
+    /// must renew.
+    fn holding(&self) -> bool {
+        let calls = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        !calls.is_empty() || self.delivery_slots.available_permits() < callback::MAX_DELIVERIES
     }
+}
+
+/// How long an `Idempotency-Key` stays marked as being created when its creator dies before
+/// it finishes (rule 25).
+const IN_FLIGHT: domain::Span = domain::Span::from_secs(60);
+
+fn different_body(key: &str) -> EngineError {
+    DomainError::Invalid(format!(
+        "Idempotency-Key {key:?} was already used with a different body"
+    ))
+    .into()
+}
+
+fn in_flight(key: &str) -> EngineError {
+    DomainError::Conflict(format!(
+        "a request with Idempotency-Key {key:?} is still being created; retry later"
+    ))
+    .into()
 }
 
 /// Rule 21: who a request is for and who created it. A person asks for themselves; an
@@ -1134,23 +1210,6 @@ fn may_manage_callbacks(actor: &Actor, r: &Request) -> Result<(), EngineError> {
         "only the request's creator or an admin may see or resend its callbacks".into(),
     )
     .into())
-}
-
-/// An `Idempotency-Key` being created; forgotten when dropped.
-struct Creating<'a> {
-    engine: &'a Engine,
-    id: (String, String),
-}
-
-impl Drop for Creating<'_> {
-    fn drop(&mut self) {
-        let mut set = self
-            .engine
-            .creating
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.id);
-    }
 }
 
 /// Whether the actor owns a resource of the running configuration.

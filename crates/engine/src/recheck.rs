@@ -108,6 +108,10 @@ pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), En
     engine
         .write(move |tx| {
             Box::pin(async move {
+                if !tx.holds(TimerKind::PolicyCheck, SWEEP, done_at).await? {
+                    crate::worker::lease_lost(TimerKind::PolicyCheck, SWEEP);
+                    return Ok(());
+                }
                 let actor = Actor {
                     id: POLICY_ACTOR.to_owned(),
                     groups: Default::default(),
@@ -140,7 +144,8 @@ pub(crate) async fn sweep(engine: &Arc<Engine>, now: Timestamp) -> Result<(), En
                     tx.schedule(TimerKind::PolicyCheck, SWEEP, done_at.plus(interval))
                         .await?;
                 } else {
-                    tx.unschedule(TimerKind::PolicyCheck, SWEEP).await?;
+                    tx.unschedule(TimerKind::PolicyCheck, SWEEP, done_at)
+                        .await?;
                 }
                 Ok(())
             })

@@ -34,33 +34,38 @@ const TIMER_BATCH: usize = 512;
 /// Retry delays for connector calls: from one second up to five minutes.
 const RETRY_BASE_MS: u64 = 1_000;
 const RETRY_CAP_MS: u64 = 300_000;
-/// How long past its timeout a claimed connector call may run before it is tried again.
-const CLAIM_MARGIN: Span = Span::from_secs(30);
+/// How long a claim on a connector call or a callback lasts unless renewed. The holder's
+/// heartbeat renews its live claims every [`HEARTBEAT`]; when a holder dies, its calls are
+/// taken over by another replica this long after its last heartbeat (rule 17 keeps that safe:
+/// connector calls are idempotent by grant id, callbacks by `webhook-id`).
+pub(crate) const LEASE: Span = Span::from_secs(4);
+/// How often a worker renews its claims.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long one reconciliation sweep may hold its claim.
 pub(crate) const SWEEP_CLAIM: Span = Span::from_secs(600);
 /// The key of the one reconciliation job.
 pub(crate) const SWEEP: &str = "sweep";
 
+/// How long a stopping worker waits for the calls it started to finish (a connector's
+/// timeout is at most a few minutes; this is the usual grace a service manager gives). A call
+/// still running then is aborted: its claim lapses and another replica makes it again.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the jobs due at `now`. Connector calls and callbacks are started in `calls`, which the
+/// caller owns; with `wait_for_calls` they are made one after the other before this returns.
 pub(crate) async fn run_due(
     engine: &Arc<Engine>,
     now: Timestamp,
     wait_for_calls: bool,
+    calls: &mut JoinSet<()>,
 ) -> Result<usize, EngineError> {
     let mut ran = 0;
-    let mut calls = JoinSet::new();
     loop {
         let jobs = engine.store.due_jobs(now, PAGE).await?;
         let n = jobs.len();
         let (calling, timers): (Vec<DueJob>, Vec<DueJob>) =
             jobs.into_iter().partition(|j| j.kind.calls_connector());
         for job in calling {
-            // A revoke waits while a grant call for the same grant still runs: finishing
-            // first, it would be undone by the grant call landing after it.
-            if matches!(job.kind, TimerKind::ConnectorRevoke | TimerKind::Repair)
-                && engine.granting(&job.key)
-            {
-                continue;
-            }
             if !engine.start_call(&job) {
                 continue; // Already running in this process.
             }
@@ -105,11 +110,10 @@ pub(crate) async fn run_due(
             break;
         }
     }
-    match crate::callback::dispatch(engine, now, wait_for_calls, &mut calls).await {
+    match crate::callback::dispatch(engine, now, wait_for_calls, calls).await {
         Ok(n) => ran += n,
         Err(e) => tracing::warn!(error = %e, "callback dispatch failed"),
     }
-    calls.detach_all();
     Ok(ran)
 }
 
@@ -174,13 +178,13 @@ async fn timer(
                     tx.schedule(TimerKind::RequestExpiry, key, r.pending_until)
                         .await?
                 }
-                None => tx.unschedule(TimerKind::RequestExpiry, key).await?,
+                None => tx.unschedule(TimerKind::RequestExpiry, key, now).await?,
             },
-            None => tx.unschedule(TimerKind::RequestExpiry, key).await?,
+            None => tx.unschedule(TimerKind::RequestExpiry, key, now).await?,
         },
         TimerKind::GrantExpiry => {
             let Some(mut g) = tx.grant(key).await? else {
-                return Ok(tx.unschedule(TimerKind::GrantExpiry, key).await?);
+                return Ok(tx.unschedule(TimerKind::GrantExpiry, key, now).await?);
             };
             match g.expire(now) {
                 Some(ch) => {
@@ -194,13 +198,13 @@ async fn timer(
                     Some(at) if g.state == GrantState::Active => {
                         tx.schedule(TimerKind::GrantExpiry, key, at).await?
                     }
-                    _ => tx.unschedule(TimerKind::GrantExpiry, key).await?,
+                    _ => tx.unschedule(TimerKind::GrantExpiry, key, now).await?,
                 },
             }
         }
         TimerKind::GrantStart => {
             let Some(mut g) = tx.grant(key).await? else {
-                return Ok(tx.unschedule(TimerKind::GrantStart, key).await?);
+                return Ok(tx.unschedule(TimerKind::GrantStart, key, now).await?);
             };
             match g.start(now) {
                 Some(ch) => {
@@ -211,7 +215,7 @@ async fn timer(
                     Some(at) if g.state == GrantState::Scheduled => {
                         tx.schedule(TimerKind::GrantStart, key, at).await?
                     }
-                    _ => tx.unschedule(TimerKind::GrantStart, key).await?,
+                    _ => tx.unschedule(TimerKind::GrantStart, key, now).await?,
                 },
             }
         }
@@ -221,7 +225,7 @@ async fn timer(
             {
                 apply(tx, ch, now, notice).await?;
             }
-            tx.unschedule(TimerKind::GrantNotice, key).await?;
+            tx.unschedule(TimerKind::GrantNotice, key, now).await?;
         }
         TimerKind::ConnectorGrant
         | TimerKind::ConnectorRevoke
@@ -312,6 +316,27 @@ async fn regrant_others(
     Ok(())
 }
 
+/// Whether a grant call for `grant` (its activation, or a repair that grants) is claimed by
+/// anyone at `now`.
+async fn granting(
+    tx: &mut dyn store::Tx,
+    grant: &str,
+    now: Timestamp,
+) -> Result<bool, EngineError> {
+    Ok(tx.claimed(TimerKind::ConnectorGrant, grant, now).await?
+        || tx.claimed(TimerKind::Repair, grant, now).await?)
+}
+
+/// What a holder does with a result once its lease lapsed: nothing. Another holder may have
+/// taken the job over (and made the call again); the job stays for it.
+pub(crate) fn lease_lost(kind: TimerKind, key: &str) {
+    tracing::warn!(
+        kind = kind.as_str(),
+        key,
+        "the claim lapsed before the result was recorded; the job is left to its new holder"
+    );
+}
+
 /// A grant's own activation or revocation call (the outbox of rule 17).
 async fn lifecycle_call(
     engine: &Arc<Engine>,
@@ -333,11 +358,16 @@ async fn lifecycle_call(
         .write(move |tx| {
             Box::pin(async move {
                 let Some(mut g) = tx.grant(&key).await? else {
-                    tx.unschedule(kind, &key).await?;
+                    tx.unschedule(kind, &key, now).await?;
                     return Ok(None);
                 };
                 if g.state != waits_for {
-                    tx.unschedule(kind, &key).await?;
+                    tx.unschedule(kind, &key, now).await?;
+                    return Ok(None);
+                }
+                // A revoke waits while a grant call for the same grant still runs, on any
+                // replica: finishing first, it would be undone by the grant call landing after it.
+                if action == Action::Revoke && granting(tx, &key, now).await? {
                     return Ok(None);
                 }
                 if action == Action::Revoke {
@@ -350,9 +380,8 @@ async fn lifecycle_call(
                     }
                 }
                 let target = Target::of(&config, &connectors, &g);
-                let until = now.plus(target.timeout).plus(CLAIM_MARGIN);
                 Ok(tx
-                    .claim(kind, &key, now, until)
+                    .claim(kind, &key, now, now.plus(LEASE))
                     .await?
                     .then_some((g, target)))
             })
@@ -371,8 +400,12 @@ async fn lifecycle_call(
     engine
         .write(move |tx| {
             Box::pin(async move {
+                if !tx.holds(kind, &key, done_at).await? {
+                    lease_lost(kind, &key);
+                    return Ok(());
+                }
                 let Some(mut g) = tx.grant(&key).await? else {
-                    return Ok(tx.unschedule(kind, &key).await?);
+                    return Ok(tx.unschedule(kind, &key, done_at).await?);
                 };
                 let ch = match (&result, action) {
                     (Ok(()), Action::Grant) => g.activated(done_at),
@@ -401,7 +434,7 @@ async fn lifecycle_call(
                 // The job stays only while the grant still waits for this call (a failure
                 // rescheduled it); otherwise it is done, or the grant moved on meanwhile.
                 if g.state != waits_for {
-                    tx.unschedule(kind, &key).await?;
+                    tx.unschedule(kind, &key, done_at).await?;
                 }
                 tx.put_grant(&g).await?;
                 Ok(())
@@ -421,28 +454,32 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
         .write(move |tx| {
             Box::pin(async move {
                 let Some(g) = tx.grant(&key).await? else {
-                    tx.unschedule(TimerKind::Repair, &key).await?;
+                    tx.unschedule(TimerKind::Repair, &key, now).await?;
                     return Ok(None);
                 };
                 let action = match g.state {
                     GrantState::Activating | GrantState::Active => Action::Grant,
                     s if s.is_final() => {
+                        if tx.claimed(TimerKind::ConnectorGrant, &key, now).await? {
+                            return Ok(None);
+                        }
                         let others = tx.live_grants(&g.spec.subject, &g.spec.resource).await?;
                         if others.iter().any(|o| o.id != g.id) {
-                            tx.unschedule(TimerKind::Repair, &key).await?;
+                            tx.unschedule(TimerKind::Repair, &key, now).await?;
                             return Ok(None);
                         }
                         Action::Revoke
                     }
                     // Scheduled or revoking: the grant's own jobs take care of it.
                     _ => {
-                        tx.unschedule(TimerKind::Repair, &key).await?;
+                        tx.unschedule(TimerKind::Repair, &key, now).await?;
                         return Ok(None);
                     }
                 };
                 let target = Target::of(&config, &connectors, &g);
-                let until = now.plus(target.timeout).plus(CLAIM_MARGIN);
-                let claimed = tx.claim(TimerKind::Repair, &key, now, until).await?;
+                let claimed = tx
+                    .claim(TimerKind::Repair, &key, now, now.plus(LEASE))
+                    .await?;
                 Ok(claimed.then_some((g, action, target)))
             })
         })
@@ -468,8 +505,12 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
     engine
         .write(move |tx| {
             Box::pin(async move {
+                if !tx.holds(TimerKind::Repair, &key, done_at).await? {
+                    lease_lost(TimerKind::Repair, &key);
+                    return Ok(());
+                }
                 let Some(mut g) = tx.grant(&key).await? else {
-                    return Ok(tx.unschedule(TimerKind::Repair, &key).await?);
+                    return Ok(tx.unschedule(TimerKind::Repair, &key, done_at).await?);
                 };
                 let mut ch = domain::Changes::default();
                 match &result {
@@ -482,7 +523,7 @@ async fn repair(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<()
                             Event::grant(EventKind::GrantRepaired, &g.id, None)
                                 .with("action", action.as_str()),
                         );
-                        tx.unschedule(TimerKind::Repair, &key).await?;
+                        tx.unschedule(TimerKind::Repair, &key, done_at).await?;
                     }
                     Err(e) => {
                         g.repair_attempts += 1;
@@ -596,6 +637,10 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
     engine
         .write(move |tx| {
             Box::pin(async move {
+                if !tx.holds(TimerKind::Reconcile, SWEEP, done_at).await? {
+                    lease_lost(TimerKind::Reconcile, SWEEP);
+                    return Ok(());
+                }
                 for d in drift {
                     let Some(g) = tx.grant(&d.grant).await? else {
                         continue;
@@ -624,7 +669,7 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
                     tx.schedule(TimerKind::Reconcile, SWEEP, done_at.plus(interval))
                         .await?;
                 } else {
-                    tx.unschedule(TimerKind::Reconcile, SWEEP).await?;
+                    tx.unschedule(TimerKind::Reconcile, SWEEP, done_at).await?;
                 }
                 Ok(())
             })
@@ -637,19 +682,26 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
 pub struct Worker;
 
 impl Worker {
+    /// Runs until `shutdown` turns true, then stops taking work, waits up to [`DRAIN`] for the
+    /// connector calls and callbacks it started (renewing their claims meanwhile), and
+    /// returns. Every task it spawned has ended by then.
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = engine.ensure_sweep().await {
             tracing::error!(error = %e, "cannot schedule the periodic sweeps");
         }
         let due = engine.store.due_signal();
+        let (beat_stop, beat_rx) = watch::channel(false);
+        let beat = tokio::spawn(heartbeat(engine.clone(), beat_rx));
+        let mut calls = JoinSet::new();
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             let now = engine.now();
-            if let Err(e) = run_due(&engine, now, false).await {
+            if let Err(e) = run_due(&engine, now, false, &mut calls).await {
                 tracing::error!(error = %e, "worker step failed");
             }
+            reap(&mut calls);
             // Jobs already due are running (or failing): wait for the next one to come due,
             // a signal, or a second.
             let wait = match engine.store.next_due(now).await {
@@ -664,6 +716,66 @@ impl Worker {
                 _ = due.notified() => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        drain(&mut calls).await;
+        let _ = beat_stop.send(true);
+        if let Err(e) = beat.await {
+            tracing::error!(error = %e, "the heartbeat task panicked");
+        }
+    }
+}
+
+/// Collects the calls that have finished, so that the set holds only running ones.
+fn reap(calls: &mut JoinSet<()>) {
+    while let Some(r) = calls.try_join_next() {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "a connector call or callback task panicked");
+        }
+    }
+}
+
+/// Waits up to [`DRAIN`] for the running calls, then aborts the rest.
+async fn drain(calls: &mut JoinSet<()>) {
+    if calls.is_empty() {
+        return;
+    }
+    tracing::info!(running = calls.len(), "waiting for running calls to finish");
+    let all = async {
+        while let Some(r) = calls.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a connector call or callback task panicked");
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN, all).await.is_err() {
+        tracing::warn!(
+            aborted = calls.len(),
+            "calls still running at shutdown are aborted; their claims lapse and they are made again"
+        );
+        calls.shutdown().await;
+    }
+}
+
+/// Renews this worker's claims every [`HEARTBEAT`] while it holds any (connector calls or
+/// callbacks running), so that they lapse only when the process is gone or stuck.
+async fn heartbeat(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = crate::clock::pause(HEARTBEAT) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if !engine.holding() {
+            continue;
+        }
+        let now = engine.now();
+        let renewed = engine
+            .write(move |tx| Box::pin(async move { Ok(tx.renew(now, now.plus(LEASE)).await?) }))
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, "renewing this worker's claims failed");
         }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use domain::{Decision, GrantState, ReviewInput, Scope, Timestamp};
 use engine::{CreateRequest, Engine, ManualClock};
-use store::sqlite::{Role, SqliteStore};
 
 const CONFIG: &str = r#"
 user "alice@example.com" {}
@@ -36,11 +35,10 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
     let path = dir.path().join("countersign.hcl");
     let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
     let db = dir.path().join("cs.db");
-    let store = Arc::new(
-        SqliteStore::open(db.to_str().expect("utf-8"), Role::Server)
-            .await
-            .expect("store"),
-    );
+    let url = format!("sqlite://{}", db.to_str().expect("utf-8"));
+    let store = store::open(&url, store::Options::default())
+        .await
+        .expect("store");
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_225_600_000)));
     let engine = Engine::new(store, config, clock);
     let alice = engine.actor("alice@example.com").expect("alice");
@@ -97,4 +95,64 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
         !dir.path().join("held").exists(),
         "the grant call landed after the revoke: access outlives a revoked grant"
     );
+}
+
+/// Issue 14, item 4: the worker owns every task it spawns. Told to stop while a grant call is
+/// running, it waits for the call and records its result before it returns, rather than
+/// leaving a detached task to write after the store is closed.
+#[tokio::test]
+async fn issue_14_4_a_stopping_worker_drains_its_running_calls() {
+    // Arrange
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("countersign.hcl");
+    let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
+    let url = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let store = store::open(&url, store::Options::default())
+        .await
+        .expect("store");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_225_600_000)));
+    let engine = Engine::new(store, config, clock);
+    let alice = engine.actor("alice@example.com").expect("alice");
+    let bob = engine.actor("bob@example.com").expect("bob");
+    let req = engine
+        .create_request(
+            &alice,
+            CreateRequest {
+                resource: "db".into(),
+                reason: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create")
+        .request;
+    let approved = engine
+        .review(
+            &bob,
+            &req.id,
+            ReviewInput {
+                decision: Decision::Approve,
+                comment: None,
+                duration: None,
+                scope: Scope::Resource,
+            },
+        )
+        .await
+        .expect("approve");
+    let grant = approved.grant.expect("a grant");
+
+    // Act: the worker starts the (one-second) grant call, and is told to stop meanwhile.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(engine::Worker::run(engine.clone(), stop_rx));
+    engine::clock::pause(Duration::from_millis(300)).await;
+    let during = engine.grant(&bob, &grant).await.expect("grant").state;
+    stop.send(true).expect("stop the worker");
+    worker.await.expect("the worker ends");
+
+    // Assert: the call was running when the worker was told to stop, and its result was
+    // recorded before the worker returned.
+    assert_eq!(during, GrantState::Activating);
+    let after = engine.grant(&bob, &grant).await.expect("grant");
+    assert_eq!(after.state, GrantState::Active);
+    assert!(dir.path().join("held").exists());
 }

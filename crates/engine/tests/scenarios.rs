@@ -42,7 +42,6 @@ use domain::{Decision, DomainError, Event, EventKind, Input, Principal, ReviewIn
 use engine::{CreateRequest, Engine, EngineError, ManualClock};
 use expect_test::{Expect, expect};
 use store::Store;
-use store::sqlite::SqliteStore;
 
 /// 2026-01-01T00:00:00Z.
 const START: i64 = 1_767_225_600_000;
@@ -118,14 +117,10 @@ async fn check_files(files: &[(&str, &str)], config_hcl: &str, script: &str, exp
         Err(e) => panic!("the scenario's configuration does not load:\n{e}"),
     };
     let db = dir.path().join("countersign.db");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(
-            db.to_str().expect("utf-8 path"),
-            store::sqlite::Role::Server,
-        )
+    let url = format!("sqlite://{}", db.to_str().expect("utf-8 path"));
+    let store: Arc<dyn Store> = store::open(&url, store::Options::default())
         .await
-        .expect("open store"),
-    );
+        .expect("open store");
     let clock = Arc::new(ManualClock::new(domain::Timestamp::from_millis(START)));
     let engine = Engine::new(store.clone(), config, clock.clone());
     engine.ensure_sweep().await.expect("schedule the sweep");

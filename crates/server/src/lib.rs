@@ -14,23 +14,19 @@ use engine::{Clock, Engine, Worker};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use store::sqlite::Role;
-
-/// Opens the store the configuration names and builds the engine of a server.
+/// Opens the store the configuration names (running its migrations) and builds the engine.
+/// A server and a tool beside it (`token create`) open it alike: each store is its own holder
+/// of claims, and writers on one database take turns.
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, store::StoreError> {
-    open_as(config, clock, Role::Server).await
-}
-
-/// Like [`open`], for a tool that works beside a running server (`token create`): it leaves
-/// the server's job claims alone.
-pub async fn open_as(
-    config: Config,
-    clock: Arc<dyn Clock>,
-    role: Role,
-) -> Result<Arc<Engine>, store::StoreError> {
     // One recorder per server, shared by the store's writer, the engine and the API.
     let metrics = engine::Metrics::new();
-    let store = store::open(&config.server.database, role, metrics.writer()).await?;
+    let options = store::Options {
+        pool: config.server.database_pool,
+        holder: String::new(),
+        poll_only: config.server.database_poll_only,
+        metrics: metrics.writer(),
+    };
+    let store = store::open(&config.server.database, options).await?;
     Ok(Engine::with_metrics(store, config, clock, metrics))
 }
 
@@ -134,7 +130,9 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // PostgreSQL's notices ("relation … already exists, skipping" from the
+                // migrations of a replica that starts second) are not the operator's news.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

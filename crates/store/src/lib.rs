@@ -7,16 +7,29 @@
 //! job only after its commit is durable. Reads that need no consistency with a write go
 //! through the [`Store`] methods directly.
 //!
-//! The SQLite store ([`sqlite::SqliteStore`]) runs all write jobs on one writer task that
-//! groups the jobs waiting at a moment into one transaction, so that
-//! concurrent writers share one fsync. A PostgreSQL store can implement the same traits with
-//! one database transaction per job.
+//! One implementation serves both databases ([`open`] picks by the URL's scheme): SQLite, the
+//! embedded default, and PostgreSQL, for several replicas on one database. Each store runs its
+//! write jobs on one writer task that groups the jobs waiting at a moment into one
+//! transaction, so that concurrent writers share one fsync; every group first takes the
+//! writers' turn (a lock on the audit chain's head row), so that many stores on one database
+//! write one after the other and each sees what the others committed (see `writer.rs`).
+//! Statements are written once, in the SQL both databases accept (`db.rs`).
+//!
+//! Jobs are claimed with leases: a claim names its holder (the store that took it) and an
+//! expiry, the holder renews its live claims with [`Tx::renew`] (a heartbeat), a claim that
+//! lapsed may be taken by another holder, and a holder checks [`Tx::holds`] before it records
+//! the result, so that a holder whose lease lapsed cannot complete the job.
 //!
 //! This crate knows the stored shape of domain objects; it does not decide anything.
 
 pub mod chain;
+mod copy;
+mod db;
 pub mod metrics;
-pub mod sqlite;
+mod postgres;
+mod sql;
+mod sqlite;
+mod writer;
 
 use std::any::Any;
 use std::future::Future;
@@ -26,6 +39,7 @@ use async_trait::async_trait;
 use domain::{Delivery, Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
 
 pub use chain::StoredEvent;
+pub use copy::{CopyReport, copy};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -39,7 +53,7 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
-    #[error("unsupported database URL scheme {0:?}: use sqlite://path")]
+    #[error("unsupported database URL scheme {0:?}: use sqlite://path or postgres://…")]
     BadUrl(String),
 }
 
@@ -102,6 +116,9 @@ pub struct IdempotencyRow {
     /// The first response, once sent.
     pub response: Option<String>,
     pub expires_at: Timestamp,
+    /// While the first request with this key is being created (rule 25's "in flight"): until
+    /// when, so that a creator that died does not hold the key for ever.
+    pub in_flight_until: Option<Timestamp>,
 }
 
 /// A portal session (the cookie carries the id; only its SHA-256 is stored).
@@ -188,8 +205,18 @@ pub trait Tx: Send {
         key: &str,
         at: Timestamp,
     ) -> Result<(), StoreError>;
-    async fn unschedule(&mut self, kind: TimerKind, key: &str) -> Result<(), StoreError>;
-    /// Marks a due job as taken until `until`; false if it is gone or not due.
+    /// Removes a job, unless another holder has a live claim on it at `now`: a call is
+    /// running, and a revoke must be able to see that it is (rule 17). That holder removes
+    /// the job when it records the result. A job this transaction claimed, or found it
+    /// [`holds`](Tx::holds), is removed whatever its claim.
+    async fn unschedule(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Marks a due job as taken by this store's holder until `until`; false if it is gone,
+    /// not due, or held by a live claim.
     async fn claim(
         &mut self,
         kind: TimerKind,
@@ -197,6 +224,25 @@ pub trait Tx: Send {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// Whether this store's holder has a live claim on the job at `now`: what a holder checks
+    /// before it records the job's result, so that one whose lease lapsed (and was perhaps
+    /// taken over) cannot complete it.
+    async fn holds(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Whether anyone has a live claim on the job at `now`.
+    async fn claimed(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The heartbeat: extends every claim of this store's holder that is live at `now` (jobs
+    /// and deliveries) to `until`.
+    async fn renew(&mut self, now: Timestamp, until: Timestamp) -> Result<(), StoreError>;
     async fn put_token(
         &mut self,
         hash: &str,
@@ -223,6 +269,8 @@ pub trait Tx: Send {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Option<Delivery>, StoreError>;
+    /// Whether this store's holder has a live claim on the delivery at `now`.
+    async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
     /// The live (unexpired at `now`) idempotency record of a caller's key.
     async fn idempotency(
         &mut self,
@@ -236,6 +284,8 @@ pub trait Tx: Send {
         row: &IdempotencyRow,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Forgets a caller's key (its first creation failed).
+    async fn delete_idempotency(&mut self, subject: &str, key: &str) -> Result<(), StoreError>;
     /// Writes (or replaces) a portal session, and forgets a few expired ones.
     async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError>;
     /// Ends a portal session (sign-out, or the id rotated at sign-in).
@@ -279,30 +329,90 @@ pub trait Store: Send + Sync + 'static {
     async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Notified after a commit that scheduled a job due at once (a connector call).
+    /// Notified after a commit that scheduled a job due at once (a connector call): this
+    /// store's own, and on PostgreSQL other replicas' (`LISTEN`/`NOTIFY`, unless
+    /// `poll_only`). Workers poll besides.
     fn due_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
-    /// The head of the audit chain as this process last committed it: read from the database
-    /// when the store opened, then kept by the writer, so that what a checkpoint signs is the
-    /// chain this process wrote and not whatever the database holds now.
+    /// Who this store is in the claims it takes (unique per opening).
+    fn holder(&self) -> &str;
+    /// The head of the audit chain as this store last committed it (or read it when it
+    /// opened), so that what a checkpoint signs is a chain this process saw committed and not
+    /// whatever the database holds now.
     fn head(&self) -> chain::Head;
     /// Stops the writer after the jobs already queued.
     async fn close(&self);
 }
 
-/// Opens the store a database URL names. Only `sqlite://` is supported for now.
-pub async fn open(
-    url: &str,
-    role: sqlite::Role,
-    metrics: metrics::WriterMetrics,
-) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    let path = url
+/// How a store is opened.
+#[derive(Clone)]
+pub struct Options {
+    /// Connections to the database: the read pool (SQLite) or the whole pool (PostgreSQL,
+    /// where the writer takes one of them for each group).
+    pub pool: u32,
+    /// Who this store is in the claims it takes; a fresh id when empty.
+    pub holder: String,
+    /// PostgreSQL: do not `LISTEN` for other replicas' wake-ups, only poll (for connection
+    /// poolers in transaction mode, which cannot hold a `LISTEN`).
+    pub poll_only: bool,
+    pub metrics: metrics::WriterMetrics,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool: 8,
+            holder: String::new(),
+            poll_only: false,
+            metrics: metrics::WriterMetrics::default(),
+        }
+    }
+}
+
+/// Opens the store a database URL names: `sqlite://path` (or `sqlite:path`) or
+/// `postgres://…` (`postgresql://…`), running its migrations first.
+pub async fn open(url: &str, options: Options) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let mut options = options;
+    if options.holder.is_empty() {
+        options.holder = uuid::Uuid::now_v7().to_string();
+    }
+    let store = match backend(url)? {
+        Backend::Sqlite(path) => {
+            sql::SqlStore::start_sqlite(sqlite::connect(path, options.pool).await?, &options)
+                .await?
+        }
+        Backend::Postgres => {
+            sql::SqlStore::start_postgres(postgres::connect(url, options.pool).await?, &options)
+                .await?
+        }
+    };
+    Ok(std::sync::Arc::new(store))
+}
+
+enum Backend<'a> {
+    Sqlite(&'a str),
+    Postgres,
+}
+
+fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
+    if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| {
-            // Only the scheme: the rest of a URL may hold a password.
-            StoreError::BadUrl(url.split("://").next().unwrap_or_default().to_owned())
-        })?;
-    Ok(std::sync::Arc::new(
-        sqlite::SqliteStore::open_with(path, role, metrics).await?,
+    {
+        return Ok(Backend::Sqlite(path));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Backend::Postgres);
+    }
+    // Only the scheme: the rest of a URL may hold a password.
+    Err(StoreError::BadUrl(
+        url.split("://").next().unwrap_or_default().to_owned(),
     ))
+}
+
+/// Connects to the database a URL names and runs its migrations, without starting a writer.
+async fn connect(url: &str, pool: u32) -> Result<(db::Conn, db::Pool), StoreError> {
+    match backend(url)? {
+        Backend::Sqlite(path) => sqlite::connect(path, pool).await,
+        Backend::Postgres => postgres::connect(url, pool).await,
+    }
 }

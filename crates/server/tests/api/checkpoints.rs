@@ -125,9 +125,7 @@ async fn restarted(app: &TestApp) -> Option<String> {
     let clock = Arc::new(engine::ManualClock::new(domain::Timestamp::from_millis(
         START_MS,
     )));
-    let again = countersign::open_as(config, clock, countersign::Role::Tool)
-        .await
-        .expect("open again");
+    let again = countersign::open(config, clock).await.expect("open again");
     let found = again.compare_with_last_checkpoint().await;
     again.store().close().await;
     found

@@ -12,6 +12,7 @@ mod checkpoints;
 mod cli;
 mod connections;
 mod connector;
+mod copy;
 mod graphql;
 mod helpers;
 mod lifecycle;

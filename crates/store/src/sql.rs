@@ -1,0 +1,499 @@
+//! The store over either database: write jobs go to the [`Writer`](crate::writer) task, reads
+//! to a pool.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use domain::{Delivery, Grant, Request, TimerKind, Timestamp};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+
+use crate::chain::{Head, StoredEvent};
+use crate::db::{Arg, Conn, Dialect, Pool, Row, args, params};
+use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies};
+use crate::{
+    Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
+    StoreError, TokenRow, WriteJob,
+};
+
+/// The most due jobs [`Store::counts`] counts: a backlog larger than this is reported as this.
+const MAX_BACKLOG: i64 = 100_000;
+
+pub struct SqlStore {
+    jobs: mpsc::Sender<Msg>,
+    read: Pool,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// PostgreSQL: the task that hears other replicas' `NOTIFY`.
+    listener: Option<tokio::task::JoinHandle<()>>,
+    due: Arc<Notify>,
+    holder: Arc<str>,
+    /// The head of the chain as this process last committed it.
+    committed: watch::Receiver<Head>,
+}
+
+impl SqlStore {
+    /// Starts the writer on `source` (migrated already) and reads through `read`.
+    async fn start(source: Source, read: Pool, options: &Options) -> Result<SqlStore, StoreError> {
+        let (holder, metrics) = (options.holder.as_str(), options.metrics.clone());
+        // The chain head row, made from the events the first time (a database written before
+        // it existed); every replica that starts tries, and one row is written.
+        let head = load_head(&read).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        let due = Arc::new(Notify::new());
+        let (committed_tx, committed) = watch::channel(head);
+        let holder: Arc<str> = Arc::from(holder);
+        let writer = tokio::spawn(
+            Writer {
+                source,
+                holder: holder.clone(),
+                committed: committed_tx,
+                version: None,
+                cache: Cache::default(),
+                due: due.clone(),
+                metrics,
+            }
+            .run(rx),
+        );
+        let listener = match &read {
+            Pool::Postgres(pool) if !options.poll_only => {
+                Some(tokio::spawn(listen(pool.clone(), due.clone())))
+            }
+            _ => None,
+        };
+        Ok(SqlStore {
+            jobs: tx,
+            read,
+            writer: Mutex::new(Some(writer)),
+            listener,
+            due,
+            holder,
+            committed,
+        })
+    }
+
+    /// Starts a SQLite store on a connection made by `sqlite::connect`: the writer keeps the
+    /// connection.
+    pub(crate) async fn start_sqlite(
+        (conn, read): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        SqlStore::start(Source::Sqlite(Some(conn)), read, options).await
+    }
+
+    /// Starts a PostgreSQL store on a connection made by `postgres::connect`: the writer
+    /// takes a connection of the pool for each group.
+    pub(crate) async fn start_postgres(
+        (conn, pool): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        conn.close().await;
+        SqlStore::start(Source::Postgres(pool.clone()), pool, options).await
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.read.dialect()
+    }
+}
+
+/// Makes sure the one row of `chain_head` exists (written from the events if not), on the
+/// connection that ran the migrations, and returns the head.
+pub(crate) async fn ensure_head(conn: &mut Conn) -> Result<(), StoreError> {
+    let last = conn
+        .row(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            vec![],
+        )
+        .await?;
+    let head = match last {
+        Some(r) => Head {
+            seq: r.int(0)?,
+            hash: r.owned_text(1)?,
+        },
+        None => Head::default(),
+    };
+    conn.exec(
+        "INSERT INTO chain_head (id, seq, hash, version) VALUES (1, $1, $2, 0)
+         ON CONFLICT (id) DO NOTHING",
+        args![head.seq, &head.hash],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn load_head(read: &Pool) -> Result<Head, StoreError> {
+    let row = read
+        .row("SELECT seq, hash FROM chain_head WHERE id = 1", vec![])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the chain head row is missing".into()))?;
+    Ok(Head {
+        seq: row.int(0)?,
+        hash: row.owned_text(1)?,
+    })
+}
+
+/// Wakes this store's worker whenever another replica commits a job that is due now. A
+/// connection lost is reconnected by `PgListener`; what was said meanwhile is not heard, and
+/// the worker's polling finds it.
+async fn listen(pool: sqlx::PgPool, due: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        let heard = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(DUE_CHANNEL).await?;
+            loop {
+                l.recv().await?;
+                due.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = heard.await {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures, "listening for other replicas failed; polling meanwhile");
+            }
+        }
+        // Not at once again: the database may be down.
+        #[allow(clippy::disallowed_methods)] // A retry delay, not a decision.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn due_job(r: &Row) -> Result<DueJob, StoreError> {
+    let kind = r.text(0)?;
+    Ok(DueJob {
+        kind: TimerKind::parse(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job kind {kind}")))?,
+        key: r.owned_text(1)?,
+        due_at: Timestamp::from_millis(r.int(2)?),
+    })
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn write(&self, job: WriteJob) -> JobResult {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Msg::Job(job, reply))
+            .await
+            .map_err(|_| JobFailure::Store(StoreError::Closed))?;
+        answer
+            .await
+            .map_err(|_| JobFailure::Store(StoreError::Closed))?
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        let rows = self
+            .read
+            .rows("SELECT body FROM requests WHERE id = $1", args![id])
+            .await?;
+        Ok(bodies(&rows)?.pop())
+    }
+
+    async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        // Only the filters given go into the statement, so that an index serves them
+        // (`$1 IS NULL OR state = $1` would make the database scan the table).
+        let mut sql = String::from("SELECT body FROM requests WHERE 1 = 1");
+        let mut a: Vec<Arg> = vec![];
+        let mut push = |sql: &mut String, clause: &str, v: Arg| {
+            a.push(v);
+            sql.push_str(&clause.replace('#', &format!("${}", a.len())));
+        };
+        if let Some(s) = f.state {
+            push(&mut sql, " AND state = #", s.as_str().into());
+        }
+        if let Some(r) = &f.resource {
+            push(&mut sql, " AND resource = #", r.into());
+        }
+        if let Some(r) = &f.requester {
+            push(&mut sql, " AND requester = #", r.into());
+        }
+        if let Some((at, id)) = &f.before {
+            push(&mut sql, " AND (created_at < #", at.millis().into());
+            push(&mut sql, " OR (created_at = #", at.millis().into());
+            push(&mut sql, " AND id < #))", id.into());
+        }
+        push(
+            &mut sql,
+            " ORDER BY created_at DESC, id DESC LIMIT #",
+            i64::from(f.limit).into(),
+        );
+        bodies(&self.read.rows(&sql, a).await?)
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        let rows = self
+            .read
+            .rows("SELECT body FROM grants WHERE id = $1", args![id])
+            .await?;
+        Ok(bodies(&rows)?.pop())
+    }
+
+    async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+        // As for requests: only the filters given, so that an index serves them.
+        let mut sql = String::from("SELECT body FROM grants WHERE 1 = 1");
+        let mut a: Vec<Arg> = vec![];
+        let mut push = |sql: &mut String, clause: &str, v: Arg| {
+            a.push(v);
+            sql.push_str(&clause.replace('#', &format!("${}", a.len())));
+        };
+        if let Some(s) = f.state {
+            push(&mut sql, " AND state = #", s.as_str().into());
+        }
+        if let Some(s) = &f.subject {
+            push(&mut sql, " AND subject = #", s.into());
+        }
+        if let Some(r) = &f.resource {
+            push(&mut sql, " AND resource = #", r.into());
+        }
+        push(
+            &mut sql,
+            " ORDER BY created_at DESC, id DESC LIMIT #",
+            i64::from(f.limit).into(),
+        );
+        bodies(&self.read.rows(&sql, a).await?)
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = self
+            .read
+            .rows(
+                "SELECT seq, at, body, prev_hash, hash FROM events
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                args![after, i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    seq: r.int(0)?,
+                    at: r.int(1)?,
+                    body: r.owned_text(2)?,
+                    prev_hash: r.owned_text(3)?,
+                    hash: r.owned_text(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<DueJob>, StoreError> {
+        let rows = self
+            .read
+            .rows(
+                "SELECT kind, key, due_at FROM jobs
+                 WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                 ORDER BY due_at LIMIT $2",
+                args![now.millis(), i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(due_job).collect()
+    }
+
+    async fn reconcile_candidates(&self, resource: &str) -> Result<Vec<Grant>, StoreError> {
+        let rows = self
+            .read
+            .rows(
+                "SELECT body FROM grants WHERE resource = $1 AND state = 'active'
+                 UNION ALL
+                 SELECT g.body FROM grants g
+                 WHERE g.resource = $1 AND g.state IN ('expired', 'revoked', 'failed')
+                   AND g.created_at = (SELECT MAX(h.created_at) FROM grants h
+                                       WHERE h.subject = g.subject AND h.resource = $1)
+                   AND NOT EXISTS (SELECT 1 FROM grants h
+                                   WHERE h.subject = g.subject AND h.resource = $1
+                                     AND h.state IN ('scheduled', 'activating', 'active', 'revoking'))",
+                args![resource],
+            )
+            .await?;
+        bodies(&rows)
+    }
+
+    async fn next_due(&self, after: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        // Indexed lookups rather than one scan: there is a job row for every live grant.
+        let mut out: Option<i64> = None;
+        for sql in [
+            "SELECT MIN(due_at) FROM jobs WHERE due_at > $1",
+            "SELECT MIN(claimed_until) FROM jobs
+             WHERE claimed_until IS NOT NULL AND claimed_until > $1",
+            "SELECT MIN(next_at) FROM deliveries WHERE next_at IS NOT NULL AND next_at > $1",
+            "SELECT MIN(claimed_until) FROM deliveries
+             WHERE claimed_until IS NOT NULL AND claimed_until > $1",
+        ] {
+            if let Some(r) = self.read.row(sql, args![after.millis()]).await?
+                && let Some(t) = r.opt_int(0)?
+            {
+                out = Some(out.map_or(t, |o| o.min(t)));
+            }
+        }
+        Ok(out.map(Timestamp::from_millis))
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = self
+            .read
+            .row("SELECT subject FROM tokens WHERE hash = $1", args![hash])
+            .await?;
+        row.map(|r| {
+            Ok(TokenRow {
+                subject: r.owned_text(0)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError> {
+        let row = self
+            .read
+            .row(
+                "SELECT subject, csrf, data, created_at, expires_at FROM sessions
+                 WHERE hash = $1 AND expires_at > $2",
+                args![hash, now.millis()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                hash: hash.to_owned(),
+                subject: r.owned_text(0)?,
+                csrf: r.owned_text(1)?,
+                data: r.owned_text(2)?,
+                created_at: Timestamp::from_millis(r.int(3)?),
+                expires_at: Timestamp::from_millis(r.int(4)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .read
+            .row(
+                "SELECT secret FROM callback_secrets WHERE request_id = $1",
+                args![request],
+            )
+            .await?;
+        row.map(|r| r.owned_text(0)).transpose()
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: Timestamp,
+        skip: &[String],
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id FROM deliveries WHERE next_at <= $1
+             AND (claimed_until IS NULL OR claimed_until <= $1)",
+        );
+        let mut a = args![now.millis()];
+        if !skip.is_empty() {
+            sql.push_str(&format!(" AND lane NOT IN ({})", params(2, skip.len())));
+            a.extend(skip.iter().map(Arg::from));
+        }
+        sql.push_str(&format!(" ORDER BY next_at LIMIT ${}", a.len() + 1));
+        a.push(i64::from(limit).into());
+        self.read
+            .rows(&sql, a)
+            .await?
+            .iter()
+            .map(|r| r.owned_text(0))
+            .collect()
+    }
+
+    async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError> {
+        let rows = self
+            .read
+            .rows(
+                "SELECT body FROM deliveries WHERE request_id = $1 ORDER BY id",
+                args![request],
+            )
+            .await?;
+        bodies(&rows)
+    }
+
+    async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError> {
+        // Each count reads only the index entries of the rows it counts (`requests_by_state`,
+        // `grants_by_state` and the partial `deliveries_due`), so its cost follows the rows
+        // counted, not the size of the tables.
+        let scalar = |sql: &'static str| async move {
+            let r = self.read.row(sql, vec![]).await?;
+            Ok::<i64, StoreError>(r.map(|r| r.int(0)).transpose()?.unwrap_or(0))
+        };
+        let pending_requests =
+            scalar("SELECT COUNT(*) FROM requests WHERE state = 'pending'").await?;
+        let active_grants = scalar("SELECT COUNT(*) FROM grants WHERE state = 'active'").await?;
+        let pending_deliveries =
+            scalar("SELECT COUNT(*) FROM deliveries WHERE next_at IS NOT NULL").await?;
+        // Due and unclaimed, as `due_jobs` reads them: walked through `jobs_by_due` (there is
+        // a job row for every live grant, but only the due ones are read), and at most
+        // `MAX_BACKLOG` of them, so that a scrape during a storm of expiries stays cheap.
+        let hint = match self.dialect() {
+            Dialect::Sqlite => " INDEXED BY jobs_by_due",
+            Dialect::Postgres => "",
+        };
+        let rows = self
+            .read
+            .rows(
+                &format!(
+                    "SELECT kind, COUNT(*), MIN(due_at) FROM (
+                       SELECT kind, due_at FROM jobs{hint}
+                       WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                       ORDER BY due_at LIMIT $2) AS due
+                     GROUP BY kind"
+                ),
+                args![now.millis(), MAX_BACKLOG],
+            )
+            .await?;
+        let mut due_jobs = vec![];
+        let mut oldest_due: Option<i64> = None;
+        for r in &rows {
+            let kind = r.text(0)?;
+            let kind = TimerKind::parse(kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown job kind {kind}")))?;
+            let at = r.int(2)?;
+            due_jobs.push((kind, count(r.int(1)?)));
+            oldest_due = Some(oldest_due.map_or(at, |o| o.min(at)));
+        }
+        due_jobs.sort_by_key(|(k, _)| TimerKind::ALL.iter().position(|x| x == k));
+        Ok(Counts {
+            pending_requests: count(pending_requests),
+            active_grants: count(active_grants),
+            pending_deliveries: count(pending_deliveries),
+            due_jobs,
+            oldest_due: oldest_due.map(Timestamp::from_millis),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.jobs.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.read.row("SELECT 1", vec![]).await?;
+        Ok(())
+    }
+
+    fn due_signal(&self) -> Arc<Notify> {
+        self.due.clone()
+    }
+
+    fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn head(&self) -> Head {
+        self.committed.borrow().clone()
+    }
+
+    async fn close(&self) {
+        let _ = self.jobs.send(Msg::Close).await;
+        if let Some(w) = self.writer.lock().await.take() {
+            let _ = w.await;
+        }
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+        self.read.close().await;
+    }
+}

@@ -1,0 +1,1157 @@
+//! The writer: one task per store that groups the write jobs waiting at a moment into one
+//! transaction, on either database.
+//!
+//! Grouping is what lets durability not cost throughput: while one transaction commits (and
+//! waits for its fsync), the next jobs queue up, and they are all committed by the next single
+//! fsync. A job's writes are held in memory until the job returns: a job that refuses has
+//! written nothing and is simply dropped, and a successful one is flushed into the group's
+//! transaction (a few multi-row statements). If anything fails while flushing or committing,
+//! the whole group is rolled back and every job in it is told so.
+//!
+//! Many writers (replicas on one PostgreSQL database, or a tool beside the server on one
+//! SQLite file) take turns: every group first locks the one row of `chain_head`, which holds
+//! the head of the audit chain and a version that every group bumps. So transactions that
+//! write are serialised, each one reads what the previous one committed, and two replicas
+//! deciding the same request at once produce one outcome (the second sees the first's
+//! decision). The audit chain is one total order anyway: every state change appends to it, so
+//! finer locks would buy no concurrency. A writer keeps the live requests and grants it last
+//! wrote, and trusts them only while the version it reads is the one it last committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use domain::{Delivery, Event, Grant, GrantState, Request, TimerKind, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::chain::{self, Head};
+use crate::db::{Arg, Conn, Dialect, Pool, Row, args, params, values_sql};
+use crate::metrics::{Stopwatch, WriterMetrics};
+use crate::{IdempotencyRow, JobFailure, JobResult, SessionRow, StoreError, Tx, WriteJob};
+
+/// The most jobs committed together. Larger groups amortise the fsync further but make every
+/// reply in the group wait for the slowest job.
+const MAX_GROUP: usize = 512;
+
+/// Rows per multi-row statement: SQLite allows 32766 bound parameters (PostgreSQL 65535), and
+/// statements of a few hundred rows already amortise the per-statement cost.
+const ROWS: usize = 400;
+
+/// The most live requests and grants a writer keeps (each kind). Past it the cache starts
+/// over, so that its memory stays bounded whatever the number of pending requests.
+const CACHE_MAX: usize = 10_000;
+
+pub(crate) enum Msg {
+    Job(WriteJob, oneshot::Sender<JobResult>),
+    Close,
+}
+
+/// Where the writer's connection comes from.
+pub(crate) enum Source {
+    /// SQLite: one connection, kept.
+    Sqlite(Option<Conn>),
+    /// PostgreSQL: a connection of the pool for each group, so that a broken one is replaced.
+    Postgres(Pool),
+}
+
+impl Source {
+    async fn take(&mut self) -> Result<Conn, StoreError> {
+        match self {
+            Source::Sqlite(c) => c.take().ok_or(StoreError::Closed),
+            Source::Postgres(Pool::Postgres(p)) => Ok(Conn::postgres(p.acquire().await?)),
+            Source::Postgres(Pool::Sqlite(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    fn give_back(&mut self, conn: Conn) {
+        if let Source::Sqlite(slot) = self {
+            *slot = Some(conn);
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Source::Sqlite(c) = self
+            && let Some(c) = c.take()
+        {
+            c.close().await;
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) source: Source,
+    /// Who this store is, in the claims it takes.
+    pub(crate) holder: Arc<str>,
+    /// Told the head after each commit: the chain as this process wrote it, which a later
+    /// change to the database cannot alter (what checkpoints sign).
+    pub(crate) committed: watch::Sender<Head>,
+    /// The `chain_head` version this writer last committed; the cache is current only while
+    /// the database still has it.
+    pub(crate) version: Option<i64>,
+    pub(crate) cache: Cache,
+    pub(crate) due: Arc<Notify>,
+    pub(crate) metrics: WriterMetrics,
+}
+
+impl Writer {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut closing = false;
+        while !closing {
+            let mut group = vec![];
+            match rx.recv().await {
+                Some(Msg::Job(job, reply)) => group.push((job, reply)),
+                Some(Msg::Close) | None => break,
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Msg::Job(job, reply)) => group.push((job, reply)),
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group).await;
+        }
+        self.source.close().await;
+    }
+
+    async fn run_group(&mut self, group: Vec<(WriteJob, oneshot::Sender<JobResult>)>) {
+        self.metrics.group_jobs.record(group.len() as f64);
+        let began = Stopwatch::start();
+        let mut conn = match self.source.take().await {
+            Ok(c) => c,
+            Err(e) => return fail_all(group, &e.to_string()),
+        };
+        let (mut head, version) = match begin(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = conn.exec("ROLLBACK", vec![]).await;
+                self.source.give_back(conn);
+                return fail_all(group, &e.to_string());
+            }
+        };
+        if self.version != Some(version) {
+            // Another writer committed since this one last did: what it remembers is stale.
+            self.cache.clear();
+        }
+        let mut done = Vec::with_capacity(group.len());
+        let mut failed: Option<String> = None;
+        let mut due_now = false;
+        for (job, reply) in group {
+            if failed.is_some() {
+                done.push((reply, Err(JobFailure::Store(StoreError::Closed))));
+                continue;
+            }
+            let saved = head.clone();
+            let mut tx = BufferedTx {
+                conn: &mut conn,
+                head: &mut head,
+                cache: &mut self.cache,
+                holder: &self.holder,
+                pending: Pending::default(),
+            };
+            let result = job(&mut tx).await;
+            let pending = tx.pending;
+            if result.is_err() {
+                head = saved;
+            } else if let Err(e) = flush(&mut conn, &self.holder, &pending).await {
+                failed = Some(e.to_string());
+            } else {
+                due_now |= pending.due_now;
+                for r in &pending.requests {
+                    self.cache.put_request(r);
+                }
+                for g in &pending.grants {
+                    self.cache.put_grant(g);
+                }
+            }
+            done.push((reply, result));
+        }
+        // On PostgreSQL a failed statement aborts the transaction, and `COMMIT` then rolls it
+        // back without an error: the connection remembers that a statement failed.
+        if failed.is_none() && conn.poisoned() {
+            failed = Some("a statement of the group failed".into());
+        }
+        let committed = match failed {
+            None => {
+                let commit = Stopwatch::start();
+                let r = finish(&mut conn, &head, version + 1, due_now).await;
+                self.metrics.commit_seconds.record(commit.elapsed());
+                r.map_err(|e| e.to_string())
+            }
+            Some(e) => Err(e),
+        };
+        self.metrics.transaction_seconds.record(began.elapsed());
+        match committed {
+            Ok(()) => {
+                self.version = Some(version + 1);
+                self.source.give_back(conn);
+                if self.committed.borrow().seq != head.seq {
+                    self.committed.send_replace(head);
+                }
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+                if due_now {
+                    self.due.notify_one();
+                }
+            }
+            Err(msg) => {
+                // Nothing of this group is durable: roll back, forget what the cache learned
+                // from it, and tell every job.
+                tracing::error!(error = %msg, "write group failed; it is rolled back");
+                self.metrics.rollbacks.increment(1);
+                let _ = conn.exec("ROLLBACK", vec![]).await;
+                conn.clear_poison();
+                self.source.give_back(conn);
+                self.cache.clear();
+                self.version = None;
+                for (reply, _) in done {
+                    let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(format!(
+                        "the write failed: {msg}"
+                    )))));
+                }
+            }
+        }
+    }
+}
+
+fn fail_all(group: Vec<(WriteJob, oneshot::Sender<JobResult>)>, msg: &str) {
+    tracing::error!(error = %msg, "cannot start a write group");
+    for (_, reply) in group {
+        let _ = reply.send(Err(JobFailure::Store(StoreError::Corrupt(msg.to_owned()))));
+    }
+}
+
+/// Starts a group's transaction and takes the writers' turn: the lock on the chain head.
+async fn begin(conn: &mut Conn) -> Result<(Head, i64), StoreError> {
+    let lock = match conn.dialect() {
+        // `IMMEDIATE` takes SQLite's write lock at once.
+        Dialect::Sqlite => {
+            conn.exec("BEGIN IMMEDIATE", vec![]).await?;
+            "SELECT seq, hash, version FROM chain_head WHERE id = 1"
+        }
+        Dialect::Postgres => {
+            conn.exec("BEGIN", vec![]).await?;
+            "SELECT seq, hash, version FROM chain_head WHERE id = 1 FOR UPDATE"
+        }
+    };
+    let row = conn
+        .row(lock, vec![])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the chain head row is missing".into()))?;
+    Ok((
+        Head {
+            seq: row.int(0)?,
+            hash: row.owned_text(1)?,
+        },
+        row.int(2)?,
+    ))
+}
+
+/// The channel on which PostgreSQL stores tell each other that a job is due now.
+pub(crate) const DUE_CHANNEL: &str = "countersign_due";
+
+/// Records the new head and version, and commits. On PostgreSQL, a group that made a job due
+/// now also tells the other replicas' workers (`NOTIFY` is delivered at the commit).
+async fn finish(
+    conn: &mut Conn,
+    head: &Head,
+    version: i64,
+    due_now: bool,
+) -> Result<(), StoreError> {
+    conn.exec(
+        "UPDATE chain_head SET seq = $1, hash = $2, version = $3 WHERE id = 1",
+        args![head.seq, &head.hash, version],
+    )
+    .await?;
+    if due_now && conn.dialect() == Dialect::Postgres {
+        conn.exec(&format!("NOTIFY {DUE_CHANNEL}"), vec![]).await?;
+    }
+    conn.exec("COMMIT", vec![]).await?;
+    if conn.poisoned() {
+        return Err(StoreError::Corrupt("the commit failed".into()));
+    }
+    Ok(())
+}
+
+/// Live requests and grants as this writer last wrote them. A hit spares a read for every
+/// decision on a pending request. Finished objects leave the cache, and it is emptied whenever
+/// a group is rolled back, another writer committed, or it grows past its bound.
+#[derive(Default)]
+pub(crate) struct Cache {
+    requests: HashMap<String, Request>,
+    grants: HashMap<String, Grant>,
+}
+
+/// Records what was just written. An entry is always replaced, never left stale; a finished
+/// object leaves; at the bound the map starts over rather than refusing new entries.
+fn remember<T: Clone>(map: &mut HashMap<String, T>, id: &str, value: &T, live: bool) {
+    if !live {
+        map.remove(id);
+        return;
+    }
+    if map.len() >= CACHE_MAX && !map.contains_key(id) {
+        map.clear();
+        map.shrink_to(CACHE_MAX);
+    }
+    map.insert(id.to_owned(), value.clone());
+}
+
+impl Cache {
+    fn put_request(&mut self, r: &Request) {
+        remember(&mut self.requests, &r.id, r, !r.state.is_terminal());
+    }
+    fn put_grant(&mut self, g: &Grant) {
+        remember(&mut self.grants, &g.id, g, !g.state.is_final());
+    }
+    fn clear(&mut self) {
+        self.requests.clear();
+        self.grants.clear();
+    }
+}
+
+/// One job's writes, held until the job succeeds. A job that refuses has written nothing, so
+/// no savepoint is needed to undo it.
+#[derive(Default)]
+struct Pending {
+    requests: Vec<Request>,
+    grants: Vec<Grant>,
+    /// Position of each grant in `grants`.
+    grant_at: HashMap<String, usize>,
+    events: Vec<EventRow>,
+    jobs: Vec<JobOp>,
+    tokens: Vec<(String, String, i64)>,
+    secrets: Vec<(String, String)>,
+    /// Deliveries with their claim (last write of each wins).
+    deliveries: Vec<(Delivery, Option<i64>)>,
+    idempotency: Vec<IdempotencyRow>,
+    /// Expired idempotency records older than this are forgotten (a few per job).
+    prune_idempotency: Option<i64>,
+    /// Portal sessions written or ended, in order.
+    sessions: Vec<SessionOp>,
+    /// Sessions that expired before this are forgotten (a few per job).
+    prune_sessions: Option<i64>,
+    /// This holder's live claims are extended: (now, until).
+    renew: Option<(i64, i64)>,
+    /// Jobs this transaction claimed or found it holds.
+    held: Vec<(TimerKind, String)>,
+    due_now: bool,
+}
+
+enum SessionOp {
+    Put(SessionRow),
+    Delete(String),
+}
+
+/// An audit event row.
+struct EventRow {
+    seq: i64,
+    at: i64,
+    kind: String,
+    request: Option<String>,
+    grant: Option<String>,
+    body: String,
+    prev_hash: String,
+    hash: String,
+}
+
+enum JobOp {
+    Put {
+        kind: TimerKind,
+        key: String,
+        at: i64,
+        /// Set when the job is claimed by this store's holder.
+        claimed_until: Option<i64>,
+    },
+    Delete {
+        kind: TimerKind,
+        key: String,
+        /// Kept if claimed by someone at this time; `None` removes it whatever its claim.
+        unless_claimed_at: Option<i64>,
+    },
+}
+
+/// Runs `rows` through a multi-row statement, [`ROWS`] rows at a time.
+async fn insert_rows<T>(
+    conn: &mut Conn,
+    rows: &[T],
+    (head, width, tail): (&str, usize, &str),
+    bind: impl Fn(&T, &mut Vec<Arg>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS) {
+        let sql = values_sql(head, width, chunk.len(), tail);
+        let mut a = Vec::with_capacity(chunk.len() * width);
+        for r in chunk {
+            bind(r, &mut a)?;
+        }
+        conn.exec(&sql, a).await?;
+    }
+    Ok(())
+}
+
+/// Writes a job's changes: a few multi-row statements rather than one per row, because each
+/// statement costs a round trip (expiring 100,000 grants at once is hundreds of thousands of
+/// rows).
+async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreError> {
+    insert_rows(
+        conn,
+        &p.requests,
+        (
+            "INSERT INTO requests (id, resource, requester, state, created_at, body) VALUES ",
+            6,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        ),
+        |r, a| {
+            a.extend(args![
+                &r.id,
+                &r.resource,
+                &r.requester,
+                r.state.as_str(),
+                r.created_at.millis(),
+                to_json(r)?,
+            ]);
+            Ok(())
+        },
+    )
+    .await?;
+    insert_rows(
+        conn,
+        &p.grants,
+        (
+            "INSERT INTO grants (id, request_id, subject, resource, workflow, state, created_at, body) VALUES ",
+            8,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+        ),
+        |g, a| {
+            a.extend(args![
+                &g.id,
+                &g.spec.request,
+                &g.spec.subject,
+                &g.spec.resource,
+                &g.spec.workflow,
+                g.state.as_str(),
+                g.created_at.millis(),
+                to_json(g)?,
+            ]);
+            Ok(())
+        },
+    )
+    .await?;
+    insert_rows(
+        conn,
+        &p.events,
+        (
+            "INSERT INTO events (seq, at, kind, request_id, grant_id, body, prev_hash, hash) VALUES ",
+            8,
+            "",
+        ),
+        |e, a| {
+            a.extend(args![
+                e.seq,
+                e.at,
+                &e.kind,
+                &e.request,
+                &e.grant,
+                &e.body,
+                &e.prev_hash,
+                &e.hash,
+            ]);
+            Ok(())
+        },
+    )
+    .await?;
+    // Only the last operation on a job counts (a put is a whole upsert; a delete removes it),
+    // so the operations collapse to one per job and run as two kinds of statement.
+    let mut last: HashMap<(TimerKind, &str), &JobOp> = HashMap::with_capacity(p.jobs.len());
+    for op in &p.jobs {
+        let id = match op {
+            JobOp::Put { kind, key, .. } | JobOp::Delete { kind, key, .. } => (*kind, key.as_str()),
+        };
+        last.insert(id, op);
+    }
+    let mut puts = vec![];
+    let mut deletes: HashMap<(TimerKind, Option<i64>), Vec<&str>> = HashMap::new();
+    for op in last.into_values() {
+        match op {
+            JobOp::Put { .. } => puts.push(op),
+            JobOp::Delete {
+                kind,
+                key,
+                unless_claimed_at,
+            } => deletes
+                .entry((*kind, *unless_claimed_at))
+                .or_default()
+                .push(key),
+        }
+    }
+    insert_rows(
+        conn,
+        &puts,
+        (
+            "INSERT INTO jobs (kind, key, due_at, claimed_until, claimed_by) VALUES ",
+            5,
+            " ON CONFLICT (kind, key) DO UPDATE SET due_at = excluded.due_at,
+               claimed_until = excluded.claimed_until, claimed_by = excluded.claimed_by",
+        ),
+        |op, a| {
+            if let JobOp::Put {
+                kind,
+                key,
+                at,
+                claimed_until,
+            } = op
+            {
+                let by = claimed_until.map(|_| holder);
+                a.extend(args![kind.as_str(), key, *at, *claimed_until, by]);
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    for ((kind, unless_claimed_at), keys) in &deletes {
+        for chunk in keys.chunks(ROWS) {
+            let sql = format!(
+                "DELETE FROM jobs WHERE kind = $1
+                 AND ($2 IS NULL OR claimed_until IS NULL OR claimed_until <= $2)
+                 AND key IN ({})",
+                params(3, chunk.len())
+            );
+            let mut a = args![kind.as_str(), *unless_claimed_at];
+            a.extend(chunk.iter().map(|k| Arg::from(*k)));
+            conn.exec(&sql, a).await?;
+        }
+    }
+    for (request, secret) in &p.secrets {
+        conn.exec(
+            "INSERT INTO callback_secrets (request_id, secret) VALUES ($1, $2)",
+            args![request, secret],
+        )
+        .await?;
+    }
+    for (d, claimed_until) in &p.deliveries {
+        conn.exec(
+            "INSERT INTO deliveries
+               (id, request_id, lane, state, next_at, claimed_until, claimed_by, created_at, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, next_at = excluded.next_at,
+               claimed_until = excluded.claimed_until, claimed_by = excluded.claimed_by,
+               body = excluded.body",
+            args![
+                &d.id,
+                &d.request,
+                d.lane(),
+                d.state.as_str(),
+                d.next_at.map(Timestamp::millis),
+                *claimed_until,
+                claimed_until.map(|_| holder),
+                d.created_at.millis(),
+                to_json(d)?,
+            ],
+        )
+        .await?;
+    }
+    if let Some((now, until)) = p.renew {
+        for table in ["jobs", "deliveries"] {
+            conn.exec(
+                &format!(
+                    "UPDATE {table} SET claimed_until = $1
+                     WHERE claimed_by = $2 AND claimed_until > $3 AND claimed_until < $1"
+                ),
+                args![until, holder, now],
+            )
+            .await?;
+        }
+    }
+    if let Some(before) = p.prune_idempotency {
+        conn.exec(
+            "DELETE FROM idempotency WHERE (subject, key) IN
+               (SELECT subject, key FROM idempotency WHERE expires_at <= $1 LIMIT 64)",
+            args![before],
+        )
+        .await?;
+    }
+    for r in &p.idempotency {
+        conn.exec(
+            "INSERT INTO idempotency
+               (subject, key, body_hash, request_id, response, expires_at, in_flight_until)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (subject, key) DO UPDATE SET body_hash = excluded.body_hash,
+               request_id = excluded.request_id, response = excluded.response,
+               expires_at = excluded.expires_at, in_flight_until = excluded.in_flight_until",
+            args![
+                &r.subject,
+                &r.key,
+                &r.body_hash,
+                &r.request_id,
+                &r.response,
+                r.expires_at.millis(),
+                r.in_flight_until.map(Timestamp::millis),
+            ],
+        )
+        .await?;
+    }
+    if let Some(before) = p.prune_sessions {
+        conn.exec(
+            "DELETE FROM sessions WHERE hash IN
+               (SELECT hash FROM sessions WHERE expires_at <= $1 LIMIT 64)",
+            args![before],
+        )
+        .await?;
+    }
+    for op in &p.sessions {
+        match op {
+            SessionOp::Put(r) => {
+                conn.exec(
+                    "INSERT INTO sessions (hash, subject, csrf, data, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (hash) DO UPDATE SET subject = excluded.subject,
+                       csrf = excluded.csrf, data = excluded.data,
+                       expires_at = excluded.expires_at",
+                    args![
+                        &r.hash,
+                        &r.subject,
+                        &r.csrf,
+                        &r.data,
+                        r.created_at.millis(),
+                        r.expires_at.millis(),
+                    ],
+                )
+                .await?;
+            }
+            SessionOp::Delete(hash) => {
+                conn.exec("DELETE FROM sessions WHERE hash = $1", args![hash])
+                    .await?;
+            }
+        }
+    }
+    for (hash, subject, at) in &p.tokens {
+        conn.exec(
+            "INSERT INTO tokens (hash, subject, created_at) VALUES ($1, $2, $3)",
+            args![hash, subject, *at],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The domain objects in the first column of `rows`.
+pub(crate) fn bodies<T: DeserializeOwned>(rows: &[Row]) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(|r| from_json(r.text(0)?)).collect()
+}
+
+/// Reads the stored snapshots of many objects of `table` (`grants` or `requests`) by id, a few
+/// hundred per statement.
+async fn load_many<T: DeserializeOwned>(
+    conn: &mut Conn,
+    table: &'static str,
+    ids: &[&str],
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS) {
+        let sql = format!(
+            "SELECT body FROM {table} WHERE id IN ({})",
+            params(1, chunk.len())
+        );
+        let rows = conn
+            .rows(&sql, chunk.iter().map(|id| Arg::from(*id)).collect())
+            .await?;
+        out.extend(bodies::<T>(&rows)?);
+    }
+    Ok(out)
+}
+
+/// The one object (by id) a statement selects the body of, if any.
+async fn load<T: DeserializeOwned>(
+    conn: &mut Conn,
+    sql: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    load_with(conn, sql, args![id]).await
+}
+
+pub(crate) fn idempotency_row(
+    subject: &str,
+    key: &str,
+    r: &Row,
+) -> Result<IdempotencyRow, StoreError> {
+    Ok(IdempotencyRow {
+        subject: subject.to_owned(),
+        key: key.to_owned(),
+        body_hash: r.owned_text(0)?,
+        request_id: r.owned_text(1)?,
+        response: r.opt_owned_text(2)?,
+        expires_at: Timestamp::from_millis(r.int(3)?),
+        in_flight_until: r.opt_int(4)?.map(Timestamp::from_millis),
+    })
+}
+
+struct BufferedTx<'c> {
+    conn: &'c mut Conn,
+    head: &'c mut Head,
+    cache: &'c mut Cache,
+    holder: &'c str,
+    pending: Pending,
+}
+
+#[async_trait]
+impl Tx for BufferedTx<'_> {
+    async fn request(&mut self, id: &str) -> Result<Option<Request>, StoreError> {
+        if let Some(r) = self.pending.requests.iter().rev().find(|r| r.id == id) {
+            return Ok(Some(r.clone()));
+        }
+        if let Some(r) = self.cache.requests.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        load(self.conn, "SELECT body FROM requests WHERE id = $1", id).await
+    }
+
+    async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
+        self.pending.requests.retain(|p| p.id != r.id);
+        self.pending.requests.push(r.clone());
+        Ok(())
+    }
+
+    async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError> {
+        if let Some(&i) = self.pending.grant_at.get(id) {
+            return Ok(Some(self.pending.grants[i].clone()));
+        }
+        if let Some(g) = self.cache.grants.get(id) {
+            return Ok(Some(g.clone()));
+        }
+        load(self.conn, "SELECT body FROM grants WHERE id = $1", id).await
+    }
+
+    async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
+        // Indexed by id: a batch of timers puts hundreds of grants in one job.
+        match self.pending.grant_at.get(&g.id) {
+            Some(&i) => self.pending.grants[i] = g.clone(),
+            None => {
+                self.pending
+                    .grant_at
+                    .insert(g.id.clone(), self.pending.grants.len());
+                self.pending.grants.push(g.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn active_grant_covering(
+        &mut self,
+        subject: &str,
+        resource: &str,
+        part_of: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Grant>, StoreError> {
+        // Every candidate is checked: one whose expiry timer has not run yet must not hide a
+        // valid one.
+        let rows = self
+            .conn
+            .rows(
+                "SELECT body FROM grants WHERE subject = $1 AND resource = $2 AND state = 'active'
+                 UNION ALL
+                 SELECT body FROM grants WHERE subject = $1 AND workflow = $3 AND state = 'active'",
+                args![subject, resource, part_of],
+            )
+            .await?;
+        for g in bodies::<Grant>(&rows)? {
+            if g.covers(resource, part_of) && g.expires_at.is_some_and(|t| t > now) {
+                return Ok(Some(g));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn warm(&mut self, grants: &[&str], requests: &[&str]) -> Result<(), StoreError> {
+        // The writers take turns, so what this one reads now is current until it writes it.
+        let missing: Vec<&str> = grants
+            .iter()
+            .copied()
+            .filter(|id| !self.cache.grants.contains_key(*id))
+            .collect();
+        for g in load_many::<Grant>(self.conn, "grants", &missing).await? {
+            self.cache.put_grant(&g);
+        }
+        let missing: Vec<&str> = requests
+            .iter()
+            .copied()
+            .filter(|id| !self.cache.requests.contains_key(*id))
+            .collect();
+        for r in load_many::<Request>(self.conn, "requests", &missing).await? {
+            self.cache.put_request(&r);
+        }
+        Ok(())
+    }
+
+    async fn live_grants(
+        &mut self,
+        subject: &str,
+        resource: &str,
+    ) -> Result<Vec<Grant>, StoreError> {
+        let rows = self
+            .conn
+            .rows(
+                "SELECT body FROM grants
+                 WHERE subject = $1 AND resource = $2 AND state IN ('activating', 'active')",
+                args![subject, resource],
+            )
+            .await?;
+        let mut out = bodies::<Grant>(&rows)?;
+        // This job's own writes are not flushed yet, and they win.
+        for p in &self.pending.grants {
+            out.retain(|g| g.id != p.id);
+            if p.spec.subject == subject
+                && p.spec.resource == resource
+                && matches!(p.state, GrantState::Activating | GrantState::Active)
+            {
+                out.push(p.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scheduled(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        for op in self.pending.jobs.iter().rev() {
+            match op {
+                JobOp::Put {
+                    kind: k,
+                    key: x,
+                    at,
+                    ..
+                } if *k == kind && x == key => {
+                    return Ok(Some(Timestamp::from_millis(*at)));
+                }
+                JobOp::Delete {
+                    kind: k, key: x, ..
+                } if *k == kind && x == key => return Ok(None),
+                _ => {}
+            }
+        }
+        let row = self
+            .conn
+            .row(
+                "SELECT due_at FROM jobs WHERE kind = $1 AND key = $2",
+                args![kind.as_str(), key],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.int(0))
+            .transpose()?
+            .map(Timestamp::from_millis))
+    }
+
+    async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError> {
+        let seq = self.head.seq + 1;
+        let body = to_json(event)?;
+        let hash = chain::hash(&self.head.hash, seq, at.millis(), &body);
+        let prev_hash = std::mem::replace(&mut self.head.hash, hash.clone());
+        self.head.seq = seq;
+        self.pending.events.push(EventRow {
+            seq,
+            at: at.millis(),
+            kind: event.kind.as_str().to_owned(),
+            request: event.request.clone(),
+            grant: event.grant.clone(),
+            body,
+            prev_hash,
+            hash,
+        });
+        Ok(seq)
+    }
+
+    async fn schedule(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending.jobs.push(JobOp::Put {
+            kind,
+            key: key.to_owned(),
+            at: at.millis(),
+            claimed_until: None,
+        });
+        Ok(())
+    }
+
+    async fn unschedule(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let held = self
+            .pending
+            .held
+            .iter()
+            .any(|(k, x)| *k == kind && x == key);
+        self.pending.jobs.push(JobOp::Delete {
+            kind,
+            key: key.to_owned(),
+            unless_claimed_at: (!held).then_some(now.millis()),
+        });
+        Ok(())
+    }
+
+    async fn claim(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .conn
+            .row(
+                "SELECT due_at FROM jobs WHERE kind = $1 AND key = $2 AND due_at <= $3
+                 AND (claimed_until IS NULL OR claimed_until <= $3)",
+                args![kind.as_str(), key, now.millis()],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        self.pending.jobs.push(JobOp::Put {
+            kind,
+            key: key.to_owned(),
+            at: row.int(0)?,
+            claimed_until: Some(until.millis()),
+        });
+        self.pending.held.push((kind, key.to_owned()));
+        Ok(true)
+    }
+
+    async fn holds(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        for op in self.pending.jobs.iter().rev() {
+            match op {
+                JobOp::Put {
+                    kind: k,
+                    key: x,
+                    claimed_until,
+                    ..
+                } if *k == kind && x == key => {
+                    return Ok(claimed_until.is_some_and(|u| u > now.millis()));
+                }
+                JobOp::Delete {
+                    kind: k, key: x, ..
+                } if *k == kind && x == key => {
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
+        let row = self
+            .conn
+            .row(
+                "SELECT 1 FROM jobs WHERE kind = $1 AND key = $2 AND claimed_by = $3
+                 AND claimed_until > $4",
+                args![kind.as_str(), key, self.holder, now.millis()],
+            )
+            .await?;
+        if row.is_some() {
+            self.pending.held.push((kind, key.to_owned()));
+        }
+        Ok(row.is_some())
+    }
+
+    async fn claimed(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let row = self
+            .conn
+            .row(
+                "SELECT 1 FROM jobs WHERE kind = $1 AND key = $2 AND claimed_until > $3",
+                args![kind.as_str(), key, now.millis()],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn renew(&mut self, now: Timestamp, until: Timestamp) -> Result<(), StoreError> {
+        self.pending.renew = Some((now.millis(), until.millis()));
+        Ok(())
+    }
+
+    async fn put_token(
+        &mut self,
+        hash: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending
+            .tokens
+            .push((hash.to_owned(), subject.to_owned(), now.millis()));
+        Ok(())
+    }
+
+    fn signal_due(&mut self) {
+        self.pending.due_now = true;
+    }
+
+    async fn put_callback_secret(&mut self, request: &str, secret: &str) -> Result<(), StoreError> {
+        self.pending
+            .secrets
+            .push((request.to_owned(), secret.to_owned()));
+        Ok(())
+    }
+
+    async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        if let Some((d, _)) = self.pending.deliveries.iter().find(|(d, _)| d.id == id) {
+            return Ok(Some(d.clone()));
+        }
+        load(self.conn, "SELECT body FROM deliveries WHERE id = $1", id).await
+    }
+
+    async fn put_delivery(
+        &mut self,
+        d: &Delivery,
+        claimed_until: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
+        self.pending
+            .deliveries
+            .push((d.clone(), claimed_until.map(Timestamp::millis)));
+        if d.next_at.is_some() && claimed_until.is_none() {
+            self.pending.due_now = true;
+        }
+        Ok(())
+    }
+
+    async fn claim_delivery(
+        &mut self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let d: Option<Delivery> = load_with(
+            self.conn,
+            "SELECT body FROM deliveries WHERE id = $1 AND state = 'pending' AND next_at <= $2
+             AND (claimed_until IS NULL OR claimed_until <= $2)",
+            args![id, now.millis()],
+        )
+        .await?;
+        let Some(d) = d else { return Ok(None) };
+        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
+        self.pending
+            .deliveries
+            .push((d.clone(), Some(until.millis())));
+        Ok(Some(d))
+    }
+
+    async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        if let Some((_, claimed)) = self.pending.deliveries.iter().find(|(d, _)| d.id == id) {
+            return Ok(claimed.is_some_and(|u| u > now.millis()));
+        }
+        let row = self
+            .conn
+            .row(
+                "SELECT 1 FROM deliveries WHERE id = $1 AND claimed_by = $2 AND claimed_until > $3",
+                args![id, self.holder, now.millis()],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn idempotency(
+        &mut self,
+        subject: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRow>, StoreError> {
+        if let Some(r) = self
+            .pending
+            .idempotency
+            .iter()
+            .rev()
+            .find(|r| r.subject == subject && r.key == key)
+        {
+            return Ok((r.expires_at > now).then(|| r.clone()));
+        }
+        let row = self
+            .conn
+            .row(
+                "SELECT body_hash, request_id, response, expires_at, in_flight_until
+                 FROM idempotency WHERE subject = $1 AND key = $2 AND expires_at > $3",
+                args![subject, key, now.millis()],
+            )
+            .await?;
+        row.map(|r| idempotency_row(subject, key, &r)).transpose()
+    }
+
+    async fn put_idempotency(
+        &mut self,
+        row: &IdempotencyRow,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending
+            .idempotency
+            .retain(|r| !(r.subject == row.subject && r.key == row.key));
+        self.pending.idempotency.push(row.clone());
+        self.pending.prune_idempotency = Some(now.millis());
+        Ok(())
+    }
+
+    async fn delete_idempotency(&mut self, subject: &str, key: &str) -> Result<(), StoreError> {
+        // Written as an already expired record, which reads never return and pruning removes.
+        self.pending
+            .idempotency
+            .retain(|r| !(r.subject == subject && r.key == key));
+        self.pending.idempotency.push(IdempotencyRow {
+            subject: subject.to_owned(),
+            key: key.to_owned(),
+            body_hash: String::new(),
+            request_id: String::new(),
+            response: None,
+            expires_at: Timestamp::from_millis(0),
+            in_flight_until: None,
+        });
+        Ok(())
+    }
+
+    async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError> {
+        self.pending.sessions.push(SessionOp::Put(row.clone()));
+        self.pending.prune_sessions = Some(now.millis());
+        Ok(())
+    }
+
+    async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError> {
+        self.pending
+            .sessions
+            .push(SessionOp::Delete(hash.to_owned()));
+        Ok(())
+    }
+}
+
+/// The one object a statement selects the body of, if any.
+async fn load_with<T: DeserializeOwned>(
+    conn: &mut Conn,
+    sql: &str,
+    a: Vec<Arg>,
+) -> Result<Option<T>, StoreError> {
+    match conn.row(sql, a).await? {
+        Some(r) => Ok(Some(from_json(r.text(0)?)?)),
+        None => Ok(None),
+    }
+}
