@@ -98,7 +98,10 @@ async fn seeded() -> TestApp {
     for (who, n) in [("alice", 3), ("carol", 1), ("dan", 1)] {
         for i in 0..n {
             let req = app
-                .create(who, json!({ "resource": "deploy", "reason": format!("{who} {i}") }))
+                .create(
+                    who,
+                    json!({ "resource": "deploy", "reason": format!("{who} {i}") }),
+                )
                 .await;
             match (who, i) {
                 ("alice", 0) => {

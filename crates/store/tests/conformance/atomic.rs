@@ -16,6 +16,7 @@ fn idempotency(subject: &str, key: &str, request: &str, expires: i64) -> Idempot
         request_id: request.to_owned(),
         response: None,
         expires_at: at(expires),
+        in_flight_until: None,
     }
 }
 
@@ -317,7 +318,8 @@ pub async fn tx_reads_its_own_writes(db: &Db) {
                 tx.scheduled(TimerKind::RequestExpiry, "req_pre").await?,
                 Some(at(500)),
             );
-            tx.unschedule(TimerKind::RequestExpiry, "req_pre").await?;
+            tx.unschedule(TimerKind::RequestExpiry, "req_pre", at(1000))
+                .await?;
             seen.eq(
                 "the timer once unscheduled",
                 tx.scheduled(TimerKind::RequestExpiry, "req_pre").await?,

@@ -117,7 +117,11 @@ pub async fn claim_needs_a_due_job(db: &Db) {
 
     schedule(&*store, kind, "gone", at(1000)).await;
     write(&*store, |tx| {
-        Box::pin(async move { Ok(tx.unschedule(TimerKind::RequestExpiry, "gone").await?) })
+        Box::pin(async move {
+            Ok(tx
+                .unschedule(TimerKind::RequestExpiry, "gone", at(1000))
+                .await?)
+        })
     })
     .await;
     assert!(!claim(&*store, kind, "gone", at(2000), at(9000)).await);

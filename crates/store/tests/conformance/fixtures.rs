@@ -200,7 +200,7 @@ pub async fn apply(tx: &mut dyn Tx, ch: &Changes, now: Timestamp) -> Result<Vec<
     for effect in &ch.effects {
         match effect {
             Effect::Schedule { kind, key, at } => tx.schedule(*kind, key, *at).await?,
-            Effect::Unschedule { kind, key } => tx.unschedule(*kind, key).await?,
+            Effect::Unschedule { kind, key } => tx.unschedule(*kind, key, now).await?,
             Effect::IssueGrant(_) | Effect::Callback => {}
         }
     }

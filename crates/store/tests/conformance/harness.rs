@@ -14,13 +14,9 @@ pub const PG_ENV: &str = "COUNTERSIGN_TEST_PG_URL";
 
 /// Opens a store on a database URL. Every handle of the suite is opened here.
 pub async fn open(url: &str) -> Arc<dyn Store> {
-    store::open(
-        url,
-        store::sqlite::Role::Server,
-        store::metrics::WriterMetrics::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot open a store on {}: {e}", redact(url)))
+    store::open(url, store::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a store on {}: {e}", redact(url)))
 }
 
 /// A database of its own for one test, removed when the test ends. Several store handles

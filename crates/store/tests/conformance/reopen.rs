@@ -38,6 +38,7 @@ pub async fn reopen_keeps_everything(db: &Db) {
         request_id: "req_r".into(),
         response: Some("{}".into()),
         expires_at: at(86_400_000),
+        in_flight_until: None,
     };
     write(&*store, {
         let req = req.clone();

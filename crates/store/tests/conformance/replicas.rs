@@ -130,6 +130,7 @@ pub async fn idempotency_key_has_one_creator_across_handles(db: &Db) {
                 request_id: id.clone(),
                 response: None,
                 expires_at: at(86_400_000),
+                in_flight_until: None,
             };
             try_write(&*store, move |tx| {
                 Box::pin(async move {

@@ -58,6 +58,7 @@ fn idem(subject: &str, key: &str, request: &str, expires: i64) -> IdempotencyRow
         request_id: request.to_owned(),
         response: None,
         expires_at: at(expires),
+        in_flight_until: None,
     }
 }
 
