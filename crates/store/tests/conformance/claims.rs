@@ -359,3 +359,223 @@ pub async fn opening_a_handle_keeps_other_claims(db: &Db) {
     );
     assert_eq!(b.due_jobs(at(2000), 10).await.expect("due jobs"), vec![]);
 }
+
+async fn holds(store: &dyn Store, kind: TimerKind, key: &str, now: Timestamp) -> bool {
+    let key = key.to_owned();
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.holds(kind, &key, now).await?) })
+    })
+    .await
+}
+
+async fn claimed(store: &dyn Store, kind: TimerKind, key: &str, now: Timestamp) -> bool {
+    let key = key.to_owned();
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.claimed(kind, &key, now).await?) })
+    })
+    .await
+}
+
+async fn holds_delivery(store: &dyn Store, id: &str, now: Timestamp) -> bool {
+    let id = id.to_owned();
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.holds_delivery(&id, now).await?) })
+    })
+    .await
+}
+
+async fn renew(store: &dyn Store, now: Timestamp, until: Timestamp) {
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.renew(now, until).await?) })
+    })
+    .await;
+}
+
+async fn unschedule(store: &dyn Store, kind: TimerKind, key: &str, now: Timestamp) {
+    let key = key.to_owned();
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.unschedule(kind, &key, now).await?) })
+    })
+    .await;
+}
+
+async fn scheduled(store: &dyn Store, kind: TimerKind, key: &str) -> Option<Timestamp> {
+    let key = key.to_owned();
+    write(store, move |tx| {
+        Box::pin(async move { Ok(tx.scheduled(kind, &key).await?) })
+    })
+    .await
+}
+
+/// Issue 14 item 1 ("a claim names its holder and expiry"): every handle is a holder of its
+/// own; a claim is held by the handle that took it and by no other, and anyone can see that
+/// the job is claimed, until the claim runs out.
+pub async fn claim_names_its_holder(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    assert!(!a.holder().is_empty());
+    assert_ne!(a.holder(), b.holder(), "each handle is its own holder");
+    let kind = TimerKind::ConnectorGrant;
+    schedule(&*a, kind, "grant_h", at(1000)).await;
+    assert!(!claimed(&*a, kind, "grant_h", at(1000)).await);
+    assert!(!holds(&*a, kind, "grant_h", at(1000)).await);
+
+    assert!(claim(&*a, kind, "grant_h", at(1000), at(31_000)).await);
+    assert!(holds(&*a, kind, "grant_h", at(2000)).await);
+    assert!(!holds(&*b, kind, "grant_h", at(2000)).await);
+    assert!(claimed(&*a, kind, "grant_h", at(2000)).await);
+    assert!(claimed(&*b, kind, "grant_h", at(2000)).await);
+
+    assert!(!holds(&*a, kind, "grant_h", at(31_001)).await);
+    assert!(!claimed(&*b, kind, "grant_h", at(31_001)).await);
+    assert!(!claimed(&*b, kind, "grant_none", at(2000)).await);
+}
+
+/// Issue 14 item 1 ("renewed by a heartbeat"): a holder's `renew` extends every claim it
+/// holds that is live (jobs and deliveries), so that no other handle can take them; a claim
+/// that had already lapsed is not revived, and another holder's claims are not touched.
+pub async fn renewal_extends_live_claims_of_its_holder(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let kind = TimerKind::GrantExpiry;
+    for key in ["j1", "j2", "j3"] {
+        schedule(&*a, kind, key, at(1000)).await;
+    }
+    let d = delivery("req_renew", at(1000));
+    put_delivery(&*a, &d, None).await;
+    assert!(claim(&*a, kind, "j1", at(1000), at(31_000)).await);
+    assert!(claim(&*a, kind, "j2", at(1000), at(10_000)).await);
+    assert!(
+        claim_delivery(&*a, &d.id, at(1000), at(31_000))
+            .await
+            .is_some()
+    );
+    assert!(claim(&*b, kind, "j3", at(1000), at(31_000)).await);
+
+    // Act: the heartbeat at 20 s.
+    renew(&*a, at(20_000), at(60_000)).await;
+
+    // Assert
+    assert!(
+        !claim(&*b, kind, "j1", at(40_000), at(70_000)).await,
+        "renewed"
+    );
+    assert!(holds(&*a, kind, "j1", at(40_000)).await);
+    assert_eq!(
+        claim_delivery(&*b, &d.id, at(40_000), at(70_000)).await,
+        None
+    );
+    assert!(holds_delivery(&*a, &d.id, at(40_000)).await);
+    assert!(
+        !holds(&*a, kind, "j2", at(20_000)).await,
+        "lapsed before the heartbeat"
+    );
+    assert!(claim(&*b, kind, "j2", at(20_001), at(70_000)).await);
+    assert!(
+        claim(&*a, kind, "j3", at(31_001), at(70_000)).await,
+        "another holder's claim is not renewed"
+    );
+    assert!(
+        claim(&*b, kind, "j1", at(60_001), at(90_000)).await,
+        "lapses in turn"
+    );
+    assert!(!holds(&*a, kind, "j1", at(60_001)).await);
+}
+
+/// Issue 14 item 1 ("a job's completion by a holder whose lease lapsed is refused"): once a
+/// claim has lapsed and another handle has taken the job over, the first holder no longer
+/// holds it, so its completion (done as the engine does it: only while it `holds` the job)
+/// writes nothing; the new holder completes it. The same for a delivery.
+pub async fn lapsed_holder_cannot_complete(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let kind = TimerKind::ConnectorGrant;
+    schedule(&*a, kind, "grant_l", at(1000)).await;
+    assert!(claim(&*a, kind, "grant_l", at(1000), at(31_000)).await);
+    assert!(claim(&*b, kind, "grant_l", at(31_001), at(61_000)).await);
+    assert!(!holds(&*a, kind, "grant_l", at(31_001)).await);
+    assert!(holds(&*b, kind, "grant_l", at(31_001)).await);
+
+    let complete = |store: Arc<dyn Store>, now: Timestamp| async move {
+        try_write(&*store, move |tx| {
+            Box::pin(async move {
+                if !tx.holds(TimerKind::ConnectorGrant, "grant_l", now).await? {
+                    return Err(refuse("lease lapsed"));
+                }
+                tx.unschedule(TimerKind::ConnectorGrant, "grant_l", now)
+                    .await?;
+                let e = domain::Event::grant(domain::EventKind::GrantActivated, "grant_l", None);
+                Ok(tx.append(&e, now).await?)
+            })
+        })
+        .await
+    };
+    assert_eq!(
+        complete(a.clone(), at(35_000)).await,
+        Err(crate::harness::Failed::Refused("lease lapsed".into()))
+    );
+    assert_eq!(scheduled(&*a, kind, "grant_l").await, Some(at(1000)));
+    assert_eq!(a.events(0, 10).await.expect("events"), vec![]);
+    assert_eq!(complete(b.clone(), at(36_000)).await, Ok(1));
+    assert_eq!(scheduled(&*a, kind, "grant_l").await, None);
+
+    let d = delivery("req_l", at(1000));
+    put_delivery(&*a, &d, None).await;
+    assert!(
+        claim_delivery(&*a, &d.id, at(1000), at(31_000))
+            .await
+            .is_some()
+    );
+    assert!(holds_delivery(&*a, &d.id, at(30_000)).await);
+    assert!(!holds_delivery(&*b, &d.id, at(30_000)).await);
+    assert!(
+        claim_delivery(&*b, &d.id, at(31_001), at(61_000))
+            .await
+            .is_some()
+    );
+    assert!(!holds_delivery(&*a, &d.id, at(31_001)).await);
+    assert!(holds_delivery(&*b, &d.id, at(31_001)).await);
+}
+
+/// Issue 14 item 1 and rule 17 ("a revoke waits for a grant call claimed on any replica"):
+/// removing a job that another holder has a live claim on leaves it in place (that holder
+/// removes it when it records the result), and `claimed` tells the remover so; once the claim
+/// lapses the job is removed. A job the removing transaction claimed, or found it holds, is
+/// removed at once, and so is one nobody claimed.
+pub async fn unschedule_spares_another_holders_live_claim(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let kind = TimerKind::ConnectorGrant;
+    for key in ["held_by_b", "claimed_here", "held_here", "free"] {
+        schedule(&*a, kind, key, at(1000)).await;
+    }
+    assert!(claim(&*b, kind, "held_by_b", at(1000), at(31_000)).await);
+    assert!(claim(&*a, kind, "held_here", at(1000), at(31_000)).await);
+
+    assert!(claimed(&*a, kind, "held_by_b", at(10_000)).await);
+    unschedule(&*a, kind, "held_by_b", at(10_000)).await;
+    assert_eq!(scheduled(&*a, kind, "held_by_b").await, Some(at(1000)));
+    unschedule(&*a, kind, "held_by_b", at(31_001)).await;
+    assert_eq!(
+        scheduled(&*a, kind, "held_by_b").await,
+        None,
+        "the claim lapsed"
+    );
+
+    write(&*a, move |tx| {
+        Box::pin(async move {
+            let won = tx.claim(kind, "claimed_here", at(2000), at(32_000)).await?;
+            tx.unschedule(kind, "claimed_here", at(2000)).await?;
+            let held = tx.holds(kind, "held_here", at(2000)).await?;
+            tx.unschedule(kind, "held_here", at(2000)).await?;
+            tx.unschedule(kind, "free", at(2000)).await?;
+            Ok(won && held)
+        })
+    })
+    .await
+    .then_some(())
+    .expect("the job claims one and holds the other");
+    for key in ["claimed_here", "held_here", "free"] {
+        assert_eq!(scheduled(&*b, kind, key).await, None, "{key}");
+    }
+}
