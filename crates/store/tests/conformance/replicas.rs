@@ -8,7 +8,7 @@ use store::{IdempotencyRow, Store};
 
 use crate::Db;
 use crate::fixtures::{ALICE, BOB, World, apply, at, grant};
-use crate::harness::{Seen, refuse, try_write, write};
+use crate::harness::{Failed, Seen, refuse, try_write, write};
 
 /// Issue 14 item 1 (no state of a replica's own): requests and grants written through one
 /// handle, then changed through another, are read in their changed form by the first, both
@@ -104,43 +104,44 @@ pub async fn handles_see_each_others_commits(db: &Db) {
     seen.assert();
 }
 
-/// Rule 25 and issue 14 item 1 ("idempotency keys … enforced through the database"): ten
-/// jobs over two handles send the same caller's key at once, each creating its request only
-/// if no record of the key exists. Exactly one request and one record are written, and that
-/// record names it; no job reports success for a request that was not kept. (A losing job
-/// may refuse, having seen the record, or fail on the key's uniqueness: either way it
-/// committed nothing.)
+/// Rule 25 and issue 14 item 1 ("idempotency keys … enforced through the database"), as the
+/// engine marks a key in flight: ten jobs over two handles send one caller's key at once,
+/// each marking it in flight for its own request only if no record of the key exists.
+/// Exactly one marks it; every other job sees that mark and refuses (the caller's 409), none
+/// fails. The request is then created and the record answered through the other handle, and
+/// every later sender, on either handle, sees the answer naming it.
 pub async fn idempotency_key_has_one_creator_across_handles(db: &Db) {
     let a = db.open().await;
     let b = db.open().await;
-    let stores: [Arc<dyn Store>; 2] = [a.clone(), b];
+    let stores: [Arc<dyn Store>; 2] = [a.clone(), b.clone()];
     let w = Arc::new(World::new());
+    let record = |id: &str, in_flight_until| IdempotencyRow {
+        subject: ALICE.into(),
+        key: "same-key".into(),
+        body_hash: "h".into(),
+        request_id: id.to_owned(),
+        response: None,
+        expires_at: at(86_400_000),
+        in_flight_until,
+    };
 
+    // Act: ten marks at once.
     let mut tasks = vec![];
     for i in 0..10 {
         let store = stores[i % 2].clone();
-        let w = w.clone();
+        let id = format!("req_idem_{i}");
+        let mark = record(&id, Some(at(30_000)));
         tasks.push(tokio::spawn(async move {
-            let id = format!("req_idem_{i}");
-            let (req, created) = w.request(&id, ALICE, "db", at(i as i64));
-            let record = IdempotencyRow {
-                subject: ALICE.into(),
-                key: "same-key".into(),
-                body_hash: "h".into(),
-                request_id: id.clone(),
-                response: None,
-                expires_at: at(86_400_000),
-                in_flight_until: None,
-            };
             try_write(&*store, move |tx| {
                 Box::pin(async move {
                     let now = at(i as i64);
                     if let Some(r) = tx.idempotency(ALICE, "same-key", now).await? {
-                        return Err(refuse(format!("already created {}", r.request_id)));
+                        return Err(refuse(match r.in_flight_until {
+                            Some(_) => "in flight",
+                            None => "answered",
+                        }));
                     }
-                    tx.put_idempotency(&record, now).await?;
-                    tx.put_request(&req).await?;
-                    apply(tx, &created, now).await?;
+                    tx.put_idempotency(&mark, now).await?;
                     Ok(id)
                 })
             })
@@ -152,14 +153,52 @@ pub async fn idempotency_key_has_one_creator_across_handles(db: &Db) {
         outcomes.push(t.await.expect("task"));
     }
 
-    let created: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
-    assert_eq!(created.len(), 1, "{outcomes:?}");
-    let kept = write(&*a, |tx| {
+    // Assert: one mark, nine refusals.
+    let marked: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().cloned())
+        .collect();
+    assert_eq!(marked.len(), 1, "{outcomes:?}");
+    let winner = marked[0].clone();
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert_eq!(*e, Failed::Refused("in flight".into()));
+        }
+    }
+    let seen = write(&*b, |tx| {
         Box::pin(async move { Ok(tx.idempotency(ALICE, "same-key", at(100)).await?) })
     })
-    .await
-    .expect("the record");
-    assert_eq!(&kept.request_id, created[0]);
+    .await;
+    assert_eq!(seen, Some(record(&winner, Some(at(30_000)))));
+
+    // The creation commits through the other handle and answers the key.
+    let (req, created) = w.request(&winner, ALICE, "db", at(200));
+    let mut answered = record(&winner, None);
+    answered.response = Some(format!(r#"{{"id":"{winner}"}}"#));
+    let owner = if winner.ends_with(|c: char| c.to_digit(10).is_some_and(|d| d % 2 == 0)) {
+        b.clone()
+    } else {
+        a.clone()
+    };
+    write(&*owner, {
+        let answered = answered.clone();
+        move |tx| {
+            Box::pin(async move {
+                tx.put_request(&req).await?;
+                apply(tx, &created, at(200)).await?;
+                tx.put_idempotency(&answered, at(200)).await?;
+                Ok(())
+            })
+        }
+    })
+    .await;
+    for s in &stores {
+        let seen = write(&**s, |tx| {
+            Box::pin(async move { Ok(tx.idempotency(ALICE, "same-key", at(300)).await?) })
+        })
+        .await;
+        assert_eq!(seen.as_ref(), Some(&answered));
+    }
     let requests = a
         .list_requests(&store::RequestFilter {
             limit: 100,
@@ -168,7 +207,7 @@ pub async fn idempotency_key_has_one_creator_across_handles(db: &Db) {
         .await
         .expect("list");
     assert_eq!(
-        requests.iter().map(|r| &r.id).collect::<Vec<_>>(),
-        vec![created[0]]
+        requests.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec![winner.as_str()]
     );
 }

@@ -63,8 +63,9 @@ fn idem(subject: &str, key: &str, request: &str, expires: i64) -> IdempotencyRow
 }
 
 /// Rule 25 (`Idempotency-Key`), issue 14 item 1: a key is per caller (the same key sent by
-/// two callers names two records), a record is not returned once expired, and writing it
-/// again replaces it (as when the first response is stored).
+/// two callers names two records), a record is not returned once expired, writing it again
+/// replaces it (as when the first response is stored), its in-flight mark is kept, and
+/// `delete_idempotency` forgets one caller's key (inside the job too).
 pub async fn idempotency_keys_per_caller(db: &Db) {
     let store = db.open().await;
     let alice = idem(ALICE, "k1", "req_alice", 10_000);
@@ -132,7 +133,41 @@ pub async fn idempotency_keys_per_caller(db: &Db) {
         })
     })
     .await;
-    assert_eq!(later, (Some(answered), Some(bob)));
+    assert_eq!(later, (Some(answered), Some(bob.clone())));
+
+    // A creation under way is marked in flight; a creation that failed forgets its key.
+    let mut marked = idem(CAROL, "k1", "req_carol", 10_000);
+    marked.in_flight_until = Some(at(30));
+    let seen = write(&*store, {
+        let marked = marked.clone();
+        move |tx| {
+            Box::pin(async move {
+                tx.put_idempotency(&marked, at(0)).await?;
+                Ok(tx.idempotency(CAROL, "k1", at(40)).await?)
+            })
+        }
+    })
+    .await;
+    assert_eq!(seen.as_ref(), Some(&marked), "read back in the job");
+    let seen = write(&*store, |tx| {
+        Box::pin(async move {
+            let before = tx.idempotency(CAROL, "k1", at(40)).await?;
+            tx.delete_idempotency(CAROL, "k1").await?;
+            Ok((before, tx.idempotency(CAROL, "k1", at(40)).await?))
+        })
+    })
+    .await;
+    assert_eq!(seen, (Some(marked), None));
+    let later = write(&*store, |tx| {
+        Box::pin(async move {
+            Ok((
+                tx.idempotency(CAROL, "k1", at(40)).await?,
+                tx.idempotency(BOB, "k1", at(40)).await?,
+            ))
+        })
+    })
+    .await;
+    assert_eq!(later, (None, Some(bob)), "only carol's key is forgotten");
 }
 
 /// Portal sessions (issue 14 item 2 keeps them in the database for every replica), tokens
