@@ -31,7 +31,6 @@ mod sql;
 mod sqlite;
 mod writer;
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -58,11 +57,13 @@ pub enum StoreError {
 }
 
 /// How a write job ended without committing its changes.
+#[derive(Debug)]
 pub enum JobFailure {
     /// The store failed; the caller's error type never saw it.
     Store(StoreError),
-    /// The job itself refused (a domain rule); carries the caller's error.
-    Abort(Box<dyn Any + Send>),
+    /// The job itself refused (a domain rule). The job keeps its own error for its caller:
+    /// the store only needs to know that nothing of it may be written.
+    Refused,
 }
 
 impl From<StoreError> for JobFailure {
@@ -71,7 +72,9 @@ impl From<StoreError> for JobFailure {
     }
 }
 
-pub type JobResult = Result<Box<dyn Any + Send>, JobFailure>;
+/// What a write job answers: done, or why not. A job hands its typed result to its caller
+/// itself (the engine keeps it beside the job); the store only commits or not.
+pub type JobResult = Result<(), JobFailure>;
 
 /// A unit of work run inside a store transaction.
 pub type WriteJob = Box<dyn for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, JobResult> + Send>;
@@ -262,12 +265,14 @@ pub trait Tx: Send {
         claimed_until: Option<Timestamp>,
     ) -> Result<(), StoreError>;
     /// Takes a pending delivery that is due and not claimed, until `until`; `None` if it is
-    /// not there, not due, or taken.
+    /// not there, not due, taken, or its receiver (`lane`) already has `per_lane` live claims
+    /// (by any holder: the limit is counted across replicas).
     async fn claim_delivery(
         &mut self,
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError>;
     /// Whether this store's holder has a live claim on the delivery at `now`.
     async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -290,6 +295,15 @@ pub trait Tx: Send {
     async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError>;
     /// Ends a portal session (sign-out, or the id rotated at sign-in).
     async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError>;
+    /// Reads and ends a session in one step, if it is live at `now`: what is kept under
+    /// `hash` can be taken once, whichever replica asks (a sign-in under way).
+    async fn take_session(
+        &mut self,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    /// How many sessions whose hash starts with `prefix` are live at `now`.
+    async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -314,12 +328,12 @@ pub trait Store: Send + Sync + 'static {
     /// The portal session with this id hash, unless it has expired by `now`.
     async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError>;
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
-    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers in
-    /// `skip` (they have enough calls running).
+    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers that
+    /// already have `per_lane` live claims (across replicas).
     async fn due_deliveries(
         &self,
         now: Timestamp,
-        skip: &[String],
+        per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
     /// The deliveries of one request.

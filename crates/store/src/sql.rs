@@ -8,8 +8,8 @@ use domain::{Delivery, Grant, Request, TimerKind, Timestamp};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
-use crate::db::{Arg, Conn, Dialect, Pool, Row, args, params};
-use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies};
+use crate::db::{Arg, Conn, Dialect, Pool, Row, args};
+use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies, session_row};
 use crate::{
     Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
     StoreError, TokenRow, WriteJob,
@@ -353,17 +353,7 @@ impl Store for SqlStore {
                 args![hash, now.millis()],
             )
             .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                hash: hash.to_owned(),
-                subject: r.owned_text(0)?,
-                csrf: r.owned_text(1)?,
-                data: r.owned_text(2)?,
-                created_at: Timestamp::from_millis(r.int(3)?),
-                expires_at: Timestamp::from_millis(r.int(4)?),
-            })
-        })
-        .transpose()
+        row.map(|r| session_row(hash, &r)).transpose()
     }
 
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError> {
@@ -380,26 +370,21 @@ impl Store for SqlStore {
     async fn due_deliveries(
         &self,
         now: Timestamp,
-        skip: &[String],
+        per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id FROM deliveries WHERE next_at <= $1
-             AND (claimed_until IS NULL OR claimed_until <= $1)",
-        );
-        let mut a = args![now.millis()];
-        if !skip.is_empty() {
-            sql.push_str(&format!(" AND lane NOT IN ({})", params(2, skip.len())));
-            a.extend(skip.iter().map(Arg::from));
-        }
-        sql.push_str(&format!(" ORDER BY next_at LIMIT ${}", a.len() + 1));
-        a.push(i64::from(limit).into());
-        self.read
-            .rows(&sql, a)
-            .await?
-            .iter()
-            .map(|r| r.owned_text(0))
-            .collect()
+        let rows = self
+            .read
+            .rows(
+                "SELECT id FROM deliveries WHERE next_at <= $1
+                 AND (claimed_until IS NULL OR claimed_until <= $1)
+                 AND lane NOT IN (SELECT lane FROM deliveries WHERE claimed_until > $1
+                                  GROUP BY lane HAVING COUNT(*) >= $2)
+                 ORDER BY next_at LIMIT $3",
+                args![now.millis(), i64::from(per_lane), i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(|r| r.owned_text(0)).collect()
     }
 
     async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError> {

@@ -682,6 +682,17 @@ async fn load<T: DeserializeOwned>(
     load_with(conn, sql, args![id]).await
 }
 
+pub(crate) fn session_row(hash: &str, r: &Row) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        hash: hash.to_owned(),
+        subject: r.owned_text(0)?,
+        csrf: r.owned_text(1)?,
+        data: r.owned_text(2)?,
+        created_at: Timestamp::from_millis(r.int(3)?),
+        expires_at: Timestamp::from_millis(r.int(4)?),
+    })
+}
+
 pub(crate) fn idempotency_row(
     subject: &str,
     key: &str,
@@ -1044,6 +1055,7 @@ impl Tx for BufferedTx<'_> {
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError> {
         let d: Option<Delivery> = load_with(
             self.conn,
@@ -1053,6 +1065,36 @@ impl Tx for BufferedTx<'_> {
         )
         .await?;
         let Some(d) = d else { return Ok(None) };
+        // The receiver's live claims: in the database (those this job rewrites left out),
+        // plus this job's own.
+        let lane = d.lane();
+        let mine: Vec<&str> = self
+            .pending
+            .deliveries
+            .iter()
+            .map(|(p, _)| p.id.as_str())
+            .collect();
+        let mut sql = String::from(
+            "SELECT COUNT(*) FROM deliveries WHERE lane = $1 AND claimed_until > $2",
+        );
+        if !mine.is_empty() {
+            sql.push_str(&format!(" AND id NOT IN ({})", params(3, mine.len())));
+        }
+        let mut a = args![&lane, now.millis()];
+        a.extend(mine.iter().map(|m| Arg::from(*m)));
+        let stored = match self.conn.row(&sql, a).await? {
+            Some(r) => r.int(0)?,
+            None => 0,
+        };
+        let pending = self
+            .pending
+            .deliveries
+            .iter()
+            .filter(|(p, claimed)| claimed.is_some_and(|u| u > now.millis()) && p.lane() == lane)
+            .count();
+        if stored + i64::try_from(pending).unwrap_or(i64::MAX) >= i64::from(per_lane) {
+            return Ok(None);
+        }
         self.pending.deliveries.retain(|(p, _)| p.id != d.id);
         self.pending
             .deliveries
@@ -1141,6 +1183,55 @@ impl Tx for BufferedTx<'_> {
             .sessions
             .push(SessionOp::Delete(hash.to_owned()));
         Ok(())
+    }
+
+    async fn take_session(
+        &mut self,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let unsaved = self.pending.sessions.iter().rev().find_map(|op| match op {
+            SessionOp::Put(r) if r.hash == hash => Some(Some(r.clone())),
+            SessionOp::Delete(h) if h == hash => Some(None),
+            _ => None,
+        });
+        let row = match unsaved {
+            Some(r) => r.filter(|r| r.expires_at > now),
+            None => self
+                .conn
+                .row(
+                    "SELECT subject, csrf, data, created_at, expires_at FROM sessions
+                     WHERE hash = $1 AND expires_at > $2",
+                    args![hash, now.millis()],
+                )
+                .await?
+                .map(|r| session_row(hash, &r))
+                .transpose()?,
+        };
+        if row.is_some() {
+            self.pending
+                .sessions
+                .push(SessionOp::Delete(hash.to_owned()));
+        }
+        Ok(row)
+    }
+
+    async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError> {
+        // A range of the primary key: the prefix, up to the prefix with its last byte raised.
+        let mut end = prefix.to_owned();
+        let last = end.pop().map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
+        end.push(last);
+        let row = self
+            .conn
+            .row(
+                "SELECT COUNT(*) FROM sessions WHERE hash >= $1 AND hash < $2 AND expires_at > $3",
+                args![prefix, end, now.millis()],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.int(0))
+            .transpose()?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 }
 
