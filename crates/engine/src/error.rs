@@ -19,4 +19,3 @@ pub enum EngineError {
     #[error("storage failure")]
     Store(#[from] StoreError),
 }
-

@@ -1074,9 +1074,8 @@ impl Tx for BufferedTx<'_> {
             .iter()
             .map(|(p, _)| p.id.as_str())
             .collect();
-        let mut sql = String::from(
-            "SELECT COUNT(*) FROM deliveries WHERE lane = $1 AND claimed_until > $2",
-        );
+        let mut sql =
+            String::from("SELECT COUNT(*) FROM deliveries WHERE lane = $1 AND claimed_until > $2");
         if !mine.is_empty() {
             sql.push_str(&format!(" AND id NOT IN ({})", params(3, mine.len())));
         }
@@ -1219,7 +1218,9 @@ impl Tx for BufferedTx<'_> {
     async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError> {
         // A range of the primary key: the prefix, up to the prefix with its last byte raised.
         let mut end = prefix.to_owned();
-        let last = end.pop().map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
+        let last = end
+            .pop()
+            .map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
         end.push(last);
         let row = self
             .conn

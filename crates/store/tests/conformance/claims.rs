@@ -8,7 +8,7 @@ use domain::{Attempt, Delivery, RetryPlan, Span, TimerKind, Timestamp};
 use store::{DueJob, Store};
 
 use crate::Db;
-use crate::fixtures::{at, delivery};
+use crate::fixtures::{NO_LANE_LIMIT, at, delivery};
 use crate::harness::{refuse, try_write, write};
 
 /// Claims tried at once on one job.
@@ -42,9 +42,20 @@ async fn claim_delivery(
     now: Timestamp,
     until: Timestamp,
 ) -> Option<Delivery> {
+    claim_delivery_within(store, id, now, until, NO_LANE_LIMIT).await
+}
+
+/// Claims a delivery unless its receiver already has `per_lane` live claims.
+async fn claim_delivery_within(
+    store: &dyn Store,
+    id: &str,
+    now: Timestamp,
+    until: Timestamp,
+    per_lane: u32,
+) -> Option<Delivery> {
     let id = id.to_owned();
     write(store, move |tx| {
-        Box::pin(async move { Ok(tx.claim_delivery(&id, now, until).await?) })
+        Box::pin(async move { Ok(tx.claim_delivery(&id, now, until, per_lane).await?) })
     })
     .await
 }
@@ -235,7 +246,9 @@ pub async fn delivery_claim_has_one_winner_and_lapses(db: &Db) {
     let d = delivery("req_d", at(1000));
     put_delivery(&*a, &d, None).await;
     assert_eq!(
-        a.due_deliveries(at(1000), &[], 10).await.expect("due"),
+        a.due_deliveries(at(1000), NO_LANE_LIMIT, 10)
+            .await
+            .expect("due"),
         vec![d.id.clone()]
     );
 
@@ -258,7 +271,9 @@ pub async fn delivery_claim_has_one_winner_and_lapses(db: &Db) {
     );
     for s in &stores {
         assert_eq!(
-            s.due_deliveries(at(1000), &[], 10).await.expect("due"),
+            s.due_deliveries(at(1000), NO_LANE_LIMIT, 10)
+                .await
+                .expect("due"),
             Vec::<String>::new()
         );
     }
@@ -578,4 +593,85 @@ pub async fn unschedule_spares_another_holders_live_claim(db: &Db) {
     for key in ["claimed_here", "held_here", "free"] {
         assert_eq!(scheduled(&*b, kind, key).await, None, "{key}");
     }
+}
+
+/// Issue 14 item 2 ("per-receiver callback limits counted across replicas"): with a limit of
+/// two calls per receiver, two live claims on one receiver (taken through different handles)
+/// stop a third, from either handle, and `due_deliveries` leaves that receiver out while
+/// listing the others; a job's own claims count within it; a lapsed claim frees a place.
+pub async fn per_receiver_limit_counts_across_handles(db: &Db) {
+    const LIMIT: u32 = 2;
+    let a = db.open().await;
+    let b = db.open().await;
+    // Five deliveries to one receiver, one to another.
+    let busy: Vec<Delivery> = (1..=5)
+        .map(|i| delivery(&format!("req_busy_{i}"), at(1000)))
+        .collect();
+    let mut other = delivery("req_other", at(1000));
+    other.url = "https://other.example.net/outcomes".to_owned();
+    assert!(busy.iter().all(|d| d.lane() == busy[0].lane()));
+    assert_ne!(other.lane(), busy[0].lane());
+    for d in busy.iter().chain([&other]) {
+        put_delivery(&*a, d, None).await;
+    }
+    let ids: Vec<String> = busy.iter().map(|d| d.id.clone()).collect();
+
+    assert!(
+        claim_delivery_within(&*a, &ids[0], at(1000), at(31_000), LIMIT)
+            .await
+            .is_some()
+    );
+    assert!(
+        claim_delivery_within(&*b, &ids[1], at(1000), at(21_000), LIMIT)
+            .await
+            .is_some()
+    );
+    for s in [&a, &b] {
+        assert_eq!(
+            claim_delivery_within(&**s, &ids[2], at(2000), at(32_000), LIMIT).await,
+            None,
+            "the receiver has its two calls"
+        );
+        assert_eq!(
+            s.due_deliveries(at(2000), LIMIT, 10).await.expect("due"),
+            vec![other.id.clone()]
+        );
+    }
+    assert!(
+        claim_delivery_within(&*b, &other.id, at(2000), at(32_000), LIMIT)
+            .await
+            .is_some(),
+        "another receiver is not held back"
+    );
+
+    // The claim taken through b lapses at 21 s: one place frees up, and one job may take it
+    // but not two.
+    let (first, second) = write(&*b, {
+        let (x, y) = (ids[2].clone(), ids[3].clone());
+        move |tx| {
+            Box::pin(async move {
+                let first = tx.claim_delivery(&x, at(21_001), at(50_000), LIMIT).await?;
+                let second = tx.claim_delivery(&y, at(21_001), at(50_000), LIMIT).await?;
+                Ok((first.is_some(), second.is_some()))
+            })
+        }
+    })
+    .await;
+    assert_eq!((first, second), (true, false), "a job's own claims count");
+    assert_eq!(
+        a.due_deliveries(at(21_001), LIMIT, 10).await.expect("due"),
+        Vec::<String>::new()
+    );
+    let mut due = a.due_deliveries(at(31_001), LIMIT, 10).await.expect("due");
+    due.sort();
+    assert_eq!(
+        due,
+        vec![
+            ids[0].clone(),
+            ids[1].clone(),
+            ids[3].clone(),
+            ids[4].clone()
+        ],
+        "a's claim lapsed too: the receiver has one call running"
+    );
 }

@@ -24,6 +24,10 @@ pub const BOB: &str = "bob@example.com";
 pub const CAROL: &str = "carol@example.com";
 pub const DAVE: &str = "dave@example.com";
 
+/// A per-receiver limit of callback calls that no check reaches, for the checks that are not
+/// about it.
+pub const NO_LANE_LIMIT: u32 = 1000;
+
 /// How many extra reviewers (`r0@example.com`, …) every resource's one step has.
 pub const REVIEWERS: usize = 24;
 

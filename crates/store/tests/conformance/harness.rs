@@ -2,12 +2,11 @@
 //! store on it, and the helpers that run write jobs. When the store's contract changes
 //! (`store::open`'s options, the shape of a write job), this is the file to adapt.
 
-use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use store::chain::{GENESIS, Head, StoredEvent, Verifier};
-use store::{BoxFuture, JobFailure, Store, Tx};
+use store::{BoxFuture, JobFailure, Store, StoreError, Tx};
 
 /// The variable that names a PostgreSQL server the suite may create databases on.
 pub const PG_ENV: &str = "COUNTERSIGN_TEST_PG_URL";
@@ -136,28 +135,53 @@ pub enum Failed {
     Store(String),
 }
 
-/// The job's refusal: it returns this, and nothing it wrote may remain.
-pub fn refuse(why: impl Into<String>) -> JobFailure {
-    JobFailure::Abort(Box::new(why.into()))
+/// Why a job of the suite stops: the store failed (`?` on a `StoreError`), or the job
+/// refused with a reason.
+pub enum JobError {
+    Store(StoreError),
+    Refused(String),
 }
 
-/// Runs `f` as one write job and returns what it returned, or how it failed.
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError::Store(e)
+    }
+}
+
+/// The job's refusal: it returns this, and nothing it wrote may remain.
+pub fn refuse(why: impl Into<String>) -> JobError {
+    JobError::Refused(why.into())
+}
+
+/// Runs `f` as one write job and returns what it returned, or how it failed. The store only
+/// learns whether the job succeeded; its value (or its reason to refuse) waits beside it, as
+/// the engine keeps them, and is handed over once the store has answered.
 pub async fn try_write<T, F>(store: &dyn Store, f: F) -> Result<T, Failed>
 where
     T: Send + 'static,
-    F: for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, Result<T, JobFailure>> + Send + 'static,
+    F: for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, Result<T, JobError>> + Send + 'static,
 {
+    let slot: Arc<Mutex<Option<Result<T, String>>>> = Arc::new(Mutex::new(None));
+    let kept = slot.clone();
     let job: store::WriteJob = Box::new(move |tx| {
-        Box::pin(async move { f(tx).await.map(|v| Box::new(v) as Box<dyn Any + Send>) })
+        Box::pin(async move {
+            let (outcome, answer) = match f(tx).await {
+                Ok(v) => (Some(Ok(v)), Ok(())),
+                Err(JobError::Refused(why)) => (Some(Err(why)), Err(JobFailure::Refused)),
+                Err(JobError::Store(e)) => (None, Err(JobFailure::Store(e))),
+            };
+            *kept.lock().expect("the job's slot") = outcome;
+            answer
+        })
     });
-    match store.write(job).await {
-        Ok(v) => Ok(*v
-            .downcast::<T>()
-            .unwrap_or_else(|_| panic!("the store returned another job's result"))),
-        Err(JobFailure::Abort(why)) => Err(Failed::Refused(
-            why.downcast::<String>().map(|s| *s).unwrap_or_default(),
-        )),
-        Err(JobFailure::Store(e)) => Err(Failed::Store(e.to_string())),
+    let answer = store.write(job).await;
+    let outcome = slot.lock().expect("the job's slot").take();
+    match (answer, outcome) {
+        (Ok(()), Some(Ok(v))) => Ok(v),
+        (Ok(()), _) => panic!("the store committed a job that did not succeed"),
+        (Err(JobFailure::Refused), Some(Err(why))) => Err(Failed::Refused(why)),
+        (Err(JobFailure::Refused), _) => panic!("the store says a job refused that did not"),
+        (Err(JobFailure::Store(e)), _) => Err(Failed::Store(e.to_string())),
     }
 }
 
@@ -165,7 +189,7 @@ where
 pub async fn write<T, F>(store: &dyn Store, f: F) -> T
 where
     T: Send + 'static,
-    F: for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, Result<T, JobFailure>> + Send + 'static,
+    F: for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, Result<T, JobError>> + Send + 'static,
 {
     match try_write(store, f).await {
         Ok(v) => v,

@@ -75,6 +75,7 @@ conformance! {
     claims::renewal_extends_live_claims_of_its_holder,
     claims::lapsed_holder_cannot_complete,
     claims::unschedule_spares_another_holders_live_claim,
+    claims::per_receiver_limit_counts_across_handles,
     rows::idempotency_keys_per_caller,
     rows::sessions_tokens_and_secrets,
     rows::deliveries_of_a_request,
@@ -84,5 +85,6 @@ conformance! {
     rows::list_grants_filters,
     replicas::handles_see_each_others_commits,
     replicas::idempotency_key_has_one_creator_across_handles,
+    replicas::sign_in_taken_once_across_handles,
     reopen::reopen_keeps_everything,
 }

@@ -211,3 +211,47 @@ pub async fn idempotency_key_has_one_creator_across_handles(db: &Db) {
         vec![winner.as_str()]
     );
 }
+
+/// Issue 14 item 2 ("sign-ins under way in the database, so an OIDC callback may reach any
+/// replica"): a sign-in stored through one handle is taken by exactly one of ten jobs racing
+/// over two handles, and is gone afterwards.
+pub async fn sign_in_taken_once_across_handles(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let row = store::SessionRow {
+        hash: "login:state123".into(),
+        subject: String::new(),
+        csrf: "nonce".into(),
+        data: r#"{"verifier":"v"}"#.into(),
+        created_at: at(0),
+        expires_at: at(600_000),
+    };
+    write(&*a, {
+        let row = row.clone();
+        move |tx| Box::pin(async move { Ok(tx.put_session(&row, at(0)).await?) })
+    })
+    .await;
+
+    let stores: [Arc<dyn Store>; 2] = [a.clone(), b.clone()];
+    let mut tasks = vec![];
+    for i in 0..10 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            write(&*store, |tx| {
+                Box::pin(async move { Ok(tx.take_session("login:state123", at(1000)).await?) })
+            })
+            .await
+        }));
+    }
+    let mut taken = vec![];
+    for t in tasks {
+        taken.extend(t.await.expect("task"));
+    }
+    assert_eq!(taken, vec![row]);
+    for s in &stores {
+        assert_eq!(
+            s.session("login:state123", at(1000)).await.expect("read"),
+            None
+        );
+    }
+}

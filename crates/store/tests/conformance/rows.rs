@@ -10,7 +10,8 @@ use store::{Counts, GrantFilter, IdempotencyRow, RequestFilter, SessionRow, Stor
 
 use crate::Db;
 use crate::fixtures::{
-    ALICE, BOB, CAROL, DAVE, World, at, delivery, expired_grant, grant, revoked_grant,
+    ALICE, BOB, CAROL, DAVE, NO_LANE_LIMIT, World, at, delivery, expired_grant, grant,
+    revoked_grant,
 };
 use crate::harness::{Seen, write};
 
@@ -172,7 +173,8 @@ pub async fn idempotency_keys_per_caller(db: &Db) {
 
 /// Portal sessions (issue 14 item 2 keeps them in the database for every replica), tokens
 /// and callback secrets (rule 22): each read back by its key; a session not once expired,
-/// replaced when written again, gone once deleted.
+/// replaced when written again, gone once deleted; sign-ins under way (`login:` sessions)
+/// counted by prefix while live, and taken once.
 pub async fn sessions_tokens_and_secrets(db: &Db) {
     let store = db.open().await;
     let session = |hash: &str, data: &str| SessionRow {
@@ -244,6 +246,57 @@ pub async fn sessions_tokens_and_secrets(db: &Db) {
         Some(signed_in)
     );
     assert_eq!(store.session("s2", at(0)).await.expect("read"), None);
+
+    // Sign-ins under way: counted by prefix while live, taken once.
+    let login = |hash: &str, expires: i64| SessionRow {
+        expires_at: at(expires),
+        ..session(hash, "{}")
+    };
+    write(&*store, {
+        let rows = vec![
+            login("login:a", 600_000),
+            login("login:Zz", 600_000),
+            login("login:zzz", 600_000),
+            login("login:old", 100),
+            login("login", 600_000),
+            login("loginx", 600_000),
+            login("logo:a", 600_000),
+        ];
+        move |tx| {
+            Box::pin(async move {
+                for r in &rows {
+                    tx.put_session(r, at(0)).await?;
+                }
+                Ok(())
+            })
+        }
+    })
+    .await;
+    let (counted, taken, again, expired) = write(&*store, |tx| {
+        Box::pin(async move {
+            let counted = tx.count_sessions("login:", at(1000)).await?;
+            let taken = tx.take_session("login:a", at(1000)).await?;
+            let again = tx.take_session("login:a", at(1000)).await?;
+            let expired = tx.take_session("login:old", at(1000)).await?;
+            Ok((counted, taken, again, expired))
+        })
+    })
+    .await;
+    assert_eq!(
+        counted, 3,
+        "login:a, login:Zz and login:zzz are live sign-ins"
+    );
+    assert_eq!(taken, Some(login("login:a", 600_000)));
+    assert_eq!((again, expired), (None, None));
+    assert_eq!(
+        store.session("login:a", at(1000)).await.expect("read"),
+        None
+    );
+    let later = write(&*store, |tx| {
+        Box::pin(async move { Ok(tx.count_sessions("login:", at(1000)).await?) })
+    })
+    .await;
+    assert_eq!(later, 2);
 }
 
 /// Rule 22: `deliveries(request)` returns that request's delivery as last written, and
@@ -281,21 +334,27 @@ pub async fn deliveries_of_a_request(db: &Db) {
         vec![retried.clone()]
     );
     assert_eq!(
-        store.due_deliveries(at(100), &[], 10).await.expect("due"),
+        store
+            .due_deliveries(at(100), NO_LANE_LIMIT, 10)
+            .await
+            .expect("due"),
         vec!["msg_req_b".to_owned()]
     );
     assert_eq!(
-        store.due_deliveries(at(5100), &[], 10).await.expect("due"),
+        store
+            .due_deliveries(at(5100), NO_LANE_LIMIT, 10)
+            .await
+            .expect("due"),
         vec!["msg_req_b".to_owned(), "msg_req_a".to_owned()],
         "oldest first"
     );
     assert_eq!(
         store
-            .due_deliveries(at(5100), &[retried.lane()], 10)
+            .due_deliveries(at(5100), NO_LANE_LIMIT, 1)
             .await
             .expect("due"),
         vec!["msg_req_b".to_owned()],
-        "a receiver named in skip is left out"
+        "at most the limit"
     );
 }
 
