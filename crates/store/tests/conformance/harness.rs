@@ -57,11 +57,20 @@ impl Db {
         let mut conn = PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact(&admin)));
-        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap_or_else(|e| {
-                panic!("cannot create database {name} (does the role have CREATEDB?): {e}")
-            });
+        // A linguistic collation, as most servers are set up with (en_US.UTF-8), rather than
+        // the byte order of a C locale: no statement may depend on it. ICU needs PostgreSQL 15;
+        // an older server gets its default.
+        let icu = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+        );
+        if let Err(e) = conn.execute(AssertSqlSafe(icu)).await {
+            eprintln!("no ICU collation for {name} ({e}); the server's default is used");
+            conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("cannot create database {name} (does the role have CREATEDB?): {e}")
+                });
+        }
         let _ = conn.close().await;
         Db {
             url: with_database(&admin, &name),
