@@ -83,6 +83,7 @@ conformance! {
     rows::counts,
     rows::list_requests_filters_and_pages,
     rows::list_grants_filters,
+    rows::reads_with_nul_find_nothing,
     replicas::handles_see_each_others_commits,
     replicas::idempotency_key_has_one_creator_across_handles,
     replicas::sign_in_taken_once_across_handles,

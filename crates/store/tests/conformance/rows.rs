@@ -13,7 +13,7 @@ use crate::fixtures::{
     ALICE, BOB, CAROL, DAVE, NO_LANE_LIMIT, World, at, delivery, expired_grant, grant,
     revoked_grant,
 };
-use crate::harness::{Seen, write};
+use crate::harness::{Seen, try_write, write};
 
 async fn put_requests(store: &dyn Store, reqs: Vec<Request>) {
     write(store, move |tx| {
@@ -674,4 +674,79 @@ pub async fn list_grants_filters(db: &Db) {
             "{name}, 2"
         );
     }
+}
+
+/// PRODUCT.md §7 (bad input is a clear answer, never a 500): a read by an id or a filter
+/// holding a NUL character finds nothing, as on SQLite, through the store and inside a job,
+/// and the job still commits what it wrote.
+pub async fn reads_with_nul_find_nothing(db: &Db) {
+    let store = db.open().await;
+    let w = World::new();
+    let (req, _) = w.request("req_nul", ALICE, "db", at(0));
+    put_requests(&*store, vec![req.clone()]).await;
+    let bad = "req_nul\0";
+
+    assert_eq!(store.request(bad).await.expect("read"), None);
+    assert_eq!(store.grant(bad).await.expect("read"), None);
+    assert_eq!(store.token(bad).await.expect("read"), None);
+    assert_eq!(store.session(bad, at(0)).await.expect("read"), None);
+    assert_eq!(store.callback_secret(bad).await.expect("read"), None);
+    assert_eq!(store.deliveries(bad).await.expect("read"), vec![]);
+    assert_eq!(store.reconcile_candidates(bad).await.expect("read"), vec![]);
+    let none = store
+        .list_requests(&RequestFilter {
+            requester: Some(format!("{ALICE}\0")),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(none, vec![]);
+    let none = store
+        .list_grants(&GrantFilter {
+            subject: Some("\0".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(none, vec![]);
+
+    // Inside jobs, with other jobs sent at the same moment (which a store may commit
+    // together): each finds nothing and commits, and so do the others.
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let store = store.clone();
+        let (g, _) = grant(&format!("grant_nul_{i}"), ALICE, "db", false, at(0));
+        tasks.push(tokio::spawn(async move {
+            try_write(&*store, move |tx| {
+                Box::pin(async move {
+                    tx.put_grant(&g).await?;
+                    if i % 2 == 1 {
+                        return Ok(None);
+                    }
+                    Ok(Some((
+                        tx.request(bad).await?,
+                        tx.grant("grant_nul\0").await?,
+                        tx.live_grants(ALICE, "db\0").await?,
+                        tx.scheduled(TimerKind::GrantExpiry, bad).await?,
+                        tx.delivery(bad).await?,
+                        tx.idempotency(ALICE, bad, at(0)).await?,
+                    )))
+                })
+            })
+            .await
+        }));
+    }
+    let mut wrong = vec![];
+    for (i, t) in tasks.into_iter().enumerate() {
+        let seen = t.await.expect("task");
+        let want = (i % 2 == 0).then_some((None, None, vec![], None, None, None));
+        let kept = store.grant(&format!("grant_nul_{i}")).await.expect("read");
+        if seen != Ok(want) || kept.is_none() {
+            let role = ["reads with NUL", "reads nothing"][i % 2];
+            wrong.push(format!("job {i} ({role}): {seen:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
