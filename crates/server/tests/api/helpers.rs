@@ -352,6 +352,12 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
+/// A second server on a [`TestApp`]'s database (see [`TestApp::replica`]).
+pub struct Replica {
+    pub api: Api,
+    pub engine: Arc<Engine>,
+}
+
 impl TestApp {
     /// Serves a configuration made of the shared people and connectors plus `resources_hcl`.
     pub async fn spawn(resources_hcl: &str) -> TestApp {
@@ -429,6 +435,35 @@ impl TestApp {
             db,
             dir,
         }
+    }
+
+    /// Another server on this one's database, configuration and manual clock: a second
+    /// replica (PRODUCT.md §6), with its own store, engine and port, and the same tokens.
+    pub async fn replica(&self) -> Replica {
+        let path = self.dir.path().join("countersign.hcl");
+        let src = std::fs::read_to_string(&path).expect("read the configuration");
+        let config = config::load_str(path.to_str().expect("utf-8 path"), &src)
+            .unwrap_or_else(|e| panic!("the test's configuration does not load:\n{e}"));
+        let engine = countersign::open(config, self.clock.clone())
+            .await
+            .expect("open the second replica");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let options = countersign::RunOptions {
+            worker: false,
+            portal: web::PortalOptions { dev_login: true },
+        };
+        tokio::spawn(countersign::run(
+            listener,
+            engine.clone(),
+            options,
+            std::future::pending(),
+        ));
+        let mut api = Api::new(format!("http://{addr}"));
+        api.tokens = self.api.tokens.clone();
+        Replica { api, engine }
     }
 
     /// Mints a token for each configured app and keeps it under the app's name, so that

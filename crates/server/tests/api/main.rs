@@ -25,6 +25,7 @@ mod openapi;
 mod policies;
 mod portal;
 mod portal_e2e;
+mod replicas;
 mod rules;
 mod security;
 mod surface;
