@@ -272,6 +272,9 @@ impl Conn {
     }
 
     pub(crate) async fn rows(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        if self.dialect() == Dialect::Postgres && matches_nothing(&args) {
+            return Ok(vec![]);
+        }
         let r = match &mut self.inner {
             Inner::Sqlite(c) => bound!(sql.to_owned(), args)
                 .fetch_all(&mut *c)
