@@ -40,7 +40,7 @@ fn migrator() -> Migrator {
 pub(crate) async fn connect(url: &str, pool: u32) -> Result<(Conn, Pool), StoreError> {
     let connect = PgConnectOptions::from_str(url)?.application_name("countersign");
     let pool = PgPoolOptions::new()
-        .max_connections(pool.clamp(2, 256))
+        .max_connections(pool.clamp(3, 256))
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?;

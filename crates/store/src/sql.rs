@@ -80,13 +80,13 @@ impl SqlStore {
     }
 
     /// Starts a PostgreSQL store on a connection made by `postgres::connect`: the writer
-    /// takes a connection of the pool for each group.
+    /// keeps a connection of the pool.
     pub(crate) async fn start_postgres(
         (conn, pool): (Conn, Pool),
         options: &Options,
     ) -> Result<SqlStore, StoreError> {
         conn.close().await;
-        SqlStore::start(Source::Postgres(pool.clone()), pool, options).await
+        SqlStore::start(Source::postgres(&pool), pool, options).await
     }
 
     fn dialect(&self) -> Dialect {

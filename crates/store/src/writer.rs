@@ -52,22 +52,41 @@ pub(crate) enum Msg {
 pub(crate) enum Source {
     /// SQLite: one connection, kept.
     Sqlite(Option<Conn>),
-    /// PostgreSQL: a connection of the pool for each group, so that a broken one is replaced.
-    Postgres(Pool),
+    /// PostgreSQL: a connection of the pool, kept between groups (so that reads filling the
+    /// pool never hold the writer up), and replaced by a fresh one after a failed group (so
+    /// that a broken connection does not stay).
+    Postgres { pool: sqlx::PgPool, kept: Option<Conn> },
 }
 
 impl Source {
-    async fn take(&mut self) -> Result<Conn, StoreError> {
-        match self {
-            Source::Sqlite(c) => c.take().ok_or(StoreError::Closed),
-            Source::Postgres(Pool::Postgres(p)) => Ok(Conn::postgres(p.acquire().await?)),
-            Source::Postgres(Pool::Sqlite(_)) => Err(StoreError::Closed),
+    pub(crate) fn postgres(pool: &Pool) -> Source {
+        match pool {
+            Pool::Postgres(p) => Source::Postgres {
+                pool: p.clone(),
+                kept: None,
+            },
+            // Not reached: a SQLite store starts with its own connection.
+            Pool::Sqlite(_) => Source::Sqlite(None),
         }
     }
 
-    fn give_back(&mut self, conn: Conn) {
-        if let Source::Sqlite(slot) = self {
-            *slot = Some(conn);
+    async fn take(&mut self) -> Result<Conn, StoreError> {
+        match self {
+            Source::Sqlite(c) => c.take().ok_or(StoreError::Closed),
+            Source::Postgres { pool, kept } => match kept.take() {
+                Some(c) => Ok(c),
+                None => Ok(Conn::postgres(pool.acquire().await?)),
+            },
+        }
+    }
+
+    /// Takes the connection back after a group, rolled back already if it failed.
+    fn give_back(&mut self, mut conn: Conn, failed: bool) {
+        conn.clear_poison();
+        match self {
+            Source::Sqlite(slot) => *slot = Some(conn),
+            Source::Postgres { kept, .. } if !failed => *kept = Some(conn),
+            Source::Postgres { .. } => {}
         }
     }
 
@@ -130,7 +149,7 @@ impl Writer {
             Ok(v) => v,
             Err(e) => {
                 let _ = conn.exec("ROLLBACK", vec![]).await;
-                self.source.give_back(conn);
+                self.source.give_back(conn, true);
                 return fail_all(group, &e.to_string());
             }
         };
@@ -189,7 +208,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.version = Some(version + 1);
-                self.source.give_back(conn);
+                self.source.give_back(conn, false);
                 if self.committed.borrow().seq != head.seq {
                     self.committed.send_replace(head);
                 }
@@ -206,8 +225,7 @@ impl Writer {
                 tracing::error!(error = %msg, "write group failed; it is rolled back");
                 self.metrics.rollbacks.increment(1);
                 let _ = conn.exec("ROLLBACK", vec![]).await;
-                conn.clear_poison();
-                self.source.give_back(conn);
+                self.source.give_back(conn, true);
                 self.cache.clear();
                 self.version = None;
                 for (reply, _) in done {
