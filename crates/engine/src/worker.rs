@@ -365,6 +365,12 @@ async fn lifecycle_call(
                     tx.unschedule(kind, &key, now).await?;
                     return Ok(None);
                 }
+                // Another holder (a replica that read the job as due at the same moment) has
+                // claimed this call: it decides. Deciding here too could end the grant as "access
+                // kept" while that holder makes the revoke call.
+                if tx.claimed(kind, &key, now).await? {
+                    return Ok(None);
+                }
                 // A revoke waits while a grant call for the same grant still runs, on any
                 // replica: finishing first, it would be undone by the grant call landing after it.
                 if action == Action::Revoke && granting(tx, &key, now).await? {
