@@ -15,6 +15,11 @@ killed with SIGKILL at random moments and restarted at once:
   and no membership is left at the end.
 * The audit chain still verifies (`GET /v1/audit/verify`).
 
+With `--replicas 2 --store postgres`, two servers share one PostgreSQL store and one of them
+is killed at a time; it also proves from the audit log that every grant ends exactly once
+(one final event), is issued once and activated at most once, that every request is created
+once and reaches at most one outcome, and that every replica verifies the same chain.
+
 Python 3.11 standard library only; PostgreSQL is read and set up with the `psql` client.
 Run from the repository root:
 
@@ -308,22 +313,6 @@ class Api:
             payload = {"raw": raw.decode(errors="replace")}
         return resp.status, payload, {k.lower(): v for k, v in resp.getheaders()}
 
-    def get(self, path: str, token: str, missing_ok: bool = False) -> dict | None:
-        """A read that must succeed (used once the load has stopped); with `missing_ok`, a
-        404 gives None."""
-        for _ in range(50):
-            try:
-                status, body = self.call("GET", path, token)
-            except Unreachable:
-                time.sleep(0.2)
-                continue
-            if status == 404 and missing_ok:
-                return None
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body}")
-            return body
-        raise RuntimeError(f"GET {path}: the server did not answer")
-
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -337,13 +326,14 @@ class Api:
 
 
 class Cluster:
-    """The replicas' APIs, for the reads made once the load has stopped: a read goes to the
-    first replica that answers. With one replica it is that replica's `Api`."""
+    """The replicas' APIs, for the reads made once the load has stopped."""
 
     def __init__(self, apis: list[Api]):
         self.apis = apis
 
     def get(self, path: str, token: str, missing_ok: bool = False) -> dict | None:
+        """A read that must succeed, from the first replica that answers (tried in turn);
+        with `missing_ok`, a 404 gives None."""
         for attempt in range(50):
             api = self.apis[attempt % len(self.apis)]
             try:
@@ -544,7 +534,8 @@ def killer(servers: list[Server], apis: list[Api], stop: threading.Event, rng: r
         victim = servers[rng.randrange(len(servers))] if len(servers) > 1 else servers[0]
         for server, api in zip(servers, apis):
             if server is not victim and not api.wait_ready(30):
-                problems.append(f"{server.name} was not ready 30 s after its restart")
+                problems.append(f"{server.name} did not answer /readyz for 30 s (the "
+                                "killer waits for it before killing another replica)")
                 return
         victim.kill()
         victim.start()
