@@ -419,6 +419,8 @@ mod tests {
             resources,
             workflows,
             max_rate: 10_000,
+            database: None,
+            replicas: 1,
         }
     }
 
