@@ -55,7 +55,10 @@ pub(crate) enum Source {
     /// PostgreSQL: a connection of the pool, kept between groups (so that reads filling the
     /// pool never hold the writer up), and replaced by a fresh one after a failed group (so
     /// that a broken connection does not stay).
-    Postgres { pool: sqlx::PgPool, kept: Option<Conn> },
+    Postgres {
+        pool: sqlx::PgPool,
+        kept: Option<Conn>,
+    },
 }
 
 impl Source {
