@@ -39,9 +39,14 @@ const MAX_GROUP: usize = 512;
 /// statements of a few hundred rows already amortise the per-statement cost.
 const ROWS: usize = 400;
 
-/// The most live requests and grants a writer keeps (each kind). Past it the cache starts
-/// over, so that its memory stays bounded whatever the number of pending requests.
-const CACHE_MAX: usize = 10_000;
+/// The most live requests a writer keeps. A request's snapshot is large (its steps, reviews
+/// and fields: several KiB), so that past this the cache starts over, and its memory stays
+/// bounded whatever the number of pending requests.
+const REQUESTS_MAX: usize = 10_000;
+/// The most live grants a writer keeps. A grant's snapshot is small (under 1 KiB), and a
+/// burst of expiries reads every one of them: 100,000 keeps a burst of that size from reading
+/// them back.
+const GRANTS_MAX: usize = 100_000;
 
 pub(crate) enum Msg {
     Job(WriteJob, oneshot::Sender<JobResult>),
@@ -311,24 +316,30 @@ pub(crate) struct Cache {
 
 /// Records what was just written. An entry is always replaced, never left stale; a finished
 /// object leaves; at the bound the map starts over rather than refusing new entries.
-fn remember<T: Clone>(map: &mut HashMap<String, T>, id: &str, value: &T, live: bool) {
+fn remember<T: Clone>(map: &mut HashMap<String, T>, max: usize, id: &str, value: &T, live: bool) {
     if !live {
         map.remove(id);
         return;
     }
-    if map.len() >= CACHE_MAX && !map.contains_key(id) {
+    if map.len() >= max && !map.contains_key(id) {
         map.clear();
-        map.shrink_to(CACHE_MAX);
+        map.shrink_to(max);
     }
     map.insert(id.to_owned(), value.clone());
 }
 
 impl Cache {
     fn put_request(&mut self, r: &Request) {
-        remember(&mut self.requests, &r.id, r, !r.state.is_terminal());
+        remember(
+            &mut self.requests,
+            REQUESTS_MAX,
+            &r.id,
+            r,
+            !r.state.is_terminal(),
+        );
     }
     fn put_grant(&mut self, g: &Grant) {
-        remember(&mut self.grants, &g.id, g, !g.state.is_final());
+        remember(&mut self.grants, GRANTS_MAX, &g.id, g, !g.state.is_final());
     }
     fn clear(&mut self) {
         self.requests.clear();
@@ -536,13 +547,26 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
     .await?;
     for ((kind, unless_claimed_at), keys) in &deletes {
         for chunk in keys.chunks(ROWS) {
-            let sql = format!(
-                "DELETE FROM jobs WHERE kind = $1
-                 AND ($2 IS NULL OR claimed_until IS NULL OR claimed_until <= $2)
-                 AND key IN ({})",
-                params(3, chunk.len())
-            );
-            let mut a = args![kind.as_str(), *unless_claimed_at];
+            // The claim is tested through `coalesce`, which no index serves, so that the
+            // planner finds the rows by the primary key (a plan through the claim index would
+            // read every job row for `claimed_until IS NULL`).
+            let (sql, mut a) = match unless_claimed_at {
+                Some(at) => (
+                    format!(
+                        "DELETE FROM jobs WHERE kind = $1 AND coalesce(claimed_until, 0) <= $2
+                         AND key IN ({})",
+                        params(3, chunk.len())
+                    ),
+                    args![kind.as_str(), *at],
+                ),
+                None => (
+                    format!(
+                        "DELETE FROM jobs WHERE kind = $1 AND key IN ({})",
+                        params(2, chunk.len())
+                    ),
+                    args![kind.as_str()],
+                ),
+            };
             a.extend(chunk.iter().map(|k| Arg::from(*k)));
             conn.exec(&sql, a).await?;
         }
