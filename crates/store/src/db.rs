@@ -374,6 +374,21 @@ fn matches_nothing(args: &[Arg]) -> bool {
         .any(|a| matches!(a, Arg::Text(Some(t)) if t.contains('\0')))
 }
 
+/// One embedded migration, for either database's list.
+pub(crate) fn migration(
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+) -> sqlx::migrate::Migration {
+    sqlx::migrate::Migration::new(
+        version,
+        std::borrow::Cow::Borrowed(name),
+        sqlx::migrate::MigrationType::Simple,
+        sqlx::SqlStr::from_static(sql),
+        false,
+    )
+}
+
 /// `$first, $first+1, …` for `n` parameters, comma-separated.
 pub(crate) fn params(first: usize, n: usize) -> String {
     let mut s = String::with_capacity(n * 5);

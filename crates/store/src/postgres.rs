@@ -3,11 +3,10 @@
 //! PostgreSQL's advisory lock, so that of replicas starting together one migrates and the
 //! others wait for it.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::StoreError;
@@ -15,15 +14,7 @@ use crate::db::{Conn, Pool};
 use crate::sql::ensure_head;
 
 fn migrator() -> Migrator {
-    let step = |version, name, sql| {
-        Migration::new(
-            version,
-            Cow::Borrowed(name),
-            MigrationType::Simple,
-            sqlx::SqlStr::from_static(sql),
-            false,
-        )
-    };
+    let step = crate::db::migration;
     let mut m = Migrator::with_migrations(vec![step(
         1,
         "init",

@@ -1,12 +1,11 @@
 //! Opening a SQLite database: WAL, `synchronous = FULL`, one connection for the writer and a
 //! small pool for reads.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Connection;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -16,15 +15,7 @@ use crate::db::{Conn, Pool};
 use crate::sql::ensure_head;
 
 fn migrator() -> Migrator {
-    let step = |version, name, sql| {
-        Migration::new(
-            version,
-            Cow::Borrowed(name),
-            MigrationType::Simple,
-            sqlx::SqlStr::from_static(sql),
-            false,
-        )
-    };
+    let step = crate::db::migration;
     Migrator::with_migrations(vec![
         step(
             1,

@@ -352,6 +352,21 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
+/// Serves `engine` on `listener` in the background, without its worker (tests move the
+/// manual clock and run due jobs themselves), with the portal's development sign-in.
+fn serve(listener: tokio::net::TcpListener, engine: &Arc<Engine>) {
+    let options = countersign::RunOptions {
+        worker: false,
+        portal: web::PortalOptions { dev_login: true },
+    };
+    tokio::spawn(countersign::run(
+        listener,
+        engine.clone(),
+        options,
+        std::future::pending(),
+    ));
+}
+
 /// A second server on a [`TestApp`]'s database (see [`TestApp::replica`]).
 pub struct Replica {
     pub api: Api,
@@ -412,16 +427,7 @@ impl TestApp {
             .await
             .expect("open the engine");
 
-        let options = countersign::RunOptions {
-            worker: false,
-            portal: web::PortalOptions { dev_login: true },
-        };
-        tokio::spawn(countersign::run(
-            listener,
-            engine.clone(),
-            options,
-            std::future::pending(),
-        ));
+        serve(listener, &engine);
 
         let mut api = Api::new(format!("http://{addr}"));
         for user in USERS {
@@ -451,16 +457,7 @@ impl TestApp {
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        let options = countersign::RunOptions {
-            worker: false,
-            portal: web::PortalOptions { dev_login: true },
-        };
-        tokio::spawn(countersign::run(
-            listener,
-            engine.clone(),
-            options,
-            std::future::pending(),
-        ));
+        serve(listener, &engine);
         let mut api = Api::new(format!("http://{addr}"));
         api.tokens = self.api.tokens.clone();
         Replica { api, engine }
