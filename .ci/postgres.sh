@@ -34,7 +34,7 @@ mkdir -p "$DATA"
   -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DATA -c fsync=off -c max_connections=200" start >&2
 
 "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 <<SQL >&2
-CREATE ROLE countersign_test LOGIN PASSWORD 'countersign' CREATEROLE;
+CREATE ROLE countersign_test LOGIN PASSWORD 'countersign' CREATEROLE CREATEDB;
 CREATE DATABASE countersign_test OWNER countersign_test;
 -- The postgres connector's terminate_sessions ends other users' sessions.
 GRANT pg_signal_backend TO countersign_test;

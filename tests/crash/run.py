@@ -15,6 +15,11 @@ killed with SIGKILL at random moments and restarted at once:
   and no membership is left at the end.
 * The audit chain still verifies (`GET /v1/audit/verify`).
 
+With `--replicas 2 --store postgres`, two servers share one PostgreSQL store and one of them
+is killed at a time; it also proves from the audit log that every grant ends exactly once
+(one final event), is issued once and activated at most once, that every request is created
+once and reaches at most one outcome, and that every replica verifies the same chain.
+
 Python 3.11 standard library only; PostgreSQL is read and set up with the `psql` client.
 Run from the repository root:
 
@@ -40,6 +45,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,6 +117,19 @@ class Postgres:
         names = [ROLE] + [db_user(n) for n in range(1, users + 1)]
         self.query("\n".join(f'DROP ROLE IF EXISTS "{name}";' for name in names))
 
+    def create_database(self, name: str) -> str:
+        """Creates an empty database and returns its URL (this server, this role)."""
+        self.query(f'CREATE DATABASE "{name}";')
+        return self.url_of(name)
+
+    def drop_database(self, name: str) -> None:
+        self.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);')
+
+    def url_of(self, database: str) -> str:
+        """This URL with another database name (its query, such as `sslmode`, kept)."""
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
     def members(self) -> set[str]:
         """The roles that are members of the granted role now."""
         rows = self.query(
@@ -125,7 +145,7 @@ class Postgres:
 CONFIG = """\
 server {{
   listen             = "127.0.0.1:{port}"
-  database           = "sqlite://{database}"
+  database           = {database}
   reconcile_interval = "{reconcile}s"
   expiry_notice      = "0s"
 }}
@@ -152,11 +172,11 @@ resource "{resource}" {{
 """
 
 
-def write_config(workdir: Path, port: int, users: int) -> Path:
-    path = workdir / "countersign.hcl"
+def write_config(path: Path, port: int, users: int, database: str) -> Path:
+    """Writes the configuration; `database` is the HCL expression of the `database` setting."""
     path.write_text(CONFIG.format(
         port=port,
-        database=workdir / "countersign.db",
+        database=database,
         reconcile=RECONCILE_INTERVAL,
         users="\n".join(
             f'user "{user_email(n)}" {{ attributes = {{ db_user = "{db_user(n)}" }} }}'
@@ -176,9 +196,11 @@ class Server:
     every start and after every kill.
     """
 
-    def __init__(self, binary: Path, config: Path, workdir: Path, env: dict[str, str]):
+    def __init__(self, binary: Path, config: Path, workdir: Path, env: dict[str, str],
+                 name: str = "server", log_name: str = "server.log"):
         self.binary, self.config, self.workdir, self.env = binary, config, workdir, env
-        self.log_path = workdir / "server.log"
+        self.name = name
+        self.log_path = workdir / log_name
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.kills = 0
@@ -248,13 +270,24 @@ class Unreachable(Exception):
     """No HTTP answer: the server is down, or was killed while answering."""
 
 
+class Refused(Unreachable):
+    """The connection was refused: the server is down and the call never reached it."""
+
+
 class Api:
     def __init__(self, port: int):
         self.port = port
 
     def call(self, method: str, path: str, token: str | None = None,
              body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
-        headers = {}
+        status, payload, _ = self.exchange(method, path, token, body, timeout)
+        return status, payload
+
+    def exchange(self, method: str, path: str, token: str | None = None,
+                 body: dict | None = None, timeout: float = 10,
+                 headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+        """One call: the status, the JSON body and the response headers (lower-case names)."""
+        headers = dict(headers or {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         data = None
@@ -263,6 +296,10 @@ class Api:
             headers["Content-Type"] = "application/json"
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
+            try:
+                conn.connect()
+            except ConnectionRefusedError as e:
+                raise Refused(f"{method} {path}: {e!r}") from e
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
@@ -274,23 +311,7 @@ class Api:
             payload = json.loads(raw) if raw else {}
         except ValueError:
             payload = {"raw": raw.decode(errors="replace")}
-        return resp.status, payload
-
-    def get(self, path: str, token: str, missing_ok: bool = False) -> dict | None:
-        """A read that must succeed (used once the load has stopped); with `missing_ok`, a
-        404 gives None."""
-        for _ in range(50):
-            try:
-                status, body = self.call("GET", path, token)
-            except Unreachable:
-                time.sleep(0.2)
-                continue
-            if status == 404 and missing_ok:
-                return None
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body}")
-            return body
-        raise RuntimeError(f"GET {path}: the server did not answer")
+        return resp.status, payload, {k.lower(): v for k, v in resp.getheaders()}
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -302,6 +323,49 @@ class Api:
                 pass
             time.sleep(0.1)
         return False
+
+
+class Cluster:
+    """The replicas' APIs, for the reads made once the load has stopped."""
+
+    def __init__(self, apis: list[Api]):
+        self.apis = apis
+
+    def get(self, path: str, token: str, missing_ok: bool = False) -> dict | None:
+        """A read that must succeed, from the first replica that answers (tried in turn);
+        with `missing_ok`, a 404 gives None."""
+        for attempt in range(50):
+            api = self.apis[attempt % len(self.apis)]
+            try:
+                status, body = api.call("GET", path, token)
+            except Unreachable:
+                time.sleep(0.2)
+                continue
+            if status == 404 and missing_ok:
+                return None
+            if status != 200:
+                raise RuntimeError(f"GET {path} on port {api.port} answered {status}: {body}")
+            return body
+        raise RuntimeError(f"GET {path}: no replica answered")
+
+
+def send(apis: list[Api], first: int, ledger: Ledger, what: str, method: str, path: str,
+         token: str, body: dict | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+    """Sends a call to replica `first`, and on to the next while a replica refuses the
+    connection (it is down: the call never reached it), counting each such detour.
+
+    Raises `Refused` when every replica refused, `Unreachable` when the answer was lost.
+    """
+    for i in range(len(apis)):
+        api = apis[(first + i) % len(apis)]
+        try:
+            return api.exchange(method, path, token, body, headers=headers)
+        except Refused:
+            if i + 1 == len(apis):
+                raise
+            ledger.count_unreachable(f"{what} refused (sent to the other replica)")
+    raise AssertionError("unreachable")
 
 
 # --- What the load saw ------------------------------------------------------------------------
@@ -325,6 +389,8 @@ class Ledger:
     # The approval's answer was lost in a crash and the retry found the request decided.
     unconfirmed: set[str] = field(default_factory=set)
     unreachable: collections.Counter = field(default_factory=collections.Counter)
+    # How creates whose answer was lost ended once sent again with their Idempotency-Key.
+    retries: collections.Counter = field(default_factory=collections.Counter)
     unexpected: list[str] = field(default_factory=list)
 
     def add_created(self, c: Created) -> None:
@@ -343,6 +409,10 @@ class Ledger:
         with self.lock:
             self.unreachable[what] += 1
 
+    def count_retry(self, what: str) -> None:
+        with self.lock:
+            self.retries[what] += 1
+
     def add_unexpected(self, text: str) -> None:
         with self.lock:
             self.unexpected.append(text)
@@ -351,41 +421,95 @@ class Ledger:
 # --- The threads ------------------------------------------------------------------------------
 
 
-def load_worker(api: Api, tokens: dict[str, str], users: list[str], ledger: Ledger,
-                stop: threading.Event, rng: random.Random) -> None:
-    """Creates requests as random users and has the admin approve each, until told to stop."""
+def load_worker(apis: list[Api], tokens: dict[str, str], users: list[str], ledger: Ledger,
+                stop: threading.Event, rng: random.Random, keyed: bool) -> None:
+    """Creates requests as random users and has the admin approve each, until told to stop.
+
+    With several replicas the calls take turns: each create goes to the next replica and its
+    approval to the one after (a call refused by a replica that is down goes on to the
+    other), and a create carries an `Idempotency-Key` (`keyed`) so that one whose answer was
+    lost is sent again until a replica answers.
+    """
+    turn = rng.randrange(len(apis))
     while not stop.is_set():
         user, duration = rng.choice(users), rng.choice(DURATIONS)
         body = {"resource": RESOURCE, "reason": "crash test", "duration": duration, "fields": {}}
-        try:
-            status, reply = api.call("POST", "/v1/requests", tokens[user], body)
-        except Unreachable:
-            ledger.count_unreachable("create")
-            stop.wait(0.2)
-            continue
-        if status != 201:
-            ledger.add_unexpected(f"POST /v1/requests as {user} answered {status}: {reply}")
-            stop.wait(0.5)
-            continue
+        turn += 1
+        if keyed:
+            reply = create_keyed(apis, turn, tokens[user], user, body, ledger, stop)
+            if reply is None:
+                continue
+        else:
+            try:
+                status, reply, _ = send(apis, turn, ledger, "create", "POST", "/v1/requests",
+                                        tokens[user], body)
+            except Unreachable:
+                ledger.count_unreachable("create")
+                stop.wait(0.2)
+                continue
+            if status != 201:
+                ledger.add_unexpected(f"POST /v1/requests as {user} answered {status}: {reply}")
+                stop.wait(0.5)
+                continue
         covered = reply["state"] == "approved"
         ledger.add_created(Created(reply["id"], user, duration, covered))
         if not covered:
-            approve(api, tokens[ADMIN], reply["id"], ledger, stop)
+            approve(apis, turn + 1, tokens[ADMIN], reply["id"], ledger, stop)
         stop.wait(rng.uniform(0.05, 0.25))
 
 
-def approve(api: Api, token: str, request_id: str, ledger: Ledger,
+def create_keyed(apis: list[Api], turn: int, token: str, user: str, body: dict, ledger: Ledger,
+                 stop: threading.Event) -> dict | None:
+    """Creates a request with an `Idempotency-Key`, sending the same call again (to the next
+    replica) while its answer is lost; the created request's view, or None when nothing was
+    acknowledged."""
+    key = f"crash-{uuid.uuid4()}"
+    lost = False
+    while not stop.is_set():
+        try:
+            status, reply, headers = send(apis, turn, ledger, "create", "POST", "/v1/requests",
+                                          token, body, {"Idempotency-Key": key})
+        except Unreachable as e:
+            ledger.count_unreachable("create")
+            lost = lost or not isinstance(e, Refused)
+            turn += 1
+            stop.wait(0.2)
+            continue
+        replayed = headers.get("idempotent-replayed") == "true"
+        if status == 201 and (lost or not replayed):
+            if lost:
+                ledger.count_retry("create answered after a lost answer: "
+                                   + ("replayed (created before the crash)" if replayed
+                                      else "created by the retry"))
+            return reply
+        if status == 409 and lost:
+            # The key was marked as being created and the creation died with its replica:
+            # nothing was created, and the mark lapses after a minute.
+            ledger.count_retry("create answered after a lost answer: 409 (key marked, "
+                               "nothing created)")
+            return None
+        ledger.add_unexpected(f"POST /v1/requests as {user} (Idempotency-Key {key}, "
+                              f"answer lost before: {lost}) answered {status}"
+                              f"{' replayed' if replayed else ''}: {reply}")
+        stop.wait(0.5)
+        return None
+    return None
+
+
+def approve(apis: list[Api], turn: int, token: str, request_id: str, ledger: Ledger,
             stop: threading.Event) -> None:
-    """Approves a request, retrying through crashes until the server gives an answer."""
+    """Approves a request, retrying through crashes (each time on the next replica) until a
+    server gives an answer."""
     path = f"/v1/requests/{request_id}/reviews"
     lost_reply = False
     while not stop.is_set():
         try:
-            status, reply = api.call("POST", path, token,
-                                     {"decision": "approve", "comment": "crash test"})
+            status, reply, _ = send(apis, turn, ledger, "approve", "POST", path, token,
+                                    {"decision": "approve", "comment": "crash test"})
         except Unreachable:
             ledger.count_unreachable("approve")
             lost_reply = True
+            turn += 1
             stop.wait(0.2)
             continue
         if status == 200:
@@ -397,14 +521,24 @@ def approve(api: Api, token: str, request_id: str, ledger: Ledger,
         return
 
 
-def killer(server: Server, stop: threading.Event, rng: random.Random,
-           min_gap: float, max_gap: float) -> None:
-    """SIGKILLs the server at random moments and restarts it at once."""
+def killer(servers: list[Server], apis: list[Api], stop: threading.Event, rng: random.Random,
+           min_gap: float, max_gap: float, problems: list[str]) -> None:
+    """SIGKILLs a server at random moments and restarts it at once.
+
+    With several replicas it picks one at random each time, and kills only while every other
+    replica is ready, so that one always serves.
+    """
     while not stop.wait(rng.uniform(min_gap, max_gap)):
-        if server.exit_status() is not None:
-            return  # It died by itself; the main thread reports it.
-        server.kill()
-        server.start()
+        if any(s.exit_status() is not None for s in servers):
+            return  # One died by itself; the main thread reports it.
+        victim = servers[rng.randrange(len(servers))] if len(servers) > 1 else servers[0]
+        for server, api in zip(servers, apis):
+            if server is not victim and not api.wait_ready(30):
+                problems.append(f"{server.name} did not answer /readyz for 30 s (the "
+                                "killer waits for it before killing another replica)")
+                return
+        victim.kill()
+        victim.start()
 
 
 @dataclass
@@ -584,17 +718,100 @@ def check_memberships(observations: list[Observation], grants: dict[str, Grant],
     return out, max_lag, where
 
 
-def audit(api: Api, admin: str) -> tuple[dict, collections.Counter]:
-    """The verification result and the number of events of each kind."""
+def late_access(observations: list[Observation], grants: dict[str, Grant],
+                role_of: dict[str, str]) -> int:
+    """How many memberships were seen more than LATE_SLACK past the expiry of the user's
+    latest grant (allowed by `check_memberships` only when the revoke was confirmed later)."""
+    own: dict[str, list[Grant]] = collections.defaultdict(list)
+    for g in grants.values():
+        own[role_of[g.subject]].append(g)
+    late = 0
+    for obs in observations:
+        for role in obs.members:
+            earlier = [g.expiry for g in own[role] if g.created - EARLY_SLACK <= obs.end]
+            if earlier and obs.start > max(earlier) + LATE_SLACK:
+                late += 1
+    return late
+
+
+@dataclass
+class AuditLog:
+    """What the audit log holds: the number of events of each kind, and of each kind per
+    grant and per request."""
+
+    kinds: collections.Counter = field(default_factory=collections.Counter)
+    by_grant: dict[str, collections.Counter] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+    by_request: dict[str, collections.Counter] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter))
+
+
+def audit(api: Api | Cluster, admin: str) -> tuple[dict, AuditLog]:
+    """The verification result and the events, counted."""
     verify = api.get("/v1/audit/verify", admin)
-    kinds: collections.Counter = collections.Counter()
+    log = AuditLog()
     after = 0
     while True:
         page = api.get(f"/v1/audit?after={after}&limit=1000", admin)
-        kinds.update(e["event"]["kind"] for e in page["events"])
+        for e in page["events"]:
+            event = e["event"]
+            log.kinds[event["kind"]] += 1
+            if event.get("grant"):
+                log.by_grant[event["grant"]][event["kind"]] += 1
+            if event.get("request"):
+                log.by_request[event["request"]][event["kind"]] += 1
         if page.get("next_after") is None:
-            return verify, kinds
+            return verify, log
         after = page["next_after"]
+
+
+# The event that ends a grant, by the state it ends in (crates/domain/src/grant.rs,
+# `finish_revoke`).
+FINAL_EVENTS = {"grant_expired": "expired", "grant_revoked": "revoked", "grant_failed": "failed"}
+OUTCOME_EVENTS = ["request_approved", "request_denied", "request_cancelled", "request_expired"]
+
+
+def check_events(log: AuditLog, grants: dict[str, Grant], ledger: Ledger,
+                 requests: dict[str, dict]) -> tuple[list[str], collections.Counter]:
+    """Nothing was lost or done twice across the crashes, as the audit log tells it: every
+    grant was issued once, activated at most once and ended exactly once, by the event of
+    the state it ended in; every request was created once and reached at most one outcome,
+    an acknowledged approval exactly one `request_approved`.
+
+    Also returns how many grants have each number of final events.
+    """
+    out = []
+    finals: collections.Counter = collections.Counter()
+    for gid in sorted(set(grants) | set(log.by_grant)):
+        kinds = log.by_grant.get(gid, collections.Counter())
+        g = grants.get(gid)
+        if g is None:
+            out.append(f"grant {gid} is in the audit log ({dict(kinds)}) but not in the API")
+            continue
+        ends = {k: kinds[k] for k in FINAL_EVENTS if kinds[k]}
+        finals[sum(ends.values())] += 1
+        if sum(ends.values()) != 1:
+            out.append(f"grant {gid} [{g.state}] has {sum(ends.values())} final events "
+                       f"({ends or 'none'}); every grant ends exactly once")
+        elif FINAL_EVENTS[next(iter(ends))] != g.state:
+            out.append(f"grant {gid} is {g.state} but its final event is {next(iter(ends))}")
+        if kinds["grant_issued"] != 1:
+            out.append(f"grant {gid} has {kinds['grant_issued']} grant_issued events")
+        if kinds["grant_activated"] > 1:
+            out.append(f"grant {gid} has {kinds['grant_activated']} grant_activated events")
+    for rid in sorted(ledger.created):
+        if rid not in requests:
+            continue  # Already reported.
+        kinds = log.by_request.get(rid, collections.Counter())
+        if kinds["request_created"] != 1:
+            out.append(f"request {rid} has {kinds['request_created']} request_created events")
+        outcomes = {k: kinds[k] for k in OUTCOME_EVENTS if kinds[k]}
+        if sum(outcomes.values()) > 1:
+            out.append(f"request {rid} reached {sum(outcomes.values())} outcomes: {outcomes}")
+        if rid in ledger.approved and kinds["request_approved"] != 1:
+            out.append(f"request {rid}: its approval was acknowledged but it has "
+                       f"{kinds['request_approved']} request_approved events")
+    return out, finals
 
 
 # --- The run ----------------------------------------------------------------------------------
@@ -622,10 +839,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--wait-for-bin", type=float, default=1800,
                    help="how long to wait for the binary to be built")
     p.add_argument("--seed", type=int, help="random seed (a random one is printed)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory on success")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary directory (and the store's database) on success")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="server processes sharing one store; above 1 needs --store postgres")
+    p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite",
+                   help="the servers' own store: a SQLite file in the temporary directory, or "
+                        "a new database on the PostgreSQL server of --pg-url")
     args = p.parse_args()
     if args.users < 1 or args.workers < 1 or not 0 < args.kill_min <= args.kill_max:
         p.error("--users and --workers must be at least 1, and 0 < --kill-min <= --kill-max")
+    if not 1 <= args.replicas <= 8:
+        p.error("--replicas must be between 1 and 8")
+    if args.replicas > 1 and args.store != "postgres":
+        p.error("--replicas above 1 needs --store postgres")
     return args
 
 
@@ -656,63 +883,103 @@ class CrashTest:
         self.users = [user_email(n) for n in range(1, args.users + 1)]
         self.role_of = {user_email(n): db_user(n) for n in range(1, args.users + 1)}
         self.workdir = Path(tempfile.mkdtemp(prefix="countersign-crash-"))
-        self.port = free_port()
-        self.api = Api(self.port)
+        self.apis = [Api(free_port()) for _ in range(args.replicas)]
+        self.api = Cluster(self.apis)
         self.ledger = Ledger()
         self.observations: list[Observation] = []
         self.monitor_errors: list[str] = []
+        self.killer_problems: list[str] = []
         self.stop_load = threading.Event()
         self.stop_killer = threading.Event()
         self.stop_monitor = threading.Event()
         self.violations: list[str] = []
-        self.server: Server | None = None
+        self.servers: list[Server] = []
         self.tokens: dict[str, str] = {}
+        # The PostgreSQL database of the servers' own store (--store postgres).
+        self.store_db: str | None = None
+
+    @property
+    def replicated(self) -> bool:
+        return self.args.replicas > 1
 
     def setup(self, binary: Path) -> None:
         try:
             self.pg.reset_roles(self.args.users)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             raise SetupError(f"cannot set up the PostgreSQL roles: {e}") from e
-        config = write_config(self.workdir, self.port, self.args.users)
         env = dict(os.environ, CRASH_PG_URL=self.args.pg_url, NO_COLOR="1")
         env.setdefault("RUST_LOG", "info")
+        if self.args.store == "postgres":
+            # A database of its own, beside the one the connector grants roles in.
+            name = f"crash_store_{self.seed:08x}_{os.getpid()}"
+            try:
+                env["CRASH_STORE_URL"] = self.pg.create_database(name)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                raise SetupError(f"cannot create the store's database (does the role have "
+                                 f"CREATEDB?): {e}") from e
+            self.store_db = name
+            database = 'env("CRASH_STORE_URL")'
+        else:
+            database = json.dumps(f"sqlite://{self.workdir / 'countersign.db'}")
+        configs = []
+        for i, api in enumerate(self.apis, 1):
+            # One configuration for every replica; only `listen` differs.
+            name = f"countersign-{i}.hcl" if self.replicated else "countersign.hcl"
+            configs.append(write_config(self.workdir / name, api.port, self.args.users,
+                                        database))
         for user in self.users + [ADMIN]:
             self.tokens[user] = run_tool(
-                [str(binary), "token", "create", "--config", str(config), "--user", user],
+                [str(binary), "token", "create", "--config", str(configs[0]), "--user", user],
                 env, self.workdir)
-        self.server = Server(binary, config, self.workdir, env)
+        if self.replicated:
+            self.servers = [Server(binary, config, self.workdir, env, f"replica {i}",
+                                   f"server-{i}.log") for i, config in enumerate(configs, 1)]
+        else:
+            self.servers = [Server(binary, configs[0], self.workdir, env)]
 
-    def died(self) -> int | None:
-        """The status of a server that exited by itself, if it did."""
-        status = self.server.exit_status()
-        return None if status in (None, -signal.SIGKILL) else status
+    def died(self) -> str | None:
+        """Which server exited by itself, with its status, if one did."""
+        for server in self.servers:
+            status = server.exit_status()
+            if status not in (None, -signal.SIGKILL):
+                return f"{server.name} exited by itself with status {status}"
+        return None
+
+    def kills(self) -> int:
+        return sum(s.kills for s in self.servers)
 
     def run(self) -> int:
-        args, server, admin = self.args, self.server, self.tokens[ADMIN]
+        args, admin = self.args, self.tokens[ADMIN]
+        replicas = (f", {args.replicas} replicas on a PostgreSQL store" if self.replicated
+                    else f", its store on {args.store}")
         print(f"crash test: seed {self.seed}, {args.workers} workers, {args.users} users, "
-              f"{args.seconds:.0f}s of load, at least {args.kills} kills; in {self.workdir}",
-              flush=True)
-        server.start()
-        if not self.api.wait_ready(30):
-            raise SetupError(f"the server did not become ready\n{server.log_tail()}")
+              f"{args.seconds:.0f}s of load, at least {args.kills} kills{replicas}; "
+              f"in {self.workdir}", flush=True)
+        for server in self.servers:
+            server.start()
+        for server, api in zip(self.servers, self.apis):
+            if not api.wait_ready(30):
+                raise SetupError(f"{server.name} did not become ready\n{server.log_tail()}")
 
         monitor_thread = threading.Thread(
             target=monitor, args=(self.pg, self.observations, self.monitor_errors,
                                   self.stop_monitor), daemon=True)
         workers = [threading.Thread(
-            target=load_worker, args=(self.api, self.tokens, self.users, self.ledger,
-                                      self.stop_load, random.Random(self.rng.random())),
+            target=load_worker, args=(self.apis, self.tokens, self.users, self.ledger,
+                                      self.stop_load, random.Random(self.rng.random()),
+                                      self.replicated),
             daemon=True) for _ in range(args.workers)]
         killer_thread = threading.Thread(
-            target=killer, args=(server, self.stop_killer, random.Random(self.rng.random()),
-                                 args.kill_min, args.kill_max), daemon=True)
+            target=killer, args=(self.servers, self.apis, self.stop_killer,
+                                 random.Random(self.rng.random()), args.kill_min,
+                                 args.kill_max, self.killer_problems), daemon=True)
         t0 = time.time()
         for t in [monitor_thread, *workers, killer_thread]:
             t.start()
 
         # The load runs until its time is up and the killer has killed often enough.
-        while (time.time() - t0 < args.seconds or server.kills < args.kills) \
-                and self.died() is None:
+        while (time.time() - t0 < args.seconds or self.kills() < args.kills) \
+                and self.died() is None and not self.killer_problems:
             time.sleep(0.2)
         self.stop_killer.set()
         killer_thread.join()
@@ -721,9 +988,9 @@ class CrashTest:
             t.join()
         load_end = time.time()
 
-        # The server runs on until no grant is live, then a little longer for late repairs.
+        # The servers run on until no grant is live, then a little longer for late repairs.
         settled = False
-        if self.died() is None and self.api.wait_ready(30):
+        if self.died() is None and all(api.wait_ready(30) for api in self.apis):
             deadline = time.time() + args.settle
             while not settled and time.time() < deadline and self.died() is None:
                 settled = not live_grants(self.api, admin)
@@ -735,9 +1002,10 @@ class CrashTest:
         monitor_thread.join()
         settle_end = time.time()
 
+        self.violations += self.killer_problems
         if self.died() is not None:
-            self.violations.append(f"the server exited by itself with status {self.died()}")
-            return self.finish(t0, load_end, settle_end, {}, None, collections.Counter())
+            self.violations.append(f"{self.died()}")
+            return self.finish(t0, load_end, settle_end, {}, None, AuditLog())
         if not settled:
             self.violations.append(
                 f"grants were still live {args.settle:.0f}s after the load stopped")
@@ -751,13 +1019,26 @@ class CrashTest:
         self.violations += found
         if not any(o.members for o in self.observations):
             self.violations.append("the monitor never saw a membership: nothing was granted")
-        verify, kinds = audit(self.api, admin)
+        verify, log = audit(self.api, admin)
         if not verify.get("ok"):
             self.violations.append(f"GET /v1/audit/verify: {verify}")
-        return self.finish(t0, load_end, settle_end, grants, (lag, lag_where, verify), kinds)
+        finals = None
+        if self.replicated:
+            found, finals = check_events(log, grants, self.ledger, requests)
+            self.violations += found
+            # Every replica verifies the same chain.
+            for server, api in zip(self.servers, self.apis):
+                other = Cluster([api]).get("/v1/audit/verify", admin)
+                if not other.get("ok") or (other.get("checked"), other.get("head")) != (
+                        verify.get("checked"), verify.get("head")):
+                    self.violations.append(f"GET /v1/audit/verify on {server.name}: {other}, "
+                                           f"first answer: {verify}")
+        return self.finish(t0, load_end, settle_end, grants, (lag, lag_where, verify), log,
+                           finals)
 
     def finish(self, t0: float, load_end: float, settle_end: float, grants: dict[str, Grant],
-               results: tuple[float, str, dict] | None, kinds: collections.Counter) -> int:
+               results: tuple[float, str, dict] | None, log: AuditLog,
+               finals: collections.Counter | None = None) -> int:
         try:
             left = self.pg.members()
         except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -770,35 +1051,47 @@ class CrashTest:
             self.violations.append(f"the monitor failed {len(self.monitor_errors)} times; "
                                    f"first: {self.monitor_errors[0]}")
         self.violations += [f"unexpected answer: {text}" for text in self.ledger.unexpected[:20]]
-        self.server.stop()
-        self.print_summary(t0, load_end, settle_end, grants, results, kinds)
+        for server in self.servers:
+            server.stop()
+        self.print_summary(t0, load_end, settle_end, grants, results, log, finals)
 
         if self.violations:
             print(f"\nFAILED: {len(self.violations)} violation(s):")
             for v in self.violations:
                 print(f"  - {v}")
-            print(f"\nlast lines of {self.server.log_path}:\n{self.server.log_tail()}")
-            print(f"kept {self.workdir} (seed {self.seed})")
+            for server in self.servers:
+                print(f"\nlast lines of {server.log_path}:\n{server.log_tail()}")
+            kept = f" and the store's database {self.store_db}" if self.store_db else ""
+            print(f"kept {self.workdir}{kept} (seed {self.seed})")
             return 1
         print("\nOK: every check passed")
         if self.args.keep:
-            print(f"kept {self.workdir}")
+            kept = f" and the store's database {self.store_db}" if self.store_db else ""
+            print(f"kept {self.workdir}{kept}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.pg.drop_roles(self.args.users)
+            if self.store_db:
+                self.pg.drop_database(self.store_db)
         return 0
 
     def print_summary(self, t0: float, load_end: float, settle_end: float,
                       grants: dict[str, Grant], results: tuple[float, str, dict] | None,
-                      kinds: collections.Counter) -> None:
-        ledger, server = self.ledger, self.server
+                      log: AuditLog, finals: collections.Counter | None) -> None:
+        ledger, kinds = self.ledger, log.kinds
         states = collections.Counter(g.state for g in grants.values())
         delays = [g.ended - g.expires for g in grants.values()
                   if g.state == "expired" and g.ended is not None and g.expires is not None]
         covered = sum(c.covered for c in ledger.created.values())
         members = sum(len(o.members) for o in self.observations)
+        if self.replicated:
+            kills = f"{self.kills()} (" + ", ".join(
+                f"{s.name}: {s.kills}, started {s.starts} times" for s in self.servers) + ")"
+        else:
+            server = self.servers[0]
+            kills = f"{server.kills} (the server was started {server.starts} times)"
         lines = [
-            ("kills", f"{server.kills} (the server was started {server.starts} times)"),
+            ("kills", kills),
             ("time", f"{load_end - t0:.1f}s of load, then {settle_end - load_end:.1f}s "
                      "to settle and watch"),
             ("requests", f"{len(ledger.created)} acknowledged creates ({covered} answered by "
@@ -806,6 +1099,11 @@ class CrashTest:
                          f"{len(ledger.unconfirmed)} approvals whose answer was lost"),
             ("no answer", ", ".join(f"{n} {what}" for what, n in ledger.unreachable.items())
              or "none"),
+        ]
+        if self.replicated:
+            lines.append(("lost creates", ", ".join(
+                f"{n} {what}" for what, n in sorted(ledger.retries.items())) or "none"))
+        lines += [
             ("grants", f"{len(grants)}: " + ", ".join(f"{n} {s}" for s, n in
                                                       sorted(states.items()))),
             ("monitor", f"{len(self.observations)} observations, {members} memberships seen, "
@@ -821,6 +1119,14 @@ class CrashTest:
                               "grant_drift", "grant_repaired", "grant_repair_failed",
                               "grant_activation_failed", "grant_revoke_failed"))),
             ]
+        if self.replicated and results is not None:
+            late = late_access(self.observations, grants, self.role_of)
+            lines.append(("late access", f"{late} memberships seen more than {LATE_SLACK:.0f}s "
+                                         "past expires_at (their revoke confirmed later)"))
+        if finals is not None:
+            lines.append(("final events", ", ".join(
+                f"{n} grants with {count}" for count, n in sorted(finals.items()))
+                or "no grant"))
         print()
         for name, text in lines:
             print(f"{name + ':':<14}{text}")
@@ -840,8 +1146,8 @@ def main() -> int:
     finally:
         for event in (test.stop_killer, test.stop_load, test.stop_monitor):
             event.set()
-        if test.server is not None:
-            test.server.stop()
+        for server in test.servers:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ pub struct ExpiryArgs {
     /// `steady`: the period over which the expiries are spread.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    /// The database to run on: an empty one (`postgres://…`, `sqlite://…`). By default a
+    /// fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 /// Grants written per write job while seeding.
@@ -92,9 +96,12 @@ fn rss_mib() -> Option<f64> {
 
 async fn measure(args: &ExpiryArgs) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let src = format!(
-        "server {{\n  database = \"sqlite://{}\"\n  expiry_notice = \"off\"\n  reconcile_interval = \"off\"\n}}\n",
-        dir.path().join("bench.db").display()
+        "server {{\n  database = \"{database}\"\n  expiry_notice = \"off\"\n  reconcile_interval = \"off\"\n}}\n"
     );
     let path = dir.path().join("bench.hcl");
     let config =

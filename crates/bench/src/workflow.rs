@@ -50,6 +50,14 @@ pub struct WorkflowArgs {
     /// with an error rather than measuring something else.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rate: u64,
+    /// The database to run on: an empty one (`postgres://…`, `sqlite://…`). By default a
+    /// fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Servers on that database, each with its own store (replicas); clients take turns
+    /// among them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub replicas: u64,
 }
 
 /// The generated requesters and resources of a run, and which pair each workflow uses.
@@ -102,11 +110,8 @@ impl Plan {
     }
 }
 
-fn bench_config(dir: &std::path::Path, plan: Plan) -> String {
-    let mut s = format!(
-        "server {{\n  listen = \"127.0.0.1:0\"\n  database = \"sqlite://{}\"\n}}\n",
-        dir.join("bench.db").display()
-    );
+fn bench_config(database: &str, plan: Plan) -> String {
+    let mut s = format!("server {{\n  listen = \"127.0.0.1:0\"\n  database = \"{database}\"\n}}\n");
     for u in ["s1a", "s1b", "s2a", "s2b"] {
         let _ = writeln!(s, "user \"{u}@bench.test\" {{}}");
     }
@@ -193,11 +198,21 @@ pub async fn main(args: WorkflowArgs) -> ExitCode {
 async fn run(args: WorkflowArgs) -> Result<Report, String> {
     let plan = Plan::for_run(&args)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let text = bench_config(dir.path(), plan);
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let text = bench_config(&database, plan);
     let cfg = config::load_str("bench.hcl", &text).map_err(|e| e.to_string())?;
-    let engine = countersign::open(cfg, Arc::new(SystemClock))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut engines = vec![];
+    for _ in 0..args.replicas {
+        engines.push(
+            countersign::open(cfg.clone(), Arc::new(SystemClock))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let engine = engines[0].clone();
     // Minted all at once, so that the writer commits them in groups.
     let mut minting = tokio::task::JoinSet::new();
     for i in 0..plan.requesters {
@@ -222,22 +237,29 @@ async fn run(args: WorkflowArgs) -> Result<Report, String> {
         s1: [mint("s1a@bench.test").await?, mint("s1b@bench.test").await?],
         s2: [mint("s2a@bench.test").await?, mint("s2b@bench.test").await?],
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let base = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(countersign::run(
-        listener,
-        engine,
-        countersign::RunOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    drop(engine);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut bases = vec![];
+    let mut servers = vec![];
+    for engine in engines {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        bases.push(format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        ));
+        let mut stopped = stopped.clone();
+        servers.push(tokio::spawn(countersign::run(
+            listener,
+            engine,
+            countersign::RunOptions::default(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    let bases = Arc::new(bases);
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::try_from(args.concurrency * 2).unwrap_or(usize::MAX))
@@ -253,8 +275,9 @@ async fn run(args: WorkflowArgs) -> Result<Report, String> {
     let errors = Arc::new(AtomicU64::new(0));
     let exhausted = Arc::new(AtomicBool::new(false));
     let mut clients = vec![];
-    for _ in 0..args.concurrency {
-        let (http, base, tokens) = (http.clone(), base.clone(), tokens.clone());
+    for client in 0..args.concurrency {
+        let base = bases[(client % args.replicas) as usize].clone();
+        let (http, tokens) = (http.clone(), tokens.clone());
         let (next, completed, errors, exhausted) = (
             next.clone(),
             completed.clone(),
@@ -296,8 +319,10 @@ async fn run(args: WorkflowArgs) -> Result<Report, String> {
         all.extend(c.await.map_err(|e| e.to_string())?);
     }
     let finished = instant().min(end);
-    let _ = stop.send(());
-    let _ = server.await;
+    let _ = stop.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
     if exhausted.load(Ordering::Relaxed) {
         return Err(format!(
             "the run started all {} workflows its {} requesters x {} resources allow, so the \
@@ -394,6 +419,8 @@ mod tests {
             resources,
             workflows,
             max_rate: 10_000,
+            database: None,
+            replicas: 1,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// Connections the store keeps to its database: the read pool on SQLite, the whole pool
     /// (writer included) on PostgreSQL.
     pub database_pool: u32,
+    /// PostgreSQL: workers only poll for work another replica made due (no `LISTEN`), for
+    /// connection poolers in transaction mode.
+    pub database_poll_only: bool,
     /// How often the reconciliation sweep asks connectors whether access matches the grants
     /// (`0s` turns it off).
     pub reconcile_interval: Span,

@@ -13,6 +13,8 @@ pub struct RawServer {
     pub database: Option<String>,
     /// Connections the store keeps to its database.
     pub database_pool: Option<u32>,
+    /// PostgreSQL behind a pooler that cannot `LISTEN`: workers only poll.
+    pub database_poll_only: Option<bool>,
     pub reconcile_interval: Option<String>,
     pub expiry_notice: Option<String>,
     pub policy_interval: Option<String>,

@@ -161,6 +161,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             .database
             .unwrap_or_else(|| "sqlite://countersign.db".into()),
         database_pool,
+        database_poll_only: s.database_poll_only.unwrap_or(false),
         reconcile_interval,
         expiry_notice,
         policy_interval,

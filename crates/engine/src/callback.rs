@@ -12,8 +12,7 @@
 //! leaves busy receivers out when it reads due deliveries, so a receiver that hangs until the
 //! timeout takes only its own slots.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,7 +31,7 @@ use crate::outbound::{Guard, shown};
 use crate::{Engine, EngineError};
 
 /// Calls running at once to one receiver.
-pub const PER_RECEIVER: usize = 4;
+pub const PER_RECEIVER: u32 = 4;
 /// Calls running at once in all.
 pub const MAX_DELIVERIES: usize = 64;
 
@@ -136,38 +135,6 @@ struct Answer {
     retry_after_ms: Option<u64>,
 }
 
-/// Receivers with calls running, and how many.
-#[derive(Default)]
-pub(crate) struct Lanes(Mutex<HashMap<String, usize>>);
-
-impl Lanes {
-    fn busy(&self) -> Vec<String> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.iter()
-            .filter(|(_, n)| **n >= PER_RECEIVER)
-            .map(|(l, _)| l.clone())
-            .collect()
-    }
-    fn take(&self, lane: &str) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(lane.to_owned()).or_default();
-        if *n >= PER_RECEIVER {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-    fn give_back(&self, lane: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(lane) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(lane);
-            }
-        }
-    }
-}
-
 /// Starts the deliveries due at `now`, as many as there are free slots. Driven step by step
 /// (`wait`), it sends them one after the other. Returns how many it started.
 pub(crate) async fn dispatch(
@@ -180,9 +147,11 @@ pub(crate) async fn dispatch(
     if free == 0 {
         return Ok(0);
     }
-    let busy = engine.lanes.busy();
     let limit = u32::try_from(free.min(256)).unwrap_or(256);
-    let ids = engine.store.due_deliveries(now, &busy, limit).await?;
+    let ids = engine
+        .store
+        .due_deliveries(now, PER_RECEIVER, limit)
+        .await?;
     if ids.is_empty() {
         return Ok(0);
     }
@@ -193,7 +162,7 @@ pub(crate) async fn dispatch(
             Box::pin(async move {
                 let mut out = vec![];
                 for id in ids {
-                    if let Some(d) = tx.claim_delivery(&id, now, until).await? {
+                    if let Some(d) = tx.claim_delivery(&id, now, until, PER_RECEIVER).await? {
                         out.push(d);
                     }
                 }
@@ -203,13 +172,6 @@ pub(crate) async fn dispatch(
         .await?;
     let mut started = 0;
     for d in claimed {
-        let lane = d.lane();
-        if !engine.lanes.take(&lane) {
-            // The receiver filled up since it was read: the claim runs out and it is tried
-            // again then.
-            release(engine, d).await;
-            continue;
-        }
         started += 1;
         let e = engine.clone();
         let job = async move {
@@ -218,7 +180,6 @@ pub(crate) async fn dispatch(
                 tracing::warn!(error = %err, "recording a callback attempt failed");
             }
             drop(permit);
-            e.lanes.give_back(&lane);
             e.store.due_signal().notify_one();
         };
         if wait {
@@ -228,23 +189,6 @@ pub(crate) async fn dispatch(
         }
     }
     Ok(started)
-}
-
-/// Gives a claimed delivery back at once.
-async fn release(engine: &Arc<Engine>, d: Delivery) {
-    let r = engine
-        .write(move |tx| {
-            Box::pin(async move {
-                if let Some(cur) = tx.delivery(&d.id).await? {
-                    tx.put_delivery(&cur, None).await?;
-                }
-                Ok(())
-            })
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "releasing a callback claim failed");
-    }
 }
 
 /// Sends one delivery and records what came of it.

@@ -19,15 +19,3 @@ pub enum EngineError {
     #[error("storage failure")]
     Store(#[from] StoreError),
 }
-
-impl From<store::JobFailure> for EngineError {
-    fn from(f: store::JobFailure) -> Self {
-        match f {
-            store::JobFailure::Store(e) => EngineError::Store(e),
-            store::JobFailure::Abort(any) => match any.downcast::<EngineError>() {
-                Ok(e) => *e,
-                Err(_) => EngineError::Store(StoreError::Corrupt("job failed".into())),
-            },
-        }
-    }
-}

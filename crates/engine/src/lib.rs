@@ -185,7 +185,6 @@ pub struct Engine {
     calls: tokio::sync::Semaphore,
     /// Bounds the callback deliveries running at once, and per receiver.
     delivery_slots: tokio::sync::Semaphore,
-    lanes: callback::Lanes,
     /// Dynamic field options fetched lately.
     options: options::Cache,
     /// This server's metrics.
@@ -311,7 +310,6 @@ impl Engine {
             in_flight: Default::default(),
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
-            lanes: Default::default(),
             options: Default::default(),
             metrics,
         })
@@ -380,7 +378,9 @@ impl Engine {
         self.metrics.render(self.store.as_ref(), self.now()).await
     }
 
-    /// Runs `f` in a store transaction, passing its error through unchanged.
+    /// Runs `f` in a store transaction, passing its error through unchanged. The job's
+    /// result (or its own error) waits beside it, typed, and is handed over once the store
+    /// has committed (or has not).
     async fn write<T, F>(&self, f: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
@@ -388,19 +388,31 @@ impl Engine {
             + Send
             + 'static,
     {
+        let slot: Arc<std::sync::Mutex<Option<Result<T, EngineError>>>> = Arc::default();
+        let out = slot.clone();
         let job: store::WriteJob = Box::new(move |tx| {
             Box::pin(async move {
-                match f(tx).await {
-                    Ok(v) => Ok(Box::new(v) as Box<dyn std::any::Any + Send>),
-                    Err(EngineError::Store(e)) => Err(JobFailure::Store(e)),
-                    Err(e) => Err(JobFailure::Abort(Box::new(e))),
-                }
+                let r = f(tx).await;
+                let answer = if r.is_ok() {
+                    Ok(())
+                } else {
+                    Err(JobFailure::Refused)
+                };
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                answer
             })
         });
-        let out = self.store.write(job).await.map_err(EngineError::from)?;
-        out.downcast::<T>().map(|b| *b).map_err(|_| {
-            EngineError::Store(store::StoreError::Corrupt("unexpected job result".into()))
-        })
+        let committed = self.store.write(job).await;
+        let kept = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (committed, kept) {
+            (Ok(()), Some(r)) => r,
+            // The store failed (the job may have succeeded, but nothing of it is durable).
+            (Err(JobFailure::Store(e)), _) => Err(EngineError::Store(e)),
+            (Err(JobFailure::Refused), Some(Err(e))) => Err(e),
+            _ => Err(EngineError::Store(store::StoreError::Corrupt(
+                "a write job ended without an answer".into(),
+            ))),
+        }
     }
 
     /// The actor a configured user acts as, if the user is (still) configured.
@@ -1128,6 +1140,49 @@ impl Engine {
         .await
     }
 
+    /// Keeps a portal sign-in under way (what the identity provider's callback needs, as
+    /// `data`) until `expires_at`, in the database, so that the callback may reach any
+    /// replica. Refused while [`MAX_LOGINS`] are under way: an anonymous visitor can make the
+    /// server keep only so much.
+    pub async fn start_login(
+        &self,
+        hash: &str,
+        data: String,
+        expires_at: Timestamp,
+    ) -> Result<(), EngineError> {
+        let now = self.now();
+        let row = SessionRow {
+            hash: format!("{LOGIN_PREFIX}{hash}"),
+            subject: String::new(),
+            csrf: String::new(),
+            data,
+            created_at: now,
+            expires_at,
+        };
+        self.write(move |tx| {
+            Box::pin(async move {
+                if tx.count_sessions(LOGIN_PREFIX, now).await? >= MAX_LOGINS {
+                    return Err(DomainError::Conflict(
+                        "too many sign-ins are under way; try again in a few minutes".into(),
+                    )
+                    .into());
+                }
+                Ok(tx.put_session(&row, now).await?)
+            })
+        })
+        .await
+    }
+
+    /// Takes a sign-in under way, once: its `data`, unless it expired or was taken already.
+    pub async fn take_login(&self, hash: &str) -> Result<Option<String>, EngineError> {
+        let now = self.now();
+        let key = format!("{LOGIN_PREFIX}{hash}");
+        self.write(move |tx| {
+            Box::pin(async move { Ok(tx.take_session(&key, now).await?.map(|r| r.data)) })
+        })
+        .await
+    }
+
     /// Ends a portal session (sign-out).
     pub async fn end_session(&self, hash: String) -> Result<(), EngineError> {
         self.write(move |tx| {
@@ -1151,7 +1206,8 @@ impl Engine {
     /// Runs every job due now and waits for the connector calls it started; returns how many
     /// jobs ran.
     pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
-        worker::run_due(self, self.now(), true).await
+        let mut calls = tokio::task::JoinSet::new();
+        worker::run_due(self, self.now(), true, &mut calls).await
     }
 
     /// For `countersign-bench expiry` only: issues grants directly, without requests, each
@@ -1283,6 +1339,13 @@ impl Engine {
         !calls.is_empty() || self.delivery_slots.available_permits() < callback::MAX_DELIVERIES
     }
 }
+
+/// Sign-ins under way are kept beside the sessions, under this prefix (a session's own hash
+/// is hex, so the two never meet).
+const LOGIN_PREFIX: &str = "login:";
+
+/// The most portal sign-ins that may be under way at once.
+pub const MAX_LOGINS: u64 = 10_000;
 
 /// How long an `Idempotency-Key` stays marked as being created when its creator dies before
 /// it finishes (rule 25).

@@ -46,13 +46,20 @@ pub(crate) const SWEEP_CLAIM: Span = Span::from_secs(600);
 /// The key of the one reconciliation job.
 pub(crate) const SWEEP: &str = "sweep";
 
+/// How long a stopping worker waits for the calls it started to finish (a connector's
+/// timeout is at most a few minutes; this is the usual grace a service manager gives). A call
+/// still running then is aborted: its claim lapses and another replica makes it again.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the jobs due at `now`. Connector calls and callbacks are started in `calls`, which the
+/// caller owns; with `wait_for_calls` they are made one after the other before this returns.
 pub(crate) async fn run_due(
     engine: &Arc<Engine>,
     now: Timestamp,
     wait_for_calls: bool,
+    calls: &mut JoinSet<()>,
 ) -> Result<usize, EngineError> {
     let mut ran = 0;
-    let mut calls = JoinSet::new();
     loop {
         let jobs = engine.store.due_jobs(now, PAGE).await?;
         let n = jobs.len();
@@ -103,11 +110,10 @@ pub(crate) async fn run_due(
             break;
         }
     }
-    match crate::callback::dispatch(engine, now, wait_for_calls, &mut calls).await {
+    match crate::callback::dispatch(engine, now, wait_for_calls, calls).await {
         Ok(n) => ran += n,
         Err(e) => tracing::warn!(error = %e, "callback dispatch failed"),
     }
-    calls.detach_all();
     Ok(ran)
 }
 
@@ -357,6 +363,12 @@ async fn lifecycle_call(
                 };
                 if g.state != waits_for {
                     tx.unschedule(kind, &key, now).await?;
+                    return Ok(None);
+                }
+                // Another holder (a replica that read the job as due at the same moment) has
+                // claimed this call: it decides. Deciding here too could end the grant as "access
+                // kept" while that holder makes the revoke call.
+                if tx.claimed(kind, &key, now).await? {
                     return Ok(None);
                 }
                 // A revoke waits while a grant call for the same grant still runs, on any
@@ -676,20 +688,26 @@ async fn reconcile(engine: &Arc<Engine>, now: Timestamp) -> Result<(), EngineErr
 pub struct Worker;
 
 impl Worker {
+    /// Runs until `shutdown` turns true, then stops taking work, waits up to [`DRAIN`] for the
+    /// connector calls and callbacks it started (renewing their claims meanwhile), and
+    /// returns. Every task it spawned has ended by then.
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = engine.ensure_sweep().await {
             tracing::error!(error = %e, "cannot schedule the periodic sweeps");
         }
         let due = engine.store.due_signal();
-        let beat = tokio::spawn(heartbeat(engine.clone(), shutdown.clone()));
+        let (beat_stop, beat_rx) = watch::channel(false);
+        let beat = tokio::spawn(heartbeat(engine.clone(), beat_rx));
+        let mut calls = JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let now = engine.now();
-            if let Err(e) = run_due(&engine, now, false).await {
+            if let Err(e) = run_due(&engine, now, false, &mut calls).await {
                 tracing::error!(error = %e, "worker step failed");
             }
+            reap(&mut calls);
             // Jobs already due are running (or failing): wait for the next one to come due,
             // a signal, or a second.
             let wait = match engine.store.next_due(now).await {
@@ -705,9 +723,42 @@ impl Worker {
                 _ = shutdown.changed() => {}
             }
         }
+        drain(&mut calls).await;
+        let _ = beat_stop.send(true);
         if let Err(e) = beat.await {
             tracing::error!(error = %e, "the heartbeat task panicked");
         }
+    }
+}
+
+/// Collects the calls that have finished, so that the set holds only running ones.
+fn reap(calls: &mut JoinSet<()>) {
+    while let Some(r) = calls.try_join_next() {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "a connector call or callback task panicked");
+        }
+    }
+}
+
+/// Waits up to [`DRAIN`] for the running calls, then aborts the rest.
+async fn drain(calls: &mut JoinSet<()>) {
+    if calls.is_empty() {
+        return;
+    }
+    tracing::info!(running = calls.len(), "waiting for running calls to finish");
+    let all = async {
+        while let Some(r) = calls.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a connector call or callback task panicked");
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN, all).await.is_err() {
+        tracing::warn!(
+            aborted = calls.len(),
+            "calls still running at shutdown are aborted; their claims lapse and they are made again"
+        );
+        calls.shutdown().await;
     }
 }
 

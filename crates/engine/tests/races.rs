@@ -28,14 +28,13 @@ resource "db" {
 }
 "#;
 
-#[tokio::test]
-async fn rule_17_revoke_during_activation_never_leaves_access() {
-    // Arrange
+/// An engine on a fresh database, with alice's request for `db` approved by bob: its grant
+/// is waiting for the (one-second) grant call. Returns the directory the call runs in.
+async fn approved() -> (tempfile::TempDir, Arc<Engine>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("countersign.hcl");
     let config = config::load_str(path.to_str().expect("utf-8"), CONFIG).expect("config");
-    let db = dir.path().join("cs.db");
-    let url = format!("sqlite://{}", db.to_str().expect("utf-8"));
+    let url = format!("sqlite://{}", dir.path().join("cs.db").display());
     let store = store::open(&url, store::Options::default())
         .await
         .expect("store");
@@ -49,16 +48,13 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
             CreateRequest {
                 resource: "db".into(),
                 reason: "x".into(),
-                duration: None,
-                fields: Default::default(),
-                start_at: None,
                 ..Default::default()
             },
         )
         .await
         .expect("create")
         .request;
-    let req = engine
+    let approved = engine
         .review(
             &bob,
             &req.id,
@@ -71,7 +67,15 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
         )
         .await
         .expect("approve");
-    let grant = req.grant.expect("a grant");
+    let grant = approved.grant.expect("a grant");
+    (dir, engine, grant)
+}
+
+#[tokio::test]
+async fn rule_17_revoke_during_activation_never_leaves_access() {
+    // Arrange
+    let (dir, engine, grant) = approved().await;
+    let bob = engine.actor("bob@example.com").expect("bob");
 
     // Act: the grant call starts; while it runs, the grant is revoked and the worker runs
     // again (and would make the revoke call at once if nothing held it back).
@@ -95,4 +99,29 @@ async fn rule_17_revoke_during_activation_never_leaves_access() {
         !dir.path().join("held").exists(),
         "the grant call landed after the revoke: access outlives a revoked grant"
     );
+}
+
+/// Issue 14, item 4: the worker owns every task it spawns. Told to stop while a grant call is
+/// running, it waits for the call and records its result before it returns, rather than
+/// leaving a detached task to write after the store is closed.
+#[tokio::test]
+async fn issue_14_4_a_stopping_worker_drains_its_running_calls() {
+    // Arrange
+    let (dir, engine, grant) = approved().await;
+    let bob = engine.actor("bob@example.com").expect("bob");
+
+    // Act: the worker starts the (one-second) grant call, and is told to stop meanwhile.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(engine::Worker::run(engine.clone(), stop_rx));
+    engine::clock::pause(Duration::from_millis(300)).await;
+    let during = engine.grant(&bob, &grant).await.expect("grant").state;
+    stop.send(true).expect("stop the worker");
+    worker.await.expect("the worker ends");
+
+    // Assert: the call was running when the worker was told to stop, and its result was
+    // recorded before the worker returned.
+    assert_eq!(during, GrantState::Activating);
+    let after = engine.grant(&bob, &grant).await.expect("grant");
+    assert_eq!(after.state, GrantState::Active);
+    assert!(dir.path().join("held").exists());
 }

@@ -23,6 +23,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, 
     let options = store::Options {
         pool: config.server.database_pool,
         holder: String::new(),
+        poll_only: config.server.database_poll_only,
         metrics: metrics.writer(),
     };
     let store = store::open(&config.server.database, options).await?;

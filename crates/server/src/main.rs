@@ -51,8 +51,25 @@ enum Cmd {
     /// Issue bearer tokens (run against the server's configuration and database).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Move an installation's database (stop the server first).
+    #[command(subcommand)]
+    Store(StoreCmd),
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCmd {
+    /// Copy every row of one database into another, empty one (for example from SQLite to
+    /// PostgreSQL), in one transaction; then check the copy's audit chain.
+    Copy {
+        /// The database to copy from, as `server.database` names it (`sqlite://path`).
+        #[arg(long)]
+        from: String,
+        /// The empty database to copy into (`postgres://…`); its tables are created first.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +177,22 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Cmd::Store(StoreCmd::Copy { from, to }) => match store::copy(&from, &to).await {
+                Ok(report) => {
+                    for (table, rows) in &report.tables {
+                        println!("{table:<17} {rows:>9} rows");
+                    }
+                    println!(
+                        "audit chain: {} events verified on the copy, head {}",
+                        report.verified, report.head.hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("countersign: store copy: {e}");
+                    ExitCode::from(3)
+                }
+            },
             Cmd::Policy(cmd) => policy_cmd::run(cmd),
             Cmd::Client(cmd) => cli::run(cmd).await,
         }
@@ -231,7 +264,7 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
     // SIGHUP reloads the configuration; a configuration with errors is refused and the
     // running one kept.
     let reload_engine = engine.clone();
-    tokio::spawn(async move {
+    let reloads = tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
@@ -280,7 +313,10 @@ async fn serve(files: Vec<PathBuf>, dev: bool) -> ExitCode {
         portal: web::PortalOptions { dev_login: dev },
         ..RunOptions::default()
     };
-    match countersign::run(listener, engine, options, shutdown).await {
+    let served = countersign::run(listener, engine, options, shutdown).await;
+    // The store is closed: no reload may start now.
+    reloads.abort();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("countersign: {e}");

@@ -82,6 +82,10 @@ pub(crate) enum Val {
 pub(crate) struct Row(Vec<Val>);
 
 impl Row {
+    pub(crate) fn val(&self, i: usize) -> Result<&Val, StoreError> {
+        self.at(i)
+    }
+
     fn at(&self, i: usize) -> Result<&Val, StoreError> {
         self.0
             .get(i)
@@ -191,8 +195,11 @@ impl Pool {
     }
 
     pub(crate) async fn rows(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        if self.dialect() == Dialect::Postgres && matches_nothing(&args) {
+            return Ok(vec![]);
+        }
         match self {
-            Pool::Sqlite(p) => bound!(sql.to_owned(), args)
+            Pool::Sqlite(p) => bound!(sqlite_sql(sql), args)
                 .fetch_all(p)
                 .await?
                 .iter()
@@ -265,8 +272,11 @@ impl Conn {
     }
 
     pub(crate) async fn rows(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+        if self.dialect() == Dialect::Postgres && matches_nothing(&args) {
+            return Ok(vec![]);
+        }
         let r = match &mut self.inner {
-            Inner::Sqlite(c) => bound!(sql.to_owned(), args)
+            Inner::Sqlite(c) => bound!(sqlite_sql(sql), args)
                 .fetch_all(&mut *c)
                 .await
                 .map_err(StoreError::from)
@@ -292,7 +302,7 @@ impl Conn {
     /// Runs a statement; returns the rows it changed.
     pub(crate) async fn exec(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, StoreError> {
         let r = match &mut self.inner {
-            Inner::Sqlite(c) => bound!(sql.to_owned(), args)
+            Inner::Sqlite(c) => bound!(sqlite_sql(sql), args)
                 .execute(&mut *c)
                 .await
                 .map(|d| d.rows_affected()),
@@ -315,6 +325,68 @@ impl Conn {
             Inner::Postgres(c) => drop(c),
         }
     }
+}
+
+/// A statement as SQLite is best given it: with anonymous `?` parameters when its `$1`, `$2`,
+/// … appear once each and in order (every multi-row statement), numbered ones otherwise. For
+/// each bound value sqlx asks SQLite the parameter's name, which SQLite finds by walking its
+/// list of named parameters: with `$N` names a statement of thousands of parameters costs
+/// quadratic time to bind (half the time of a burst of expiries went there); anonymous
+/// parameters have no names to walk.
+fn sqlite_sql(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut next = 1u64;
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            if end > start {
+                if sql[start..end].parse::<u64>().ok() != Some(next) {
+                    return sql.to_owned();
+                }
+                next += 1;
+                out.push_str(&sql[last..i]);
+                out.push('?');
+                last = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&sql[last..]);
+    out
+}
+
+/// Whether a read's parameters hold a NUL character. PostgreSQL's text cannot hold one (it
+/// refuses the parameter), so nothing stored can equal such a value: a read that looks for it
+/// finds nothing, as it does on SQLite, instead of failing. Only reads: every read of the
+/// store compares text parameters for equality (ids, names, filters) or with values it read
+/// itself, and writes refuse control characters before they get here (`domain::limits`).
+fn matches_nothing(args: &[Arg]) -> bool {
+    args.iter()
+        .any(|a| matches!(a, Arg::Text(Some(t)) if t.contains('\0')))
+}
+
+/// One embedded migration, for either database's list.
+pub(crate) fn migration(
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+) -> sqlx::migrate::Migration {
+    sqlx::migrate::Migration::new(
+        version,
+        std::borrow::Cow::Borrowed(name),
+        sqlx::migrate::MigrationType::Simple,
+        sqlx::SqlStr::from_static(sql),
+        false,
+    )
 }
 
 /// `$first, $first+1, …` for `n` parameters, comma-separated.
@@ -349,6 +421,19 @@ pub(crate) fn values_sql(head: &str, width: usize, rows: usize, tail: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_gets_anonymous_parameters_only_when_they_come_in_order() {
+        assert_eq!(
+            sqlite_sql("INSERT INTO t VALUES ($1, $2), ($3, $4)"),
+            "INSERT INTO t VALUES (?, ?), (?, ?)"
+        );
+        let reused = "SELECT 1 WHERE a <= $1 AND (b IS NULL OR b <= $1) LIMIT $2";
+        assert_eq!(sqlite_sql(reused), reused);
+        let swapped = "SELECT 1 WHERE a = $2 AND b = $1";
+        assert_eq!(sqlite_sql(swapped), swapped);
+        assert_eq!(sqlite_sql("SELECT 1"), "SELECT 1");
+    }
 
     #[test]
     fn values_are_numbered_across_rows() {

@@ -23,6 +23,7 @@
 //! This crate knows the stored shape of domain objects; it does not decide anything.
 
 pub mod chain;
+mod copy;
 mod db;
 pub mod metrics;
 mod people;
@@ -31,7 +32,6 @@ mod sql;
 mod sqlite;
 mod writer;
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -39,6 +39,7 @@ use async_trait::async_trait;
 use domain::{Delivery, Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
 
 pub use chain::StoredEvent;
+pub use copy::{CopyReport, copy};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -57,11 +58,13 @@ pub enum StoreError {
 }
 
 /// How a write job ended without committing its changes.
+#[derive(Debug)]
 pub enum JobFailure {
     /// The store failed; the caller's error type never saw it.
     Store(StoreError),
-    /// The job itself refused (a domain rule); carries the caller's error.
-    Abort(Box<dyn Any + Send>),
+    /// The job itself refused (a domain rule). The job keeps its own error for its caller:
+    /// the store only needs to know that nothing of it may be written.
+    Refused,
 }
 
 impl From<StoreError> for JobFailure {
@@ -70,7 +73,9 @@ impl From<StoreError> for JobFailure {
     }
 }
 
-pub type JobResult = Result<Box<dyn Any + Send>, JobFailure>;
+/// What a write job answers: done, or why not. A job hands its typed result to its caller
+/// itself (the engine keeps it beside the job); the store only commits or not.
+pub type JobResult = Result<(), JobFailure>;
 
 /// A unit of work run inside a store transaction.
 pub type WriteJob = Box<dyn for<'a> FnOnce(&'a mut dyn Tx) -> BoxFuture<'a, JobResult> + Send>;
@@ -286,12 +291,14 @@ pub trait Tx: Send {
         claimed_until: Option<Timestamp>,
     ) -> Result<(), StoreError>;
     /// Takes a pending delivery that is due and not claimed, until `until`; `None` if it is
-    /// not there, not due, or taken.
+    /// not there, not due, taken, or its receiver (`lane`) already has `per_lane` live claims
+    /// (by any holder: the limit is counted across replicas).
     async fn claim_delivery(
         &mut self,
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError>;
     /// Whether this store's holder has a live claim on the delivery at `now`.
     async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -314,6 +321,15 @@ pub trait Tx: Send {
     async fn put_session(&mut self, row: &SessionRow, now: Timestamp) -> Result<(), StoreError>;
     /// Ends a portal session (sign-out, or the id rotated at sign-in).
     async fn delete_session(&mut self, hash: &str) -> Result<(), StoreError>;
+    /// Reads and ends a session in one step, if it is live at `now`: what is kept under
+    /// `hash` can be taken once, whichever replica asks (a sign-in under way).
+    async fn take_session(
+        &mut self,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    /// How many sessions whose hash starts with `prefix` are live at `now`.
+    async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -338,12 +354,12 @@ pub trait Store: Send + Sync + 'static {
     /// The portal session with this id hash, unless it has expired by `now`.
     async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError>;
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
-    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers in
-    /// `skip` (they have enough calls running).
+    /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers that
+    /// already have `per_lane` live claims (across replicas).
     async fn due_deliveries(
         &self,
         now: Timestamp,
-        skip: &[String],
+        per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
     /// The deliveries of one request.
@@ -353,8 +369,9 @@ pub trait Store: Send + Sync + 'static {
     async fn counts(&self, now: Timestamp) -> Result<Counts, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Notified after a commit of this store that scheduled a job due at once (a connector
-    /// call). Other stores on the same database are not heard: workers also poll.
+    /// Notified after a commit that scheduled a job due at once (a connector call): this
+    /// store's own, and on PostgreSQL other replicas' (`LISTEN`/`NOTIFY`, unless
+    /// `poll_only`). Workers poll besides.
     fn due_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Who this store is in the claims it takes (unique per opening).
     fn holder(&self) -> &str;
@@ -374,6 +391,9 @@ pub struct Options {
     pub pool: u32,
     /// Who this store is in the claims it takes; a fresh id when empty.
     pub holder: String,
+    /// PostgreSQL: do not `LISTEN` for other replicas' wake-ups, only poll (for connection
+    /// poolers in transaction mode, which cannot hold a `LISTEN`).
+    pub poll_only: bool,
     pub metrics: metrics::WriterMetrics,
 }
 
@@ -382,6 +402,7 @@ impl Default for Options {
         Options {
             pool: 8,
             holder: String::new(),
+            poll_only: false,
             metrics: metrics::WriterMetrics::default(),
         }
     }
@@ -394,17 +415,44 @@ pub async fn open(url: &str, options: Options) -> Result<std::sync::Arc<dyn Stor
     if options.holder.is_empty() {
         options.holder = uuid::Uuid::now_v7().to_string();
     }
+    let store = match backend(url)? {
+        Backend::Sqlite(path) => {
+            sql::SqlStore::start_sqlite(sqlite::connect(path, options.pool).await?, &options)
+                .await?
+        }
+        Backend::Postgres => {
+            sql::SqlStore::start_postgres(postgres::connect(url, options.pool).await?, &options)
+                .await?
+        }
+    };
+    Ok(std::sync::Arc::new(store))
+}
+
+enum Backend<'a> {
+    Sqlite(&'a str),
+    Postgres,
+}
+
+fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        return Ok(std::sync::Arc::new(sqlite::open(path, &options).await?));
+        return Ok(Backend::Sqlite(path));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(std::sync::Arc::new(postgres::open(url, &options).await?));
+        return Ok(Backend::Postgres);
     }
     // Only the scheme: the rest of a URL may hold a password.
     Err(StoreError::BadUrl(
         url.split("://").next().unwrap_or_default().to_owned(),
     ))
+}
+
+/// Connects to the database a URL names and runs its migrations, without starting a writer.
+async fn connect(url: &str, pool: u32) -> Result<(db::Conn, db::Pool), StoreError> {
+    match backend(url)? {
+        Backend::Sqlite(path) => sqlite::connect(path, pool).await,
+        Backend::Postgres => postgres::connect(url, pool).await,
+    }
 }

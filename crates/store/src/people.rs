@@ -22,13 +22,6 @@ use crate::StoreError;
 use crate::db::{Conn, Dialect, args};
 use crate::writer::{bodies, insert_rows};
 
-/// Rows per statement. Fewer than the writer's `ROWS`: sqlx binds SQLite's `$N` parameters by
-/// looking each one's name up, which costs time in proportion to the parameters of the
-/// statement, so a statement's binding grows with the square of its size (at 2,400
-/// parameters, `sqlite3_bind_parameter_name` took a third of the seeding time). 64 rows of 6
-/// keep it small, at a statement per dozen requests.
-const PEOPLE_ROWS: usize = 64;
-
 /// Writes the rows of the requests a write group wrote, each as its last write left it (a
 /// request written by two jobs of the group appears twice).
 pub(crate) async fn write_latest(
@@ -41,9 +34,9 @@ pub(crate) async fn write_latest(
     write(conn, &requests).await
 }
 
-/// Writes the rows of these requests (each as it is now), a multi-row upsert per
-/// [`PEOPLE_ROWS`] rows, so that expiring a hundred thousand requests at once stays a
-/// statement per dozen requests.
+/// Writes the rows of these requests (each as it is now), a multi-row upsert per few hundred
+/// rows (the writer's `insert_rows`), so that expiring a hundred thousand requests at once
+/// stays a statement per few dozen requests.
 pub(crate) async fn write(conn: &mut Conn, requests: &[Request]) -> Result<(), StoreError> {
     let rows: Vec<(&Request, String, bool)> = requests
         .iter()
@@ -53,33 +46,31 @@ pub(crate) async fn write(conn: &mut Conn, requests: &[Request]) -> Result<(), S
                 .map(move |(person, reviewable)| (r, person, reviewable))
         })
         .collect();
-    for rows in rows.chunks(PEOPLE_ROWS) {
-        insert_rows(
-            conn,
-            rows,
-            (
-                "INSERT INTO request_people
-                   (person, created_at, request_id, state, resource, reviewable) VALUES ",
-                6,
-                " ON CONFLICT (person, created_at, request_id) DO UPDATE
-                   SET state = excluded.state, reviewable = excluded.reviewable
-                   WHERE request_people.state <> excluded.state
-                      OR request_people.reviewable <> excluded.reviewable",
-            ),
-            |(r, person, reviewable), a| {
-                a.extend(args![
-                    person,
-                    r.created_at.millis(),
-                    &r.id,
-                    r.state.as_str(),
-                    &r.resource,
-                    i64::from(*reviewable),
-                ]);
-                Ok(())
-            },
-        )
-        .await?;
-    }
+    insert_rows(
+        conn,
+        &rows,
+        (
+            "INSERT INTO request_people
+               (person, created_at, request_id, state, resource, reviewable) VALUES ",
+            6,
+            " ON CONFLICT (person, created_at, request_id) DO UPDATE
+               SET state = excluded.state, reviewable = excluded.reviewable
+               WHERE request_people.state <> excluded.state
+                  OR request_people.reviewable <> excluded.reviewable",
+        ),
+        |(r, person, reviewable), a| {
+            a.extend(args![
+                person,
+                r.created_at.millis(),
+                &r.id,
+                r.state.as_str(),
+                &r.resource,
+                i64::from(*reviewable),
+            ]);
+            Ok(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -3,28 +3,18 @@
 //! PostgreSQL's advisory lock, so that of replicas starting together one migrates and the
 //! others wait for it.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::StoreError;
 use crate::db::{Conn, Pool};
-use crate::sql::{SqlStore, ensure_head};
-use crate::writer::Source;
-use crate::{Options, StoreError};
+use crate::sql::ensure_head;
 
 fn migrator() -> Migrator {
-    let step = |version, name, sql| {
-        Migration::new(
-            version,
-            Cow::Borrowed(name),
-            MigrationType::Simple,
-            sqlx::SqlStr::from_static(sql),
-            false,
-        )
-    };
+    let step = crate::db::migration;
     let mut m = Migrator::with_migrations(vec![
         step(
             1,
@@ -44,11 +34,11 @@ fn migrator() -> Migrator {
 }
 
 /// Connects to the database `url` names (`sslmode` and the other libpq parameters are read
-/// from it), runs migrations and starts the writer.
-pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, StoreError> {
+/// from it) and runs its migrations: a connection and the pool it came from.
+pub(crate) async fn connect(url: &str, pool: u32) -> Result<(Conn, Pool), StoreError> {
     let connect = PgConnectOptions::from_str(url)?.application_name("countersign");
     let pool = PgPoolOptions::new()
-        .max_connections(options.pool.clamp(2, 256))
+        .max_connections(pool.clamp(3, 256))
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?;
@@ -57,12 +47,5 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<SqlStore, Store
     let mut conn = Conn::postgres(first);
     ensure_head(&mut conn).await?;
     crate::people::backfill(&mut conn).await?;
-    drop(conn);
-    SqlStore::start(
-        Source::Postgres(Pool::Postgres(pool.clone())),
-        Pool::Postgres(pool),
-        &options.holder,
-        options.metrics.clone(),
-    )
-    .await
+    Ok((conn, Pool::Postgres(pool)))
 }

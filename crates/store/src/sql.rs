@@ -8,11 +8,10 @@ use domain::{Delivery, Grant, Request, TimerKind, Timestamp};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
-use crate::db::{Arg, Conn, Dialect, Pool, Row, args, params};
-use crate::metrics::WriterMetrics;
-use crate::writer::{Cache, Msg, Source, Writer, bodies};
+use crate::db::{Arg, Conn, Dialect, Pool, Row, args};
+use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies, session_row};
 use crate::{
-    Counts, DueJob, GrantFilter, JobFailure, JobResult, RequestFilter, SessionRow, Store,
+    Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
     StoreError, TokenRow, WriteJob,
 };
 
@@ -23,6 +22,8 @@ pub struct SqlStore {
     jobs: mpsc::Sender<Msg>,
     read: Pool,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// PostgreSQL: the task that hears other replicas' `NOTIFY`.
+    listener: Option<tokio::task::JoinHandle<()>>,
     due: Arc<Notify>,
     holder: Arc<str>,
     /// The head of the chain as this process last committed it.
@@ -31,12 +32,8 @@ pub struct SqlStore {
 
 impl SqlStore {
     /// Starts the writer on `source` (migrated already) and reads through `read`.
-    pub(crate) async fn start(
-        source: Source,
-        read: Pool,
-        holder: &str,
-        metrics: WriterMetrics,
-    ) -> Result<SqlStore, StoreError> {
+    async fn start(source: Source, read: Pool, options: &Options) -> Result<SqlStore, StoreError> {
+        let (holder, metrics) = (options.holder.as_str(), options.metrics.clone());
         // The chain head row, made from the events the first time (a database written before
         // it existed); every replica that starts tries, and one row is written.
         let head = load_head(&read).await?;
@@ -56,14 +53,40 @@ impl SqlStore {
             }
             .run(rx),
         );
+        let listener = match &read {
+            Pool::Postgres(pool) if !options.poll_only => {
+                Some(tokio::spawn(listen(pool.clone(), due.clone())))
+            }
+            _ => None,
+        };
         Ok(SqlStore {
             jobs: tx,
             read,
             writer: Mutex::new(Some(writer)),
+            listener,
             due,
             holder,
             committed,
         })
+    }
+
+    /// Starts a SQLite store on a connection made by `sqlite::connect`: the writer keeps the
+    /// connection.
+    pub(crate) async fn start_sqlite(
+        (conn, read): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        SqlStore::start(Source::Sqlite(Some(conn)), read, options).await
+    }
+
+    /// Starts a PostgreSQL store on a connection made by `postgres::connect`: the writer
+    /// keeps a connection of the pool.
+    pub(crate) async fn start_postgres(
+        (conn, pool): (Conn, Pool),
+        options: &Options,
+    ) -> Result<SqlStore, StoreError> {
+        conn.close().await;
+        SqlStore::start(Source::postgres(&pool), pool, options).await
     }
 
     fn dialect(&self) -> Dialect {
@@ -182,6 +205,34 @@ impl Query {
             &format!(" ORDER BY {at} {order}, {id} {order} LIMIT #"),
             i64::from(limit),
         );
+    }
+}
+
+/// Wakes this store's worker whenever another replica commits a job that is due now. A
+/// connection lost is reconnected by `PgListener`; what was said meanwhile is not heard, and
+/// the worker's polling finds it.
+async fn listen(pool: sqlx::PgPool, due: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        let heard = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(DUE_CHANNEL).await?;
+            loop {
+                l.recv().await?;
+                due.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = heard.await {
+            failures += 1;
+            if failures == 1 || failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures, "listening for other replicas failed; polling meanwhile");
+            }
+        }
+        // Not at once again: the database may be down.
+        #[allow(clippy::disallowed_methods)] // A retry delay, not a decision.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -440,17 +491,7 @@ impl Store for SqlStore {
                 args![hash, now.millis()],
             )
             .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                hash: hash.to_owned(),
-                subject: r.owned_text(0)?,
-                csrf: r.owned_text(1)?,
-                data: r.owned_text(2)?,
-                created_at: Timestamp::from_millis(r.int(3)?),
-                expires_at: Timestamp::from_millis(r.int(4)?),
-            })
-        })
-        .transpose()
+        row.map(|r| session_row(hash, &r)).transpose()
     }
 
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError> {
@@ -467,26 +508,21 @@ impl Store for SqlStore {
     async fn due_deliveries(
         &self,
         now: Timestamp,
-        skip: &[String],
+        per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id FROM deliveries WHERE next_at <= $1
-             AND (claimed_until IS NULL OR claimed_until <= $1)",
-        );
-        let mut a = args![now.millis()];
-        if !skip.is_empty() {
-            sql.push_str(&format!(" AND lane NOT IN ({})", params(2, skip.len())));
-            a.extend(skip.iter().map(Arg::from));
-        }
-        sql.push_str(&format!(" ORDER BY next_at LIMIT ${}", a.len() + 1));
-        a.push(i64::from(limit).into());
-        self.read
-            .rows(&sql, a)
-            .await?
-            .iter()
-            .map(|r| r.owned_text(0))
-            .collect()
+        let rows = self
+            .read
+            .rows(
+                "SELECT id FROM deliveries WHERE next_at <= $1
+                 AND (claimed_until IS NULL OR claimed_until <= $1)
+                 AND lane NOT IN (SELECT lane FROM deliveries WHERE claimed_until > $1
+                                  GROUP BY lane HAVING COUNT(*) >= $2)
+                 ORDER BY next_at LIMIT $3",
+                args![now.millis(), i64::from(per_lane), i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(|r| r.owned_text(0)).collect()
     }
 
     async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError> {
@@ -577,6 +613,9 @@ impl Store for SqlStore {
         let _ = self.jobs.send(Msg::Close).await;
         if let Some(w) = self.writer.lock().await.take() {
             let _ = w.await;
+        }
+        if let Some(l) = &self.listener {
+            l.abort();
         }
         self.read.close().await;
     }

@@ -1,31 +1,21 @@
 //! Opening a SQLite database: WAL, `synchronous = FULL`, one connection for the writer and a
 //! small pool for reads.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Connection;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::StoreError;
 use crate::db::{Conn, Pool};
-use crate::sql::{SqlStore, ensure_head};
-use crate::writer::Source;
-use crate::{Options, StoreError};
+use crate::sql::ensure_head;
 
 fn migrator() -> Migrator {
-    let step = |version, name, sql| {
-        Migration::new(
-            version,
-            Cow::Borrowed(name),
-            MigrationType::Simple,
-            sqlx::SqlStr::from_static(sql),
-            false,
-        )
-    };
+    let step = crate::db::migration;
     Migrator::with_migrations(vec![
         step(
             1,
@@ -60,9 +50,9 @@ fn migrator() -> Migrator {
     ])
 }
 
-/// Opens (creating if needed) the database file at `path`, runs migrations and starts the
-/// writer.
-pub(crate) async fn open(path: &str, options: &Options) -> Result<SqlStore, StoreError> {
+/// Opens the database file at `path` (creating it if needed) and runs its migrations: the
+/// writer's connection and a pool of `pool` connections for reads.
+pub(crate) async fn connect(path: &str, pool: u32) -> Result<(Conn, Pool), StoreError> {
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -79,14 +69,8 @@ pub(crate) async fn open(path: &str, options: &Options) -> Result<SqlStore, Stor
     ensure_head(&mut conn).await?;
     crate::people::backfill(&mut conn).await?;
     let read = SqlitePoolOptions::new()
-        .max_connections(options.pool.clamp(1, 64))
+        .max_connections(pool.clamp(1, 64))
         .connect_with(opts)
         .await?;
-    SqlStore::start(
-        Source::Sqlite(Some(conn)),
-        Pool::Sqlite(read),
-        &options.holder,
-        options.metrics.clone(),
-    )
-    .await
+    Ok((conn, Pool::Sqlite(read)))
 }

@@ -39,9 +39,14 @@ const MAX_GROUP: usize = 512;
 /// statements of a few hundred rows already amortise the per-statement cost.
 pub(crate) const ROWS: usize = 400;
 
-/// The most live requests and grants a writer keeps (each kind). Past it the cache starts
-/// over, so that its memory stays bounded whatever the number of pending requests.
-const CACHE_MAX: usize = 10_000;
+/// The most live requests a writer keeps. A request's snapshot is large (its steps, reviews
+/// and fields: several KiB), so that past this the cache starts over, and its memory stays
+/// bounded whatever the number of pending requests.
+const REQUESTS_MAX: usize = 10_000;
+/// The most live grants a writer keeps. A grant's snapshot is small (under 1 KiB), and a
+/// burst of expiries reads every one of them: 100,000 keeps a burst of that size from reading
+/// them back.
+const GRANTS_MAX: usize = 100_000;
 
 pub(crate) enum Msg {
     Job(WriteJob, oneshot::Sender<JobResult>),
@@ -52,22 +57,44 @@ pub(crate) enum Msg {
 pub(crate) enum Source {
     /// SQLite: one connection, kept.
     Sqlite(Option<Conn>),
-    /// PostgreSQL: a connection of the pool for each group, so that a broken one is replaced.
-    Postgres(Pool),
+    /// PostgreSQL: a connection of the pool, kept between groups (so that reads filling the
+    /// pool never hold the writer up), and replaced by a fresh one after a failed group (so
+    /// that a broken connection does not stay).
+    Postgres {
+        pool: sqlx::PgPool,
+        kept: Option<Conn>,
+    },
 }
 
 impl Source {
-    async fn take(&mut self) -> Result<Conn, StoreError> {
-        match self {
-            Source::Sqlite(c) => c.take().ok_or(StoreError::Closed),
-            Source::Postgres(Pool::Postgres(p)) => Ok(Conn::postgres(p.acquire().await?)),
-            Source::Postgres(Pool::Sqlite(_)) => Err(StoreError::Closed),
+    pub(crate) fn postgres(pool: &Pool) -> Source {
+        match pool {
+            Pool::Postgres(p) => Source::Postgres {
+                pool: p.clone(),
+                kept: None,
+            },
+            // Not reached: a SQLite store starts with its own connection.
+            Pool::Sqlite(_) => Source::Sqlite(None),
         }
     }
 
-    fn give_back(&mut self, conn: Conn) {
-        if let Source::Sqlite(slot) = self {
-            *slot = Some(conn);
+    async fn take(&mut self) -> Result<Conn, StoreError> {
+        match self {
+            Source::Sqlite(c) => c.take().ok_or(StoreError::Closed),
+            Source::Postgres { pool, kept } => match kept.take() {
+                Some(c) => Ok(c),
+                None => Ok(Conn::postgres(pool.acquire().await?)),
+            },
+        }
+    }
+
+    /// Takes the connection back after a group, rolled back already if it failed.
+    fn give_back(&mut self, mut conn: Conn, failed: bool) {
+        conn.clear_poison();
+        match self {
+            Source::Sqlite(slot) => *slot = Some(conn),
+            Source::Postgres { kept, .. } if !failed => *kept = Some(conn),
+            Source::Postgres { .. } => {}
         }
     }
 
@@ -130,7 +157,7 @@ impl Writer {
             Ok(v) => v,
             Err(e) => {
                 let _ = conn.exec("ROLLBACK", vec![]).await;
-                self.source.give_back(conn);
+                self.source.give_back(conn, true);
                 return fail_all(group, &e.to_string());
             }
         };
@@ -193,7 +220,7 @@ impl Writer {
         let committed = match failed {
             None => {
                 let commit = Stopwatch::start();
-                let r = finish(&mut conn, &head, version + 1).await;
+                let r = finish(&mut conn, &head, version + 1, due_now).await;
                 self.metrics.commit_seconds.record(commit.elapsed());
                 r.map_err(|e| e.to_string())
             }
@@ -203,7 +230,7 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.version = Some(version + 1);
-                self.source.give_back(conn);
+                self.source.give_back(conn, false);
                 if self.committed.borrow().seq != head.seq {
                     self.committed.send_replace(head);
                 }
@@ -220,8 +247,7 @@ impl Writer {
                 tracing::error!(error = %msg, "write group failed; it is rolled back");
                 self.metrics.rollbacks.increment(1);
                 let _ = conn.exec("ROLLBACK", vec![]).await;
-                conn.clear_poison();
-                self.source.give_back(conn);
+                self.source.give_back(conn, true);
                 self.cache.clear();
                 self.version = None;
                 for (reply, _) in done {
@@ -267,13 +293,25 @@ async fn begin(conn: &mut Conn) -> Result<(Head, i64), StoreError> {
     ))
 }
 
-/// Records the new head and version, and commits.
-async fn finish(conn: &mut Conn, head: &Head, version: i64) -> Result<(), StoreError> {
+/// The channel on which PostgreSQL stores tell each other that a job is due now.
+pub(crate) const DUE_CHANNEL: &str = "countersign_due";
+
+/// Records the new head and version, and commits. On PostgreSQL, a group that made a job due
+/// now also tells the other replicas' workers (`NOTIFY` is delivered at the commit).
+async fn finish(
+    conn: &mut Conn,
+    head: &Head,
+    version: i64,
+    due_now: bool,
+) -> Result<(), StoreError> {
     conn.exec(
         "UPDATE chain_head SET seq = $1, hash = $2, version = $3 WHERE id = 1",
         args![head.seq, &head.hash, version],
     )
     .await?;
+    if due_now && conn.dialect() == Dialect::Postgres {
+        conn.exec(&format!("NOTIFY {DUE_CHANNEL}"), vec![]).await?;
+    }
     conn.exec("COMMIT", vec![]).await?;
     if conn.poisoned() {
         return Err(StoreError::Corrupt("the commit failed".into()));
@@ -292,24 +330,30 @@ pub(crate) struct Cache {
 
 /// Records what was just written. An entry is always replaced, never left stale; a finished
 /// object leaves; at the bound the map starts over rather than refusing new entries.
-fn remember<T: Clone>(map: &mut HashMap<String, T>, id: &str, value: &T, live: bool) {
+fn remember<T: Clone>(map: &mut HashMap<String, T>, max: usize, id: &str, value: &T, live: bool) {
     if !live {
         map.remove(id);
         return;
     }
-    if map.len() >= CACHE_MAX && !map.contains_key(id) {
+    if map.len() >= max && !map.contains_key(id) {
         map.clear();
-        map.shrink_to(CACHE_MAX);
+        map.shrink_to(max);
     }
     map.insert(id.to_owned(), value.clone());
 }
 
 impl Cache {
     fn put_request(&mut self, r: &Request) {
-        remember(&mut self.requests, &r.id, r, !r.state.is_terminal());
+        remember(
+            &mut self.requests,
+            REQUESTS_MAX,
+            &r.id,
+            r,
+            !r.state.is_terminal(),
+        );
     }
     fn put_grant(&mut self, g: &Grant) {
-        remember(&mut self.grants, &g.id, g, !g.state.is_final());
+        remember(&mut self.grants, GRANTS_MAX, &g.id, g, !g.state.is_final());
     }
     fn clear(&mut self) {
         self.requests.clear();
@@ -517,13 +561,26 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
     .await?;
     for ((kind, unless_claimed_at), keys) in &deletes {
         for chunk in keys.chunks(ROWS) {
-            let sql = format!(
-                "DELETE FROM jobs WHERE kind = $1
-                 AND ($2 IS NULL OR claimed_until IS NULL OR claimed_until <= $2)
-                 AND key IN ({})",
-                params(3, chunk.len())
-            );
-            let mut a = args![kind.as_str(), *unless_claimed_at];
+            // The claim is tested through `coalesce`, which no index serves, so that the
+            // planner finds the rows by the primary key (a plan through the claim index would
+            // read every job row for `claimed_until IS NULL`).
+            let (sql, mut a) = match unless_claimed_at {
+                Some(at) => (
+                    format!(
+                        "DELETE FROM jobs WHERE kind = $1 AND coalesce(claimed_until, 0) <= $2
+                         AND key IN ({})",
+                        params(3, chunk.len())
+                    ),
+                    args![kind.as_str(), *at],
+                ),
+                None => (
+                    format!(
+                        "DELETE FROM jobs WHERE kind = $1 AND key IN ({})",
+                        params(2, chunk.len())
+                    ),
+                    args![kind.as_str()],
+                ),
+            };
             a.extend(chunk.iter().map(|k| Arg::from(*k)));
             conn.exec(&sql, a).await?;
         }
@@ -682,6 +739,17 @@ async fn load<T: DeserializeOwned>(
     id: &str,
 ) -> Result<Option<T>, StoreError> {
     load_with(conn, sql, args![id]).await
+}
+
+pub(crate) fn session_row(hash: &str, r: &Row) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        hash: hash.to_owned(),
+        subject: r.owned_text(0)?,
+        csrf: r.owned_text(1)?,
+        data: r.owned_text(2)?,
+        created_at: Timestamp::from_millis(r.int(3)?),
+        expires_at: Timestamp::from_millis(r.int(4)?),
+    })
 }
 
 pub(crate) fn idempotency_row(
@@ -1046,6 +1114,7 @@ impl Tx for BufferedTx<'_> {
         id: &str,
         now: Timestamp,
         until: Timestamp,
+        per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError> {
         let d: Option<Delivery> = load_with(
             self.conn,
@@ -1055,6 +1124,35 @@ impl Tx for BufferedTx<'_> {
         )
         .await?;
         let Some(d) = d else { return Ok(None) };
+        // The receiver's live claims: in the database (those this job rewrites left out),
+        // plus this job's own.
+        let lane = d.lane();
+        let mine: Vec<&str> = self
+            .pending
+            .deliveries
+            .iter()
+            .map(|(p, _)| p.id.as_str())
+            .collect();
+        let mut sql =
+            String::from("SELECT COUNT(*) FROM deliveries WHERE lane = $1 AND claimed_until > $2");
+        if !mine.is_empty() {
+            sql.push_str(&format!(" AND id NOT IN ({})", params(3, mine.len())));
+        }
+        let mut a = args![&lane, now.millis()];
+        a.extend(mine.iter().map(|m| Arg::from(*m)));
+        let stored = match self.conn.row(&sql, a).await? {
+            Some(r) => r.int(0)?,
+            None => 0,
+        };
+        let pending = self
+            .pending
+            .deliveries
+            .iter()
+            .filter(|(p, claimed)| claimed.is_some_and(|u| u > now.millis()) && p.lane() == lane)
+            .count();
+        if stored + i64::try_from(pending).unwrap_or(i64::MAX) >= i64::from(per_lane) {
+            return Ok(None);
+        }
         self.pending.deliveries.retain(|(p, _)| p.id != d.id);
         self.pending
             .deliveries
@@ -1143,6 +1241,54 @@ impl Tx for BufferedTx<'_> {
             .sessions
             .push(SessionOp::Delete(hash.to_owned()));
         Ok(())
+    }
+
+    async fn take_session(
+        &mut self,
+        hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let unsaved = self.pending.sessions.iter().rev().find_map(|op| match op {
+            SessionOp::Put(r) if r.hash == hash => Some(Some(r.clone())),
+            SessionOp::Delete(h) if h == hash => Some(None),
+            _ => None,
+        });
+        let row = match unsaved {
+            Some(r) => r.filter(|r| r.expires_at > now),
+            None => self
+                .conn
+                .row(
+                    "SELECT subject, csrf, data, created_at, expires_at FROM sessions
+                     WHERE hash = $1 AND expires_at > $2",
+                    args![hash, now.millis()],
+                )
+                .await?
+                .map(|r| session_row(hash, &r))
+                .transpose()?,
+        };
+        if row.is_some() {
+            self.pending
+                .sessions
+                .push(SessionOp::Delete(hash.to_owned()));
+        }
+        Ok(row)
+    }
+
+    async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError> {
+        // By the leading characters, not a range of the key: a range would assume the
+        // database orders text by bytes, and a PostgreSQL database may collate otherwise.
+        let row = self
+            .conn
+            .row(
+                "SELECT COUNT(*) FROM sessions
+                 WHERE substr(hash, 1, length($1)) = $1 AND expires_at > $2",
+                args![prefix, now.millis()],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.int(0))
+            .transpose()?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 }
 

@@ -67,7 +67,6 @@ pub(crate) struct Portal {
     engine: Arc<Engine>,
     options: PortalOptions,
     oidc: Arc<oidc::Client>,
-    logins: Arc<session::Logins>,
 }
 
 impl Portal {
@@ -82,7 +81,6 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
         engine,
         options,
         oidc: Arc::new(oidc::Client::new()),
-        logins: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::home))

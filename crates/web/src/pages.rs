@@ -251,7 +251,17 @@ pub(crate) async fn login_oidc(
         }
     };
     let cookies = portal.cookies();
-    let id = portal.logins.start(login, portal.engine.now());
+    let id = match session::start_login(&portal.engine, &login).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "a sign-in could not be started");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "Too many sign-ins are under way; try again in a few minutes.",
+            );
+        }
+    };
     let cookie = cookies.set(cookies.login_name(), &id, session::LOGIN_TTL_MS / 1000);
     with_cookie(see_other(&url), &cookie)
 }
@@ -297,8 +307,10 @@ pub(crate) async fn login_callback(
     let cookies = portal.cookies();
     let clear = cookies.set(cookies.login_name(), "", 0);
     // The sign-in under way is taken out whatever happens next: it can be used once.
-    let login = session::cookie(&headers, cookies.login_name())
-        .and_then(|id| portal.logins.take(id, portal.engine.now()));
+    let login = match session::cookie(&headers, cookies.login_name()) {
+        Some(id) => session::take_login(&portal.engine, id).await,
+        None => None,
+    };
     let Some(login) = login else {
         return with_cookie(see_other("/login?error=expired"), &clear);
     };

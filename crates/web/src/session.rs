@@ -11,18 +11,20 @@
 //! before any handler runs: against the session's token, or, before sign-in (the dev sign-in
 //! form), against a random `pre` cookie the sign-in page set (double submit).
 //!
-//! A single sign-on under way is not a session: its state, nonce and PKCE verifier wait in
-//! [`Logins`], a bounded map in memory keyed by the hash of a `login` cookie, and are taken
-//! out (once) by the callback. So an anonymous visitor can make the server write nothing.
+//! A single sign-on under way is not a session: its state, nonce and PKCE verifier are kept
+//! by the engine in the database (beside the sessions, keyed by the hash of a `login` cookie,
+//! see [`start_login`]), so that the identity provider's callback may reach any replica, and
+//! are taken out (once) by the callback. At most `engine::MAX_LOGINS` wait at a time, each
+//! for ten minutes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::{Actor, Timestamp};
-use engine::{Engine, SessionRow};
+use engine::{Engine, EngineError, SessionRow};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -125,7 +127,7 @@ pub struct SessionData {
 
 /// What the callback of a sign-in must match: the `state` sent, the `nonce` the ID token
 /// must carry, the PKCE verifier, and where to go afterwards.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     pub state: String,
     pub nonce: String,
@@ -133,38 +135,27 @@ pub struct PendingLogin {
     pub next: String,
 }
 
-/// The most sign-ins that may be under way at once; past it, the oldest is forgotten.
-const MAX_LOGINS: usize = 10_000;
-
-/// Sign-ins under way, by the hash of their `login` cookie, with when they expire.
-#[derive(Default)]
-pub struct Logins {
-    map: Mutex<HashMap<String, (PendingLogin, i64)>>,
+/// Keeps a sign-in for [`LOGIN_TTL_MS`]; returns the `login` cookie's value.
+pub async fn start_login(engine: &Engine, login: &PendingLogin) -> Result<String, EngineError> {
+    let id = random_token();
+    // Four strings: serialising them cannot fail.
+    let data = serde_json::to_string(login).unwrap_or_default();
+    let until = Timestamp::from_millis(engine.now().millis() + LOGIN_TTL_MS);
+    engine.start_login(&hash(&id), data, until).await?;
+    Ok(id)
 }
 
-impl Logins {
-    /// Keeps a sign-in for [`LOGIN_TTL_MS`]; returns the `login` cookie's value.
-    pub fn start(&self, login: PendingLogin, now: Timestamp) -> String {
-        let id = random_token();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (_, until)| *until > now.millis());
-        if map.len() >= MAX_LOGINS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, until))| *until)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(hash(&id), (login, now.millis() + LOGIN_TTL_MS));
-        id
+/// Takes the sign-in a `login` cookie names, if it has not expired: it can be used once.
+pub async fn take_login(engine: &Engine, id: &str) -> Option<PendingLogin> {
+    if id.is_empty() || id.len() > 128 {
+        return None;
     }
-
-    /// Takes the sign-in a `login` cookie names, if it has not expired: it can be used once.
-    pub fn take(&self, id: &str, now: Timestamp) -> Option<PendingLogin> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let (login, until) = map.remove(&hash(id))?;
-        (until > now.millis()).then_some(login)
+    match engine.take_login(&hash(id)).await {
+        Ok(data) => data.and_then(|d| serde_json::from_str(&d).ok()),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a sign-in under way failed");
+            None
+        }
     }
 }
 
@@ -291,48 +282,6 @@ mod tests {
         ] {
             assert_eq!(local_path(bad), "/", "{bad}");
         }
-    }
-
-    fn login(state: &str) -> PendingLogin {
-        PendingLogin {
-            state: state.into(),
-            nonce: "n".into(),
-            verifier: "v".into(),
-            next: "/".into(),
-        }
-    }
-
-    #[test]
-    fn a_sign_in_under_way_is_taken_once_and_expires() {
-        let logins = Logins::default();
-        let t0 = Timestamp::from_millis(1_000_000);
-        let a = logins.start(login("a"), t0);
-        let b = logins.start(login("b"), t0);
-        let got = logins.take(&a, t0).expect("the first take");
-        assert_eq!(got.state, "a");
-        assert!(logins.take(&a, t0).is_none(), "a second take finds nothing");
-        assert!(logins.take("not-a-cookie", t0).is_none());
-        let late = Timestamp::from_millis(t0.millis() + LOGIN_TTL_MS);
-        assert!(logins.take(&b, late).is_none(), "expired");
-    }
-
-    #[test]
-    fn sign_ins_under_way_are_bounded() {
-        let logins = Logins::default();
-        let t0 = Timestamp::from_millis(1_000_000);
-        let first = logins.start(login("first"), t0);
-        for i in 1..=MAX_LOGINS {
-            logins.start(login("x"), Timestamp::from_millis(t0.millis() + i as i64));
-        }
-        assert_eq!(
-            logins.map.lock().expect("lock").len(),
-            MAX_LOGINS,
-            "never more than the bound"
-        );
-        assert!(
-            logins.take(&first, t0).is_none(),
-            "the oldest was forgotten"
-        );
     }
 
     #[test]

@@ -234,10 +234,10 @@ async fn sec_7_app_and_person_tokens_keep_to_their_kind() {
 async fn cli_token_create_app_prints_a_token_that_acts_as_the_app() {
     // Arrange: a configuration with an app, on a database of its own.
     let dir = tempfile::tempdir().expect("tmp");
-    let db = dir.path().join("cs.db");
+    let db = crate::helpers::database(dir.path()).await;
     let hcl = format!(
-        "server {{\n  database = \"sqlite://{}\"\n}}\nuser \"bob@example.com\" {{}}\n{CONFIG}",
-        db.display()
+        "server {{\n  database = \"{}\"\n}}\nuser \"bob@example.com\" {{}}\n{CONFIG}",
+        db.url()
     );
     let file = dir.path().join("countersign.hcl");
     std::fs::write(&file, &hcl).expect("write");

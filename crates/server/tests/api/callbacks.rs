@@ -501,7 +501,7 @@ async fn rule_23_a_hanging_receiver_does_not_hold_up_another() {
         (fast.got("ok").len() == 1).then_some(())
     })
     .await;
-    let hanging = slow.got("hang").len();
+    let hanging = u32::try_from(slow.got("hang").len()).expect("a count");
     assert!(
         (1..=engine::callback::PER_RECEIVER).contains(&hanging),
         "{hanging} calls to one receiver at once"

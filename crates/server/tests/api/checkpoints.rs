@@ -4,8 +4,9 @@
 //! `countersign audit verify --checkpoints` recomputes the chain from the event bodies it
 //! reads over the API and checks it against them.
 //!
-//! The attacks are made as an attacker with write access to the SQLite file would make them:
-//! drop the triggers that keep `events` append-only, then delete or rewrite rows. Each test
+//! The attacks are made as an attacker with write access to the database would make them
+//! (on SQLite or PostgreSQL, whichever the suite runs on): turn off the triggers that keep
+//! `events` append-only, then delete or rewrite rows. Each test
 //! also runs `audit verify` without checkpoints, which cannot see the attack, so that the
 //! difference checkpoints make is shown (and would be noticed if it went away).
 
@@ -17,7 +18,7 @@ use audit::SigningKey;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, PgConnection, Row, SqliteConnection};
 
 use crate::helpers::{START_MS, TestApp, id_of};
 
@@ -103,19 +104,102 @@ async fn verify(app: &TestApp, with: Option<(&Path, &str)>) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// The database as an attacker opens it: with the append-only triggers dropped.
-async fn tamper(app: &TestApp) -> SqliteConnection {
-    let url = format!("sqlite://{}", app.dir.path().join("cs.db").display());
-    let mut conn = SqliteConnection::connect(&url)
-        .await
-        .expect("open the database");
-    for sql in [
-        "DROP TRIGGER events_no_update",
-        "DROP TRIGGER events_no_delete",
-    ] {
-        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+/// The database as an attacker opens it: with the triggers that keep `events` append-only
+/// turned off.
+enum Tampered {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// One row of `events`: `seq`, `at`, `body`.
+type EventRow = (i64, i64, String);
+
+impl Tampered {
+    async fn open(app: &TestApp) -> Tampered {
+        let url = app.db.url();
+        if app.db.is_postgres() {
+            let mut conn = PgConnection::connect(url).await.expect("open the database");
+            let sql = "ALTER TABLE events DISABLE TRIGGER USER";
+            sqlx::query(sql).execute(&mut conn).await.expect(sql);
+            Tampered::Postgres(conn)
+        } else {
+            let mut conn = SqliteConnection::connect(url)
+                .await
+                .expect("open the database");
+            for sql in [
+                "DROP TRIGGER events_no_update",
+                "DROP TRIGGER events_no_delete",
+            ] {
+                sqlx::query(sql).execute(&mut conn).await.expect(sql);
+            }
+            Tampered::Sqlite(conn)
+        }
     }
-    conn
+
+    /// Deletes every event after `seq`.
+    async fn delete_after(&mut self, seq: i64) {
+        let done = match self {
+            Tampered::Sqlite(c) => sqlx::query("DELETE FROM events WHERE seq > ?")
+                .bind(seq)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()),
+            Tampered::Postgres(c) => sqlx::query("DELETE FROM events WHERE seq > $1")
+                .bind(seq)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        assert!(done.expect("delete") > 0, "events were deleted");
+    }
+
+    /// Every event, in order.
+    async fn events(&mut self) -> Vec<EventRow> {
+        let sql = "SELECT seq, at, body FROM events ORDER BY seq";
+        match self {
+            Tampered::Sqlite(c) => sqlx::query(sql)
+                .fetch_all(c)
+                .await
+                .expect("read events")
+                .iter()
+                .map(|r| (r.get("seq"), r.get("at"), r.get("body")))
+                .collect(),
+            Tampered::Postgres(c) => sqlx::query(sql)
+                .fetch_all(c)
+                .await
+                .expect("read events")
+                .iter()
+                .map(|r| (r.get("seq"), r.get("at"), r.get("body")))
+                .collect(),
+        }
+    }
+
+    /// Replaces event `seq`'s body and hashes.
+    async fn rewrite(&mut self, seq: i64, body: &str, prev_hash: &str, hash: &str) {
+        let done = match self {
+            Tampered::Sqlite(c) => {
+                sqlx::query("UPDATE events SET body = ?, prev_hash = ?, hash = ? WHERE seq = ?")
+                    .bind(body)
+                    .bind(prev_hash)
+                    .bind(hash)
+                    .bind(seq)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            Tampered::Postgres(c) => {
+                sqlx::query("UPDATE events SET body = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+                    .bind(body)
+                    .bind(prev_hash)
+                    .bind(hash)
+                    .bind(seq)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        };
+        assert_eq!(done.expect("rewrite"), 1, "event {seq} rewritten");
+    }
 }
 
 /// What a server started now on the same database and configuration finds when it compares
@@ -144,12 +228,7 @@ async fn hardening_3_truncation_is_detected_by_checkpoints() {
     assert_eq!(intact, 0, "{intact_out}");
 
     // Act: the attacker deletes the three newest events.
-    let mut db = tamper(&app).await;
-    sqlx::query("DELETE FROM events WHERE seq > ?")
-        .bind(count - 3)
-        .execute(&mut db)
-        .await
-        .expect("delete");
+    Tampered::open(&app).await.delete_after(count - 3).await;
     let (plain, plain_out) = verify(&app, None).await;
     let (checked, checked_out) = verify(&app, Some((&file, &key))).await;
 
@@ -184,29 +263,15 @@ async fn hardening_3_a_rewrite_with_recomputed_hashes_is_detected() {
 
     // Act: the attacker makes mallory the requester of the first request, and recomputes
     // every hash from there on, exactly as the server computes them.
-    let mut db = tamper(&app).await;
-    let rows = sqlx::query("SELECT seq, at, body FROM events ORDER BY seq")
-        .fetch_all(&mut db)
-        .await
-        .expect("read events");
+    let mut db = Tampered::open(&app).await;
     let mut prev = audit::chain::GENESIS.to_owned();
-    for row in rows {
-        let seq: i64 = row.get("seq");
-        let at: i64 = row.get("at");
-        let mut body: String = row.get("body");
+    for (seq, at, mut body) in db.events().await {
         if seq == 1 {
             assert!(body.contains("alice@example.com"), "{body}");
             body = body.replace("alice@example.com", "mallory@example.com");
         }
         let hash = audit::chain::hash(&prev, seq, at, &body);
-        sqlx::query("UPDATE events SET body = ?, prev_hash = ?, hash = ? WHERE seq = ?")
-            .bind(&body)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(seq)
-            .execute(&mut db)
-            .await
-            .expect("rewrite");
+        db.rewrite(seq, &body, &prev, &hash).await;
         prev = hash;
     }
     let (plain, plain_out) = verify(&app, None).await;
@@ -320,10 +385,11 @@ async fn hardening_3_a_checkpoint_is_written_on_shutdown() {
     let pem = SigningKey::generate_pem().expect("keygen");
     let key = SigningKey::parse(&pem).expect("key");
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::helpers::database(dir.path()).await;
     std::fs::write(dir.path().join("audit-key.pem"), &pem).expect("key file");
     let src = format!(
-        "server {{\n  database = \"sqlite://{}\"\n}}\n{}\n{RESOURCE}",
-        dir.path().join("cs.db").display(),
+        "server {{\n  database = \"{}\"\n}}\n{}\n{RESOURCE}",
+        db.url(),
         crate::helpers::people_and_connectors(dir.path()),
     );
     let path = dir.path().join("countersign.hcl");

@@ -113,10 +113,11 @@ async fn cli_request_create_wait_exits_2_when_cancelled() {
 async fn hardening_7_no_colour_codes_when_the_log_is_not_a_terminal() {
     // Arrange: a server on a free loopback port, with a durable database of its own.
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::helpers::database(dir.path()).await;
     let config = dir.path().join("countersign.hcl");
     let hcl = format!(
-        "server {{\n  listen = \"127.0.0.1:0\"\n  database = \"sqlite://{}\"\n}}\n",
-        dir.path().join("cs.db").display()
+        "server {{\n  listen = \"127.0.0.1:0\"\n  database = \"{}\"\n}}\n",
+        db.url()
     );
     std::fs::write(&config, hcl).expect("write the configuration");
 

@@ -368,9 +368,10 @@ async fn hardening_2_a_declared_body_over_64_kib_is_refused_at_once() {
 async fn hardening_2_shutdown_does_not_wait_for_connections_without_a_request() {
     // Arrange: a server whose shutdown the test holds, with long timeouts.
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::helpers::database(dir.path()).await;
     let src = format!(
-        "server {{\n  database = \"sqlite://{}\"\n  header_read_timeout = \"5m\"\n  idle_timeout = \"1h\"\n}}\n",
-        dir.path().join("cs.db").display()
+        "server {{\n  database = \"{}\"\n  header_read_timeout = \"5m\"\n  idle_timeout = \"1h\"\n}}\n",
+        db.url()
     );
     let config = config::load_str("c.hcl", &src).expect("config");
     let clock = std::sync::Arc::new(engine::ManualClock::new(domain::Timestamp::from_millis(

@@ -158,6 +158,7 @@ async fn grant_state(api: &Api, id: &str) -> Option<Value> {
 async fn rule_17_revocation_survives_a_server_crash() {
     // Arrange: a configuration file for the real binary, on a free loopback port.
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::helpers::database(dir.path()).await;
     let port = free_port().await;
     let config = dir.path().join("countersign.hcl");
     let hcl = format!(
@@ -165,7 +166,7 @@ async fn rule_17_revocation_survives_a_server_crash() {
 server {{
   listen     = "127.0.0.1:{port}"
   public_url = "http://127.0.0.1:{port}"
-  database   = "sqlite://{db}"
+  database   = "{db}"
 }}
 {people}
 resource "shell" {{
@@ -175,7 +176,7 @@ resource "shell" {{
   workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
 }}
 "#,
-        db = dir.path().join("cs.db").display(),
+        db = db.url(),
         people = people_and_connectors(dir.path()),
     );
     std::fs::write(&config, hcl).expect("write the configuration");

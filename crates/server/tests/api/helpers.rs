@@ -1,8 +1,8 @@
 //! The harness: a real server on a loopback port, driven over HTTP.
 //!
 //! [`TestApp::spawn`] writes a configuration (the fixed people below, two exec connectors and
-//! the test's resources) into a temporary directory, opens the engine on a SQLite file there
-//! with a [`ManualClock`], serves the real router on `127.0.0.1:0` without the background
+//! the test's resources) into a temporary directory, opens the engine on a database of its own
+//! ([`database`]: a SQLite file there, or a fresh PostgreSQL database) with a [`ManualClock`], serves the real router on `127.0.0.1:0` without the background
 //! worker, and mints one bearer token per user. Time moves only through [`TestApp::advance`],
 //! which then runs the due jobs itself, so no in-process test sleeps.
 //!
@@ -11,13 +11,16 @@
 //! deadline and never asserts how long anything took.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use engine::{Engine, ManualClock};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sqlx::Connection;
 
 /// 2026-01-01T00:00:00Z, where every manual clock starts.
 pub const START_MS: i64 = 1_767_225_600_000;
@@ -94,6 +97,166 @@ pub fn connector_calls(dir: &Path) -> Vec<ConnectorCall> {
         .collect()
 }
 
+/// The database of one test's server. Every test that opens a store or writes a
+/// `database = …` setting takes it from [`database`], so that the whole suite runs on either
+/// backend:
+///
+/// - by default, or with `COUNTERSIGN_TEST_STORE=sqlite`, a SQLite file `cs.db` in the
+///   test's temporary directory;
+/// - with `COUNTERSIGN_TEST_STORE=postgres`, a database `cs_api_<random hex>` created for the
+///   test on the server `COUNTERSIGN_TEST_PG_URL` names (its role needs `CREATEDB`;
+///   `.ci/postgres.sh` makes one), dropped again `WITH (FORCE)` when this value is dropped.
+pub struct TestDatabase {
+    url: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres {
+        /// The URL the database was created through, to drop it again.
+        admin: String,
+        name: String,
+    },
+}
+
+/// A database of its own for the test whose temporary directory is `dir` (see
+/// [`TestDatabase`]). Panics when `COUNTERSIGN_TEST_STORE` asks for PostgreSQL and no server is
+/// named, or names a store that does not exist: a run asked for on PostgreSQL must not
+/// quietly run on SQLite.
+pub async fn database(dir: &Path) -> TestDatabase {
+    let store = std::env::var("COUNTERSIGN_TEST_STORE").unwrap_or_default();
+    match store.as_str() {
+        "" | "sqlite" => sqlite_database(dir),
+        "postgres" => postgres_database().await,
+        other => panic!("COUNTERSIGN_TEST_STORE={other}: expected `sqlite` or `postgres`"),
+    }
+}
+
+/// A SQLite file `cs.db` in `dir`, whichever store the suite runs on.
+pub fn sqlite_database(dir: &Path) -> TestDatabase {
+    let path = dir.join("cs.db");
+    TestDatabase {
+        url: format!("sqlite://{}", path.display()),
+        backend: Backend::Sqlite(path),
+    }
+}
+
+/// A new PostgreSQL database on the server `COUNTERSIGN_TEST_PG_URL` names, whichever store
+/// the suite runs on; panics without the variable.
+pub async fn postgres_database() -> TestDatabase {
+    let admin = match std::env::var("COUNTERSIGN_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!(
+            "COUNTERSIGN_TEST_PG_URL is not set: the PostgreSQL tests (and every test under \
+             COUNTERSIGN_TEST_STORE=postgres) need a server whose role may CREATE DATABASE \
+             (bash .ci/postgres.sh starts one and prints its URL)"
+        ),
+    };
+    let name = format!("cs_api_{:016x}", random_u64());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to COUNTERSIGN_TEST_PG_URL: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} (does the role have CREATEDB?): {e}"));
+    let _ = conn.close().await;
+    TestDatabase {
+        url: with_database(&admin, &name),
+        backend: Backend::Postgres { admin, name },
+    }
+}
+
+impl TestDatabase {
+    /// The URL for the configuration's `database` setting.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    /// Whether nothing has been created in the database yet: no SQLite file, or no table in
+    /// the PostgreSQL database outside the system schemas.
+    pub async fn is_untouched(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(path) => !path.exists(),
+            Backend::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect to the test's database");
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM information_schema.tables \
+                     WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .expect("count the tables");
+                let _ = conn.close().await;
+                tables == 0
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Backend::Postgres { admin, name } = &self.backend else {
+            return;
+        };
+        // Drop is synchronous and may run on a single-threaded runtime: drop the database
+        // from a thread with a runtime of its own. WITH (FORCE) ends the sessions the test's
+        // server still holds. A failure only leaves a database behind on a throwaway server.
+        let admin = admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = conn.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("note: the test database {name} was not dropped: {e}");
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name` (the query string, such as `sslmode`,
+/// kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, format!("?{q}")),
+        None => (rest, String::new()),
+    };
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// A random number for a database name: a counter (distinct within this run) hashed with
+/// the process's random hash keys (distinct across runs, with overwhelming likelihood).
+fn random_u64() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// An HTTP client for one server, holding a bearer token per user.
 pub struct Api {
     pub base: String,
@@ -103,6 +266,9 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Api {
+        // reqwest is built without a TLS provider; the engine installs one when it opens, but
+        // a test that drives only a server process opens no engine.
+        engine::connector::install_tls_provider();
         Api {
             base,
             tokens: BTreeMap::new(),
@@ -181,7 +347,30 @@ pub struct TestApp {
     pub api: Api,
     pub engine: Arc<Engine>,
     pub clock: Arc<ManualClock>,
+    /// Dropped before `dir`, which holds its SQLite file.
+    pub db: TestDatabase,
     pub dir: tempfile::TempDir,
+}
+
+/// Serves `engine` on `listener` in the background, without its worker (tests move the
+/// manual clock and run due jobs themselves), with the portal's development sign-in.
+fn serve(listener: tokio::net::TcpListener, engine: &Arc<Engine>) {
+    let options = countersign::RunOptions {
+        worker: false,
+        portal: web::PortalOptions { dev_login: true },
+    };
+    tokio::spawn(countersign::run(
+        listener,
+        engine.clone(),
+        options,
+        std::future::pending(),
+    ));
+}
+
+/// A second server on a [`TestApp`]'s database (see [`TestApp::replica`]).
+pub struct Replica {
+    pub api: Api,
+    pub engine: Arc<Engine>,
 }
 
 impl TestApp {
@@ -212,6 +401,7 @@ impl TestApp {
         resources_hcl: &str,
     ) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
+        let db = database(dir.path()).await;
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write a file");
         }
@@ -223,8 +413,8 @@ impl TestApp {
             format!("  public_url = \"http://{addr}\"\n")
         };
         let src = format!(
-            "server {{\n  database = \"sqlite://{}\"\n{public_url}{server_hcl}\n}}\n{}\n{resources_hcl}",
-            dir.path().join("cs.db").display(),
+            "server {{\n  database = \"{}\"\n{public_url}{server_hcl}\n}}\n{}\n{resources_hcl}",
+            db.url(),
             people_and_connectors(dir.path()),
         );
         // A file in the temporary directory, so that exec connectors run there.
@@ -237,16 +427,7 @@ impl TestApp {
             .await
             .expect("open the engine");
 
-        let options = countersign::RunOptions {
-            worker: false,
-            portal: web::PortalOptions { dev_login: true },
-        };
-        tokio::spawn(countersign::run(
-            listener,
-            engine.clone(),
-            options,
-            std::future::pending(),
-        ));
+        serve(listener, &engine);
 
         let mut api = Api::new(format!("http://{addr}"));
         for user in USERS {
@@ -257,8 +438,29 @@ impl TestApp {
             api,
             engine,
             clock,
+            db,
             dir,
         }
+    }
+
+    /// Another server on this one's database, configuration and manual clock: a second
+    /// replica (PRODUCT.md §6), with its own store, engine and port, and the same tokens.
+    pub async fn replica(&self) -> Replica {
+        let path = self.dir.path().join("countersign.hcl");
+        let src = std::fs::read_to_string(&path).expect("read the configuration");
+        let config = config::load_str(path.to_str().expect("utf-8 path"), &src)
+            .unwrap_or_else(|e| panic!("the test's configuration does not load:\n{e}"));
+        let engine = countersign::open(config, self.clock.clone())
+            .await
+            .expect("open the second replica");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        serve(listener, &engine);
+        let mut api = Api::new(format!("http://{addr}"));
+        api.tokens = self.api.tokens.clone();
+        Replica { api, engine }
     }
 
     /// Mints a token for each configured app and keeps it under the app's name, so that

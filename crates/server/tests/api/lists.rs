@@ -185,27 +185,64 @@ async fn check_lists(app: &TestApp, ids: &[String], limit: u32) {
     }
 }
 
+/// The test's database opened directly, on either store, to look at and change what the
+/// server cannot be asked through its API.
+enum Raw {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Raw {
+    async fn open(app: &TestApp) -> Raw {
+        use sqlx::Connection;
+        let url = app.db.url();
+        if app.db.is_postgres() {
+            Raw::Postgres(sqlx::PgConnection::connect(url).await.expect("open"))
+        } else {
+            Raw::Sqlite(sqlx::SqliteConnection::connect(url).await.expect("open"))
+        }
+    }
+
+    async fn exec(&mut self, sql: &'static str) {
+        match self {
+            Raw::Sqlite(c) => sqlx::query(sql).execute(c).await.map(|_| ()),
+            Raw::Postgres(c) => sqlx::query(sql).execute(c).await.map(|_| ()),
+        }
+        .expect(sql);
+    }
+
+    /// `(person, reviewable)` of a request's rows.
+    async fn people(&mut self, request: &str) -> Vec<(String, i64)> {
+        let sql =
+            "SELECT person, CAST(reviewable AS BIGINT) FROM request_people WHERE request_id = $1";
+        match self {
+            Raw::Sqlite(c) => sqlx::query_as(sql).bind(request).fetch_all(c).await,
+            Raw::Postgres(c) => sqlx::query_as(sql).bind(request).fetch_all(c).await,
+        }
+        .expect("read request_people")
+    }
+
+    async fn count(&mut self, sql: &'static str) -> i64 {
+        match self {
+            Raw::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+            Raw::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+        }
+        .expect(sql)
+    }
+}
+
 /// The `request_people` rows of each request are exactly its `Request::audience` (the
 /// engine judges every listed request again, so a row too many would not show in a list; it
-/// is looked for here, in the SQLite file).
+/// is looked for here, in the database).
 async fn check_rows(app: &TestApp, requests: &[Request]) {
-    let path = app.dir.path().join("cs.db");
-    if !path.exists() {
-        return;
-    }
-    let url = format!("sqlite://{}", path.display());
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("open the database");
+    let mut db = Raw::open(app).await;
     for r in requests {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT person, reviewable FROM request_people WHERE request_id = ?")
-                .bind(&r.id)
-                .fetch_all(&mut db)
-                .await
-                .expect("read request_people");
-        let rows: std::collections::BTreeMap<String, bool> =
-            rows.into_iter().map(|(p, v)| (p, v == 1)).collect();
+        let rows: std::collections::BTreeMap<String, bool> = db
+            .people(&r.id)
+            .await
+            .into_iter()
+            .map(|(p, v)| (p, v == 1))
+            .collect();
         assert_eq!(rows, r.audience(), "the rows of {}", r.id);
     }
 }
@@ -638,15 +675,12 @@ async fn lists_rows_of_requests_stored_before_the_index_are_filled_at_open() {
     app.app_tokens(&["deployer"]).await;
     let ids = mixed_requests(&app, 60).await;
     decide_some(&app, &ids).await;
-    let url = format!("sqlite://{}", app.dir.path().join("cs.db").display());
-    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .expect("open the database");
+    let mut db = Raw::open(&app).await;
     for sql in [
         "DELETE FROM request_people",
         "INSERT INTO store_chores (name) VALUES ('request_people')",
     ] {
-        sqlx::query(sql).execute(&mut db).await.expect(sql);
+        db.exec(sql).await;
     }
     let (_, empty) = app.get("alice", "/v1/requests").await;
     assert_eq!(empty["requests"], json!([]), "the index is what lists read");
@@ -660,10 +694,7 @@ async fn lists_rows_of_requests_stored_before_the_index_are_filled_at_open() {
     again.store().close().await;
 
     // Assert
-    let (chore,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM store_chores")
-        .fetch_one(&mut db)
-        .await
-        .expect("count");
+    let chore = db.count("SELECT COUNT(*) FROM store_chores").await;
     assert_eq!(chore, 0, "the chore is done");
     check_lists(&app, &ids, 50).await;
 }

@@ -4,6 +4,10 @@
 //!
 //! Each test is arrange / act / assert and names the rule of PRODUCT.md it proves (`rule_N_…`
 //! for §3, `sec_5_…` and `sec_7_…` for the API and security sections, `cli_…` for the CLI).
+//!
+//! Each test's server has a database of its own (`helpers::database`): a SQLite file by
+//! default, a fresh PostgreSQL database with `COUNTERSIGN_TEST_STORE=postgres` and
+//! `COUNTERSIGN_TEST_PG_URL`. The same tests run on both stores.
 
 mod apps;
 mod browser;
@@ -12,6 +16,7 @@ mod checkpoints;
 mod cli;
 mod connections;
 mod connector;
+mod copy;
 mod graphql;
 mod helpers;
 mod lifecycle;
@@ -21,6 +26,7 @@ mod openapi;
 mod policies;
 mod portal;
 mod portal_e2e;
+mod replicas;
 mod rules;
 mod security;
 mod surface;

@@ -888,12 +888,13 @@ async fn sec_5_admin_views_filter_revoke_and_verify_for_admins_only() {
 async fn sec_7_serve_dev_is_refused_unless_listening_on_loopback() {
     // Arrange
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::helpers::database(dir.path()).await;
     let path = dir.path().join("c.hcl");
     std::fs::write(
         &path,
         format!(
-            "server {{\n  listen = \"0.0.0.0:0\"\n  database = \"sqlite://{}\"\n}}\n",
-            dir.path().join("cs.db").display()
+            "server {{\n  listen = \"0.0.0.0:0\"\n  database = \"{}\"\n}}\n",
+            db.url()
         ),
     )
     .expect("write");
@@ -913,7 +914,7 @@ async fn sec_7_serve_dev_is_refused_unless_listening_on_loopback() {
         stderr.contains("--dev sign-in is only offered on a loopback address"),
         "{stderr}"
     );
-    assert!(!dir.path().join("cs.db").exists(), "nothing was opened");
+    assert!(db.is_untouched().await, "nothing was opened");
 }
 
 /// A link to `/login/oidc` from anywhere must not end the session of someone signed in (no
