@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::{Delivery, Grant, Request, TimerKind, Timestamp};
+use domain::{Delivery, Grant, Request, RequestState, TimerKind, Timestamp};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
@@ -285,16 +285,17 @@ impl Store for SqlStore {
             }
             Some(person) => {
                 // The person's rows of `request_people`, walked in the list's order, each
-                // joined to its request. SQLite takes the tables in the order written after
-                // `CROSS JOIN`, and is told the index a filter needs (it has no statistics to
-                // choose by); PostgreSQL chooses by its own.
+                // joined to its request: through the partial index of the rows they may
+                // decide, or of the pending ones, when the list asks for those, else through
+                // the table itself (its key starts with the person). The partial indexes fit
+                // only where the statement names their condition as a literal. SQLite takes
+                // the tables in the order written after `CROSS JOIN`, and is told the index (it
+                // has no statistics to choose by); PostgreSQL chooses by its own.
+                let pending = f.state == Some(RequestState::Pending);
                 let hint = match self.dialect() {
                     Dialect::Postgres => "",
                     Dialect::Sqlite if f.reviewable => " INDEXED BY request_people_reviewable",
-                    Dialect::Sqlite if f.state.is_some() => " INDEXED BY request_people_by_state",
-                    Dialect::Sqlite if f.resource.is_some() => {
-                        " INDEXED BY request_people_by_resource"
-                    }
+                    Dialect::Sqlite if pending => " INDEXED BY request_people_pending",
                     Dialect::Sqlite => "",
                 };
                 q = Query::new(&format!(
@@ -303,10 +304,13 @@ impl Store for SqlStore {
                 ));
                 q.bind(" AND p.person = #", person.as_str());
                 if f.reviewable {
-                    // A literal, so that the partial index `request_people_reviewable` fits.
                     q.push(" AND p.reviewable = 1");
                 }
-                q.bind_opt(" AND p.state = #", f.state.map(|s| s.as_str()));
+                if pending {
+                    q.push(" AND p.state = 'pending'");
+                } else {
+                    q.bind_opt(" AND p.state = #", f.state.map(|s| s.as_str()));
+                }
                 q.bind_opt(" AND p.resource = #", f.resource.as_deref());
                 q.bind_opt(" AND r.requester = #", f.requester.as_deref());
                 ("p.created_at", "p.request_id")

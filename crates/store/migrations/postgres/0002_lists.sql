@@ -9,8 +9,8 @@ CREATE TABLE request_people (
     reviewable INTEGER NOT NULL,
     PRIMARY KEY (person, created_at, request_id)
 );
-CREATE INDEX request_people_by_state ON request_people (person, state, created_at, request_id);
-CREATE INDEX request_people_by_resource ON request_people (person, resource, created_at, request_id);
+CREATE INDEX request_people_pending ON request_people (person, created_at, request_id)
+    WHERE state = 'pending';
 CREATE INDEX request_people_reviewable ON request_people (person, created_at, request_id)
     WHERE reviewable = 1;
 

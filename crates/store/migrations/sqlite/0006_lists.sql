@@ -5,8 +5,8 @@
 -- whether that person may decide the request now (`Request::audience` in the domain decides
 -- both; the writer upserts a request's rows in the transaction that writes the request, and a
 -- request's audience only grows, so rows are never deleted).
--- `state` and `resource` are the request's, repeated so that the filters of a person's list
--- are answered by an index too.
+-- `state` and `resource` are the request's, repeated so that a person's rows can be filtered
+-- without reading the requests.
 CREATE TABLE request_people (
     person     TEXT NOT NULL,
     created_at INTEGER NOT NULL,
@@ -16,8 +16,10 @@ CREATE TABLE request_people (
     reviewable INTEGER NOT NULL,
     PRIMARY KEY (person, created_at, request_id)
 ) WITHOUT ROWID;
-CREATE INDEX request_people_by_state ON request_people (person, state, created_at, request_id);
-CREATE INDEX request_people_by_resource ON request_people (person, resource, created_at, request_id);
+-- `state=pending`: only the rows of pending requests. Other states are most of the rows, so a
+-- person's rows are walked for them (and for `resource`), as they are for the whole list.
+CREATE INDEX request_people_pending ON request_people (person, created_at, request_id)
+    WHERE state = 'pending';
 -- The inbox (`reviewable_by=me`): only the rows of people who may decide now.
 CREATE INDEX request_people_reviewable ON request_people (person, created_at, request_id)
     WHERE reviewable = 1;
