@@ -12,7 +12,7 @@
 //! the people its steps name and the creating application are fixed when it is created;
 //! assignments add people), which `crates/domain/tests/audience.rs` checks through every kind
 //! of transition. An upsert touches only the rows whose state or `reviewable` changed, where
-//! deleting and inserting every row would rewrite all five b-trees of each, on every decision.
+//! deleting and inserting every row would rewrite the table and its indexes on every decision.
 //! Should a row ever outlive its person's place in the audience, the engine still judges each
 //! listed request with `Request::visible_to` before showing it.
 
