@@ -29,6 +29,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(explain_request))
         .routes(routes!(list_deliveries))
         .routes(routes!(redeliver))
+        .routes(routes!(list_notifications))
+        .routes(routes!(resend_notification))
         .routes(routes!(simulate))
         .routes(routes!(review_request))
         .routes(routes!(cancel_request))
@@ -253,6 +255,40 @@ async fn redeliver(
     Ok(Json(DeliveryList {
         deliveries: list.iter().map(convert::delivery).collect(),
     }))
+}
+
+/// What was sent about a request, to whom, on which channel, and every attempt (rule 32);
+/// anyone who may see the request.
+#[utoipa::path(get, path = "/v1/requests/{id}/notifications", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "The request's notifications, oldest first", body = NotificationList),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody)))]
+async fn list_notifications(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NotificationList>> {
+    let list = state.engine.notifications(&actor, &id).await?;
+    Ok(Json(NotificationList {
+        notifications: list.iter().map(convert::notification).collect(),
+    }))
+}
+
+/// Sends a notification again, with the same id and a fresh retry window; admins only.
+#[utoipa::path(post, path = "/v1/requests/{id}/notifications/{notification}/resend", tag = "requests",
+    params(("id" = String, Path), ("notification" = String, Path)),
+    responses((status = 200, description = "The notification, rearmed", body = NotificationView),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such request or notification, or the caller may not see it", body = ErrorBody)))]
+async fn resend_notification(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, notification)): Path<(String, String)>,
+) -> ApiResult<Json<NotificationView>> {
+    let d = state
+        .engine
+        .resend_notification(&actor, &id, &notification)
+        .await?;
+    Ok(Json(convert::notification(&d)))
 }
 
 /// The one value `reviewable_by` accepts.

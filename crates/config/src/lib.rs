@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use domain::notify::{NotifyRule, Reach};
 use domain::{Directory, PolicyRef, ResourceDef, Span};
 
 pub use load::{load_files, load_str};
@@ -448,4 +449,87 @@ pub struct Config {
     /// Every policy reference with where it is written (`file:line: in resource "x"`), so
     /// that a query the bundle does not define is reported at its line.
     pub policy_sites: Vec<(PolicyRef, String)>,
+    /// Where notifications go, by name.
+    pub channels: BTreeMap<String, Channel>,
+    /// The notification router's rules: the `notify` blocks, or the default rules when there
+    /// are none (`domain::notify::default_rules`).
+    pub notify: Vec<NotifyRule>,
+}
+
+/// A `channel` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    Email(EmailChannel),
+    Webhook(WebhookChannel),
+}
+
+impl Channel {
+    /// How the channel delivers: one message per person, or one copy of each event.
+    pub fn reach(&self) -> Reach {
+        match self {
+            Channel::Email(_) => Reach::People,
+            Channel::Webhook(_) => Reach::Event,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Email(_) => "email",
+            Channel::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// How an email channel secures its SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (refused if the server cannot).
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+    /// No TLS: only to loopback or to hosts `outbound_allow` lists.
+    None,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct EmailChannel {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender address (`Countersign <countersign@example.com>` or a bare address).
+    pub from: String,
+    /// How long one message may take, connection included.
+    pub timeout: Span,
+}
+
+impl fmt::Debug for EmailChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailChannel")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("from", &self.from)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookChannel {
+    pub url: String,
+    /// The Standard Webhooks signing key.
+    pub secret: String,
+    pub timeout: Span,
+}
+
+impl fmt::Debug for WebhookChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookChannel")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }

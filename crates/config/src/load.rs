@@ -49,6 +49,8 @@ pub(crate) struct RawConfig {
     pub apps: Vec<(Loc, String, RawApp)>,
     pub connectors: Vec<(Loc, String, RawConnector)>,
     pub resources: Vec<(Loc, String, RawResource)>,
+    pub channels: Vec<(Loc, String, RawChannel)>,
+    pub notify: Vec<(Loc, String, RawNotify)>,
 }
 
 thread_local! {
@@ -199,6 +201,8 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             "app",
             "connector",
             "resource",
+            "channel",
+            "notify",
         ]
         .contains(&kind)
         {
@@ -206,7 +210,7 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
                 None,
                 format!(
                     "unknown block type {kind:?}; expected server, oidc, audit, user, group, \
-                     app, connector or resource"
+                     app, connector, resource, channel or notify"
                 ),
             ));
             continue;
@@ -272,6 +276,16 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             "connector" => {
                 if let Some(v) = typed(value, &loc, errors) {
                     raw.connectors.push((loc, name, v));
+                }
+            }
+            "channel" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    raw.channels.push((loc, name, v));
+                }
+            }
+            "notify" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    raw.notify.push((loc, name, v));
                 }
             }
             _ => {

@@ -212,3 +212,34 @@ pub struct RawResource {
     pub policies: Vec<RawPolicyRef>,
     pub workflow: RawWorkflow,
 }
+
+/// A `channel "NAME"` block: where notifications go (email or a signed webhook).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    #[serde(rename = "type")]
+    pub kind: String,
+    // email
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+    // webhook
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// A `notify "NAME"` block: a routing rule of the notification router.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    pub via: Vec<String>,
+}

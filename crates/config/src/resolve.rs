@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use domain::notify::{Audience, NotifyEvent, NotifyRule, Reach, Via};
 use domain::{
     AppDef, Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers,
     Span, StepDef, UserDef, Workflow,
@@ -12,9 +13,9 @@ use domain::{
 use crate::load::{Loc, RawConfig};
 use crate::raw::*;
 use crate::{
-    AuditConfig, CallbackSettings, CheckpointWebhook, Config, ConfigError, ConnectorDef,
-    ExecConnector, HttpLimits, OidcConfig, OptionsSource, OutboundAllow, PostgresConnector,
-    ServerConfig, UserTemplate, WebhookConnector,
+    AuditConfig, CallbackSettings, Channel, CheckpointWebhook, Config, ConfigError, ConnectorDef,
+    EmailChannel, ExecConnector, HttpLimits, OidcConfig, OptionsSource, OutboundAllow,
+    PostgresConnector, ServerConfig, SmtpTls, UserTemplate, WebhookChannel, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -319,6 +320,22 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         }
     }
 
+    let mut channels = BTreeMap::new();
+    for (loc, name, c) in raw.channels {
+        if !valid_name(&name) {
+            errors.push(loc.err(None, format!("invalid channel name {name:?}")));
+            continue;
+        }
+        if channels.contains_key(&name) {
+            errors.push(loc.err(None, format!("channel {name:?} is defined twice")));
+            continue;
+        }
+        if let Some(ch) = channel(&loc, c, &server.outbound_allow, errors) {
+            channels.insert(name, ch);
+        }
+    }
+    let notify = notify_rules(raw.notify, &channels, &directory, errors);
+
     Config {
         server,
         directory,
@@ -328,7 +345,258 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         oidc,
         audit,
         policy_sites,
+        channels,
+        notify,
     }
+}
+
+const DEFAULT_CHANNEL_TIMEOUT_SECS: u64 = 10;
+
+/// A `channel` block: every key is checked against the type, as a connector's are.
+fn channel(
+    loc: &Loc,
+    c: RawChannel,
+    allow: &OutboundAllow,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Channel> {
+    let before = errors.len();
+    let kind = c.kind.clone();
+    let mut only = |key: &str, set: bool, of: &str| {
+        if set && kind != of {
+            errors.push(loc.err(
+                Some(key),
+                format!("{key} does not apply to a {kind} channel"),
+            ));
+        }
+    };
+    only("host", c.host.is_some(), "email");
+    only("port", c.port.is_some(), "email");
+    only("tls", c.tls.is_some(), "email");
+    only("username", c.username.is_some(), "email");
+    only("password", c.password.is_some(), "email");
+    only("from", c.from.is_some(), "email");
+    only("url", c.url.is_some(), "webhook");
+    only("secret", c.secret.is_some(), "webhook");
+    let timeout = span(loc, "timeout", c.timeout.as_deref(), errors)
+        .unwrap_or(Span::from_secs(DEFAULT_CHANNEL_TIMEOUT_SECS));
+    if timeout.secs() == 0 || timeout.secs() > 300 {
+        errors.push(loc.err(Some("timeout"), "timeout must be between 1s and 5m"));
+    }
+    let ch = match c.kind.as_str() {
+        "email" => {
+            let host = c.host.unwrap_or_default();
+            if host.is_empty() {
+                errors.push(loc.err(
+                    Some("host"),
+                    "an email channel needs host = \"smtp.example.com\"",
+                ));
+            }
+            let tls = match c.tls.as_deref().unwrap_or("starttls") {
+                "starttls" => SmtpTls::Starttls,
+                "implicit" => SmtpTls::Implicit,
+                "none" => SmtpTls::None,
+                other => {
+                    errors.push(loc.err(
+                        Some("tls"),
+                        format!("tls {other:?} is not one of starttls, implicit, none"),
+                    ));
+                    SmtpTls::Starttls
+                }
+            };
+            // Credentials and messages in clear text only where nobody else listens.
+            if tls == SmtpTls::None && !host.is_empty() && !http_allowed(&host, allow) {
+                errors.push(loc.err(
+                    Some("tls"),
+                    format!(
+                        "tls = \"none\" is allowed only to loopback or to hosts listed in the server's outbound_allow, and {host:?} is not"
+                    ),
+                ));
+            }
+            let port = c.port.unwrap_or(match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Implicit => 465,
+                SmtpTls::None => 25,
+            });
+            if port == 0 {
+                errors.push(loc.err(Some("port"), "port must be between 1 and 65535"));
+            }
+            if c.username.is_some() != c.password.is_some() {
+                errors.push(loc.err(
+                    Some(if c.username.is_some() {
+                        "password"
+                    } else {
+                        "username"
+                    }),
+                    "username and password go together (read the password with env() or file())",
+                ));
+            }
+            let from = match c.from {
+                Some(f) if email_address(&f) => f,
+                Some(f) => {
+                    errors.push(loc.err(
+                        Some("from"),
+                        format!("from {f:?} is not an address (\"name@example.com\" or \"Name <name@example.com>\")"),
+                    ));
+                    String::new()
+                }
+                None => {
+                    errors.push(loc.err(
+                        Some("from"),
+                        "an email channel needs from = \"countersign@example.com\"",
+                    ));
+                    String::new()
+                }
+            };
+            Channel::Email(EmailChannel {
+                host,
+                port,
+                tls,
+                username: c.username,
+                password: c.password,
+                from,
+                timeout,
+            })
+        }
+        "webhook" => Channel::Webhook(WebhookChannel {
+            url: signed_url(loc, c.url, allow, "a webhook channel", errors),
+            secret: signing_secret(loc, c.secret, "a webhook channel", errors),
+            timeout,
+        }),
+        other => {
+            errors.push(loc.err(
+                Some("type"),
+                format!("channel type {other:?} is not supported; supported types: email, webhook"),
+            ));
+            return None;
+        }
+    };
+    (errors.len() == before).then_some(ch)
+}
+
+/// Whether `s` is an address a message can be sent to or from: `local@domain`, or
+/// `Name <local@domain>`, without spaces or control characters in the address.
+fn email_address(s: &str) -> bool {
+    let addr = match (s.rfind('<'), s.ends_with('>')) {
+        (Some(i), true) => &s[i + 1..s.len() - 1],
+        _ => s,
+    };
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && addr.len() <= 254
+        && !addr
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && !s.chars().any(char::is_control)
+}
+
+/// The `notify` blocks, checked against the channels and the directory; with none, the
+/// default rules over every channel that reaches people.
+fn notify_rules(
+    raw: Vec<(Loc, String, RawNotify)>,
+    channels: &BTreeMap<String, Channel>,
+    dir: &Directory,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<NotifyRule> {
+    if raw.is_empty() {
+        let reaching: Vec<String> = channels
+            .iter()
+            .filter(|(_, c)| c.reach() == Reach::People)
+            .map(|(n, _)| n.clone())
+            .collect();
+        return domain::notify::default_rules(&reaching);
+    }
+    let mut names = BTreeSet::new();
+    let mut rules = vec![];
+    for (loc, name, n) in raw {
+        if !names.insert(name.clone()) {
+            errors.push(loc.err(None, format!("notify {name:?} is defined twice")));
+            continue;
+        }
+        let mut events = BTreeSet::new();
+        for e in &n.events {
+            match NotifyEvent::parse(e) {
+                Some(ev) => {
+                    events.insert(ev);
+                }
+                None => errors.push(loc.err(
+                    Some("events"),
+                    format!(
+                        "unknown event {e:?}; events: {}",
+                        NotifyEvent::ALL.map(NotifyEvent::as_str).join(", ")
+                    ),
+                )),
+            }
+        }
+        if n.events.is_empty() {
+            errors.push(loc.err(Some("events"), "events must name at least one event"));
+        }
+        for g in &n.resources {
+            if g.is_empty() || g.len() > 128 {
+                errors.push(loc.err(
+                    Some("resources"),
+                    format!("{g:?} is not a resource name or glob"),
+                ));
+            }
+        }
+        let mut to = vec![];
+        for t in &n.to {
+            match Audience::parse(t) {
+                Ok(Audience::Principal(p)) if !dir.knows(&p) => errors.push(loc.err(
+                    Some("to"),
+                    format!("unknown principal {t:?}: declare it with a user or group block"),
+                )),
+                Ok(a) => to.push(a),
+                Err(e) => errors.push(loc.err(Some("to"), e)),
+            }
+        }
+        let mut via = vec![];
+        for v in &n.via {
+            let parsed = Via::parse(v);
+            match (channels.get(&parsed.channel), &parsed.destination) {
+                (None, _) => errors.push(loc.err(
+                    Some("via"),
+                    format!(
+                        "unknown channel {:?}: declare it with a channel block",
+                        parsed.channel
+                    ),
+                )),
+                (Some(Channel::Email(_)), Some(d)) if !email_address(d) || d.contains('<') => {
+                    errors.push(loc.err(
+                        Some("via"),
+                        format!("{v:?}: the destination of an email channel is an address"),
+                    ))
+                }
+                (Some(Channel::Webhook(_)), Some(_)) => errors.push(loc.err(
+                    Some("via"),
+                    format!(
+                        "{v:?}: a webhook channel takes no destination (its url is the destination)"
+                    ),
+                )),
+                _ => via.push(parsed),
+            }
+        }
+        if n.via.is_empty() {
+            errors.push(loc.err(Some("via"), "via must name at least one channel"));
+        }
+        let fixed = via.iter().any(|v| v.destination.is_some());
+        if to.is_empty() && !fixed && n.to.is_empty() {
+            errors.push(loc.err(
+                Some("to"),
+                "to must name an audience (reviewers, requester, subject, owners, admins or principals), unless every via names a destination",
+            ));
+        }
+        rules.push(NotifyRule {
+            name,
+            events,
+            resources: n.resources,
+            to,
+            via,
+        });
+    }
+    rules
 }
 
 /// Plain `http` is accepted for loopback hosts (a provider on the same machine) and for
@@ -691,47 +959,8 @@ fn connector(
             })
         }
         "webhook" => {
-            let url = match c.url {
-                Some(u) => match crate::outbound::url_host(&u) {
-                    Some((scheme, _)) if scheme == "https" => u,
-                    Some((scheme, host)) if scheme == "http" && allow.host(&host) => u,
-                    Some((scheme, host)) if scheme == "http" => {
-                        errors.push(loc.err(
-                            Some("url"),
-                            format!(
-                                "url must use https: plain http is allowed only to hosts listed in the server's outbound_allow, and {host:?} is not"
-                            ),
-                        ));
-                        String::new()
-                    }
-                    _ => {
-                        errors
-                            .push(loc.err(Some("url"), "url must start with https:// or http://"));
-                        String::new()
-                    }
-                },
-                None => {
-                    errors.push(loc.err(Some("url"), "a webhook connector needs a url"));
-                    String::new()
-                }
-            };
-            let secret = match c.secret {
-                Some(s) if s.len() >= 16 => s,
-                Some(_) => {
-                    errors.push(loc.err(
-                        Some("secret"),
-                        "secret is too short: use at least 16 characters (read it with env() or file())",
-                    ));
-                    String::new()
-                }
-                None => {
-                    errors.push(loc.err(
-                        Some("secret"),
-                        "a webhook connector needs a secret to sign its calls: secret = env(\"NAME\")",
-                    ));
-                    String::new()
-                }
-            };
+            let url = signed_url(loc, c.url, allow, "a webhook connector", errors);
+            let secret = signing_secret(loc, c.secret, "a webhook connector", errors);
             ConnectorDef::Webhook(WebhookConnector {
                 url,
                 secret,
@@ -766,6 +995,66 @@ fn connector(
         _ => return None,
     };
     (errors.len() == before).then_some(def)
+}
+
+/// The `url` of something Countersign POSTs signed JSON to (a webhook connector or channel):
+/// `https`, or plain `http` to a host `outbound_allow` lists.
+fn signed_url(
+    loc: &Loc,
+    url: Option<String>,
+    allow: &OutboundAllow,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> String {
+    match url {
+        Some(u) => match crate::outbound::url_host(&u) {
+            Some((scheme, _)) if scheme == "https" => u,
+            Some((scheme, host)) if scheme == "http" && allow.host(&host) => u,
+            Some((scheme, host)) if scheme == "http" => {
+                errors.push(loc.err(
+                    Some("url"),
+                    format!(
+                        "url must use https: plain http is allowed only to hosts listed in the server's outbound_allow, and {host:?} is not"
+                    ),
+                ));
+                String::new()
+            }
+            _ => {
+                errors.push(loc.err(Some("url"), "url must start with https:// or http://"));
+                String::new()
+            }
+        },
+        None => {
+            errors.push(loc.err(Some("url"), format!("{what} needs a url")));
+            String::new()
+        }
+    }
+}
+
+/// The key a webhook connector or channel signs with (Standard Webhooks).
+fn signing_secret(
+    loc: &Loc,
+    secret: Option<String>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> String {
+    match secret {
+        Some(s) if s.len() >= 16 => s,
+        Some(_) => {
+            errors.push(loc.err(
+                Some("secret"),
+                "secret is too short: use at least 16 characters (read it with env() or file())",
+            ));
+            String::new()
+        }
+        None => {
+            errors.push(loc.err(
+                Some("secret"),
+                format!("{what} needs a secret to sign its calls: secret = env(\"NAME\")"),
+            ));
+            String::new()
+        }
+    }
 }
 
 fn valid_name(s: &str) -> bool {

@@ -1,10 +1,12 @@
-//! Callback deliveries (rules 22 and 23): what an application asked to be called back at, and
-//! the state of one outcome's delivery, as pure transitions. The engine makes the HTTP call
-//! and hands the answer to [`Delivery::attempted`], which decides whether the delivery is done,
-//! waits for a retry, or has failed for good.
+//! The outbox (rules 22, 23 and 32): an application's callback with a request's outcome, or a
+//! notification to a person or a channel, and the state of its delivery, as pure transitions.
+//! The engine makes the call (an HTTP POST, or an SMTP transaction) and hands the answer to
+//! [`Delivery::attempted`], which decides whether the delivery is done, waits for a retry, or
+//! has failed for good.
 
 use serde::{Deserialize, Serialize};
 
+use crate::notify::NotifyEvent;
 use crate::time::{Span, Timestamp};
 
 /// Where and how a request's outcome is posted.
@@ -82,6 +84,17 @@ pub struct RetryPlan {
     pub window: Span,
 }
 
+/// What an answer means for a delivery.
+enum Verdict {
+    Delivered,
+    /// The receiver asked for nothing more (410).
+    Gone,
+    /// Refused for good.
+    Failed,
+    /// Tried again later: after this many milliseconds if the receiver said, else the backoff.
+    Retry(Option<u64>),
+}
+
 /// Attempts kept on a delivery; older ones are counted but dropped.
 pub const MAX_ATTEMPTS_KEPT: usize = 100;
 
@@ -106,6 +119,27 @@ pub struct Delivery {
     /// Every attempt ever made, including those dropped from `attempts`.
     pub attempt_count: u32,
     pub attempts: Vec<Attempt>,
+    /// Set on a notification (rule 32); a callback has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
+}
+
+/// What makes a delivery a notification: the channel it goes through, the event, and who it
+/// is for. Its `url` names the receiver that shares the per-receiver limit: the webhook's URL,
+/// or `smtp://host:port` of the mail server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub channel: String,
+    pub event: NotifyEvent,
+    /// The address or destination it is sent to; none for a channel that takes one copy of
+    /// each event (a webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The people it is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<String>,
+    /// The audit event that caused it.
+    pub seq: i64,
 }
 
 impl Delivery {
@@ -122,6 +156,33 @@ impl Delivery {
             next_at: Some(now),
             attempt_count: 0,
             attempts: vec![],
+            notice: None,
+        }
+    }
+
+    /// A notification of `request`'s event: `id` is unique per event, channel and recipient,
+    /// so that writing it twice cannot send it twice.
+    pub fn notification(
+        id: String,
+        request: &str,
+        receiver: String,
+        notice: Notice,
+        body: String,
+        now: Timestamp,
+    ) -> Delivery {
+        Delivery {
+            id,
+            request: request.to_owned(),
+            url: receiver,
+            format: CallbackFormat::Rest,
+            body,
+            state: DeliveryState::Pending,
+            created_at: now,
+            armed_at: now,
+            next_at: Some(now),
+            attempt_count: 0,
+            attempts: vec![],
+            notice: Some(notice),
         }
     }
 
@@ -135,37 +196,50 @@ impl Delivery {
     /// `Retry-After` on 429 and 503, unless that falls past the retry window, which fails the
     /// delivery.
     pub fn attempted(&mut self, a: Attempt, plan: RetryPlan) {
+        let verdict = match a.status {
+            Some(s) if (200..300).contains(&s) => Verdict::Delivered,
+            Some(410) => Verdict::Gone,
+            Some(429 | 503) => Verdict::Retry(plan.retry_after_ms),
+            _ => Verdict::Retry(None),
+        };
+        self.settle(a, verdict, plan);
+    }
+
+    /// Records an SMTP transaction's answer: a 2xx reply delivers; a permanent (5xx) reply
+    /// fails at once, since sending the same message again would be refused again; anything
+    /// else (a 4xx reply, no connection, a timeout) is retried after the backoff delay.
+    pub fn mailed(&mut self, a: Attempt, plan: RetryPlan) {
+        let verdict = match a.status {
+            Some(s) if (200..300).contains(&s) => Verdict::Delivered,
+            Some(s) if (500..600).contains(&s) => Verdict::Failed,
+            _ => Verdict::Retry(None),
+        };
+        self.settle(a, verdict, plan);
+    }
+
+    fn settle(&mut self, a: Attempt, verdict: Verdict, plan: RetryPlan) {
         let at = a.at;
-        let status = a.status;
         self.attempt_count = self.attempt_count.saturating_add(1);
         self.attempts.push(a);
         if self.attempts.len() > MAX_ATTEMPTS_KEPT {
             self.attempts.remove(0);
         }
-        match status {
-            Some(s) if (200..300).contains(&s) => {
-                self.state = DeliveryState::Delivered;
-                self.next_at = None;
-            }
-            Some(410) => {
-                self.state = DeliveryState::Gone;
-                self.next_at = None;
-            }
-            _ => {
-                let wait = match (status, plan.retry_after_ms) {
-                    (Some(429 | 503), Some(ms)) => ms,
-                    _ => plan.delay_ms,
-                };
+        let (state, next) = match verdict {
+            Verdict::Delivered => (DeliveryState::Delivered, None),
+            Verdict::Gone => (DeliveryState::Gone, None),
+            Verdict::Failed => (DeliveryState::Failed, None),
+            Verdict::Retry(after) => {
+                let wait = after.unwrap_or(plan.delay_ms);
                 let next = at.plus_millis(i64::try_from(wait).unwrap_or(i64::MAX));
                 if next > self.armed_at.plus(plan.window) {
-                    self.state = DeliveryState::Failed;
-                    self.next_at = None;
+                    (DeliveryState::Failed, None)
                 } else {
-                    self.state = DeliveryState::Pending;
-                    self.next_at = Some(next);
+                    (DeliveryState::Pending, Some(next))
                 }
             }
-        }
+        };
+        self.state = state;
+        self.next_at = next;
     }
 
     /// The receiver, as `scheme://host:port` in lower case: deliveries to one receiver share

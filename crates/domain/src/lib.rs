@@ -13,13 +13,14 @@ pub mod delivery;
 pub mod effect;
 pub mod error;
 pub mod grant;
+pub mod notify;
 pub mod policy;
 pub mod principal;
 pub mod request;
 pub mod resource;
 pub mod time;
 
-pub use delivery::{Attempt, Callback, CallbackFormat, Delivery, DeliveryState, RetryPlan};
+pub use delivery::{Attempt, Callback, CallbackFormat, Delivery, DeliveryState, Notice, RetryPlan};
 pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
 pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};

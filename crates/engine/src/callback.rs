@@ -106,10 +106,12 @@ pub(crate) fn delivery_for(r: &Request, now: Timestamp) -> Option<Delivery> {
     Some(Delivery::new(&r.id, cb, body, now))
 }
 
-/// The client deliveries go out with, built for each configuration.
+/// The clients deliveries go out with, built for each configuration: HTTP for callbacks and
+/// webhook channels, SMTP for email channels.
 pub(crate) struct Sender {
     guard: Guard,
     http: Result<reqwest::Client, String>,
+    mailers: crate::notify::Mailers,
 }
 
 impl Sender {
@@ -119,6 +121,7 @@ impl Sender {
         Sender {
             http: guard.client(timeout),
             guard,
+            mailers: crate::notify::Mailers::new(config),
         }
     }
 
@@ -191,18 +194,45 @@ pub(crate) async fn dispatch(
     Ok(started)
 }
 
-/// Sends one delivery and records what came of it.
+/// Sends one delivery and records what came of it: a callback is POSTed with its request's
+/// secret; a notification goes through its channel (a signed POST, or an email).
 async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<(), EngineError> {
     let sender = engine.sender();
-    let secret = engine.store.callback_secret(&d.request).await?;
+    let config = engine.config();
     let started = engine.now().max(now);
     let watch = Stopwatch::start();
-    let answer = match &secret {
-        Some(secret) => post(&sender, &d, secret, started).await,
-        None => Answer {
-            status: None,
-            error: Some("the request's callback secret is missing".into()),
-            retry_after_ms: None,
+    let mut mailed = false;
+    let answer = match &d.notice {
+        None => match engine.store.callback_secret(&d.request).await? {
+            Some(secret) => post(&sender, &d.url, &d, &secret, started, None).await,
+            None => Answer {
+                status: None,
+                error: Some("the request's callback secret is missing".into()),
+                retry_after_ms: None,
+            },
+        },
+        Some(n) => match config.channels.get(&n.channel) {
+            Some(config::Channel::Webhook(w)) => {
+                let timeout = Duration::from_secs(w.timeout.secs());
+                post(&sender, &w.url, &d, &w.secret, started, Some(timeout)).await
+            }
+            Some(config::Channel::Email(_)) => {
+                mailed = true;
+                let m = crate::notify::mail(&config, &sender.mailers, &d).await;
+                Answer {
+                    status: m.code,
+                    error: m.error,
+                    retry_after_ms: None,
+                }
+            }
+            None => Answer {
+                status: None,
+                error: Some(format!(
+                    "channel {:?} is not in the configuration any more",
+                    n.channel
+                )),
+                retry_after_ms: None,
+            },
         },
     };
     let took = watch.elapsed();
@@ -239,15 +269,20 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
                     settings.retry_cap.secs() * 1000,
                     fraction,
                 );
-                d.attempted(
-                    attempt,
-                    RetryPlan {
-                        delay_ms,
-                        retry_after_ms: answer.retry_after_ms,
-                        window: settings.retry_for,
-                    },
-                );
+                let plan = RetryPlan {
+                    delay_ms,
+                    retry_after_ms: answer.retry_after_ms,
+                    window: settings.retry_for,
+                };
+                if mailed {
+                    d.mailed(attempt, plan);
+                } else {
+                    d.attempted(attempt, plan);
+                }
+                // A callback's end is audited; a notification's shows in its list (auditing
+                // every message would double the chain's growth for no decision).
                 let kind = match d.state {
+                    _ if d.notice.is_some() => None,
                     DeliveryState::Delivered => Some(EventKind::CallbackDelivered),
                     DeliveryState::Failed | DeliveryState::Gone => Some(EventKind::CallbackFailed),
                     DeliveryState::Pending => None,
@@ -276,8 +311,16 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     Ok(())
 }
 
-/// One signed POST (rule 22): Standard Webhooks headers over the exact bytes sent.
-async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> Answer {
+/// One signed POST of `d` to `url` (rule 22): Standard Webhooks headers over the exact bytes
+/// sent, within `timeout` when the receiver has its own.
+async fn post(
+    sender: &Sender,
+    url: &str,
+    d: &Delivery,
+    secret: &str,
+    now: Timestamp,
+    timeout: Option<Duration>,
+) -> Answer {
     let failed = |error: String| Answer {
         status: None,
         error: Some(error),
@@ -287,7 +330,7 @@ async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> An
         Ok(h) => h,
         Err(e) => return failed(e.clone()),
     };
-    if let Err(e) = sender.guard.check_literal(&d.url) {
+    if let Err(e) = sender.guard.check_literal(url) {
         return failed(e);
     }
     let body = match d.format {
@@ -303,8 +346,11 @@ async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> An
     };
     let ts = now.millis().div_euclid(1000);
     let signature = sign(&secret_key(secret), &d.id, ts, body.as_bytes());
-    let res = http
-        .post(&d.url)
+    let mut req = http.post(url);
+    if let Some(t) = timeout {
+        req = req.timeout(t);
+    }
+    let res = req
         .header("content-type", "application/json")
         .header("webhook-id", &d.id)
         .header("webhook-timestamp", ts.to_string())
@@ -321,7 +367,7 @@ async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> An
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| retry_after_ms(v, now));
             let error = (!status.is_success()).then(|| {
-                let mut e = format!("POST {} answered {status}", shown(&d.url));
+                let mut e = format!("POST {} answered {status}", shown(url));
                 if status.is_redirection() {
                     e.push_str(" (redirects are not followed)");
                 }
@@ -342,7 +388,7 @@ async fn post(sender: &Sender, d: &Delivery, secret: &str, now: Timestamp) -> An
             } else {
                 "failed"
             };
-            failed(format!("POST {} {what}: {cause}", shown(&d.url)))
+            failed(format!("POST {} {what}: {cause}", shown(url)))
         }
     }
 }

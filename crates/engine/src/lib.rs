@@ -17,8 +17,10 @@ pub mod connector;
 mod error;
 mod explain;
 pub mod metrics;
+pub mod notify;
 pub mod options;
 pub mod outbound;
+pub mod present;
 mod recheck;
 mod worker;
 
@@ -390,9 +392,14 @@ impl Engine {
     {
         let slot: Arc<std::sync::Mutex<Option<Result<T, EngineError>>>> = Arc::default();
         let out = slot.clone();
+        let config = self.config();
         let job: store::WriteJob = Box::new(move |tx| {
             Box::pin(async move {
-                let r = f(tx).await;
+                // The notifications of what the job changed are written with it (rule 32).
+                let r = match f(tx).await {
+                    Ok(v) => notify::enqueue(tx, &config).await.map(|()| v),
+                    Err(e) => Err(e),
+                };
                 let answer = if r.is_ok() {
                     Ok(())
                 } else {
@@ -628,7 +635,57 @@ impl Engine {
     ) -> Result<Vec<domain::Delivery>, EngineError> {
         let r = self.request(actor, id).await?;
         may_manage_callbacks(actor, &r)?;
-        Ok(self.store.deliveries(id).await?)
+        let mut all = self.store.deliveries(id).await?;
+        all.retain(|d| d.notice.is_none());
+        Ok(all)
+    }
+
+    /// What was sent about a request, to whom and on which channel, with every attempt
+    /// (rule 32): for anyone who may see the request. Oldest first.
+    pub async fn notifications(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Vec<domain::Delivery>, EngineError> {
+        self.request(actor, id).await?;
+        let mut all = self.store.deliveries(id).await?;
+        all.retain(|d| d.notice.is_some());
+        all.sort_by_key(|d| d.notice.as_ref().map(|n| n.seq));
+        Ok(all)
+    }
+
+    /// Sends a notification again (rule 32), with the same id and a fresh retry window: an
+    /// admin's remedy for a message that failed or was lost on the receiver's side.
+    pub async fn resend_notification(
+        &self,
+        actor: &Actor,
+        id: &str,
+        notification: &str,
+    ) -> Result<domain::Delivery, EngineError> {
+        if !actor.admin || actor.app {
+            // Applications never act on what people are told.
+            self.request(actor, id).await?;
+            return Err(
+                DomainError::Forbidden("only an admin may resend a notification".into()).into(),
+            );
+        }
+        let now = self.now();
+        let (id, nid) = (id.to_owned(), notification.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let missing =
+                    || EngineError::NotFound(format!("notification {nid} of request {id}"));
+                let mut d = tx
+                    .delivery(&nid)
+                    .await?
+                    .filter(|d| d.notice.is_some() && d.request == id)
+                    .ok_or_else(missing)?;
+                d.redeliver(now);
+                tx.put_delivery(&d, None).await?;
+                Ok(d)
+            })
+        })
+        .await
     }
 
     /// Sends a request's callback again (rule 23): a failed or stopped delivery is re-armed

@@ -233,6 +233,38 @@ pub struct DeliveryList {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// A notification about a request (rule 32): what was sent to whom, on which channel, and
+/// every attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationView {
+    /// The `webhook-id` of a webhook's attempts, and the `Message-ID` of an email.
+    pub id: String,
+    pub request_id: String,
+    pub channel: String,
+    /// The event, as `notify` rules name it (`step_entered`, `grant_expiring`, …).
+    pub event: String,
+    /// The address or destination, when the channel sends one message per person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The people it is for.
+    pub people: Vec<String>,
+    /// pending, delivered, failed (retries ran out, or the mail server refused for good) or
+    /// gone (a webhook answered 410).
+    pub state: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    pub attempt_count: u32,
+    /// The latest attempts, oldest first (at most 100). `status` is the HTTP status of a
+    /// webhook, or the SMTP reply code of an email.
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationList {
+    pub notifications: Vec<NotificationView>,
+}
+
 /// `PATCH /v1/requests/{id}`: the creator updates a pending request's text.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -227,6 +227,10 @@ pub trait Tx: Send {
     ) -> Result<Option<Timestamp>, StoreError>;
     /// Appends an audit event to the hash chain; returns its sequence number.
     async fn append(&mut self, event: &Event, at: Timestamp) -> Result<i64, StoreError>;
+    /// Hands over the events this transaction appended since the last call, each with its
+    /// sequence number and time, so that the notifications they cause are written in the
+    /// same transaction (rule 32).
+    fn take_appended(&mut self) -> Vec<(i64, Timestamp, Event)>;
     /// Writes a job, or moves it if it exists (one row per kind and key).
     async fn schedule(
         &mut self,

@@ -370,11 +370,15 @@ struct Pending {
     /// Position of each grant in `grants`.
     grant_at: HashMap<String, usize>,
     events: Vec<EventRow>,
+    /// The events appended and not yet handed over (`take_appended`).
+    appended: Vec<(i64, Timestamp, Event)>,
     jobs: Vec<JobOp>,
     tokens: Vec<(String, String, i64)>,
     secrets: Vec<(String, String)>,
     /// Deliveries with their claim (last write of each wins).
     deliveries: Vec<(Delivery, Option<i64>)>,
+    /// Position of each delivery in `deliveries`.
+    delivery_at: HashMap<String, usize>,
     idempotency: Vec<IdempotencyRow>,
     /// Expired idempotency records older than this are forgotten (a few per job).
     prune_idempotency: Option<i64>,
@@ -387,6 +391,20 @@ struct Pending {
     /// Jobs this transaction claimed or found it holds.
     held: Vec<(TimerKind, String)>,
     due_now: bool,
+}
+
+impl Pending {
+    /// Records a delivery's write, replacing this job's earlier write of it. Indexed by id: an
+    /// expiry burst writes a notification per grant in one job.
+    fn put_delivery(&mut self, d: Delivery, claimed_until: Option<i64>) {
+        match self.delivery_at.get(&d.id) {
+            Some(&i) => self.deliveries[i] = (d, claimed_until),
+            None => {
+                self.delivery_at.insert(d.id.clone(), self.deliveries.len());
+                self.deliveries.push((d, claimed_until));
+            }
+        }
+    }
 }
 
 enum SessionOp {
@@ -592,15 +610,21 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
         )
         .await?;
     }
-    for (d, claimed_until) in &p.deliveries {
-        conn.exec(
+    // Several rows per statement: an expiry burst writes a notification per grant.
+    insert_rows(
+        conn,
+        &p.deliveries,
+        (
             "INSERT INTO deliveries
                (id, request_id, lane, state, next_at, claimed_until, claimed_by, created_at, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, next_at = excluded.next_at,
+             VALUES ",
+            9,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, next_at = excluded.next_at,
                claimed_until = excluded.claimed_until, claimed_by = excluded.claimed_by,
                body = excluded.body",
-            args![
+        ),
+        |(d, claimed_until), a| {
+            a.extend(args![
                 &d.id,
                 &d.request,
                 d.lane(),
@@ -610,10 +634,11 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
                 claimed_until.map(|_| holder),
                 d.created_at.millis(),
                 to_json(d)?,
-            ],
-        )
-        .await?;
-    }
+            ]);
+            Ok(())
+        },
+    )
+    .await?;
     if let Some((now, until)) = p.renew {
         for table in ["jobs", "deliveries"] {
             conn.exec(
@@ -942,7 +967,12 @@ impl Tx for BufferedTx<'_> {
             prev_hash,
             hash,
         });
+        self.pending.appended.push((seq, at, event.clone()));
         Ok(seq)
+    }
+
+    fn take_appended(&mut self) -> Vec<(i64, Timestamp, Event)> {
+        std::mem::take(&mut self.pending.appended)
     }
 
     async fn schedule(
@@ -1088,8 +1118,8 @@ impl Tx for BufferedTx<'_> {
     }
 
     async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        if let Some((d, _)) = self.pending.deliveries.iter().find(|(d, _)| d.id == id) {
-            return Ok(Some(d.clone()));
+        if let Some(&i) = self.pending.delivery_at.get(id) {
+            return Ok(Some(self.pending.deliveries[i].0.clone()));
         }
         load(self.conn, "SELECT body FROM deliveries WHERE id = $1", id).await
     }
@@ -1099,10 +1129,8 @@ impl Tx for BufferedTx<'_> {
         d: &Delivery,
         claimed_until: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
         self.pending
-            .deliveries
-            .push((d.clone(), claimed_until.map(Timestamp::millis)));
+            .put_delivery(d.clone(), claimed_until.map(Timestamp::millis));
         if d.next_at.is_some() && claimed_until.is_none() {
             self.pending.due_now = true;
         }
@@ -1153,15 +1181,13 @@ impl Tx for BufferedTx<'_> {
         if stored + i64::try_from(pending).unwrap_or(i64::MAX) >= i64::from(per_lane) {
             return Ok(None);
         }
-        self.pending.deliveries.retain(|(p, _)| p.id != d.id);
-        self.pending
-            .deliveries
-            .push((d.clone(), Some(until.millis())));
+        self.pending.put_delivery(d.clone(), Some(until.millis()));
         Ok(Some(d))
     }
 
     async fn holds_delivery(&mut self, id: &str, now: Timestamp) -> Result<bool, StoreError> {
-        if let Some((_, claimed)) = self.pending.deliveries.iter().find(|(d, _)| d.id == id) {
+        if let Some(&i) = self.pending.delivery_at.get(id) {
+            let claimed = self.pending.deliveries[i].1;
             return Ok(claimed.is_some_and(|u| u > now.millis()));
         }
         let row = self

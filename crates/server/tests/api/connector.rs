@@ -79,7 +79,7 @@ async fn rule_17_grant_expiry_runs_the_exec_connector_revoke() {
 // ---------------------------------------------------------------------------------------------
 
 /// A free loopback port: bound, read, released. The server binds it a moment later.
-async fn free_port() -> u16 {
+pub async fn free_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -87,13 +87,13 @@ async fn free_port() -> u16 {
 }
 
 /// `countersign serve --config <config>`, its log in `server-<n>.log` beside the config.
-struct ServerProcess {
+pub struct ServerProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl ServerProcess {
-    async fn start(config: &Path, api: &Api, n: usize) -> ServerProcess {
+    pub async fn start(config: &Path, api: &Api, n: usize) -> ServerProcess {
         let log = config.with_file_name(format!("server-{n}.log"));
         let child = Command::new(BIN)
             .args(["serve", "--config"])
@@ -120,17 +120,17 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no graceful shutdown, no chance to finish anything.
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the server");
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 /// `countersign token create --config <config> --user <email>`: the token alone on stdout.
-async fn mint_token(config: &Path, user: &str) -> String {
+pub async fn mint_token(config: &Path, user: &str) -> String {
     let out = Command::new(BIN)
         .args(["token", "create", "--config"])
         .arg(config)

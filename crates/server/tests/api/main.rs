@@ -22,6 +22,7 @@ mod helpers;
 mod lifecycle;
 mod lists;
 mod metrics;
+mod notifications;
 mod openapi;
 mod policies;
 mod portal;

@@ -1,0 +1,379 @@
+//! The notification router (rules 32 and 33): every state change someone should hear about
+//! writes its notifications into the outbox in the transaction that makes the change, and the
+//! outbox's worker (`callback::dispatch`) sends them with the same claims, retries, backoff and
+//! per-receiver limit as callbacks.
+//!
+//! [`enqueue`] runs at the end of every write job (`Engine::write`): it takes the audit events
+//! the job appended, asks the configuration's rules (`domain::notify::route`) who hears of each
+//! on which channel, and writes one delivery per recipient, whose id is made of the event's
+//! sequence number and the recipient's place, so that no write can send it twice. Its body is
+//! the event's payload (see [`payload`]), fixed when the change happened; a channel turns it
+//! into an email ([`email`]) or POSTs it as it is, signed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use config::{Channel, Config, EmailChannel, SmtpTls};
+use domain::notify::{NotifyEvent, Parties, route};
+use domain::{Delivery, Event, Grant, Notice, Request};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::{PoolConfig, client::Tls, client::TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use proto::{GrantView, RequestView};
+use serde::{Deserialize, Serialize};
+use store::Tx;
+
+use crate::EngineError;
+use crate::present;
+
+/// What a notification's body holds: the Standard Webhooks payload shape (`type`,
+/// `timestamp`, `data`), POSTed as it is by a webhook channel and rendered by an email
+/// channel. `data.request` is the request as `GET /v1/requests/{id}` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Payload {
+    #[serde(rename = "type")]
+    pub kind: NotifyEvent,
+    pub timestamp: String,
+    pub data: PayloadData,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PayloadData {
+    /// The audit event that caused it (its `seq` in `/v1/audit`).
+    pub event_seq: i64,
+    /// Whoever caused the event, if a person or an application did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Who the message is for.
+    pub recipients: Vec<String>,
+    /// The request's page in the portal.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Box<RequestView>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantView>,
+}
+
+/// Writes the notifications of the events this job appended. Cheap when nothing is
+/// configured: no rule names the event, so nothing is read.
+pub(crate) async fn enqueue(tx: &mut dyn Tx, config: &Config) -> Result<(), EngineError> {
+    let appended = tx.take_appended();
+    if appended.is_empty() || config.notify.is_empty() {
+        return Ok(());
+    }
+    let reach = |c: &str| config.channels.get(c).map(Channel::reach);
+    for (seq, at, event) in appended {
+        let Some(kind) = NotifyEvent::of(event.kind) else {
+            continue;
+        };
+        if !config.notify.iter().any(|r| r.events.contains(&kind)) {
+            continue;
+        }
+        let Some((request, grant)) = objects(tx, &event, kind).await? else {
+            continue;
+        };
+        let parties = Parties {
+            resource: request.resource.clone(),
+            requester: request.requester.clone(),
+            subject: grant
+                .as_ref()
+                .map_or_else(|| request.requester.clone(), |g| g.spec.subject.clone()),
+            reviewers: request.eligible_reviewers(),
+            owners: request.owners.clone(),
+            actor: event.actor.clone(),
+        };
+        let recipients = route(&config.notify, &reach, &config.directory, kind, &parties);
+        for (n, rcpt) in recipients.into_iter().enumerate() {
+            let Some(channel) = config.channels.get(&rcpt.channel) else {
+                continue;
+            };
+            let people: Vec<String> = rcpt.people.into_iter().collect();
+            let body = Payload {
+                kind,
+                timestamp: present::ts(at),
+                data: PayloadData {
+                    event_seq: seq,
+                    actor: event.actor.clone(),
+                    recipients: people.clone(),
+                    url: present::portal_url(&config.server.public_url, &request.id),
+                    request: Some(Box::new(present::request(
+                        &request,
+                        grant.as_ref(),
+                        &config.server.public_url,
+                    ))),
+                    grant: grant.as_ref().map(present::grant),
+                },
+            };
+            let body = serde_json::to_string(&body)
+                .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
+            let notice = Notice {
+                channel: rcpt.channel.clone(),
+                event: kind,
+                to: rcpt.to,
+                people,
+                seq,
+            };
+            let d = Delivery::notification(
+                format!("ntf_{seq}_{n}"),
+                &request.id,
+                receiver(channel),
+                notice,
+                body,
+                at,
+            );
+            tx.put_delivery(&d, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The request an event is about, as this transaction left it, and the grant for a grant's
+/// event. `None` when either is gone (nothing to tell).
+async fn objects(
+    tx: &mut dyn Tx,
+    event: &Event,
+    kind: NotifyEvent,
+) -> Result<Option<(Request, Option<Grant>)>, EngineError> {
+    if kind.is_grant() {
+        let Some(id) = &event.grant else {
+            return Ok(None);
+        };
+        let Some(g) = tx.grant(id).await? else {
+            return Ok(None);
+        };
+        let Some(r) = tx.request(&g.spec.request).await? else {
+            return Ok(None);
+        };
+        return Ok(Some((r, Some(g))));
+    }
+    let Some(id) = &event.request else {
+        return Ok(None);
+    };
+    let Some(r) = tx.request(id).await? else {
+        return Ok(None);
+    };
+    // A request's events show its grant too, once it has one.
+    let g = match &r.grant {
+        Some(gid) => tx.grant(gid).await?,
+        None => None,
+    };
+    Ok(Some((r, g)))
+}
+
+/// The receiver a delivery counts against for the per-receiver limit: the webhook's URL, or
+/// the mail server.
+fn receiver(channel: &Channel) -> String {
+    match channel {
+        Channel::Webhook(w) => w.url.clone(),
+        Channel::Email(e) => format!("smtp://{}:{}", e.host, e.port),
+    }
+}
+
+/// The SMTP transports of the running configuration, one per email channel (each keeps a
+/// small pool of connections).
+pub(crate) struct Mailers {
+    by_channel: BTreeMap<String, Result<AsyncSmtpTransport<Tokio1Executor>, String>>,
+}
+
+/// Connections kept open to one mail server.
+const SMTP_POOL: u32 = 4;
+
+impl Mailers {
+    pub(crate) fn new(config: &Config) -> Mailers {
+        let by_channel = config
+            .channels
+            .iter()
+            .filter_map(|(name, c)| match c {
+                Channel::Email(e) => Some((name.clone(), transport(e))),
+                Channel::Webhook(_) => None,
+            })
+            .collect();
+        Mailers { by_channel }
+    }
+}
+
+fn transport(e: &EmailChannel) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let tls = || {
+        TlsParameters::new(e.host.clone())
+            .map_err(|err| format!("TLS settings for {}: {err}", e.host))
+    };
+    let tls = match e.tls {
+        SmtpTls::Starttls => Tls::Required(tls()?),
+        SmtpTls::Implicit => Tls::Wrapper(tls()?),
+        SmtpTls::None => Tls::None,
+    };
+    let timeout = Duration::from_secs(e.timeout.secs());
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.clone())
+        .port(e.port)
+        .tls(tls)
+        .timeout(Some(timeout))
+        .pool_config(PoolConfig::new().max_size(SMTP_POOL));
+    if let (Some(u), Some(p)) = (&e.username, &e.password) {
+        b = b.credentials(Credentials::new(u.clone(), p.clone()));
+    }
+    Ok(b.build())
+}
+
+/// What one SMTP transaction came to: the reply code, if the server answered, and why it
+/// failed, if it did.
+pub(crate) struct Mailed {
+    pub code: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Sends a notification by email to its recipient.
+pub(crate) async fn mail(config: &Config, mailers: &Mailers, d: &Delivery) -> Mailed {
+    let failed = |error: String| Mailed {
+        code: None,
+        error: Some(error),
+    };
+    let Some(notice) = &d.notice else {
+        return failed("not a notification".into());
+    };
+    let Some(Channel::Email(channel)) = config.channels.get(&notice.channel) else {
+        return failed(format!(
+            "channel {:?} is no longer an email channel of the configuration",
+            notice.channel
+        ));
+    };
+    let Some(Ok(transport)) = mailers.by_channel.get(&notice.channel) else {
+        return failed(format!(
+            "channel {:?} has no SMTP transport",
+            notice.channel
+        ));
+    };
+    let Some(to) = &notice.to else {
+        return failed("the notification names no address".into());
+    };
+    let message = match email(channel, to, &d.id, &d.body) {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let limit = Duration::from_secs(channel.timeout.secs());
+    // The transport's timeout bounds each read and write; this bounds the whole transaction,
+    // so that a server that trickles its answers still cannot hold a slot for long.
+    match tokio::time::timeout(limit, transport.send(message)).await {
+        Ok(Ok(resp)) => Mailed {
+            code: Some(u16::from(resp.code())),
+            error: None,
+        },
+        Ok(Err(e)) => Mailed {
+            code: e.status().map(u16::from),
+            error: Some(format!(
+                "SMTP to {}:{}: {}",
+                channel.host,
+                channel.port,
+                crate::connector::webhook::error_chain(&e)
+            )),
+        },
+        Err(_) => failed(format!(
+            "SMTP to {}:{} timed out after {}s",
+            channel.host,
+            channel.port,
+            limit.as_secs()
+        )),
+    }
+}
+
+/// Builds the message of a notification: a plain-text and an HTML part saying the same, with
+/// the link to the request's page.
+pub fn email(channel: &EmailChannel, to: &str, id: &str, body: &str) -> Result<Message, String> {
+    let payload: Payload =
+        serde_json::from_str(body).map_err(|e| format!("the notification's body: {e}"))?;
+    let from: Mailbox = channel
+        .from
+        .parse()
+        .map_err(|e| format!("from {:?}: {e}", channel.from))?;
+    let to: Mailbox = to.parse().map_err(|e| format!("address {to:?}: {e}"))?;
+    let (subject, text, html) = render(&payload);
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        // The delivery's id, so that a mail client threads or drops a repeat after a retry.
+        .message_id(Some(format!("<{id}@countersign>")))
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| format!("building the message: {e}"))
+}
+
+/// The subject, plain text and HTML of a notification, from the presenter's headline and lines.
+pub fn render(p: &Payload) -> (String, String, String) {
+    let request = p.data.request.as_deref();
+    let grant = p.data.grant.as_ref();
+    let headline = present::headline(p.kind, request, grant);
+    let lines = present::lines(request, grant);
+    let url = &p.data.url;
+    let mut text = format!("{headline}\n\n");
+    for (label, value) in &lines {
+        text.push_str(&format!("{label}: {value}\n"));
+    }
+    text.push_str(&format!("\nOpen the request: {url}\n"));
+    let mut html = format!(
+        "<!doctype html>\n<html><body>\n<p><strong>{}</strong></p>\n<table>\n",
+        escape(&headline)
+    );
+    for (label, value) in &lines {
+        html.push_str(&format!(
+            "<tr><th align=\"left\">{}</th><td>{}</td></tr>\n",
+            escape(label),
+            escape(value)
+        ));
+    }
+    html.push_str(&format!(
+        "</table>\n<p><a href=\"{}\">Open the request</a></p>\n</body></html>\n",
+        escape(url)
+    ));
+    (format!("[Countersign] {headline}"), text, html)
+}
+
+/// HTML-escapes text for an element's content or a quoted attribute.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_32_email_parts_say_the_same_and_escape_what_people_wrote() {
+        let p = Payload {
+            kind: NotifyEvent::StepEntered,
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            data: PayloadData {
+                event_seq: 7,
+                actor: Some("alice@x".into()),
+                recipients: vec!["bob@x".into()],
+                url: "http://localhost:8080/requests/r1".into(),
+                request: None,
+                grant: None,
+            },
+        };
+        let (subject, text, html) = render(&p);
+        assert_eq!(
+            subject,
+            "[Countersign] someone asks for a resource: your review is needed"
+        );
+        assert!(text.contains("http://localhost:8080/requests/r1"), "{text}");
+        assert!(
+            html.contains("href=\"http://localhost:8080/requests/r1\""),
+            "{html}"
+        );
+        assert_eq!(
+            escape("<b>\"x\" & 'y'</b>"),
+            "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! The presenter: how every surface shows a request and a grant. The API and the CLI get
+//! these views as JSON, the portal renders them, and notifications (email, webhooks) are
+//! written from them, so a request reads the same wherever it is seen. A notification's
+//! headline and lines are made here too ([`headline`], [`lines`]), for every channel.
+
+use std::collections::BTreeMap;
+
+use domain::notify::NotifyEvent;
+use domain::{Decision, FieldValue, Grant, GrantEnd, Request, Scope, Timestamp};
+use proto::{
+    ActorRef, AssignmentView, CommentView, GrantEndingView, GrantView, OutcomeView, RequestView,
+    ReviewView, StepView,
+};
+use serde_json::Value;
+
+/// A time as every surface writes it: RFC 3339 in UTC.
+pub fn ts(t: Timestamp) -> String {
+    crate::callback::rfc3339(t)
+}
+
+/// A field's value as a person reads it.
+pub fn field_text(v: &FieldValue) -> String {
+    match v {
+        FieldValue::String(s) | FieldValue::User(s) => s.clone(),
+        FieldValue::Int(i) => i.to_string(),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::Duration(d) => d.to_string(),
+    }
+}
+
+/// A field's value as JSON: strings, integers and booleans as they are, durations spelled.
+pub fn field_value(v: &FieldValue) -> Value {
+    match v {
+        FieldValue::String(s) | FieldValue::User(s) => Value::String(s.clone()),
+        FieldValue::Int(i) => Value::from(*i),
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::Duration(d) => Value::String(d.to_string()),
+    }
+}
+
+/// The portal page of a request (rule 21's `portal_url`).
+pub fn portal_url(public_url: &str, id: &str) -> String {
+    format!("{}/requests/{id}", public_url.trim_end_matches('/'))
+}
+
+pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestView {
+    let eligible = r.eligible_reviewers();
+    let current = r.current_step();
+    RequestView {
+        id: r.id.clone(),
+        resource: r.resource.clone(),
+        requester: r.requester.clone(),
+        reason: r.reason.clone(),
+        fields: r
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), field_value(v)))
+            .collect::<BTreeMap<_, _>>(),
+        duration: r.duration.to_string(),
+        state: r.state.as_str().to_owned(),
+        created_at: ts(r.created_at),
+        pending_until: ts(r.pending_until),
+        current_step: current.map(|i| i + 1),
+        steps: r
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (constraint, min) = match s.constraint {
+                    domain::request::Constraint::OneOf => ("one_of".to_owned(), None),
+                    domain::request::Constraint::AllOf => ("all_of".to_owned(), None),
+                    domain::request::Constraint::Quorum { min } => ("quorum".to_owned(), Some(min)),
+                };
+                StepView {
+                    index: i + 1,
+                    constraint,
+                    min,
+                    status: s.status.as_str().to_owned(),
+                    reviewers: s.slots.iter().map(|sl| sl.principal.to_string()).collect(),
+                    eligible: if current == Some(i) {
+                        eligible.iter().cloned().collect()
+                    } else {
+                        vec![]
+                    },
+                    reviews: s
+                        .reviews
+                        .iter()
+                        .map(|rv| ReviewView {
+                            by: rv.by.clone(),
+                            decision: match rv.decision {
+                                Decision::Approve => "approve",
+                                Decision::Deny => "deny",
+                            }
+                            .to_owned(),
+                            comment: rv.comment.clone(),
+                            duration: rv.duration.map(|d| d.to_string()),
+                            scope: match rv.scope {
+                                Scope::Resource => "resource",
+                                Scope::Workflow => "workflow",
+                            }
+                            .to_owned(),
+                            at: ts(rv.at),
+                        })
+                        .collect(),
+                    assignments: s
+                        .assignments
+                        .iter()
+                        .map(|a| AssignmentView {
+                            by: a.by.clone(),
+                            to: a.to.to_string(),
+                            at: ts(a.at),
+                        })
+                        .collect(),
+                    skipped_because: s.skipped_because.clone(),
+                }
+            })
+            .collect(),
+        comments: r
+            .comments
+            .iter()
+            .map(|c| CommentView {
+                by: c.by.clone(),
+                text: c.text.clone(),
+                at: ts(c.at),
+            })
+            .collect(),
+        outcome: r.outcome.as_ref().map(|o| OutcomeView {
+            status: r.state.as_str().to_owned(),
+            comment: o.comment.clone(),
+            actioned_at: ts(o.at),
+            actioned_by: o.by.as_ref().map(|b| ActorRef {
+                id: b.clone(),
+                name: b.clone(),
+            }),
+            policy: o.policy.clone(),
+        }),
+        grant_id: r.grant.clone(),
+        start_at: r.start_at.map(ts),
+        extends: r.extends.clone(),
+        grant: grant.map(self::grant),
+        warnings: r.warnings.clone(),
+        created_by: r.context.created_by.clone(),
+        purpose: r.context.purpose.clone(),
+        reference_url: r.context.reference_url.clone(),
+        correlation_id: r.context.correlation_id.clone(),
+        request_data: r.context.request_data.clone(),
+        reviewer_credentials: r.context.credentials.clone(),
+        portal_url: portal_url(public_url, &r.id),
+        callback_secret: None,
+    }
+}
+
+pub fn grant(g: &Grant) -> GrantView {
+    GrantView {
+        id: g.id.clone(),
+        request_id: g.spec.request.clone(),
+        subject: g.spec.subject.clone(),
+        resource: g.spec.resource.clone(),
+        workflow: g.spec.workflow.clone(),
+        state: g.state.as_str().to_owned(),
+        duration: g.spec.duration.to_string(),
+        created_at: ts(g.created_at),
+        start_at: g.spec.start_at.map(ts),
+        activated_at: g.activated_at.map(ts),
+        expires_at: g.expires_at.map(ts),
+        ended_at: g.ended_at.map(ts),
+        ending: g.ending.as_ref().map(|e| match e {
+            GrantEnd::Expired => GrantEndingView {
+                kind: "expired".into(),
+                by: None,
+                reason: None,
+            },
+            GrantEnd::Dropped => GrantEndingView {
+                kind: "dropped".into(),
+                by: Some(g.spec.subject.clone()),
+                reason: None,
+            },
+            GrantEnd::ActivationFailed { error, .. } => GrantEndingView {
+                kind: "activation_failed".into(),
+                by: None,
+                reason: Some(error.clone()),
+            },
+            GrantEnd::Revoked { by, reason } => GrantEndingView {
+                kind: "revoked".into(),
+                by: Some(by.clone()),
+                reason: Some(reason.clone()),
+            },
+        }),
+        attempts: g.attempts,
+        last_error: g.last_error.clone(),
+    }
+}
+
+/// One line naming what happened, for an email's subject and a chat message's first line.
+/// `request` is the request the event is about, when it has one; `grant` the grant.
+pub fn headline(
+    event: NotifyEvent,
+    request: Option<&RequestView>,
+    grant: Option<&GrantView>,
+) -> String {
+    let resource = request
+        .map(|r| r.resource.as_str())
+        .or(grant.map(|g| g.resource.as_str()))
+        .unwrap_or("a resource");
+    let requester = request.map_or("someone", |r| r.requester.as_str());
+    let until = grant
+        .and_then(|g| g.expires_at.as_deref())
+        .map(|t| format!(" until {t}"))
+        .unwrap_or_default();
+    match event {
+        NotifyEvent::RequestCreated => format!("{requester} asks for {resource}"),
+        NotifyEvent::StepEntered => {
+            format!("{requester} asks for {resource}: your review is needed")
+        }
+        NotifyEvent::Reminder => {
+            format!("Reminder: {requester}'s request for {resource} still waits for your review")
+        }
+        NotifyEvent::Escalated => {
+            format!("Escalated: {requester}'s request for {resource} needs a review")
+        }
+        NotifyEvent::RequestApproved => format!("Your request for {resource} was approved"),
+        NotifyEvent::RequestDenied => format!("Your request for {resource} was denied"),
+        NotifyEvent::RequestCancelled => format!("The request for {resource} was cancelled"),
+        NotifyEvent::RequestExpired => {
+            format!("Your request for {resource} expired without a decision")
+        }
+        NotifyEvent::CommentAdded => format!("New comment on the request for {resource}"),
+        NotifyEvent::Assigned => {
+            format!("{requester}'s request for {resource} was assigned to you")
+        }
+        NotifyEvent::GrantActive => format!("Your access to {resource} is active{until}"),
+        NotifyEvent::GrantExpiring => format!("Your access to {resource} ends soon{until}"),
+        NotifyEvent::GrantEnded => format!("Your access to {resource} has ended"),
+        NotifyEvent::GrantFailed => format!("Your access to {resource} could not be granted"),
+        NotifyEvent::BreakGlass => {
+            format!("Break-glass: {requester} took {resource} without review")
+        }
+    }
+}
+
+/// The facts of a notification as label and value, in reading order: what a person needs to
+/// act on it without opening the portal (the link is added by the channel).
+pub fn lines(
+    request: Option<&RequestView>,
+    grant: Option<&GrantView>,
+) -> Vec<(&'static str, String)> {
+    let mut out = vec![];
+    if let Some(r) = request {
+        out.push(("Resource", r.resource.clone()));
+        out.push(("Requester", r.requester.clone()));
+        if let Some(app) = &r.created_by {
+            out.push(("Asked through", app.clone()));
+        }
+        out.push(("Reason", r.reason.clone()));
+        out.push(("Duration", r.duration.clone()));
+        for (k, v) in &r.fields {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push(("Field", format!("{k}: {text}")));
+        }
+        out.push(("State", r.state.clone()));
+        if let Some(i) = r.current_step {
+            let of = r.steps.len();
+            out.push(("Step", format!("{i} of {of}")));
+        }
+        if let Some(o) = &r.outcome {
+            if let Some(by) = &o.actioned_by {
+                out.push(("Decided by", by.id.clone()));
+            }
+            if let Some(c) = &o.comment {
+                out.push(("Comment", c.clone()));
+            }
+        }
+        if let Some(c) = r.comments.last() {
+            out.push(("Last comment", format!("{}: {}", c.by, c.text)));
+        }
+        for w in &r.warnings {
+            out.push(("Warning", w.clone()));
+        }
+    }
+    if let Some(g) = grant {
+        if request.is_none() {
+            out.push(("Resource", g.resource.clone()));
+            out.push(("For", g.subject.clone()));
+        }
+        out.push(("Grant", format!("{} ({})", g.id, g.state)));
+        if let Some(t) = &g.expires_at {
+            out.push(("Expires", t.clone()));
+        }
+    }
+    out
+}
