@@ -168,6 +168,21 @@ pub struct RawStep {
     pub reviewers: RawReviewers,
     #[serde(default)]
     pub skip_if: Vec<RawPolicyRef>,
+    /// Remind the step's reviewers this often while it waits.
+    pub remind_every: Option<String>,
+    /// Who is told next, after each timeout.
+    #[serde(default)]
+    pub escalate: Vec<RawEscalate>,
+}
+
+/// One escalation of a step: `{ after = "1h", to = ["group:leads"], add_reviewers = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalate {
+    pub after: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub add_reviewers: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use domain::notify::{Audience, NotifyEvent, NotifyRule, Reach, Via};
 use domain::{
-    AppDef, Directory, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef, Reviewers,
-    Span, StepDef, UserDef, Workflow,
+    AppDef, Directory, Escalation, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef,
+    Reviewers, Span, StepDef, UserDef, Workflow,
 };
 
 use crate::load::{Loc, RawConfig};
@@ -1057,6 +1057,58 @@ fn signing_secret(
     }
 }
 
+/// The shortest reminder interval and escalation delay: a minute.
+const MIN_STEP_TIMER_SECS: u64 = 60;
+
+/// A step's `remind_every` and `escalate` (rule 33): at least a minute each, escalations in
+/// increasing order of `after` (each counts from the step's entry), every principal known.
+fn step_timers(
+    loc: &Loc,
+    i: usize,
+    remind_every: Option<&str>,
+    escalate: Vec<RawEscalate>,
+    dir: &Directory,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<Span>, Vec<Escalation>) {
+    let at = format!("workflow.steps[{i}]");
+    let long_enough = |key: &str, text: &str, errors: &mut Vec<ConfigError>| {
+        let s = span(loc, "workflow", Some(text), errors)?;
+        if s.secs() < MIN_STEP_TIMER_SECS {
+            errors.push(loc.err(Some("workflow"), format!("{at}.{key} must be at least 1m")));
+            return None;
+        }
+        Some(s)
+    };
+    let remind = remind_every.and_then(|t| long_enough("remind_every", t, errors));
+    let mut out = vec![];
+    let mut last = 0;
+    for (n, e) in escalate.into_iter().enumerate() {
+        let Some(after) = long_enough(&format!("escalate[{n}].after"), &e.after, errors) else {
+            continue;
+        };
+        if after.secs() <= last {
+            errors.push(loc.err(
+                Some("workflow"),
+                format!("{at}.escalate[{n}].after must be later than the escalation before it (each counts from the step's entry)"),
+            ));
+        }
+        last = after.secs();
+        if e.to.is_empty() {
+            errors.push(loc.err(
+                Some("workflow"),
+                format!("{at}.escalate[{n}].to must name at least one user or group"),
+            ));
+        }
+        let to = principals(loc, "workflow", &e.to, dir, errors);
+        out.push(Escalation {
+            after,
+            to,
+            add_reviewers: e.add_reviewers,
+        });
+    }
+    (remind, out)
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -1365,10 +1417,14 @@ fn resource(
             .into_iter()
             .map(|p| policy(p, loc, "workflow", sites, errors))
             .collect();
+        let (remind_every, escalate) =
+            step_timers(loc, i, s.remind_every.as_deref(), s.escalate, dir, errors);
         steps.push(StepDef {
             reviewers,
             skip_if,
             reviewers_from,
+            remind_every,
+            escalate,
         });
     }
 

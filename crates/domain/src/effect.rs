@@ -79,6 +79,8 @@ pub enum EventKind {
     CallbackDelivered,
     CallbackFailed,
     CallbackRedelivered,
+    StepReminded,
+    StepEscalated,
 }
 
 impl EventKind {
@@ -113,6 +115,8 @@ impl EventKind {
             EventKind::CallbackDelivered => "callback_delivered",
             EventKind::CallbackFailed => "callback_failed",
             EventKind::CallbackRedelivered => "callback_redelivered",
+            EventKind::StepReminded => "step_reminded",
+            EventKind::StepEscalated => "step_escalated",
         }
     }
 }
@@ -142,11 +146,15 @@ pub enum TimerKind {
     /// The periodic re-evaluation of deny policies for active grants (rule 20). One row,
     /// keyed `sweep`.
     PolicyCheck,
+    /// Remind a waiting step's reviewers (rule 33). Keyed `<request id>/<step number>`.
+    StepReminder,
+    /// Escalate a waiting step (rule 33). Keyed `<request id>/<step number>`.
+    StepEscalation,
 }
 
 impl TimerKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TimerKind; 9] = [
+    pub const ALL: [TimerKind; 11] = [
         TimerKind::RequestExpiry,
         TimerKind::GrantExpiry,
         TimerKind::ConnectorGrant,
@@ -156,6 +164,8 @@ impl TimerKind {
         TimerKind::Repair,
         TimerKind::Reconcile,
         TimerKind::PolicyCheck,
+        TimerKind::StepReminder,
+        TimerKind::StepEscalation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -169,6 +179,8 @@ impl TimerKind {
             TimerKind::Repair => "repair",
             TimerKind::Reconcile => "reconcile",
             TimerKind::PolicyCheck => "policy_check",
+            TimerKind::StepReminder => "step_reminder",
+            TimerKind::StepEscalation => "step_escalation",
         }
     }
     /// Whether the job calls a connector (and so may take seconds), rather than being a timer

@@ -27,11 +27,12 @@ pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};
 pub use policy::{Evaluation, NoPolicies, PolicyEval, Purpose, Trace};
 pub use principal::{Actor, AppDef, Directory, Principal, UserDef};
 pub use request::{
-    Comment, Context, Decision, NewRequest, Request, RequestState, Review, ReviewInput, Scope,
-    StepState, StepStatus,
+    Comment, Context, Decision, Escalated, NewRequest, Request, RequestState, Review, ReviewInput,
+    Scope, StepState, StepStatus, parse_step_key, step_key,
 };
 pub use resource::{
-    FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef, Reviewers, StepDef, Workflow,
+    Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef, Reviewers, StepDef,
+    Workflow,
 };
 pub use time::{Span, Timestamp};
 

@@ -88,6 +88,8 @@ impl NotifyEvent {
         Some(match kind {
             EventKind::RequestCreated => NotifyEvent::RequestCreated,
             EventKind::StepEntered => NotifyEvent::StepEntered,
+            EventKind::StepReminded => NotifyEvent::Reminder,
+            EventKind::StepEscalated => NotifyEvent::Escalated,
             EventKind::RequestApproved => NotifyEvent::RequestApproved,
             EventKind::RequestDenied => NotifyEvent::RequestDenied,
             EventKind::RequestCancelled => NotifyEvent::RequestCancelled,

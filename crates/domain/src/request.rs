@@ -15,7 +15,7 @@ use crate::error::{DomainError, conflict, forbidden, invalid};
 use crate::grant::GrantSpec;
 use crate::policy::{self, PolicyEval, Purpose, Trace};
 use crate::principal::{Actor, Directory, Principal};
-use crate::resource::{FieldValue, Input, PolicyRef, ResourceDef, Reviewers};
+use crate::resource::{Escalation, FieldValue, Input, PolicyRef, ResourceDef, Reviewers};
 use crate::time::{Span, Timestamp};
 
 /// Rule 1: `pending` moves forward to one of four terminal outcomes, never back.
@@ -142,14 +142,55 @@ pub struct StepState {
     /// Why the step was skipped (rule 6): the `skip_if` policies' reasons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_because: Option<String>,
+    /// The resource's reminder interval for this step, as it was at creation (rule 33).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_every: Option<Span>,
+    /// The resource's escalations for this step, as they were at creation (rule 33).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<Escalation>,
+    /// When the step was entered (escalations count from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_at: Option<Timestamp>,
+    /// The escalations that happened, in order (the next one is `escalate[escalations.len()]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalated>,
+}
+
+/// An escalation that happened: who was told, and whether they may now decide (rule 33).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalated {
+    pub to: Vec<Principal>,
+    pub people: BTreeSet<String>,
+    pub add_reviewers: bool,
+    pub at: Timestamp,
+}
+
+/// The key of a step's reminder and escalation timers: `<request id>/<step number>`.
+pub fn step_key(request: &str, step: usize) -> String {
+    format!("{request}/{}", step + 1)
+}
+
+/// Reads a step timer's key back: the request id and the step's index.
+pub fn parse_step_key(key: &str) -> Option<(&str, usize)> {
+    let (id, n) = key.rsplit_once('/')?;
+    let n: usize = n.parse().ok()?;
+    Some((id, n.checked_sub(1)?))
 }
 
 impl StepState {
+    /// Whether an escalation made this person a reviewer of the step (rule 33).
+    fn escalated_to(&self, person: &str) -> bool {
+        self.escalations
+            .iter()
+            .any(|e| e.add_reviewers && e.people.contains(person))
+    }
+
     /// Whether `person` stands in slot `i` now. Membership at creation counts first; then
     /// assignments apply in order: the assigner hands their place over (rule 11) and the
     /// assignee takes it, so a step assigned back to its first reviewer is theirs again.
     fn in_slot(&self, i: usize, person: &str) -> bool {
-        let mut holds = self.slots[i].people.contains(person);
+        // An escalated reviewer stands in for every slot (rule 33).
+        let mut holds = self.slots[i].people.contains(person) || self.escalated_to(person);
         for a in self.assignments.iter().filter(|a| a.slots.contains(&i)) {
             if a.people.contains(person) {
                 holds = true;
@@ -171,6 +212,9 @@ impl StepState {
         let mut all: BTreeSet<String> = self.slots.iter().flat_map(|s| s.people.clone()).collect();
         for a in &self.assignments {
             all.extend(a.people.iter().cloned());
+        }
+        for e in self.escalations.iter().filter(|e| e.add_reviewers) {
+            all.extend(e.people.iter().cloned());
         }
         all.retain(|p| !self.slots_of(p).is_empty());
         all
@@ -488,6 +532,10 @@ impl Request {
                     reviews: vec![],
                     assignments: vec![],
                     skipped_because: None,
+                    remind_every: s.remind_every,
+                    escalate: s.escalate.clone(),
+                    entered_at: None,
+                    escalations: vec![],
                 }
             })
             .collect();
@@ -887,6 +935,23 @@ impl Request {
             return false;
         }
         self.steps[i].status = StepStatus::Active;
+        self.steps[i].entered_at = Some(now);
+        // Reminders and escalations are durable timers (rule 33); one that fires after the
+        // step has moved on does nothing.
+        if let Some(every) = self.steps[i].remind_every {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::StepReminder,
+                key: step_key(&self.id, i),
+                at: now.plus(every),
+            });
+        }
+        if let Some(first) = self.steps[i].escalate.first() {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::StepEscalation,
+                key: step_key(&self.id, i),
+                at: now.plus(first.after),
+            });
+        }
         let reviewers: Vec<String> = self.steps[i]
             .candidates()
             .into_iter()
@@ -968,6 +1033,92 @@ impl Request {
         }
     }
 
+    /// Rule 33: the reminder timer of step `step` fired. While the step still waits, its
+    /// reviewers are reminded and the next reminder is set; otherwise nothing happens.
+    pub fn remind(&mut self, step: usize, now: Timestamp) -> Option<Changes> {
+        if self.current_step() != Some(step) {
+            return None;
+        }
+        let every = self.steps[step].remind_every?;
+        let mut ch = Changes::default();
+        let reviewers: Vec<String> = self.eligible_reviewers().into_iter().collect();
+        ch.event(
+            Event::request(EventKind::StepReminded, &self.id, None)
+                .with("step", step + 1)
+                .with("reviewers", reviewers.join(",")),
+        );
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::StepReminder,
+            key: step_key(&self.id, step),
+            at: now.plus(every),
+        });
+        Some(ch)
+    }
+
+    /// Rule 33: the escalation timer of step `step` fired. While the step still waits, its
+    /// next escalation happens: its principals are told and, with `add_reviewers`, may decide
+    /// this step from now on (never the requester, rule 9); the one after is set. A timer that
+    /// fires early is set again for its time.
+    pub fn escalate(&mut self, step: usize, dir: &Directory, now: Timestamp) -> Option<Changes> {
+        if self.current_step() != Some(step) {
+            return None;
+        }
+        let s = &self.steps[step];
+        let n = s.escalations.len();
+        let def = s.escalate.get(n)?.clone();
+        let entered = s.entered_at?;
+        let mut ch = Changes::default();
+        let due = entered.plus(def.after);
+        if now < due {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::StepEscalation,
+                key: step_key(&self.id, step),
+                at: due,
+            });
+            return Some(ch);
+        }
+        let people: BTreeSet<String> = def
+            .to
+            .iter()
+            .flat_map(|p| dir.people(p))
+            .filter(|p| self.may_self_review(p))
+            .collect();
+        let to: Vec<String> = def.to.iter().map(Principal::to_string).collect();
+        ch.event(
+            Event::request(EventKind::StepEscalated, &self.id, None)
+                .with("step", step + 1)
+                .with("to", to.join(","))
+                .with(
+                    "people",
+                    people.iter().cloned().collect::<Vec<_>>().join(","),
+                )
+                .with("add_reviewers", def.add_reviewers),
+        );
+        let s = &mut self.steps[step];
+        s.escalations.push(Escalated {
+            to: def.to.clone(),
+            people,
+            add_reviewers: def.add_reviewers,
+            at: now,
+        });
+        if let Some(next) = s.escalate.get(n + 1) {
+            ch.effect(Effect::Schedule {
+                kind: TimerKind::StepEscalation,
+                key: step_key(&self.id, step),
+                at: entered.plus(next.after),
+            });
+        }
+        Some(ch)
+    }
+
+    /// The people the latest escalation of the current step told (rule 33).
+    pub fn escalated_people(&self) -> BTreeSet<String> {
+        self.current_step()
+            .and_then(|i| self.steps[i].escalations.last())
+            .map(|e| e.people.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether this person has decided anything on this request (rule 10).
     pub fn has_decided(&self, person: &str) -> bool {
         self.steps
@@ -1010,6 +1161,11 @@ impl Request {
                     .chain(s.assignments.iter().flat_map(|a| {
                         std::iter::once(a.by.as_str()).chain(a.people.iter().map(String::as_str))
                     }))
+                    .chain(
+                        s.escalations
+                            .iter()
+                            .flat_map(|e| e.people.iter().map(String::as_str)),
+                    )
             }))
     }
 

@@ -44,6 +44,22 @@ pub struct StepDef {
     /// Queries whose principals join the static reviewer list (rule 30).
     #[serde(default)]
     pub reviewers_from: Vec<PolicyRef>,
+    /// Reminds the step's reviewers this often while it waits (rule 33).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_every: Option<Span>,
+    /// Who is told next, each this long after the step was entered (rule 33).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<Escalation>,
+}
+
+/// One escalation of a waiting step: `after` the step was entered, `to` is told, and with
+/// `add_reviewers` may decide the step too (rule 33).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub after: Span,
+    pub to: Vec<Principal>,
+    #[serde(default)]
+    pub add_reviewers: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -123,7 +123,8 @@ async fn run_timers(
     batch: Vec<DueJob>,
     now: Timestamp,
 ) -> Result<usize, EngineError> {
-    let notice = engine.config().server.expiry_notice;
+    let config = engine.config();
+    let notice = config.server.expiry_notice;
     let clock = engine.clock.clone();
     let (ran, observed) = engine
         .write(move |tx| {
@@ -133,6 +134,9 @@ async fn run_timers(
                 let now = clock.now().max(now);
                 let (requests, grants): (Vec<&str>, Vec<&str>) = batch
                     .iter()
+                    .filter(|j| {
+                        !matches!(j.kind, TimerKind::StepReminder | TimerKind::StepEscalation)
+                    })
                     .map(|j| (j.kind == TimerKind::RequestExpiry, j.key.as_str()))
                     .fold((vec![], vec![]), |(mut r, mut g), (is_request, key)| {
                         if is_request {
@@ -145,7 +149,7 @@ async fn run_timers(
                 tx.warm(&grants, &requests).await?;
                 let mut observed = Observed::default();
                 for job in &batch {
-                    timer(tx, job, now, notice, &mut observed).await?;
+                    timer(tx, job, now, notice, &config.directory, &mut observed).await?;
                 }
                 Ok((batch.len(), observed))
             })
@@ -161,6 +165,7 @@ async fn timer(
     job: &DueJob,
     now: Timestamp,
     notice: Span,
+    dir: &domain::Directory,
     seen: &mut Observed,
 ) -> Result<(), EngineError> {
     let key = job.key.as_str();
@@ -226,6 +231,36 @@ async fn timer(
                 apply(tx, ch, now, notice).await?;
             }
             tx.unschedule(TimerKind::GrantNotice, key, now).await?;
+        }
+        TimerKind::StepReminder | TimerKind::StepEscalation => {
+            // Rule 33: a step's reminder or escalation; nothing once the step has moved on.
+            let step = domain::parse_step_key(key);
+            let req = match step {
+                Some((id, _)) => tx.request(id).await?,
+                None => None,
+            };
+            let changed = match (step, req) {
+                (Some((_, i)), Some(mut r)) => {
+                    let ch = if job.kind == TimerKind::StepReminder {
+                        r.remind(i, now)
+                    } else {
+                        r.escalate(i, dir, now)
+                    };
+                    match ch {
+                        Some(ch) => {
+                            // The transition sets the next timer, if there is one.
+                            tx.unschedule(job.kind, key, now).await?;
+                            save_request(tx, &mut r, ch, now, notice).await?;
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            if !changed {
+                tx.unschedule(job.kind, key, now).await?;
+            }
         }
         TimerKind::ConnectorGrant
         | TimerKind::ConnectorRevoke

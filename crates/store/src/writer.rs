@@ -172,6 +172,12 @@ impl Writer {
         // rows are rewritten once, before the commit.
         let mut people: Vec<Request> = vec![];
         // --- end of request_people.
+        // The writes of the group's jobs so far, not sent yet: they go to the database in a
+        // few multi-row statements when a job next reads it, or at the end of the group, so
+        // that a group of jobs that only write costs a handful of round trips, not a few per
+        // job (on PostgreSQL every statement is one).
+        let mut unflushed = Pending::default();
+        let mut broken: Option<String> = None;
         for (job, reply) in group {
             if failed.is_some() {
                 done.push((reply, Err(JobFailure::Store(StoreError::Closed))));
@@ -184,13 +190,17 @@ impl Writer {
                 cache: &mut self.cache,
                 holder: &self.holder,
                 pending: Pending::default(),
+                unflushed: &mut unflushed,
+                broken: &mut broken,
             };
             let result = job(&mut tx).await;
             let pending = tx.pending;
-            if result.is_err() {
+            if let Some(e) = &broken {
+                // Sending earlier jobs' writes failed: the group is lost, whatever this job
+                // answered.
+                failed = Some(e.clone());
+            } else if result.is_err() {
                 head = saved;
-            } else if let Err(e) = flush(&mut conn, &self.holder, &pending).await {
-                failed = Some(e.to_string());
             } else {
                 due_now |= pending.due_now;
                 for r in &pending.requests {
@@ -199,9 +209,16 @@ impl Writer {
                 for g in &pending.grants {
                     self.cache.put_grant(g);
                 }
-                people.extend(pending.requests);
+                people.extend(pending.requests.iter().cloned());
+                unflushed.absorb(pending);
             }
             done.push((reply, result));
+        }
+        if failed.is_none()
+            && !unflushed.is_empty()
+            && let Err(e) = flush(&mut conn, &self.holder, &unflushed).await
+        {
+            failed = Some(e.to_string());
         }
         // --- request_people: who sees each request the group wrote, and who may decide it
         // now, written once per group in the group's transaction (a statement per job would
@@ -366,6 +383,8 @@ impl Cache {
 #[derive(Default)]
 struct Pending {
     requests: Vec<Request>,
+    /// Position of each request in `requests`, once several jobs' writes are merged.
+    request_at: HashMap<String, usize>,
     grants: Vec<Grant>,
     /// Position of each grant in `grants`.
     grant_at: HashMap<String, usize>,
@@ -394,6 +413,67 @@ struct Pending {
 }
 
 impl Pending {
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+            && self.grants.is_empty()
+            && self.events.is_empty()
+            && self.jobs.is_empty()
+            && self.tokens.is_empty()
+            && self.secrets.is_empty()
+            && self.deliveries.is_empty()
+            && self.idempotency.is_empty()
+            && self.prune_idempotency.is_none()
+            && self.sessions.is_empty()
+            && self.prune_sessions.is_none()
+            && self.renew.is_none()
+    }
+
+    /// Adds a later job's writes to these, as if one job had made both: a later write of the
+    /// same object replaces the earlier one, and operations keep their order.
+    fn absorb(&mut self, later: Pending) {
+        if self.is_empty() {
+            *self = later;
+            // A job keeps its requests unique without the index; merging needs it.
+            self.request_at = (self.requests.iter().enumerate())
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect();
+            return;
+        }
+        for r in later.requests {
+            match self.request_at.get(&r.id) {
+                Some(&i) => self.requests[i] = r,
+                None => {
+                    self.request_at.insert(r.id.clone(), self.requests.len());
+                    self.requests.push(r);
+                }
+            }
+        }
+        for g in later.grants {
+            match self.grant_at.get(&g.id) {
+                Some(&i) => self.grants[i] = g,
+                None => {
+                    self.grant_at.insert(g.id.clone(), self.grants.len());
+                    self.grants.push(g);
+                }
+            }
+        }
+        self.events.extend(later.events);
+        self.jobs.extend(later.jobs);
+        self.tokens.extend(later.tokens);
+        self.secrets.extend(later.secrets);
+        for (d, claimed) in later.deliveries {
+            self.put_delivery(d, claimed);
+        }
+        self.idempotency.extend(later.idempotency);
+        self.prune_idempotency = self.prune_idempotency.max(later.prune_idempotency);
+        self.sessions.extend(later.sessions);
+        self.prune_sessions = self.prune_sessions.max(later.prune_sessions);
+        self.renew = match (self.renew, later.renew) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     /// Records a delivery's write, replacing this job's earlier write of it. Indexed by id: an
     /// expiry burst writes a notification per grant in one job.
     fn put_delivery(&mut self, d: Delivery, claimed_until: Option<i64>) {
@@ -799,6 +879,28 @@ struct BufferedTx<'c> {
     cache: &'c mut Cache,
     holder: &'c str,
     pending: Pending,
+    /// The earlier jobs' writes of this group, not sent yet.
+    unflushed: &'c mut Pending,
+    /// Why sending them failed, if it did: the group is then lost.
+    broken: &'c mut Option<String>,
+}
+
+impl BufferedTx<'_> {
+    /// Sends the earlier jobs' writes before this job reads the database, so that it reads
+    /// what they wrote. Every read of the database goes through here.
+    async fn db(&mut self) -> Result<&mut Conn, StoreError> {
+        if let Some(e) = self.broken {
+            return Err(StoreError::Corrupt(e.clone()));
+        }
+        if !self.unflushed.is_empty() {
+            let writes = std::mem::take(self.unflushed);
+            if let Err(e) = flush(self.conn, self.holder, &writes).await {
+                *self.broken = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(self.conn)
+    }
 }
 
 #[async_trait]
@@ -810,7 +912,12 @@ impl Tx for BufferedTx<'_> {
         if let Some(r) = self.cache.requests.get(id) {
             return Ok(Some(r.clone()));
         }
-        load(self.conn, "SELECT body FROM requests WHERE id = $1", id).await
+        load(
+            self.db().await?,
+            "SELECT body FROM requests WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     async fn put_request(&mut self, r: &Request) -> Result<(), StoreError> {
@@ -826,7 +933,12 @@ impl Tx for BufferedTx<'_> {
         if let Some(g) = self.cache.grants.get(id) {
             return Ok(Some(g.clone()));
         }
-        load(self.conn, "SELECT body FROM grants WHERE id = $1", id).await
+        load(
+            self.db().await?,
+            "SELECT body FROM grants WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError> {
@@ -853,7 +965,8 @@ impl Tx for BufferedTx<'_> {
         // Every candidate is checked: one whose expiry timer has not run yet must not hide a
         // valid one.
         let rows = self
-            .conn
+            .db()
+            .await?
             .rows(
                 "SELECT body FROM grants WHERE subject = $1 AND resource = $2 AND state = 'active'
                  UNION ALL
@@ -876,7 +989,7 @@ impl Tx for BufferedTx<'_> {
             .copied()
             .filter(|id| !self.cache.grants.contains_key(*id))
             .collect();
-        for g in load_many::<Grant>(self.conn, "grants", &missing).await? {
+        for g in load_many::<Grant>(self.db().await?, "grants", &missing).await? {
             self.cache.put_grant(&g);
         }
         let missing: Vec<&str> = requests
@@ -884,7 +997,7 @@ impl Tx for BufferedTx<'_> {
             .copied()
             .filter(|id| !self.cache.requests.contains_key(*id))
             .collect();
-        for r in load_many::<Request>(self.conn, "requests", &missing).await? {
+        for r in load_many::<Request>(self.db().await?, "requests", &missing).await? {
             self.cache.put_request(&r);
         }
         Ok(())
@@ -896,7 +1009,8 @@ impl Tx for BufferedTx<'_> {
         resource: &str,
     ) -> Result<Vec<Grant>, StoreError> {
         let rows = self
-            .conn
+            .db()
+            .await?
             .rows(
                 "SELECT body FROM grants
                  WHERE subject = $1 AND resource = $2 AND state IN ('activating', 'active')",
@@ -939,7 +1053,8 @@ impl Tx for BufferedTx<'_> {
             }
         }
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT due_at FROM jobs WHERE kind = $1 AND key = $2",
                 args![kind.as_str(), key],
@@ -1017,7 +1132,8 @@ impl Tx for BufferedTx<'_> {
         until: Timestamp,
     ) -> Result<bool, StoreError> {
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT due_at FROM jobs WHERE kind = $1 AND key = $2 AND due_at <= $3
                  AND (claimed_until IS NULL OR claimed_until <= $3)",
@@ -1059,12 +1175,14 @@ impl Tx for BufferedTx<'_> {
                 _ => {}
             }
         }
+        let holder = self.holder;
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT 1 FROM jobs WHERE kind = $1 AND key = $2 AND claimed_by = $3
                  AND claimed_until > $4",
-                args![kind.as_str(), key, self.holder, now.millis()],
+                args![kind.as_str(), key, holder, now.millis()],
             )
             .await?;
         if row.is_some() {
@@ -1080,7 +1198,8 @@ impl Tx for BufferedTx<'_> {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT 1 FROM jobs WHERE kind = $1 AND key = $2 AND claimed_until > $3",
                 args![kind.as_str(), key, now.millis()],
@@ -1121,7 +1240,12 @@ impl Tx for BufferedTx<'_> {
         if let Some(&i) = self.pending.delivery_at.get(id) {
             return Ok(Some(self.pending.deliveries[i].0.clone()));
         }
-        load(self.conn, "SELECT body FROM deliveries WHERE id = $1", id).await
+        load(
+            self.db().await?,
+            "SELECT body FROM deliveries WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     async fn put_delivery(
@@ -1145,7 +1269,7 @@ impl Tx for BufferedTx<'_> {
         per_lane: u32,
     ) -> Result<Option<Delivery>, StoreError> {
         let d: Option<Delivery> = load_with(
-            self.conn,
+            self.db().await?,
             "SELECT body FROM deliveries WHERE id = $1 AND state = 'pending' AND next_at <= $2
              AND (claimed_until IS NULL OR claimed_until <= $2)",
             args![id, now.millis()],
@@ -1168,7 +1292,7 @@ impl Tx for BufferedTx<'_> {
         }
         let mut a = args![&lane, now.millis()];
         a.extend(mine.iter().map(|m| Arg::from(*m)));
-        let stored = match self.conn.row(&sql, a).await? {
+        let stored = match self.db().await?.row(&sql, a).await? {
             Some(r) => r.int(0)?,
             None => 0,
         };
@@ -1190,11 +1314,13 @@ impl Tx for BufferedTx<'_> {
             let claimed = self.pending.deliveries[i].1;
             return Ok(claimed.is_some_and(|u| u > now.millis()));
         }
+        let holder = self.holder;
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT 1 FROM deliveries WHERE id = $1 AND claimed_by = $2 AND claimed_until > $3",
-                args![id, self.holder, now.millis()],
+                args![id, holder, now.millis()],
             )
             .await?;
         Ok(row.is_some())
@@ -1216,7 +1342,8 @@ impl Tx for BufferedTx<'_> {
             return Ok((r.expires_at > now).then(|| r.clone()));
         }
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT body_hash, request_id, response, expires_at, in_flight_until
                  FROM idempotency WHERE subject = $1 AND key = $2 AND expires_at > $3",
@@ -1282,7 +1409,8 @@ impl Tx for BufferedTx<'_> {
         let row = match unsaved {
             Some(r) => r.filter(|r| r.expires_at > now),
             None => self
-                .conn
+                .db()
+                .await?
                 .row(
                     "SELECT subject, csrf, data, created_at, expires_at FROM sessions
                      WHERE hash = $1 AND expires_at > $2",
@@ -1304,7 +1432,8 @@ impl Tx for BufferedTx<'_> {
         // By the leading characters, not a range of the key: a range would assume the
         // database orders text by bytes, and a PostgreSQL database may collate otherwise.
         let row = self
-            .conn
+            .db()
+            .await?
             .row(
                 "SELECT COUNT(*) FROM sessions
                  WHERE substr(hash, 1, length($1)) = $1 AND expires_at > $2",

@@ -252,7 +252,8 @@ resource "one-reviewer" {
     let id = id_of(&req);
     app.tick().await;
     let (_, first) = notifications(&app, "alice", id).await;
-    // The retry comes after the backoff (at most `callback_retry_cap`, a minute by default).
+    // The first retry comes after the backoff's first delay (`callback_retry_base`, 5 s by
+    // default, with jitter).
     app.advance(Duration::from_secs(90)).await;
     let got = mails(&app, &smtp, 1).await;
 
@@ -402,4 +403,100 @@ server {{
     assert_eq!(smtp.to("bob").len(), 1, "{got:?}\n{}", server.logs());
     assert_eq!(smtp.to("carol").len(), 1, "{got:?}");
     server.kill().await;
+}
+
+/// The webhook events a receiver got, as (type, recipients).
+fn events(hook: &Receiver) -> Vec<(String, Value)> {
+    hook.got("events")
+        .iter()
+        .map(|r| {
+            let v = r.json();
+            (
+                v["type"].as_str().unwrap().to_owned(),
+                v["data"]["recipients"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rule_33_reminded_at_30_and_60_minutes_escalated_at_an_hour_and_the_leads_may_approve() {
+    // Arrange: bob reviews; the step reminds every 30 minutes and escalates to the leads,
+    // as reviewers, after an hour. Every step event goes to a webhook.
+    let hook = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let hcl = format!(
+        r#"
+group "leads" {{ members = ["dan@example.com", "eve@example.com"] }}
+channel "hook" {{
+  type   = "webhook"
+  url    = "{url}"
+  secret = "{secret}"
+}}
+notify "steps" {{
+  events = ["step_entered", "reminder", "escalated"]
+  to     = ["reviewers"]
+  via    = ["hook"]
+}}
+resource "prod-db" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{
+    reviewers    = {{ one_of = ["bob@example.com"] }}
+    remind_every = "30m"
+    escalate     = [ {{ after = "1h", to = ["group:leads"], add_reviewers = true }} ]
+  }} ] }}
+}}
+"#,
+        url = hook.url("events"),
+    );
+    let app = TestApp::spawn_with(r#"outbound_allow = ["127.0.0.1"]"#, &[], &hcl).await;
+    let bob = json!(["bob@example.com"]);
+
+    // Act + assert: entered, then reminded at 30 minutes.
+    let req = app
+        .create("alice", json!({ "resource": "prod-db", "reason": "x" }))
+        .await;
+    app.tick().await;
+    assert_eq!(events(&hook), vec![("step_entered".into(), bob.clone())]);
+    app.advance(Duration::from_secs(29 * 60)).await;
+    assert_eq!(events(&hook).len(), 1, "reminded early");
+    app.advance(Duration::from_secs(60)).await;
+    assert_eq!(events(&hook)[1], ("reminder".into(), bob.clone()));
+
+    // Act + assert: at an hour, reminded again and escalated to the leads.
+    app.advance(Duration::from_secs(30 * 60)).await;
+    let got = events(&hook);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got.contains(&("reminder".into(), bob.clone())), "{got:?}");
+    let leads = json!(["dan@example.com", "eve@example.com"]);
+    assert!(got.contains(&("escalated".into(), leads)), "{got:?}");
+    assert!(
+        hook.got("events")
+            .iter()
+            .all(|r| crate::callbacks::verify(secret, r))
+    );
+
+    // Assert: bob is still eligible, and so are the leads; the escalation is audited.
+    let r = app.request("alice", &req).await;
+    let eligible = &r["steps"][0]["eligible"];
+    assert_eq!(
+        eligible,
+        &json!(["bob@example.com", "dan@example.com", "eve@example.com"])
+    );
+    let (_, audit) = app.get("root", "/v1/audit?limit=1000").await;
+    let escalated: Vec<&Value> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["event"]["kind"] == "step_escalated")
+        .collect();
+    assert_eq!(escalated.len(), 1, "{audit}");
+    assert_eq!(escalated[0]["event"]["detail"]["add_reviewers"], "true");
+
+    // Act + assert: a lead approves; no further reminder or escalation comes.
+    let approved = app.approve("dan", &req).await;
+    assert_eq!(approved["state"], "approved");
+    let before = events(&hook).len();
+    app.advance(Duration::from_secs(3 * 3600)).await;
+    assert_eq!(events(&hook).len(), before);
 }

@@ -384,3 +384,70 @@ pub async fn tx_reads_its_own_writes(db: &Db) {
         Some(GrantState::Expired)
     );
 }
+
+/// Issue 14 item 1: jobs grouped into one transaction see each other's writes. The writer may
+/// hold a job's writes back until the next read (so that a group of writes costs a few round
+/// trips), and every read must still see every earlier job's writes: here each `B` job is
+/// queued right behind its `A` job, often in the same group, and reads what `A` wrote through
+/// reads that cannot be answered from a cache.
+pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
+    // Arrange
+    let store = db.open().await;
+    let now = at(0);
+    let pairs = 60;
+
+    // Act: pairs of jobs, each `A` queued before its `B`, all pairs at once.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..pairs {
+        let store = store.clone();
+        set.spawn(async move {
+            let key = format!("k{i}");
+            let req = format!("req_{i}");
+            let a = {
+                let (key, req) = (key.clone(), req.clone());
+                write(&*store, move |tx| {
+                    Box::pin(async move {
+                        tx.put_delivery(&delivery(&req, now), None).await?;
+                        tx.put_idempotency(&idempotency(ALICE, &key, &req, 86_400_000), now)
+                            .await?;
+                        tx.schedule(TimerKind::GrantExpiry, &key, at(60_000))
+                            .await?;
+                        Ok(())
+                    })
+                })
+            };
+            let b = {
+                let (key, req) = (key.clone(), req.clone());
+                write(&*store, move |tx| {
+                    Box::pin(async move {
+                        let d = tx.delivery(&domain::Delivery::id_for(&req)).await?;
+                        let k = tx.idempotency(ALICE, &key, now).await?;
+                        let j = tx.scheduled(TimerKind::GrantExpiry, &key).await?;
+                        Ok((d.is_some(), k.is_some(), j))
+                    })
+                })
+            };
+            // `join!` polls `a` first, so its job is queued before `b`'s.
+            let ((), seen) = tokio::join!(a, b);
+            seen
+        });
+    }
+
+    // Assert
+    while let Some(seen) = set.join_next().await {
+        let (delivery, key, job) = seen.expect("the pair ran");
+        assert!(
+            delivery,
+            "a later job did not see an earlier job's delivery"
+        );
+        assert!(
+            key,
+            "a later job did not see an earlier job's idempotency key"
+        );
+        assert_eq!(
+            job,
+            Some(at(60_000)),
+            "a later job did not see an earlier job's timer"
+        );
+    }
+}

@@ -75,6 +75,8 @@ impl World {
                             reviewers: Reviewers::OneOf(step.clone()),
                             skip_if: vec![],
                             reviewers_from: vec![],
+                            remind_every: None,
+                            escalate: vec![],
                         }],
                     },
                     on_request: None,

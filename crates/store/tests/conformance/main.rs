@@ -60,6 +60,7 @@ conformance! {
     atomic::job_writes_commit_together,
     atomic::refused_job_leaves_nothing,
     atomic::tx_reads_its_own_writes,
+    atomic::later_jobs_of_a_group_read_earlier_writes,
     chain::chain_gapless_under_concurrent_jobs,
     chain::chain_gapless_across_two_handles,
     chain::one_outcome_under_concurrent_decisions,
