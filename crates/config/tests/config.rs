@@ -596,3 +596,46 @@ fn rule_32_without_notify_blocks_the_defaults_use_the_email_channels_only() {
     let nothing = load_str("test.hcl", PEOPLE).unwrap();
     assert!(nothing.notify.is_empty());
 }
+
+/// Rule 32: the complete example of docs/notifications.md loads (its `env()` secrets given as
+/// literals), with its channels and rules as the page describes them.
+#[test]
+fn rule_32_the_complete_example_of_the_notifications_doc_loads() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/notifications.md")).expect("the page");
+    let (_, section) = doc
+        .split_once("## A complete example")
+        .expect("the page has a complete example");
+    let (_, rest) = section.split_once("```hcl\n").expect("an hcl block");
+    let (hcl, _) = rest.split_once("```").expect("the block ends");
+    let hcl = hcl
+        .replace(
+            "env(\"COUNTERSIGN_SMTP_PASSWORD\")",
+            "\"smtp-password-for-the-test\"",
+        )
+        .replace(
+            "env(\"COUNTERSIGN_SIEM_SECRET\")",
+            "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+        );
+    let cfg = load_str("notifications.hcl", &hcl).unwrap_or_else(|e| panic!("{e}\n{hcl}"));
+    assert_eq!(
+        cfg.channels.keys().collect::<Vec<_>>(),
+        vec!["mail", "siem"]
+    );
+    let config::Channel::Email(mail) = &cfg.channels["mail"] else {
+        panic!("mail is an email channel");
+    };
+    assert_eq!((mail.tls, mail.port), (config::SmtpTls::Starttls, 587));
+    let names: Vec<&str> = cfg.notify.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["reviewers", "requester", "prod-audit"]);
+    // The first two are the default rules, written out.
+    let defaults = domain::notify::default_rules(&["mail".to_string()]);
+    for (rule, default) in cfg.notify.iter().zip(&defaults) {
+        assert_eq!(
+            (&rule.events, &rule.to, &rule.via),
+            (&default.events, &default.to, &default.via),
+            "{}",
+            rule.name
+        );
+    }
+}
