@@ -293,3 +293,349 @@ fn hardening_6_oidc_requires_a_verified_email_by_default() {
     let off = load_str("t.hcl", &block("  require_email_verified = false\n")).unwrap();
     assert!(!off.oidc.unwrap().require_email_verified);
 }
+
+/// People for the notification tests: a requester, a reviewer, a group and an admin.
+const PEOPLE: &str = r#"
+user "alice@example.com" { groups = ["dba"] }
+user "bob@example.com" {}
+user "root@example.com" { roles = ["admin"] }
+"#;
+
+/// Rule 32: channels resolve with their defaults (the port follows `tls`; a 10s timeout),
+/// and neither the SMTP password nor the webhook secret is printed.
+#[test]
+fn rule_32_channels_resolve_with_their_defaults_and_hide_their_secrets() {
+    let src = r#"
+channel "mail" {
+  type     = "email"
+  host     = "smtp.example.com"
+  username = "countersign"
+  password = "smtp-pa55word"
+  from     = "Countersign <countersign@example.com>"
+}
+channel "mail-tls" {
+  type    = "email"
+  host    = "smtps.example.com"
+  tls     = "implicit"
+  from    = "countersign@example.com"
+  timeout = "5m"
+}
+channel "siem" {
+  type   = "webhook"
+  url    = "https://siem.example.com/hooks/countersign"
+  secret = "whsec_c2llbS1zaWduaW5nLXNlY3JldA=="
+}
+"#;
+    let cfg = load_str("test.hcl", src).unwrap();
+    let config::Channel::Email(mail) = &cfg.channels["mail"] else {
+        panic!("mail is an email channel");
+    };
+    assert_eq!(mail.tls, config::SmtpTls::Starttls);
+    assert_eq!(mail.port, 587);
+    assert_eq!(mail.timeout, Span::from_secs(10));
+    assert_eq!(mail.password.as_deref(), Some("smtp-pa55word"));
+    let config::Channel::Email(tls) = &cfg.channels["mail-tls"] else {
+        panic!("mail-tls is an email channel");
+    };
+    assert_eq!((tls.tls, tls.port), (config::SmtpTls::Implicit, 465));
+    assert_eq!(tls.timeout, Span::from_secs(300));
+    let config::Channel::Webhook(siem) = &cfg.channels["siem"] else {
+        panic!("siem is a webhook channel");
+    };
+    assert_eq!(siem.timeout, Span::from_secs(10));
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("pa55word"),
+        "Debug leaks a password: {shown}"
+    );
+    assert!(!shown.contains("whsec_"), "Debug leaks a secret: {shown}");
+}
+
+/// Rule 32: a channel type other than email and webhook is refused at its line.
+#[test]
+fn rule_32_an_unknown_channel_type_is_refused() {
+    let out = errors("channel \"chat\" {\n  type = \"slack\"\n}\n");
+    expect_test::expect![[r#"test.hcl:2: in channel "chat": channel type "slack" is not supported; supported types: email, webhook"#]]
+    .assert_eq(&out);
+}
+
+/// Rule 32: `tls = "none"` sends credentials and messages in clear text, so it is refused
+/// unless the host is loopback or listed in the server's `outbound_allow`.
+#[test]
+fn rule_32_tls_none_only_to_loopback_or_an_outbound_allow_host() {
+    let channel = |host: &str| {
+        format!(
+            "channel \"mail\" {{\n  type = \"email\"\n  host = \"{host}\"\n  tls  = \"none\"\n  from = \"countersign@example.com\"\n}}\n"
+        )
+    };
+    let out = errors(&channel("smtp.example.com"));
+    expect_test::expect![[r#"test.hcl:4: in channel "mail": tls = "none" is allowed only to loopback or to hosts listed in the server's outbound_allow, and "smtp.example.com" is not"#]]
+    .assert_eq(&out);
+
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        let cfg = load_str("test.hcl", &channel(host)).unwrap_or_else(|e| panic!("{host}: {e}"));
+        let config::Channel::Email(mail) = &cfg.channels["mail"] else {
+            panic!("mail is an email channel");
+        };
+        assert_eq!((mail.tls, mail.port), (config::SmtpTls::None, 25), "{host}");
+    }
+
+    let allowed = format!(
+        "server {{\n  outbound_allow = [\"mail.internal.example.com\", \"10.20.0.0/16\"]\n}}\n{}{}",
+        channel("mail.internal.example.com"),
+        channel("10.20.1.5").replace("\"mail\"", "\"relay\""),
+    );
+    let cfg = load_str("test.hcl", &allowed).unwrap();
+    assert_eq!(cfg.channels.len(), 2);
+    // Another host on the same server is still refused.
+    let out = errors(&format!(
+        "server {{\n  outbound_allow = [\"mail.internal.example.com\"]\n}}\n{}",
+        channel("smtp.example.com")
+    ));
+    assert!(
+        out.contains("test.hcl:7: in channel \"mail\": tls = \"none\" is allowed only"),
+        "{out}"
+    );
+}
+
+/// Rule 32: an email channel without `from`, SMTP credentials given by halves and a webhook
+/// channel without a secret are each reported at their block (or attribute) line.
+#[test]
+fn rule_32_channel_mistakes_are_located() {
+    let out = errors(
+        r#"
+channel "no-from" {
+  type = "email"
+  host = "smtp.example.com"
+}
+
+channel "half-login" {
+  type     = "email"
+  host     = "smtp.example.com"
+  username = "countersign"
+  from     = "countersign@example.com"
+}
+
+channel "half-login-2" {
+  type     = "email"
+  host     = "smtp.example.com"
+  password = "pa55word-pa55word"
+  from     = "countersign@example.com"
+}
+
+channel "unsigned" {
+  type = "webhook"
+  url  = "https://siem.example.com/hooks"
+}
+
+channel "slow" {
+  type    = "webhook"
+  url     = "https://siem.example.com/hooks"
+  secret  = "whsec_c2llbS1zaWduaW5nLXNlY3JldA=="
+  timeout = "10m"
+}
+"#,
+    );
+    expect_test::expect![[r#"
+        test.hcl:2: in channel "no-from": an email channel needs from = "countersign@example.com"
+        test.hcl:7: in channel "half-login": username and password go together (read the password with env() or file())
+        test.hcl:14: in channel "half-login-2": username and password go together (read the password with env() or file())
+        test.hcl:21: in channel "unsigned": a webhook channel needs a secret to sign its calls: secret = env("NAME")
+        test.hcl:30: in channel "slow": timeout must be between 1s and 5m"#]]
+    .assert_eq(&out);
+}
+
+/// Rule 32: a `notify` rule names known channels, events and principals; applications are
+/// never an audience; a webhook takes no destination. Each mistake is at its attribute's line.
+#[test]
+fn rule_32_notify_rule_mistakes_are_located() {
+    let src = format!(
+        r#"{PEOPLE}
+channel "mail" {{
+  type = "email"
+  host = "smtp.example.com"
+  from = "countersign@example.com"
+}}
+channel "siem" {{
+  type   = "webhook"
+  url    = "https://siem.example.com/hooks"
+  secret = "whsec_c2llbS1zaWduaW5nLXNlY3JldA=="
+}}
+
+notify "pager" {{
+  events = ["step_entered"]
+  to     = ["reviewers"]
+  via    = ["pager"]
+}}
+
+notify "typo" {{
+  events = ["request_opened"]
+  to     = ["requester"]
+  via    = ["mail"]
+}}
+
+notify "strangers" {{
+  events = ["request_denied"]
+  to     = ["zed@example.com", "group:ghosts"]
+  via    = ["mail"]
+}}
+
+notify "robots" {{
+  events = ["request_approved"]
+  to     = ["app:deployer"]
+  via    = ["mail"]
+}}
+
+notify "soc" {{
+  events = ["grant_active"]
+  to     = ["admins"]
+  via    = ["siem:soc@example.com"]
+}}
+"#
+    );
+    let out = errors(&src);
+    expect_test::expect![[r#"
+        test.hcl:20: in notify "pager": unknown channel "pager": declare it with a channel block
+        test.hcl:24: in notify "typo": unknown event "request_opened"; events: request_created, step_entered, reminder, escalated, request_approved, request_denied, request_cancelled, request_expired, comment_added, assigned, grant_active, grant_expiring, grant_ended, grant_failed, break_glass
+        test.hcl:31: in notify "strangers": unknown principal "zed@example.com": declare it with a user or group block
+        test.hcl:31: in notify "strangers": unknown principal "group:ghosts": declare it with a user or group block
+        test.hcl:37: in notify "robots": "app:deployer": an application cannot be notified
+        test.hcl:44: in notify "soc": "siem:soc@example.com": a webhook channel takes no destination (its url is the destination)"#]]
+    .assert_eq(&out);
+}
+
+/// Rule 32: a valid rule keeps its events, globs, audiences and fixed destinations.
+#[test]
+fn rule_32_notify_rules_resolve() {
+    use domain::notify::{Audience, NotifyEvent, Via};
+    let src = format!(
+        r#"{PEOPLE}
+channel "mail" {{
+  type = "email"
+  host = "smtp.example.com"
+  from = "countersign@example.com"
+}}
+notify "prod" {{
+  events    = ["request_created", "grant_active"]
+  resources = ["prod-*"]
+  to        = ["owners", "group:dba"]
+  via       = ["mail", "mail:secops@example.com"]
+}}
+"#
+    );
+    let cfg = load_str("test.hcl", &src).unwrap();
+    assert_eq!(
+        cfg.notify.len(),
+        1,
+        "no default rules beside a notify block"
+    );
+    let rule = &cfg.notify[0];
+    assert_eq!(rule.name, "prod");
+    assert_eq!(
+        rule.events.iter().copied().collect::<Vec<_>>(),
+        vec![NotifyEvent::RequestCreated, NotifyEvent::GrantActive]
+    );
+    assert_eq!(rule.resources, vec!["prod-*".to_string()]);
+    assert_eq!(
+        rule.to,
+        vec![
+            Audience::Owners,
+            Audience::Principal(Principal::Group("dba".into()))
+        ]
+    );
+    assert_eq!(
+        rule.via,
+        vec![
+            Via {
+                channel: "mail".into(),
+                destination: None
+            },
+            Via {
+                channel: "mail".into(),
+                destination: Some("secops@example.com".into())
+            },
+        ]
+    );
+}
+
+/// Rule 32: with no `notify` block the default rules apply, over the channels that reach
+/// people (email), never over a webhook; with only webhooks there are no rules at all.
+#[test]
+fn rule_32_without_notify_blocks_the_defaults_use_the_email_channels_only() {
+    let mail = |name: &str| {
+        format!(
+            "channel \"{name}\" {{\n  type = \"email\"\n  host = \"smtp.example.com\"\n  from = \"countersign@example.com\"\n}}\n"
+        )
+    };
+    let siem = "channel \"siem\" {\n  type = \"webhook\"\n  url = \"https://siem.example.com/hooks\"\n  secret = \"whsec_c2llbS1zaWduaW5nLXNlY3JldA==\"\n}\n";
+    let cfg = load_str(
+        "test.hcl",
+        &format!("{PEOPLE}{}{}{siem}", mail("mail"), mail("backup-mail")),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.notify,
+        domain::notify::default_rules(&["backup-mail".to_string(), "mail".to_string()])
+    );
+    assert_eq!(cfg.notify.len(), 2);
+    for rule in &cfg.notify {
+        assert!(
+            rule.via.iter().all(|v| v.channel != "siem"),
+            "{}: {:?}",
+            rule.name,
+            rule.via
+        );
+    }
+
+    let webhooks_only = load_str("test.hcl", &format!("{PEOPLE}{siem}")).unwrap();
+    assert!(
+        webhooks_only.notify.is_empty(),
+        "{:?}",
+        webhooks_only.notify
+    );
+    let nothing = load_str("test.hcl", PEOPLE).unwrap();
+    assert!(nothing.notify.is_empty());
+}
+
+/// Rule 32: the complete example of docs/notifications.md loads (its `env()` secrets given as
+/// literals), with its channels and rules as the page describes them.
+#[test]
+fn rule_32_the_complete_example_of_the_notifications_doc_loads() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/notifications.md")).expect("the page");
+    let (_, section) = doc
+        .split_once("## A complete example")
+        .expect("the page has a complete example");
+    let (_, rest) = section.split_once("```hcl\n").expect("an hcl block");
+    let (hcl, _) = rest.split_once("```").expect("the block ends");
+    let hcl = hcl
+        .replace(
+            "env(\"COUNTERSIGN_SMTP_PASSWORD\")",
+            "\"smtp-password-for-the-test\"",
+        )
+        .replace(
+            "env(\"COUNTERSIGN_SIEM_SECRET\")",
+            "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+        );
+    let cfg = load_str("notifications.hcl", &hcl).unwrap_or_else(|e| panic!("{e}\n{hcl}"));
+    assert_eq!(
+        cfg.channels.keys().collect::<Vec<_>>(),
+        vec!["mail", "siem"]
+    );
+    let config::Channel::Email(mail) = &cfg.channels["mail"] else {
+        panic!("mail is an email channel");
+    };
+    assert_eq!((mail.tls, mail.port), (config::SmtpTls::Starttls, 587));
+    let names: Vec<&str> = cfg.notify.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["reviewers", "requester", "prod-audit"]);
+    // The first two are the default rules, written out.
+    let defaults = domain::notify::default_rules(&["mail".to_string()]);
+    for (rule, default) in cfg.notify.iter().zip(&defaults) {
+        assert_eq!(
+            (&rule.events, &rule.to, &rule.via),
+            (&default.events, &default.to, &default.via),
+            "{}",
+            rule.name
+        );
+    }
+}
