@@ -581,7 +581,8 @@ fn notify_rules(
         if n.via.is_empty() {
             errors.push(loc.err(Some("via"), "via must name at least one channel"));
         }
-        let fixed = via.iter().any(|v| v.destination.is_some());
+        // Without an audience, a via without a destination would send nothing.
+        let fixed = !via.is_empty() && via.iter().all(|v| v.destination.is_some());
         if to.is_empty() && !fixed && n.to.is_empty() {
             errors.push(loc.err(
                 Some("to"),

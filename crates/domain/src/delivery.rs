@@ -255,6 +255,18 @@ impl Delivery {
         )
     }
 
+    /// Records an attempt that can never succeed (its channel is gone from the configuration,
+    /// or is now of another kind): the delivery fails at once rather than retrying for days.
+    pub fn give_up(&mut self, a: Attempt) {
+        self.attempt_count = self.attempt_count.saturating_add(1);
+        self.attempts.push(a);
+        if self.attempts.len() > MAX_ATTEMPTS_KEPT {
+            self.attempts.remove(0);
+        }
+        self.state = DeliveryState::Failed;
+        self.next_at = None;
+    }
+
     /// Sends it again now, with the same id and body, and a fresh retry window.
     pub fn redeliver(&mut self, now: Timestamp) {
         self.state = DeliveryState::Pending;

@@ -81,6 +81,7 @@ pub enum EventKind {
     CallbackRedelivered,
     StepReminded,
     StepEscalated,
+    NotificationResent,
 }
 
 impl EventKind {
@@ -117,6 +118,7 @@ impl EventKind {
             EventKind::CallbackRedelivered => "callback_redelivered",
             EventKind::StepReminded => "step_reminded",
             EventKind::StepEscalated => "step_escalated",
+            EventKind::NotificationResent => "notification_resent",
         }
     }
 }

@@ -202,6 +202,7 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     let started = engine.now().max(now);
     let watch = Stopwatch::start();
     let mut mailed = false;
+    let mut hopeless = false;
     let answer = match &d.notice {
         None => match engine.store.callback_secret(&d.request).await? {
             Some(secret) => post(&sender, &d.url, &d, &secret, started, None).await,
@@ -211,28 +212,33 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
                 retry_after_ms: None,
             },
         },
-        Some(n) => match config.channels.get(&n.channel) {
-            Some(config::Channel::Webhook(w)) => {
+        // A webhook takes one copy of an event (no `to`); an email goes to one address.
+        Some(n) => match (config.channels.get(&n.channel), &n.to) {
+            (Some(config::Channel::Webhook(w)), None) => {
                 let timeout = Duration::from_secs(w.timeout.secs());
                 post(&sender, &w.url, &d, &w.secret, started, Some(timeout)).await
             }
-            Some(config::Channel::Email(_)) => {
+            (Some(config::Channel::Email(_)), Some(_)) => {
                 mailed = true;
-                let m = crate::notify::mail(&config, &sender.mailers, &d).await;
+                let m = crate::notify::mail(&config, &sender.mailers, &d, started).await;
                 Answer {
                     status: m.code,
                     error: m.error,
                     retry_after_ms: None,
                 }
             }
-            None => Answer {
-                status: None,
-                error: Some(format!(
-                    "channel {:?} is not in the configuration any more",
-                    n.channel
-                )),
-                retry_after_ms: None,
-            },
+            (channel, _) => {
+                hopeless = true;
+                let why = match channel {
+                    None => "is not in the configuration any more",
+                    Some(_) => "is now of another type",
+                };
+                Answer {
+                    status: None,
+                    error: Some(format!("channel {:?} {why}", n.channel)),
+                    retry_after_ms: None,
+                }
+            }
         },
     };
     let took = watch.elapsed();
@@ -274,7 +280,9 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
                     retry_after_ms: answer.retry_after_ms,
                     window: settings.retry_for,
                 };
-                if mailed {
+                if hopeless {
+                    d.give_up(attempt);
+                } else if mailed {
                     d.mailed(attempt, plan);
                 } else {
                     d.attempted(attempt, plan);

@@ -650,7 +650,8 @@ impl Engine {
         self.request(actor, id).await?;
         let mut all = self.store.deliveries(id).await?;
         all.retain(|d| d.notice.is_some());
-        all.sort_by_key(|d| d.notice.as_ref().map(|n| n.seq));
+        // By event, then in the order the router made them (`ntf_<seq>_<n>`).
+        all.sort_by_key(|d| (d.notice.as_ref().map(|n| n.seq), d.id.len(), d.id.clone()));
         Ok(all)
     }
 
@@ -671,6 +672,7 @@ impl Engine {
         }
         let now = self.now();
         let (id, nid) = (id.to_owned(), notification.to_owned());
+        let by = actor.id.clone();
         self.write(move |tx| {
             Box::pin(async move {
                 let missing =
@@ -681,6 +683,9 @@ impl Engine {
                     .filter(|d| d.notice.is_some() && d.request == id)
                     .ok_or_else(missing)?;
                 d.redeliver(now);
+                let ev = Event::request(EventKind::NotificationResent, &id, Some(&by))
+                    .with("notification", &d.id);
+                tx.append(&ev, now).await?;
                 tx.put_delivery(&d, None).await?;
                 Ok(d)
             })

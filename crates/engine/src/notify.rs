@@ -228,7 +228,12 @@ pub(crate) struct Mailed {
 }
 
 /// Sends a notification by email to its recipient.
-pub(crate) async fn mail(config: &Config, mailers: &Mailers, d: &Delivery) -> Mailed {
+pub(crate) async fn mail(
+    config: &Config,
+    mailers: &Mailers,
+    d: &Delivery,
+    now: domain::Timestamp,
+) -> Mailed {
     let failed = |error: String| Mailed {
         code: None,
         error: Some(error),
@@ -251,7 +256,7 @@ pub(crate) async fn mail(config: &Config, mailers: &Mailers, d: &Delivery) -> Ma
     let Some(to) = &notice.to else {
         return failed("the notification names no address".into());
     };
-    let message = match email(channel, to, &d.id, &d.body) {
+    let message = match email(channel, to, &d.id, &d.body, now) {
         Ok(m) => m,
         Err(e) => return failed(e),
     };
@@ -283,7 +288,13 @@ pub(crate) async fn mail(config: &Config, mailers: &Mailers, d: &Delivery) -> Ma
 
 /// Builds the message of a notification: a plain-text and an HTML part saying the same, with
 /// the link to the request's page.
-pub fn email(channel: &EmailChannel, to: &str, id: &str, body: &str) -> Result<Message, String> {
+pub fn email(
+    channel: &EmailChannel,
+    to: &str,
+    id: &str,
+    body: &str,
+    now: domain::Timestamp,
+) -> Result<Message, String> {
     let payload: Payload =
         serde_json::from_str(body).map_err(|e| format!("the notification's body: {e}"))?;
     let from: Mailbox = channel
@@ -296,6 +307,10 @@ pub fn email(channel: &EmailChannel, to: &str, id: &str, body: &str) -> Result<M
         .from(from)
         .to(to)
         .subject(subject)
+        // The engine's clock, not the machine's, like every other time Countersign writes.
+        .date(
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now.millis()).unwrap_or(0)),
+        )
         // The delivery's id, so that a mail client threads or drops a repeat after a retry.
         .message_id(Some(format!("<{id}@countersign>")))
         .multipart(MultiPart::alternative_plain_html(text, html))
@@ -369,7 +384,7 @@ mod tests {
         let (subject, text, html) = render(&p);
         assert_eq!(
             subject,
-            "[Countersign] someone asks for a resource: your review is needed"
+            "[Countersign] someone asks for a resource: a review is needed"
         );
         assert!(text.contains("http://localhost:8080/requests/r1"), "{text}");
         assert!(

@@ -207,31 +207,30 @@ pub fn headline(
         .and_then(|g| g.expires_at.as_deref())
         .map(|t| format!(" until {t}"))
         .unwrap_or_default();
+    // Worded for whoever reads it: the requester, a reviewer, an owner or an admin.
+    let subject = format!("{requester}'s request for {resource}");
+    let access = grant.map_or(requester, |g| g.subject.as_str());
     match event {
         NotifyEvent::RequestCreated => format!("{requester} asks for {resource}"),
-        NotifyEvent::StepEntered => {
-            format!("{requester} asks for {resource}: your review is needed")
+        NotifyEvent::StepEntered => format!("{requester} asks for {resource}: a review is needed"),
+        NotifyEvent::Reminder => format!("Reminder: {subject} still waits for a review"),
+        NotifyEvent::Escalated => format!("Escalated: {subject} needs a review"),
+        NotifyEvent::RequestApproved => format!("{subject} was approved"),
+        NotifyEvent::RequestDenied => format!("{subject} was denied"),
+        NotifyEvent::RequestCancelled => format!("{subject} was cancelled"),
+        NotifyEvent::RequestExpired => format!("{subject} expired without a decision"),
+        NotifyEvent::CommentAdded => format!("New comment on {subject}"),
+        NotifyEvent::Assigned => format!("{subject} was assigned for review"),
+        NotifyEvent::GrantActive => format!("{access}'s access to {resource} is active{until}"),
+        NotifyEvent::GrantExpiring => {
+            let at = grant
+                .and_then(|g| g.expires_at.as_deref())
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_else(|| " soon".into());
+            format!("{access}'s access to {resource} ends{at}")
         }
-        NotifyEvent::Reminder => {
-            format!("Reminder: {requester}'s request for {resource} still waits for your review")
-        }
-        NotifyEvent::Escalated => {
-            format!("Escalated: {requester}'s request for {resource} needs a review")
-        }
-        NotifyEvent::RequestApproved => format!("Your request for {resource} was approved"),
-        NotifyEvent::RequestDenied => format!("Your request for {resource} was denied"),
-        NotifyEvent::RequestCancelled => format!("The request for {resource} was cancelled"),
-        NotifyEvent::RequestExpired => {
-            format!("Your request for {resource} expired without a decision")
-        }
-        NotifyEvent::CommentAdded => format!("New comment on the request for {resource}"),
-        NotifyEvent::Assigned => {
-            format!("{requester}'s request for {resource} was assigned to you")
-        }
-        NotifyEvent::GrantActive => format!("Your access to {resource} is active{until}"),
-        NotifyEvent::GrantExpiring => format!("Your access to {resource} ends soon{until}"),
-        NotifyEvent::GrantEnded => format!("Your access to {resource} has ended"),
-        NotifyEvent::GrantFailed => format!("Your access to {resource} could not be granted"),
+        NotifyEvent::GrantEnded => format!("{access}'s access to {resource} has ended"),
+        NotifyEvent::GrantFailed => format!("{access}'s access to {resource} could not be given"),
         NotifyEvent::BreakGlass => {
             format!("Break-glass: {requester} took {resource} without review")
         }

@@ -148,7 +148,7 @@ async fn rule_32_email_tells_reviewers_of_the_step_and_the_requester_of_every_tu
             m["subject"]
                 .as_str()
                 .unwrap()
-                .contains("your review is needed"),
+                .contains("a review is needed"),
             "{m}"
         );
         let text = m["text"].as_str().expect("a text part");
@@ -182,10 +182,10 @@ async fn rule_32_email_tells_reviewers_of_the_step_and_the_requester_of_every_tu
         .map(|m| m["subject"].as_str().unwrap().to_owned())
         .collect();
     for want in [
-        "Your request for prod-db was approved",
-        "Your access to prod-db is active until",
-        "Your access to prod-db ends soon",
-        "Your access to prod-db has ended",
+        "alice@example.com's request for prod-db was approved",
+        "alice@example.com's access to prod-db is active until",
+        "alice@example.com's access to prod-db ends at",
+        "alice@example.com's access to prod-db has ended",
     ] {
         assert!(
             subjects.iter().any(|s| s.contains(want)),
@@ -411,10 +411,8 @@ fn events(hook: &Receiver) -> Vec<(String, Value)> {
         .iter()
         .map(|r| {
             let v = r.json();
-            (
-                v["type"].as_str().unwrap().to_owned(),
-                v["data"]["recipients"].clone(),
-            )
+            let kind = v["type"].as_str().expect("a type").to_owned();
+            (kind, v["data"]["recipients"].clone())
         })
         .collect()
 }
