@@ -1040,18 +1040,30 @@ impl Request {
             return None;
         }
         let every = self.steps[step].remind_every?;
+        let entered = self.steps[step].entered_at?;
         let mut ch = Changes::default();
+        // Reminders fall at whole intervals from the step's entry, so that they do not drift
+        // with the worker's delay; a timer that fires early is set again for its time.
+        let every_ms = i64::try_from(every.secs())
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000)
+            .max(1);
+        let periods = (now.millis() - entered.millis()) / every_ms;
+        let next = entered.plus_millis(every_ms.saturating_mul(periods + 1));
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::StepReminder,
+            key: step_key(&self.id, step),
+            at: next,
+        });
+        if periods < 1 {
+            return Some(ch);
+        }
         let reviewers: Vec<String> = self.eligible_reviewers().into_iter().collect();
         ch.event(
             Event::request(EventKind::StepReminded, &self.id, None)
                 .with("step", step + 1)
                 .with("reviewers", reviewers.join(",")),
         );
-        ch.effect(Effect::Schedule {
-            kind: TimerKind::StepReminder,
-            key: step_key(&self.id, step),
-            at: now.plus(every),
-        });
         Some(ch)
     }
 

@@ -247,11 +247,15 @@ pub(crate) async fn mail(
             notice.channel
         ));
     };
-    let Some(Ok(transport)) = mailers.by_channel.get(&notice.channel) else {
-        return failed(format!(
-            "channel {:?} has no SMTP transport",
-            notice.channel
-        ));
+    let transport = match mailers.by_channel.get(&notice.channel) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return failed(format!("channel {:?}: {e}", notice.channel)),
+        None => {
+            return failed(format!(
+                "channel {:?} has no SMTP transport",
+                notice.channel
+            ));
+        }
     };
     let Some(to) = &notice.to else {
         return failed("the notification names no address".into());
