@@ -893,6 +893,22 @@ struct CommentLine {
     at: When,
 }
 
+/// One notification about the request (rule 32): what went to whom, and how it went.
+struct NotificationLine {
+    event: String,
+    channel: String,
+    to: String,
+    state: String,
+    /// The badge's CSS classes (`badge ok`, …).
+    badge: &'static str,
+    attempts: u32,
+    error: String,
+    at: When,
+}
+
+/// The most notifications the request page shows (the latest ones; the API lists them all).
+const PAGE_NOTIFICATIONS: usize = 50;
+
 #[derive(Template)]
 #[template(path = "request.html")]
 struct RequestPage {
@@ -927,6 +943,9 @@ struct RequestPage {
     can_cancel: bool,
     can_revoke: bool,
     assignees: Vec<String>,
+    notifications: Vec<NotificationLine>,
+    /// Notifications left out of the page (older than the ones shown).
+    notifications_older: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -956,6 +975,12 @@ fn notice(done: &str) -> Option<String> {
 async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestPage {
     let engine = &portal.engine;
     let now = engine.now();
+    // What was sent about it, for whoever may see it (as the API's list); a store error
+    // leaves the section empty rather than the page unreadable.
+    let sent = engine
+        .notifications(&viewer.actor, &r.id)
+        .await
+        .unwrap_or_default();
     let config = engine.config();
     let me = &viewer.actor.id;
     let current = r.current_step();
@@ -1111,6 +1136,31 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
                 by: c.by.clone(),
                 text: c.text.clone(),
                 at: When::new(c.at, now),
+            })
+            .collect(),
+        notifications_older: sent.len().saturating_sub(PAGE_NOTIFICATIONS),
+        notifications: sent
+            .iter()
+            .skip(sent.len().saturating_sub(PAGE_NOTIFICATIONS))
+            .map(|d| {
+                let n = d.notice.as_ref();
+                NotificationLine {
+                    event: n.map(|n| n.event.as_str().to_owned()).unwrap_or_default(),
+                    channel: n.map(|n| n.channel.clone()).unwrap_or_default(),
+                    to: n
+                        .and_then(|n| n.to.clone())
+                        .unwrap_or_else(|| n.map(|n| n.people.join(", ")).unwrap_or_default()),
+                    state: d.state.as_str().to_owned(),
+                    badge: badge(d.state.as_str()),
+                    attempts: d.attempt_count,
+                    error: d
+                        .attempts
+                        .last()
+                        .and_then(|a| a.error.clone())
+                        .filter(|_| d.state != domain::DeliveryState::Delivered)
+                        .unwrap_or_default(),
+                    at: When::new(d.created_at, now),
+                }
             })
             .collect(),
         outcome,

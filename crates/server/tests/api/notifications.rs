@@ -215,6 +215,17 @@ async fn rule_32_email_tells_reviewers_of_the_step_and_the_requester_of_every_tu
     assert_eq!(first["attempts"][0]["status"], 250);
     let (status, body) = notifications(&app, "mallory", &id).await;
     assert_error(status, &body, StatusCode::NOT_FOUND);
+    // The request's page in the portal shows the same list.
+    let mut web = crate::portal::Web::sign_in(&app, "alice").await;
+    let page = web.get(&format!("/requests/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let table = page
+        .html
+        .split("id=\"notification-list\"")
+        .nth(1)
+        .expect("the page lists the notifications");
+    assert_eq!(table.matches("<tr><td>").count(), 6, "{table}");
+    assert!(table.contains("<td>step_entered</td><td>mail</td><td>bob@example.com</td>"));
 
     // Act + assert: only an admin resends; the same message goes out again.
     let nid = first["id"].as_str().unwrap();
