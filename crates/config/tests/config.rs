@@ -639,3 +639,56 @@ fn rule_32_the_complete_example_of_the_notifications_doc_loads() {
         );
     }
 }
+
+/// Rule 33: a step's reminder interval and escalations are checked where they are written: at
+/// least a minute, each escalation later than the one before it, known principals.
+#[test]
+fn rule_33_step_timer_mistakes_are_located() {
+    let src = format!(
+        r#"{USERS}
+resource "db" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{
+    reviewers    = {{ one_of = ["bob@example.com"] }}
+    remind_every = "30s"
+    escalate     = [
+      {{ after = "2h", to = ["alice@example.com"] }},
+      {{ after = "1h", to = ["group:ghosts"], add_reviewers = true }},
+      {{ after = "3h", to = [] }},
+    ]
+  }} ] }}
+}}
+"#
+    );
+    let out = errors(&src);
+    expect_test::expect![[r#"
+        test.hcl:7: in resource "db": workflow.steps[0].remind_every must be at least 1m
+        test.hcl:7: in resource "db": workflow.steps[0].escalate[1].after must be later than the escalation before it (each counts from the step's entry)
+        test.hcl:7: in resource "db": unknown group: "group:ghosts"
+        test.hcl:7: in resource "db": workflow.steps[0].escalate[2].to must name at least one user or group"#]].assert_eq(&out);
+}
+
+/// Rule 33: valid step timers resolve into the step's definition.
+#[test]
+fn rule_33_step_timers_resolve() {
+    let src = format!(
+        r#"{USERS}
+group "leads" {{ members = ["alice@example.com"] }}
+resource "db" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{
+    reviewers    = {{ one_of = ["bob@example.com"] }}
+    remind_every = "30m"
+    escalate     = [ {{ after = "1h", to = ["group:leads"], add_reviewers = true }} ]
+  }} ] }}
+}}
+"#
+    );
+    let cfg = load_str("test.hcl", &src).expect("loads");
+    let step = &cfg.resources["db"].workflow.steps[0];
+    assert_eq!(step.remind_every, Some(Span::from_secs(1800)));
+    assert_eq!(step.escalate.len(), 1);
+    assert_eq!(step.escalate[0].after, Span::from_secs(3600));
+    assert_eq!(step.escalate[0].to, vec![Principal::Group("leads".into())]);
+    assert!(step.escalate[0].add_reviewers);
+}

@@ -247,3 +247,101 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
         check(&r, &dir, end, &mut seen);
     }
 }
+
+/// Rule 33: reminders fall at whole intervals from the step's entry (an early timer is set
+/// again, a late one does not drift); an escalation tells its people, and with
+/// `add_reviewers` lets them decide this step only, never the requester (rule 9); the
+/// audience grows with them; once the step has moved on, neither timer does anything.
+#[test]
+fn rule_33_reminders_keep_their_interval_and_escalations_add_reviewers_to_one_step() {
+    use domain::{Changes, Effect, Escalation, EventKind, TimerKind};
+    let dir = directory();
+    let p = |s: &str| Principal::parse(s).expect("principal");
+    let mut res = resource();
+    res.workflow.steps[0].remind_every = Some(Span::from_secs(1800));
+    res.workflow.steps[0].escalate = vec![
+        Escalation {
+            after: Span::from_secs(3600),
+            to: vec![p(&email("gus"))],
+            add_reviewers: false,
+        },
+        Escalation {
+            after: Span::from_secs(7200),
+            to: vec![p(&email("fay")), p("group:own")],
+            add_reviewers: true,
+        },
+    ];
+    let t0 = Timestamp::from_millis(1_000_000);
+    let at = |min: i64| Timestamp::from_millis(t0.millis() + min * 60_000);
+    let new = NewRequest {
+        id: "r1".into(),
+        requester: email("fay"),
+        reason: "why".into(),
+        duration: None,
+        fields: BTreeMap::new(),
+        start_at: None,
+        extends: None,
+        context: Context::default(),
+    };
+    let (mut r, created) = Request::create(new, &res, &dir, &NoPolicies, t0, None).expect("ok");
+    let timers = |ch: &Changes, kind: TimerKind| -> Vec<Timestamp> {
+        ch.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Schedule { kind: k, at, .. } if *k == kind => Some(*at),
+                _ => None,
+            })
+            .collect()
+    };
+    let kinds = |ch: &Changes| ch.events.iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(timers(&created, TimerKind::StepReminder), vec![at(30)]);
+    assert_eq!(timers(&created, TimerKind::StepEscalation), vec![at(60)]);
+
+    // Reminders: early → set again, no reminder; on time; late → the next stays on the grid.
+    let early = r.remind(0, at(29)).expect("the step waits");
+    assert!(early.events.is_empty());
+    assert_eq!(timers(&early, TimerKind::StepReminder), vec![at(30)]);
+    let on_time = r.remind(0, at(30)).expect("the step waits");
+    assert_eq!(kinds(&on_time), vec![EventKind::StepReminded]);
+    assert_eq!(timers(&on_time, TimerKind::StepReminder), vec![at(60)]);
+    let late = r.remind(0, at(75)).expect("the step waits");
+    assert_eq!(timers(&late, TimerKind::StepReminder), vec![at(90)]);
+
+    // The first escalation tells gus, who may see the request but not decide.
+    let mut seen = BTreeSet::new();
+    check(&r, &dir, "before escalation", &mut seen);
+    let first = r.escalate(0, &dir, at(60)).expect("the step waits");
+    assert_eq!(kinds(&first), vec![EventKind::StepEscalated]);
+    assert_eq!(timers(&first, TimerKind::StepEscalation), vec![at(120)]);
+    assert_eq!(r.escalated_people(), BTreeSet::from([email("gus")]));
+    assert_eq!(r.audience().get(&email("gus")), Some(&false));
+    check(&r, &dir, "told gus", &mut seen);
+
+    // The second adds dov (group own) as a reviewer of step 1; fay asked, so never her.
+    let second = r.escalate(0, &dir, at(120)).expect("the step waits");
+    assert!(timers(&second, TimerKind::StepEscalation).is_empty());
+    assert_eq!(r.escalated_people(), BTreeSet::from([email("dov")]));
+    assert!(r.can_review(&email("dov")) && r.can_review(&email("ben")));
+    assert!(!r.can_review(&email("fay")));
+    check(&r, &dir, "added dov", &mut seen);
+    assert!(
+        r.escalate(0, &dir, at(180)).is_none(),
+        "no third escalation"
+    );
+
+    // Dov approves step 1; step 2 is not his, and step 1's timers do nothing any more.
+    let dov = dir.actor(&email("dov")).expect("present");
+    let approve = ReviewInput {
+        decision: Decision::Approve,
+        comment: None,
+        duration: None,
+        scope: Scope::Resource,
+    };
+    r.review(&dov, approve, (&dir, &NoPolicies), at(121))
+        .expect("an escalated reviewer decides");
+    assert_eq!(r.current_step(), Some(1));
+    assert!(!r.can_review(&email("dov")));
+    assert!(r.remind(0, at(150)).is_none());
+    assert!(r.escalate(0, &dir, at(240)).is_none());
+    check(&r, &dir, "step 2", &mut seen);
+}

@@ -340,18 +340,7 @@ impl Store for SqlStore {
         let Some(who) = &f.audience else {
             // An admin's list: one walk of the index the filters name.
             let mut q = Query::new("SELECT body FROM grants WHERE 1 = 1");
-            q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
-            q.bind_opt(" AND subject = #", f.subject.as_deref());
-            q.bind_opt(" AND resource = #", f.resource.as_deref());
-            q.keyset(
-                "created_at",
-                "id",
-                None,
-                None,
-                f.after.as_ref(),
-                false,
-                f.limit,
-            );
+            grant_page(&mut q, f);
             return bodies(&self.read.rows(&q.sql, q.args).await?);
         };
         // Someone else's: their own grants, and those of each resource they own, each a walk
@@ -369,18 +358,7 @@ impl Store for SqlStore {
                 "SELECT id, created_at FROM (SELECT id, created_at FROM grants WHERE {column} = "
             ));
             q.bind("#", value);
-            q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
-            q.bind_opt(" AND subject = #", f.subject.as_deref());
-            q.bind_opt(" AND resource = #", f.resource.as_deref());
-            q.keyset(
-                "created_at",
-                "id",
-                None,
-                None,
-                f.after.as_ref(),
-                false,
-                f.limit,
-            );
+            grant_page(q, f);
             q.push(&format!(") AS b{branches}"));
         };
         if f.subject.as_ref().is_none_or(|s| *s == who.subject) {
@@ -623,4 +601,21 @@ impl Store for SqlStore {
         }
         self.read.close().await;
     }
+}
+
+/// A grant list's filters and its page (newest first, after the cursor, at most the limit),
+/// added to a `WHERE` clause of `grants`.
+fn grant_page(q: &mut Query, f: &GrantFilter) {
+    q.bind_opt(" AND state = #", f.state.map(|s| s.as_str()));
+    q.bind_opt(" AND subject = #", f.subject.as_deref());
+    q.bind_opt(" AND resource = #", f.resource.as_deref());
+    q.keyset(
+        "created_at",
+        "id",
+        None,
+        None,
+        f.after.as_ref(),
+        false,
+        f.limit,
+    );
 }
