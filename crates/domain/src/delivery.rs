@@ -217,13 +217,18 @@ impl Delivery {
         self.settle(a, verdict, plan);
     }
 
-    fn settle(&mut self, a: Attempt, verdict: Verdict, plan: RetryPlan) {
-        let at = a.at;
+    /// Counts an attempt and keeps it, dropping the oldest past [`MAX_ATTEMPTS_KEPT`].
+    fn record(&mut self, a: Attempt) {
         self.attempt_count = self.attempt_count.saturating_add(1);
         self.attempts.push(a);
         if self.attempts.len() > MAX_ATTEMPTS_KEPT {
             self.attempts.remove(0);
         }
+    }
+
+    fn settle(&mut self, a: Attempt, verdict: Verdict, plan: RetryPlan) {
+        let at = a.at;
+        self.record(a);
         let (state, next) = match verdict {
             Verdict::Delivered => (DeliveryState::Delivered, None),
             Verdict::Gone => (DeliveryState::Gone, None),
@@ -258,11 +263,7 @@ impl Delivery {
     /// Records an attempt that can never succeed (its channel is gone from the configuration,
     /// or is now of another kind): the delivery fails at once rather than retrying for days.
     pub fn give_up(&mut self, a: Attempt) {
-        self.attempt_count = self.attempt_count.saturating_add(1);
-        self.attempts.push(a);
-        if self.attempts.len() > MAX_ATTEMPTS_KEPT {
-            self.attempts.remove(0);
-        }
+        self.record(a);
         self.state = DeliveryState::Failed;
         self.next_at = None;
     }
@@ -347,6 +348,35 @@ mod tests {
             );
             assert_eq!(d.attempt_count, 1);
         }
+    }
+
+    /// Rule 32: an email's SMTP reply: 2xx delivers, 5xx fails at once (the same message
+    /// would be refused again), anything else waits for the backoff; a delivery whose channel
+    /// is gone fails at once.
+    #[test]
+    fn rule_32_smtp_replies_decide_what_happens_next() {
+        for (code, state, next_s) in [
+            (Some(250), DeliveryState::Delivered, None),
+            (Some(550), DeliveryState::Failed, None),
+            (Some(451), DeliveryState::Pending, Some(10)),
+            (None, DeliveryState::Pending, Some(10)),
+        ] {
+            let mut d = delivery();
+            d.mailed(attempt(0, code), plan(10, Some(120)));
+            assert_eq!(d.state, state, "{code:?}");
+            assert_eq!(
+                d.next_at,
+                next_s.map(|s| T0.plus_millis(s * 1000)),
+                "{code:?}"
+            );
+            assert_eq!(d.attempt_count, 1);
+        }
+        let mut d = delivery();
+        d.give_up(attempt(0, None));
+        assert_eq!(
+            (d.state, d.next_at, d.attempt_count),
+            (DeliveryState::Failed, None, 1)
+        );
     }
 
     #[test]

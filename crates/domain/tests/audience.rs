@@ -81,6 +81,23 @@ fn resource() -> ResourceDef {
     }
 }
 
+/// Fay asks for the resource, through an application when one is named.
+fn fay_asks(id: &str, through: Option<&str>) -> NewRequest {
+    NewRequest {
+        id: id.to_owned(),
+        requester: email("fay"),
+        reason: "why".into(),
+        duration: None,
+        fields: BTreeMap::new(),
+        start_at: None,
+        extends: None,
+        context: Context {
+            created_by: through.map(str::to_owned),
+            ..Context::default()
+        },
+    }
+}
+
 /// Everyone (and the application), as non-admins and as themselves; and the audience only
 /// grows (the store upserts its rows and never deletes one).
 fn check(r: &Request, dir: &Directory, when: &str, before: &mut BTreeSet<String>) {
@@ -134,19 +151,7 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
     let dir = directory();
     let res = resource();
     let now = Timestamp::from_millis(1_000);
-    let new = NewRequest {
-        id: "r1".into(),
-        requester: email("fay"),
-        reason: "why".into(),
-        duration: None,
-        fields: BTreeMap::new(),
-        start_at: None,
-        extends: None,
-        context: Context {
-            created_by: Some("app:ci".into()),
-            ..Context::default()
-        },
-    };
+    let new = fay_asks("r1", Some("app:ci"));
     let (mut r, _) = Request::create(new, &res, &dir, &NoPolicies, now, None).expect("created");
     let mut seen = BTreeSet::new();
     check(&r, &dir, "created", &mut seen);
@@ -193,19 +198,7 @@ fn lists_audience_is_visible_to_and_can_review_as_data() {
         .iter()
         .enumerate()
     {
-        let new = NewRequest {
-            id: format!("o{i}"),
-            requester: email("fay"),
-            reason: "why".into(),
-            duration: None,
-            fields: BTreeMap::new(),
-            start_at: None,
-            extends: None,
-            context: Context {
-                created_by: Some("app:ci".into()),
-                ..Context::default()
-            },
-        };
+        let new = fay_asks(&format!("o{i}"), Some("app:ci"));
         let (mut r, _) = Request::create(new, &res, &dir, &NoPolicies, now, None).expect("created");
         let mut seen = BTreeSet::new();
         check(&r, &dir, end, &mut seen);
@@ -273,16 +266,7 @@ fn rule_33_reminders_keep_their_interval_and_escalations_add_reviewers_to_one_st
     ];
     let t0 = Timestamp::from_millis(1_000_000);
     let at = |min: i64| Timestamp::from_millis(t0.millis() + min * 60_000);
-    let new = NewRequest {
-        id: "r1".into(),
-        requester: email("fay"),
-        reason: "why".into(),
-        duration: None,
-        fields: BTreeMap::new(),
-        start_at: None,
-        extends: None,
-        context: Context::default(),
-    };
+    let new = fay_asks("r1", None);
     let (mut r, created) = Request::create(new, &res, &dir, &NoPolicies, t0, None).expect("ok");
     let timers = |ch: &Changes, kind: TimerKind| -> Vec<Timestamp> {
         ch.effects
