@@ -218,9 +218,9 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
                 let timeout = Duration::from_secs(w.timeout.secs());
                 post(&sender, &w.url, &d, &w.secret, started, Some(timeout)).await
             }
-            (Some(config::Channel::Email(_)), Some(_)) => {
+            (Some(config::Channel::Email(e)), Some(to)) => {
                 mailed = true;
-                let m = crate::notify::mail(&config, &sender.mailers, &d, started).await;
+                let m = crate::notify::mail(&n.channel, e, &sender.mailers, to, &d, started).await;
                 Answer {
                     status: m.code,
                     error: m.error,

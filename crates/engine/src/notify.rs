@@ -229,8 +229,10 @@ pub(crate) struct Mailed {
 
 /// Sends a notification by email to its recipient.
 pub(crate) async fn mail(
-    config: &Config,
+    name: &str,
+    channel: &EmailChannel,
     mailers: &Mailers,
+    to: &str,
     d: &Delivery,
     now: domain::Timestamp,
 ) -> Mailed {
@@ -238,27 +240,10 @@ pub(crate) async fn mail(
         code: None,
         error: Some(error),
     };
-    let Some(notice) = &d.notice else {
-        return failed("not a notification".into());
-    };
-    let Some(Channel::Email(channel)) = config.channels.get(&notice.channel) else {
-        return failed(format!(
-            "channel {:?} is no longer an email channel of the configuration",
-            notice.channel
-        ));
-    };
-    let transport = match mailers.by_channel.get(&notice.channel) {
+    let transport = match mailers.by_channel.get(name) {
         Some(Ok(t)) => t,
-        Some(Err(e)) => return failed(format!("channel {:?}: {e}", notice.channel)),
-        None => {
-            return failed(format!(
-                "channel {:?} has no SMTP transport",
-                notice.channel
-            ));
-        }
-    };
-    let Some(to) = &notice.to else {
-        return failed("the notification names no address".into());
+        Some(Err(e)) => return failed(format!("channel {name:?}: {e}")),
+        None => return failed(format!("channel {name:?} has no SMTP transport")),
     };
     let message = match email(channel, to, &d.id, &d.body, now) {
         Ok(m) => m,
