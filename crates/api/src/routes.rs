@@ -34,6 +34,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(simulate))
         .routes(routes!(review_request))
         .routes(routes!(cancel_request))
+        .routes(routes!(follow_up_request))
         .routes(routes!(comment_request))
         .routes(routes!(assign_request))
         .routes(routes!(list_grants))
@@ -217,6 +218,7 @@ pub(crate) async fn create(
                     credentials: body.reviewer_credentials,
                 },
                 idempotency,
+                break_glass: body.break_glass,
             },
         )
         .await
@@ -533,6 +535,39 @@ async fn cancel_request(
 ) -> ApiResult<Json<RequestView>> {
     let Json(body) = body?;
     let r = state.engine.cancel(&actor, &id, body.reason).await?;
+    Ok(Json(with_grant(&state, &actor, &r).await?))
+}
+
+/// Close a break-glass follow-up review (rule 34): acknowledge the use, or flag it, which
+/// revokes the grant if it is still live. Its reviewers only (and, once it is overdue, the
+/// resource's owners and admins); never the person who broke the glass.
+#[utoipa::path(post, path = "/v1/requests/{id}/follow-up", tag = "requests", params(("id" = String, Path)),
+    request_body = FollowUpBody,
+    responses((status = 200, description = "The request with its follow-up closed", body = RequestView),
+        (status = 403, description = "The person who broke the glass, an application, or someone who is not a reviewer of the follow-up", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request did not break glass, or its follow-up is already closed", body = ErrorBody),
+        (status = 422, description = "An unknown verdict, a flag without a comment, or an invalid comment", body = ErrorBody)))]
+async fn follow_up_request(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: Body<FollowUpBody>,
+) -> ApiResult<Json<RequestView>> {
+    let Json(body) = body?;
+    let verdict = match body.verdict.as_str() {
+        "acknowledge" => domain::Verdict::Acknowledge,
+        "flag" => domain::Verdict::Flag,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "verdict must be \"acknowledge\" or \"flag\", not {other:?}"
+            )));
+        }
+    };
+    let r = state
+        .engine
+        .close_follow_up(&actor, &id, verdict, body.comment)
+        .await?;
     Ok(Json(with_grant(&state, &actor, &r).await?))
 }
 

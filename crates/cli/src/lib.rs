@@ -162,6 +162,11 @@ pub enum RequestCmd {
         /// created the first time (for 24 hours), e.g. a CI run id.
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
+        /// Break the glass (if the resource allows it): access at once, for at most its
+        /// break_glass.max_duration, without the workflow; its reviewers are told at once and
+        /// must review it afterwards.
+        #[arg(long)]
+        break_glass: bool,
         /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
         #[arg(long)]
         wait: bool,
@@ -244,6 +249,23 @@ pub enum ReviewCmd {
         /// Why, shown to the requester.
         #[arg(long)]
         comment: Option<String>,
+    },
+    /// Close a break-glass follow-up: the use was justified.
+    Acknowledge {
+        /// The break-glass request's id.
+        id: String,
+        /// A comment recorded with it.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Close a break-glass follow-up: the use was not justified. Revokes the grant if it is
+    /// still live.
+    Flag {
+        /// The break-glass request's id.
+        id: String,
+        /// What was wrong (required).
+        #[arg(long)]
+        comment: String,
     },
 }
 
@@ -503,6 +525,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                     request_data,
                     callback_url,
                     idempotency_key,
+                    break_glass,
                     wait,
                     poll_seconds,
                 },
@@ -526,6 +549,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 requester,
                 callback: callback_url.map(|url| CallbackBody { url }),
                 reviewer_credentials: vec![],
+                break_glass,
             };
             let mut req = c.http.post(format!("{}/v1/requests", c.base)).json(&body);
             if let Some(k) = &idempotency_key {
@@ -630,32 +654,47 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Review { cmd, .. } => {
-            let (id, body) = match cmd {
+            let reviews = |id: &str| format!("/v1/requests/{id}/reviews");
+            let follow_up = |id: &str| format!("/v1/requests/{id}/follow-up");
+            let r: RequestView = match cmd {
                 ReviewCmd::Approve {
                     id,
                     duration,
                     scope,
                     comment,
-                } => (
-                    id,
-                    ReviewBody {
+                } => {
+                    let body = ReviewBody {
                         decision: "approve".into(),
                         comment,
                         duration,
                         scope,
-                    },
-                ),
-                ReviewCmd::Deny { id, comment } => (
-                    id,
-                    ReviewBody {
+                    };
+                    c.post(&reviews(&id), &body).await?
+                }
+                ReviewCmd::Deny { id, comment } => {
+                    let body = ReviewBody {
                         decision: "deny".into(),
                         comment,
                         duration: None,
                         scope: None,
-                    },
-                ),
+                    };
+                    c.post(&reviews(&id), &body).await?
+                }
+                ReviewCmd::Acknowledge { id, comment } => {
+                    let body = FollowUpBody {
+                        verdict: "acknowledge".into(),
+                        comment,
+                    };
+                    c.post(&follow_up(&id), &body).await?
+                }
+                ReviewCmd::Flag { id, comment } => {
+                    let body = FollowUpBody {
+                        verdict: "flag".into(),
+                        comment: Some(comment),
+                    };
+                    c.post(&follow_up(&id), &body).await?
+                }
             };
-            let r: RequestView = c.post(&format!("/v1/requests/{id}/reviews"), &body).await?;
             print(json, &r, || table::request(&r))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -175,6 +175,20 @@ pub fn request(r: &RequestView) -> String {
             line!(out, "          {}", review);
         }
     }
+    if let Some(f) = &r.follow_up {
+        let status = match (&f.closed_by, &f.escalated_at) {
+            (Some(by), _) => format!("{} by {by}", f.state),
+            (None, Some(at)) => format!("open, overdue (escalated {at})"),
+            (None, None) => format!("open, due by {}", f.due_at),
+        };
+        line!(out, "follow-up {} [{}]", status, f.reviewers.join(", "));
+        if !f.eligible.is_empty() {
+            line!(out, "          awaiting: {}", f.eligible.join(", "));
+        }
+        if let Some(c) = &f.comment {
+            line!(out, "          {}", c);
+        }
+    }
     for c in &r.comments {
         line!(out, "comment   {} {}: {}", c.at, c.by, c.text);
     }

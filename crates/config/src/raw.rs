@@ -226,6 +226,18 @@ pub struct RawResource {
     #[serde(default)]
     pub policies: Vec<RawPolicyRef>,
     pub workflow: RawWorkflow,
+    pub break_glass: Option<RawBreakGlass>,
+}
+
+/// `break_glass = { max_duration, notify, review_within, reviewers }` (rule 34).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreakGlass {
+    pub max_duration: String,
+    #[serde(default)]
+    pub notify: Vec<String>,
+    pub review_within: String,
+    pub reviewers: Vec<String>,
 }
 
 /// A `channel "NAME"` block: where notifications go (email or a signed webhook).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use domain::notify::{Audience, NotifyEvent, NotifyRule, Reach, Via};
 use domain::{
-    AppDef, Directory, Escalation, FieldDef, FieldType, Input, PolicyRef, Principal, ResourceDef,
-    Reviewers, Span, StepDef, UserDef, Workflow,
+    AppDef, BreakGlassDef, Directory, Escalation, FieldDef, FieldType, Input, PolicyRef, Principal,
+    ResourceDef, Reviewers, Span, StepDef, UserDef, Workflow,
 };
 
 use crate::load::{Loc, RawConfig};
@@ -286,6 +286,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
     let mut resources = BTreeMap::new();
     let mut policy_sites = vec![];
     let mut field_options = BTreeMap::new();
+    let mut resource_locs = BTreeMap::new();
     for (loc, name, r) in raw.resources {
         if resources.contains_key(&name) {
             errors.push(loc.err(None, format!("resource {name:?} is defined twice")));
@@ -316,6 +317,7 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             if !options.is_empty() {
                 field_options.insert(name.clone(), options);
             }
+            resource_locs.insert(name.clone(), loc.clone());
             resources.insert(name, res);
         }
     }
@@ -334,7 +336,13 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             channels.insert(name, ch);
         }
     }
-    let notify = notify_rules(raw.notify, &channels, &directory, errors);
+    let mut notify = notify_rules(raw.notify, &channels, &directory, errors);
+    notify.extend(break_glass_rules(
+        &resources,
+        &resource_locs,
+        &channels,
+        errors,
+    ));
 
     Config {
         server,
@@ -554,28 +562,9 @@ fn notify_rules(
         }
         let mut via = vec![];
         for v in &n.via {
-            let parsed = Via::parse(v);
-            match (channels.get(&parsed.channel), &parsed.destination) {
-                (None, _) => errors.push(loc.err(
-                    Some("via"),
-                    format!(
-                        "unknown channel {:?}: declare it with a channel block",
-                        parsed.channel
-                    ),
-                )),
-                (Some(Channel::Email(_)), Some(d)) if !email_address(d) || d.contains('<') => {
-                    errors.push(loc.err(
-                        Some("via"),
-                        format!("{v:?}: the destination of an email channel is an address"),
-                    ))
-                }
-                (Some(Channel::Webhook(_)), Some(_)) => errors.push(loc.err(
-                    Some("via"),
-                    format!(
-                        "{v:?}: a webhook channel takes no destination (its url is the destination)"
-                    ),
-                )),
-                _ => via.push(parsed),
+            match check_via(v, &channels) {
+                Ok(parsed) => via.push(parsed),
+                Err(e) => errors.push(loc.err(Some("via"), e)),
             }
         }
         if n.via.is_empty() {
@@ -598,6 +587,102 @@ fn notify_rules(
         });
     }
     rules
+}
+
+/// One `via` entry (`CHANNEL` or `CHANNEL:destination`), checked against the channels.
+fn check_via(v: &str, channels: &BTreeMap<String, Channel>) -> Result<Via, String> {
+    let parsed = Via::parse(v);
+    match (channels.get(&parsed.channel), &parsed.destination) {
+        (None, _) => Err(format!(
+            "unknown channel {:?}: declare it with a channel block",
+            parsed.channel
+        )),
+        (Some(Channel::Email(_)), Some(d)) if !email_address(d) || d.contains('<') => Err(format!(
+            "{v:?}: the destination of an email channel is an address"
+        )),
+        (Some(Channel::Webhook(_)), Some(_)) => Err(format!(
+            "{v:?}: a webhook channel takes no destination (its url is the destination)"
+        )),
+        _ => Ok(parsed),
+    }
+}
+
+/// Rule 34: each resource's `break_glass.notify` is one more rule of the router, sending its
+/// `break_glass` event to the follow-up's reviewers (on a channel that reaches people) or to
+/// the destination given.
+fn break_glass_rules(
+    resources: &BTreeMap<String, ResourceDef>,
+    locs: &BTreeMap<String, Loc>,
+    channels: &BTreeMap<String, Channel>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<NotifyRule> {
+    let mut rules = vec![];
+    for (name, r) in resources {
+        let (Some(bg), Some(loc)) = (&r.break_glass, locs.get(name)) else {
+            continue;
+        };
+        let mut via = vec![];
+        for v in &bg.notify {
+            match check_via(v, channels) {
+                Ok(parsed) => via.push(parsed),
+                Err(e) => {
+                    errors.push(loc.err(Some("break_glass"), format!("break_glass.notify: {e}")))
+                }
+            }
+        }
+        if !via.is_empty() {
+            rules.push(NotifyRule {
+                name: format!("break_glass: {name}"),
+                events: BTreeSet::from([NotifyEvent::BreakGlass]),
+                resources: vec![name.clone()],
+                to: vec![Audience::Reviewers],
+                via,
+            });
+        }
+    }
+    rules
+}
+
+/// The shortest `break_glass.review_within`: a minute, as for step timers.
+const MIN_REVIEW_WITHIN_SECS: u64 = 60;
+
+/// A resource's `break_glass` (rule 34): a maximum no longer than the resource's own, a
+/// review deadline of at least a minute, and reviewers who are known people or groups. Its
+/// `notify` entries are checked against the channels once those are read.
+fn break_glass(
+    loc: &Loc,
+    b: RawBreakGlass,
+    max_duration: Span,
+    dir: &Directory,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BreakGlassDef> {
+    let key = "break_glass";
+    let max = span(loc, key, Some(&b.max_duration), errors)?;
+    if max > max_duration {
+        errors.push(loc.err(
+            Some(key),
+            format!(
+                "break_glass.max_duration {max} is longer than the resource's max_duration {max_duration}"
+            ),
+        ));
+    }
+    let within = span(loc, key, Some(&b.review_within), errors)?;
+    if within.secs() < MIN_REVIEW_WITHIN_SECS {
+        errors.push(loc.err(Some(key), "break_glass.review_within must be at least 1m"));
+    }
+    if b.reviewers.is_empty() {
+        errors.push(loc.err(
+            Some(key),
+            "break_glass.reviewers must name at least one user or group",
+        ));
+    }
+    let reviewers = principals(loc, key, &b.reviewers, dir, errors);
+    Some(BreakGlassDef {
+        max_duration: max,
+        notify: b.notify,
+        review_within: within,
+        reviewers,
+    })
 }
 
 /// Plain `http` is accepted for loopback hosts (a provider on the same machine) and for
@@ -1450,5 +1535,8 @@ fn resource(
             .into_iter()
             .map(|p| policy(p, loc, "policies", sites, errors))
             .collect(),
+        break_glass: r
+            .break_glass
+            .and_then(|b| break_glass(loc, b, max_duration, dir, errors)),
     }
 }

@@ -97,7 +97,7 @@ resource "db2" {{
     );
     let out = errors(&src);
     expect_test::expect![[r#"
-        test.hcl:7: in resource "db": colour: unknown field `colour`, expected one of `description`, `connector`, `grant`, `max_duration`, `durations`, `owners`, `part_of`, `pending_ttl`, `allow_self_approval`, `field`, `on_request`, `policies`, `workflow`
+        test.hcl:7: in resource "db": colour: unknown field `colour`, expected one of `description`, `connector`, `grant`, `max_duration`, `durations`, `owners`, `part_of`, `pending_ttl`, `allow_self_approval`, `field`, `on_request`, `policies`, `workflow`, `break_glass`
         test.hcl:12: in resource "db2": unknown connector "nope"
         test.hcl:13: in resource "db2": max_duration: invalid duration "an hour": unknown unit; use s, m, h or d (write it as 30s, 15m, 1h30m or 7d)
         test.hcl:14: in resource "db2": unknown group: "group:ghosts"
@@ -627,7 +627,32 @@ fn rule_32_the_complete_example_of_the_notifications_doc_loads() {
     };
     assert_eq!((mail.tls, mail.port), (config::SmtpTls::Starttls, 587));
     let names: Vec<&str> = cfg.notify.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, vec!["reviewers", "requester", "prod-audit"]);
+    assert_eq!(
+        names,
+        vec![
+            "reviewers",
+            "requester",
+            "prod-audit",
+            "break_glass: prod-db"
+        ]
+    );
+    // Rule 34: the resource's break-glass destinations are one more rule.
+    let bg = &cfg.notify[3];
+    assert_eq!(
+        (&bg.events, &bg.resources, &bg.to),
+        (
+            &std::collections::BTreeSet::from([domain::notify::NotifyEvent::BreakGlass]),
+            &vec!["prod-db".to_string()],
+            &vec![domain::notify::Audience::Reviewers]
+        )
+    );
+    assert_eq!(
+        bg.via,
+        vec![
+            domain::notify::Via::parse("siem"),
+            domain::notify::Via::parse("mail:secops@example.com")
+        ]
+    );
     // The first two are the default rules, written out.
     let defaults = domain::notify::default_rules(&["mail".to_string()]);
     for (rule, default) in cfg.notify.iter().zip(&defaults) {
@@ -691,4 +716,117 @@ resource "db" {{
     assert_eq!(step.escalate[0].after, Span::from_secs(3600));
     assert_eq!(step.escalate[0].to, vec![Principal::Group("leads".into())]);
     assert!(step.escalate[0].add_reviewers);
+}
+
+/// Rule 34: a resource's break-glass is checked where it is written: a maximum within the
+/// resource's own, a review deadline of at least a minute, known reviewers, and `notify`
+/// entries that name channels as a rule's `via` does.
+#[test]
+fn rule_34_break_glass_mistakes_are_located() {
+    let src = format!(
+        r#"{USERS}
+channel "hook" {{
+  type   = "webhook"
+  url    = "https://siem.example.com/in"
+  secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+}}
+resource "db" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+  break_glass = {{
+    max_duration  = "2h"
+    review_within = "10s"
+    reviewers     = []
+  }}
+}}
+resource "web" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+  break_glass = {{
+    max_duration  = "1h"
+    review_within = "1h"
+    reviewers     = ["group:ghosts"]
+  }}
+}}
+resource "api" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+  break_glass = {{
+    max_duration  = "1h"
+    notify        = ["pager", "hook:ops@example.com"]
+    review_within = "1h"
+    reviewers     = ["bob@example.com"]
+  }}
+}}
+resource "ui" {{
+  max_duration = "1h"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+  break_glass = {{
+    max_duration  = "1h"
+    review_within = "1h"
+    reviewers     = ["bob@example.com"]
+    colour        = "red"
+  }}
+}}
+"#
+    );
+    let out = errors(&src);
+    expect_test::expect![[r#"
+        test.hcl:13: in resource "db": break_glass.max_duration 2h is longer than the resource's max_duration 1h
+        test.hcl:13: in resource "db": break_glass.review_within must be at least 1m
+        test.hcl:13: in resource "db": break_glass.reviewers must name at least one user or group
+        test.hcl:22: in resource "web": unknown group: "group:ghosts"
+        test.hcl:31: in resource "api": break_glass.notify: unknown channel "pager": declare it with a channel block
+        test.hcl:31: in resource "api": break_glass.notify: "hook:ops@example.com": a webhook channel takes no destination (its url is the destination)
+        test.hcl:41: in resource "ui": break_glass.colour: unknown field `colour`, expected one of `max_duration`, `notify`, `review_within`, `reviewers`"#]].assert_eq(&out);
+}
+
+/// Rule 34: a valid break-glass resolves into the resource's definition, and its `notify`
+/// becomes a rule of the router for its `break_glass` event.
+#[test]
+fn rule_34_break_glass_resolves() {
+    let src = format!(
+        r#"{USERS}
+channel "mail" {{
+  type = "email"
+  host = "127.0.0.1"
+  port = 2525
+  tls  = "none"
+  from = "countersign@example.com"
+}}
+resource "db" {{
+  max_duration = "4h"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+  break_glass = {{
+    max_duration  = "1h"
+    notify        = ["mail:secops@example.com"]
+    review_within = "24h"
+    reviewers     = ["group:dba"]
+  }}
+}}
+"#
+    );
+    let cfg = load_str("test.hcl", &src).expect("loads");
+    let bg = cfg.resources["db"]
+        .break_glass
+        .as_ref()
+        .expect("break_glass");
+    assert_eq!(bg.max_duration, Span::from_secs(3600));
+    assert_eq!(bg.review_within, Span::from_secs(86_400));
+    assert_eq!(bg.reviewers, vec![Principal::Group("dba".into())]);
+    // The defaults (over the one email channel) and the resource's own rule.
+    let names: Vec<&str> = cfg.notify.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "default: reviewers",
+            "default: requester",
+            "break_glass: db"
+        ]
+    );
+    assert!(
+        cfg.notify[0]
+            .events
+            .contains(&domain::notify::NotifyEvent::BreakGlass)
+    );
 }

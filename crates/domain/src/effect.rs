@@ -82,6 +82,10 @@ pub enum EventKind {
     StepReminded,
     StepEscalated,
     NotificationResent,
+    BreakGlassUsed,
+    FollowUpAcknowledged,
+    FollowUpFlagged,
+    FollowUpOverdue,
 }
 
 impl EventKind {
@@ -119,6 +123,10 @@ impl EventKind {
             EventKind::StepReminded => "step_reminded",
             EventKind::StepEscalated => "step_escalated",
             EventKind::NotificationResent => "notification_resent",
+            EventKind::BreakGlassUsed => "break_glass_used",
+            EventKind::FollowUpAcknowledged => "follow_up_acknowledged",
+            EventKind::FollowUpFlagged => "follow_up_flagged",
+            EventKind::FollowUpOverdue => "follow_up_overdue",
         }
     }
 }
@@ -152,11 +160,13 @@ pub enum TimerKind {
     StepReminder,
     /// Escalate a waiting step (rule 33). Keyed `<request id>/<step number>`.
     StepEscalation,
+    /// A break-glass follow-up review is due (rule 34). Keyed by request id.
+    FollowUpDue,
 }
 
 impl TimerKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TimerKind; 11] = [
+    pub const ALL: [TimerKind; 12] = [
         TimerKind::RequestExpiry,
         TimerKind::GrantExpiry,
         TimerKind::ConnectorGrant,
@@ -168,6 +178,7 @@ impl TimerKind {
         TimerKind::PolicyCheck,
         TimerKind::StepReminder,
         TimerKind::StepEscalation,
+        TimerKind::FollowUpDue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +194,7 @@ impl TimerKind {
             TimerKind::PolicyCheck => "policy_check",
             TimerKind::StepReminder => "step_reminder",
             TimerKind::StepEscalation => "step_escalation",
+            TimerKind::FollowUpDue => "follow_up_due",
         }
     }
     /// Whether the job calls a connector (and so may take seconds), rather than being a timer
@@ -218,6 +230,12 @@ pub enum Effect {
     /// The request reached its outcome and has a callback: write its delivery, in this
     /// transaction (rule 22).
     Callback,
+    /// A flagged break-glass (rule 34): revoke this grant if it is still live.
+    RevokeGrant {
+        grant: String,
+        by: String,
+        reason: String,
+    },
 }
 
 /// The result of a transition: what to record and what to do.

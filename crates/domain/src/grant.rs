@@ -359,6 +359,24 @@ impl Grant {
         Ok(self.start_revoke(end, now))
     }
 
+    /// Rule 34: a follow-up reviewer flagged the break-glass that issued this grant. `None`
+    /// when it is no longer live (nothing to take back).
+    pub fn revoke_flagged(&mut self, by: &str, reason: String, now: Timestamp) -> Option<Changes> {
+        if !matches!(
+            self.state,
+            GrantState::Active | GrantState::Activating | GrantState::Scheduled
+        ) {
+            return None;
+        }
+        Some(self.start_revoke(
+            GrantEnd::Revoked {
+                by: by.to_owned(),
+                reason,
+            },
+            now,
+        ))
+    }
+
     fn start_revoke(&mut self, end: GrantEnd, now: Timestamp) -> Changes {
         let mut ch = Changes::default();
         let actor = match &end {

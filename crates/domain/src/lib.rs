@@ -12,6 +12,7 @@
 pub mod delivery;
 pub mod effect;
 pub mod error;
+pub mod follow_up;
 pub mod grant;
 pub mod notify;
 pub mod policy;
@@ -23,6 +24,7 @@ pub mod time;
 pub use delivery::{Attempt, Callback, CallbackFormat, Delivery, DeliveryState, Notice, RetryPlan};
 pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
+pub use follow_up::{Closed, FollowUp, FollowUpState, Verdict};
 pub use grant::{Grant, GrantEnd, GrantSpec, GrantState};
 pub use policy::{Evaluation, NoPolicies, PolicyEval, Purpose, Trace};
 pub use principal::{Actor, AppDef, Directory, Principal, UserDef};
@@ -31,8 +33,8 @@ pub use request::{
     Scope, StepState, StepStatus, parse_step_key, step_key,
 };
 pub use resource::{
-    Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef, Reviewers, StepDef,
-    Workflow,
+    BreakGlassDef, Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef,
+    Reviewers, StepDef, Workflow,
 };
 pub use time::{Span, Timestamp};
 

@@ -89,7 +89,8 @@ impl NotifyEvent {
             EventKind::RequestCreated => NotifyEvent::RequestCreated,
             EventKind::StepEntered => NotifyEvent::StepEntered,
             EventKind::StepReminded => NotifyEvent::Reminder,
-            EventKind::StepEscalated => NotifyEvent::Escalated,
+            EventKind::StepEscalated | EventKind::FollowUpOverdue => NotifyEvent::Escalated,
+            EventKind::BreakGlassUsed => NotifyEvent::BreakGlass,
             EventKind::RequestApproved => NotifyEvent::RequestApproved,
             EventKind::RequestDenied => NotifyEvent::RequestDenied,
             EventKind::RequestCancelled => NotifyEvent::RequestCancelled,
@@ -119,7 +120,8 @@ impl NotifyEvent {
 /// Who a rule tells.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Audience {
-    /// The people who may decide the request's current step now.
+    /// The people who may decide the request's current step now (for `escalated`, the people
+    /// the escalation told; for `break_glass`, the follow-up's reviewers).
     Reviewers,
     Requester,
     /// The person the grant is for (the requester, for a request).
@@ -199,7 +201,8 @@ impl NotifyRule {
 }
 
 /// The rules that apply when the configuration has no `notify` block: a step's reviewers
-/// hear that it waits for them (when it is entered, reminded or escalated), and the
+/// hear that it waits for them (when it is entered, reminded or escalated), a break-glass
+/// follow-up's reviewers that someone broke the glass (rule 34), and the
 /// requester hears every outcome of their request and every turn of its grant, on each of
 /// `channels` (the channels that reach people).
 pub fn default_rules(channels: &[String]) -> Vec<NotifyRule> {
@@ -214,6 +217,7 @@ pub fn default_rules(channels: &[String]) -> Vec<NotifyRule> {
                 NotifyEvent::StepEntered,
                 NotifyEvent::Reminder,
                 NotifyEvent::Escalated,
+                NotifyEvent::BreakGlass,
             ]),
             resources: vec![],
             to: vec![Audience::Reviewers],

@@ -341,6 +341,9 @@ pub struct Request {
     /// What an application sent with the request (rule 21).
     #[serde(default, skip_serializing_if = "Context::is_empty")]
     pub context: Context,
+    /// The review that follows a break-glass grant (rule 34); `None` for every other request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<crate::follow_up::FollowUp>,
 }
 
 /// What an application sends with a request (rule 21), kept as sent.
@@ -461,7 +464,7 @@ pub struct ReviewInput {
     pub scope: Scope,
 }
 
-fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
+pub(crate) fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
     crate::limits::text(what, text, crate::limits::MAX_TEXT).map_err(invalid)
 }
 
@@ -482,6 +485,67 @@ impl Request {
         now: Timestamp,
         covered_by: Option<&str>,
     ) -> Result<(Request, Changes), DomainError> {
+        let duration = new.duration.unwrap_or_else(|| res.default_duration());
+        res.check_duration(duration).map_err(invalid)?;
+        let mut req = Request::build(new, duration, res, dir, now)?;
+        for (i, step) in res.workflow.steps.iter().enumerate() {
+            for p in &step.reviewers_from {
+                req.add_dynamic_reviewers(i, p, dir, policies, now);
+            }
+        }
+        req.keep_credentialed(dir);
+        if covered_by.is_none() {
+            let skippable: Vec<bool> = (0..req.steps.len())
+                .map(|i| req.skip_reasons(i, dir, policies, now, false).is_some())
+                .collect();
+            req.check_reviewable(&skippable)?;
+        }
+
+        let denial = req.evaluate_resource_policies(dir, policies, now);
+        let mut ch = Changes::default();
+        ch.event(req.created_event());
+        if let Some(d) = denial {
+            req.finish_by_policy(RequestState::Denied, d, now, &mut ch);
+            return Ok((req, ch));
+        }
+        if let Some(grant) = covered_by {
+            ch.extend(req.answer_with_grant(grant, now));
+            return Ok((req, ch));
+        }
+        ch.effect(Effect::Schedule {
+            kind: TimerKind::RequestExpiry,
+            key: req.id.clone(),
+            at: req.pending_until,
+        });
+        if let Some((decision, by)) = req.evaluate_on_request(dir, policies, now) {
+            let state = match decision {
+                Decision::Approve => RequestState::Approved,
+                Decision::Deny => RequestState::Denied,
+            };
+            req.finish_by_policy(state, by, now, &mut ch);
+            return Ok((req, ch));
+        }
+        if !req.enter_step(0, dir, policies, now, &mut ch) {
+            let by = PolicyVerdict {
+                policy: "skip_if".into(),
+                reason: "every step was skipped by policy".into(),
+                error: None,
+            };
+            req.finish_by_policy(RequestState::Approved, by, now, &mut ch);
+        }
+        Ok((req, ch))
+    }
+
+    /// Rule 2's validation of what was asked (the requester, the context, the reason, the
+    /// fields, the start), and the pending request it describes, for `duration` (which the
+    /// caller has checked), with the workflow's steps waiting.
+    pub(crate) fn build(
+        new: NewRequest,
+        duration: Span,
+        res: &ResourceDef,
+        dir: &Directory,
+        now: Timestamp,
+    ) -> Result<Request, DomainError> {
         if dir.user(&new.requester).is_none() && dir.app(&new.requester).is_none() {
             return Err(forbidden(format!(
                 "{} is not a configured user",
@@ -504,8 +568,6 @@ impl Request {
             return Err(invalid("a reason (or a purpose) is required"));
         }
         check_text("reason", &new.reason)?;
-        let duration = new.duration.unwrap_or_else(|| res.default_duration());
-        res.check_duration(duration).map_err(invalid)?;
         let fields = validate_fields(&new.fields, res, dir)?;
 
         let steps: Vec<StepState> = res
@@ -551,7 +613,7 @@ impl Request {
                 )));
             }
         }
-        let mut req = Request {
+        Ok(Request {
             id: new.id,
             resource: res.name.clone(),
             requester: new.requester,
@@ -578,71 +640,34 @@ impl Request {
             warnings: vec![],
             trace: vec![],
             context: new.context,
-        };
-        for (i, step) in res.workflow.steps.iter().enumerate() {
-            for p in &step.reviewers_from {
-                req.add_dynamic_reviewers(i, p, dir, policies, now);
-            }
-        }
-        req.keep_credentialed(dir);
-        if covered_by.is_none() {
-            let skippable: Vec<bool> = (0..req.steps.len())
-                .map(|i| req.skip_reasons(i, dir, policies, now, false).is_some())
-                .collect();
-            req.check_reviewable(&skippable)?;
-        }
+            follow_up: None,
+        })
+    }
 
-        let denial = req.evaluate_resource_policies(dir, policies, now);
-        let mut ch = Changes::default();
+    /// The audit event of the request's creation.
+    pub(crate) fn created_event(&self) -> Event {
         // The actor is whoever acted: the application that asked for the requester, if one
         // did.
-        let mut ev = Event::request(EventKind::RequestCreated, &req.id, Some(req.creator()))
-            .with("resource", &req.resource)
-            .with("duration", req.duration)
-            .with("reason", &req.reason);
-        if let Some(at) = req.start_at {
+        let mut ev = Event::request(EventKind::RequestCreated, &self.id, Some(self.creator()))
+            .with("resource", &self.resource)
+            .with("duration", self.duration)
+            .with("reason", &self.reason);
+        if let Some(at) = self.start_at {
             ev = ev.with("start_at", at.millis());
         }
-        if let Some(g) = &req.extends {
+        if let Some(g) = &self.extends {
             ev = ev.with("extends", g);
         }
-        if req.context.created_by.is_some() {
-            ev = ev.with("requester", &req.requester);
+        if self.context.created_by.is_some() {
+            ev = ev.with("requester", &self.requester);
         }
-        if !req.warnings.is_empty() {
-            ev = ev.with("warnings", req.warnings.join("\n"));
+        if !self.warnings.is_empty() {
+            ev = ev.with("warnings", self.warnings.join("\n"));
         }
-        ch.event(ev);
-        if let Some(d) = denial {
-            req.finish_by_policy(RequestState::Denied, d, now, &mut ch);
-            return Ok((req, ch));
+        if self.follow_up.is_some() {
+            ev = ev.with("break_glass", true);
         }
-        if let Some(grant) = covered_by {
-            ch.extend(req.answer_with_grant(grant, now));
-            return Ok((req, ch));
-        }
-        ch.effect(Effect::Schedule {
-            kind: TimerKind::RequestExpiry,
-            key: req.id.clone(),
-            at: req.pending_until,
-        });
-        if let Some((decision, by)) = req.evaluate_on_request(dir, policies, now) {
-            let state = match decision {
-                Decision::Approve => RequestState::Approved,
-                Decision::Deny => RequestState::Denied,
-            };
-            req.finish_by_policy(state, by, now, &mut ch);
-            return Ok((req, ch));
-        }
-        if !req.enter_step(0, dir, policies, now, &mut ch) {
-            let by = PolicyVerdict {
-                policy: "skip_if".into(),
-                reason: "every step was skipped by policy".into(),
-                error: None,
-            };
-            req.finish_by_policy(RequestState::Approved, by, now, &mut ch);
-        }
-        Ok((req, ch))
+        ev
     }
 
     /// Evaluates one policy for this request and records it in the trace (rule 31). The
@@ -762,7 +787,7 @@ impl Request {
 
     /// Rule 2: deny and warn policies. Warnings are kept on the request; the first deny (or a
     /// deny policy that fails) is returned.
-    fn evaluate_resource_policies(
+    pub(crate) fn evaluate_resource_policies(
         &mut self,
         dir: &Directory,
         policies: &dyn PolicyEval,
@@ -902,7 +927,7 @@ impl Request {
     }
 
     /// Rule 9: the requester counts as a reviewer only where the resource allows it.
-    fn may_self_review(&self, person: &str) -> bool {
+    pub(crate) fn may_self_review(&self, person: &str) -> bool {
         person != self.requester || self.allow_self_approval
     }
 
@@ -1123,12 +1148,26 @@ impl Request {
         Some(ch)
     }
 
-    /// The people the latest escalation of the current step told (rule 33).
+    /// The people the latest escalation of the current step told (rule 33), or, once an open
+    /// break-glass follow-up escalated, the people it told (rule 34).
     pub fn escalated_people(&self) -> BTreeSet<String> {
-        self.current_step()
-            .and_then(|i| self.steps[i].escalations.last())
-            .map(|e| e.people.clone())
-            .unwrap_or_default()
+        if let Some(i) = self.current_step() {
+            return self.steps[i]
+                .escalations
+                .last()
+                .map(|e| e.people.clone())
+                .unwrap_or_default();
+        }
+        match &self.follow_up {
+            Some(f) if f.escalated_at.is_some() && f.closed.is_none() => f.escalated_to.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Whether something waits for this person's decision: the current step (`can_review`)
+    /// or a break-glass follow-up (rule 34). What an inbox lists.
+    pub fn awaits(&self, person: &str) -> bool {
+        self.can_review(person) || self.follow_up_closers().contains(person)
     }
 
     /// Whether this person has decided anything on this request (rule 10).
@@ -1179,6 +1218,7 @@ impl Request {
                             .flat_map(|e| e.people.iter().map(String::as_str)),
                     )
             }))
+            .chain(self.follow_up.iter().flat_map(|f| f.people()))
     }
 
     /// Whether this person takes part in the request: requester, any reviewer, an owner.
@@ -1198,13 +1238,14 @@ impl Request {
         actor.admin || self.audience_ids().any(|p| p == actor.id)
     }
 
-    /// Everyone who may see this request without being an admin, each with whether they may
-    /// decide its current step now. For every actor who is not an admin, `visible_to(actor)`
-    /// holds exactly when `actor.id` is a key, and its value is `can_review(&actor.id)`. The
+    /// Everyone who may see this request without being an admin, each with whether something
+    /// waits for their decision now. For every actor who is not an admin, `visible_to(actor)`
+    /// holds exactly when `actor.id` is a key, and its value is `awaits(&actor.id)`. The
     /// store keeps these pairs beside the request (its `request_people` rows), so that a list
     /// reads the rows its caller may see from an index instead of judging every request.
     pub fn audience(&self) -> BTreeMap<String, bool> {
-        let reviewers = self.eligible_reviewers();
+        let mut reviewers = self.eligible_reviewers();
+        reviewers.extend(self.follow_up_closers());
         self.audience_ids()
             .map(|p| (p.to_owned(), reviewers.contains(p)))
             .collect()
@@ -1429,7 +1470,7 @@ impl Request {
     }
 
     /// A policy decided the request (rule 2): no person is the actor.
-    fn finish_by_policy(
+    pub(crate) fn finish_by_policy(
         &mut self,
         state: RequestState,
         v: PolicyVerdict,
@@ -1448,7 +1489,7 @@ impl Request {
         }
     }
 
-    fn finish(
+    pub(crate) fn finish(
         &mut self,
         state: RequestState,
         by: Option<&str>,
@@ -1677,13 +1718,13 @@ impl Request {
 }
 
 /// A decision a policy took, and the cause when it failed closed.
-struct PolicyVerdict {
+pub(crate) struct PolicyVerdict {
     policy: String,
     reason: String,
     error: Option<String>,
 }
 
-fn validate_fields(
+pub(crate) fn validate_fields(
     given: &BTreeMap<String, Input>,
     res: &ResourceDef,
     dir: &Directory,

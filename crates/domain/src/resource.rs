@@ -62,6 +62,19 @@ pub struct Escalation {
     pub add_reviewers: bool,
 }
 
+/// A resource's break-glass (rule 34): access at once, without the workflow, for at most
+/// `max_duration`, told at once to `notify`, and reviewed afterwards by `reviewers` within
+/// `review_within`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassDef {
+    pub max_duration: Span,
+    /// Where the `break_glass` notification goes besides the router's rules: `CHANNEL` (every
+    /// follow-up reviewer, on a channel that reaches people) or `CHANNEL:destination`.
+    pub notify: Vec<String>,
+    pub review_within: Span,
+    pub reviewers: Vec<Principal>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Workflow {
     pub steps: Vec<StepDef>,
@@ -221,6 +234,7 @@ pub struct ResourceDef {
     pub workflow: Workflow,
     pub on_request: Option<PolicyRef>,
     pub policies: Vec<PolicyRef>,
+    pub break_glass: Option<BreakGlassDef>,
 }
 
 impl ResourceDef {

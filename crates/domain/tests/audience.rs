@@ -78,6 +78,7 @@ fn resource() -> ResourceDef {
         },
         on_request: None,
         policies: vec![],
+        break_glass: None,
     }
 }
 

@@ -61,6 +61,9 @@ pub struct CreateRequest {
     pub context: domain::Context,
     /// The caller's `Idempotency-Key` and the hash of the body it came with (rule 25).
     pub idempotency: Option<IdempotencyKey>,
+    /// Break the glass (rule 34): grant at once, without the workflow, and open a follow-up
+    /// review.
+    pub break_glass: bool,
 }
 
 /// An `Idempotency-Key` (rule 25): the key, and a hash of the canonical body it came with.
@@ -237,6 +240,14 @@ async fn apply(
                 Effect::Unschedule { kind, key } => tx.unschedule(kind, &key, now).await?,
                 // Written by `save_request`, which has the request.
                 Effect::Callback => {}
+                Effect::RevokeGrant { grant, by, reason } => {
+                    if let Some(mut g) = tx.grant(&grant).await?
+                        && let Some(gch) = g.revoke_flagged(&by, reason, now)
+                    {
+                        tx.put_grant(&g).await?;
+                        queue.push(gch);
+                    }
+                }
                 Effect::IssueGrant(spec) => {
                     if let Some(id) = spec.extends.clone()
                         && let Some(mut g) = tx.grant(&id).await?
@@ -256,6 +267,36 @@ async fn apply(
         }
     }
     Ok(issued)
+}
+
+/// Saves a request just created, with its callback secret and the answer its
+/// `Idempotency-Key` replays (rule 25).
+async fn finish_creating(
+    tx: &mut dyn Tx,
+    req: &mut Request,
+    ch: Changes,
+    secret: Option<String>,
+    idem: Option<IdempotencyKey>,
+    subject: String,
+    (now, notice, ttl): (Timestamp, Span, Span),
+) -> Result<(), EngineError> {
+    if let Some(secret) = &secret {
+        tx.put_callback_secret(&req.id, secret).await?;
+    }
+    save_request(tx, req, ch, now, notice).await?;
+    if let Some(k) = idem {
+        let row = store::IdempotencyRow {
+            subject,
+            key: k.key,
+            body_hash: k.body_hash,
+            request_id: req.id.clone(),
+            response: serde_json::to_string(&*req).ok(),
+            expires_at: now.plus(ttl),
+            in_flight_until: None,
+        };
+        tx.put_idempotency(&row, now).await?;
+    }
+    Ok(())
 }
 
 /// Persists a request after a transition, with the grant it may have produced.
@@ -481,6 +522,7 @@ impl Engine {
         let name = input.resource;
         let subject = actor.id.clone();
         let idem = input.idempotency;
+        let break_glass = input.break_glass;
         let secret_in = secret.clone();
         let key = idem.as_ref().map(|k| (subject.clone(), k.key.clone()));
         let created = self
@@ -506,6 +548,26 @@ impl Engine {
                         return Ok((first, true));
                     }
                     let res = &config.resources[&name];
+                    if break_glass {
+                        let (mut req, ch) = Request::break_glass(
+                            new,
+                            res,
+                            &config.directory,
+                            policies.as_ref(),
+                            now,
+                        )?;
+                        return finish_creating(
+                            tx,
+                            &mut req,
+                            ch,
+                            secret_in,
+                            idem,
+                            subject,
+                            (now, notice, ttl),
+                        )
+                        .await
+                        .map(|()| (req, false));
+                    }
                     let covering = tx
                         .active_grant_covering(
                             &new.requester,
@@ -522,23 +584,17 @@ impl Engine {
                         now,
                         covering.as_ref().map(|g| g.id.as_str()),
                     )?;
-                    if let Some(secret) = &secret_in {
-                        tx.put_callback_secret(&req.id, secret).await?;
-                    }
-                    save_request(tx, &mut req, ch, now, notice).await?;
-                    if let Some(k) = idem {
-                        let row = store::IdempotencyRow {
-                            subject,
-                            key: k.key,
-                            body_hash: k.body_hash,
-                            request_id: req.id.clone(),
-                            response: serde_json::to_string(&req).ok(),
-                            expires_at: now.plus(ttl),
-                            in_flight_until: None,
-                        };
-                        tx.put_idempotency(&row, now).await?;
-                    }
-                    Ok((req, false))
+                    finish_creating(
+                        tx,
+                        &mut req,
+                        ch,
+                        secret_in,
+                        idem,
+                        subject,
+                        (now, notice, ttl),
+                    )
+                    .await
+                    .map(|()| (req, false))
                 })
             })
             .await;
@@ -782,6 +838,22 @@ impl Engine {
         Ok(req)
     }
 
+    /// Rule 34: a follow-up reviewer acknowledges a break-glass, or flags it (which revokes
+    /// its grant if it is still live, in the same transaction).
+    pub async fn close_follow_up(
+        &self,
+        actor: &Actor,
+        id: &str,
+        verdict: domain::Verdict,
+        comment: Option<String>,
+    ) -> Result<Request, EngineError> {
+        let a = actor.clone();
+        self.transition(actor, id, move |r, now| {
+            r.close_follow_up(&a, verdict, comment, now)
+        })
+        .await
+    }
+
     pub async fn cancel(
         &self,
         actor: &Actor,
@@ -877,7 +949,7 @@ impl Engine {
         // request.
         page.items.retain(|r| {
             if q.reviewable_by_me {
-                r.can_review(&actor.id)
+                r.awaits(&actor.id)
             } else {
                 r.visible_to(actor)
             }

@@ -79,11 +79,12 @@ pub(crate) async fn enqueue(tx: &mut dyn Tx, config: &Config) -> Result<(), Engi
             subject: grant
                 .as_ref()
                 .map_or_else(|| request.requester.clone(), |g| g.spec.subject.clone()),
-            // An escalation is for the people it names, who may not decide (yet).
-            reviewers: if kind == NotifyEvent::Escalated {
-                request.escalated_people()
-            } else {
-                request.eligible_reviewers()
+            // An escalation is for the people it names, who may not decide (yet); a
+            // break-glass for the people who must review it afterwards (rule 34).
+            reviewers: match kind {
+                NotifyEvent::Escalated => request.escalated_people(),
+                NotifyEvent::BreakGlass => request.follow_up_closers(),
+                _ => request.eligible_reviewers(),
             },
             owners: request.owners.clone(),
             actor: event.actor.clone(),

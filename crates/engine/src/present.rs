@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use domain::notify::NotifyEvent;
 use domain::{Decision, FieldValue, Grant, GrantEnd, Request, Scope, Timestamp};
 use proto::{
-    ActorRef, AssignmentView, CommentView, GrantEndingView, GrantView, OutcomeView, RequestView,
-    ReviewView, StepView,
+    ActorRef, AssignmentView, CommentView, FollowUpView, GrantEndingView, GrantView, OutcomeView,
+    RequestView, ReviewView, StepView,
 };
 use serde_json::Value;
 
@@ -147,6 +147,16 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
         reviewer_credentials: r.context.credentials.clone(),
         portal_url: portal_url(public_url, &r.id),
         callback_secret: None,
+        follow_up: r.follow_up.as_ref().map(|f| FollowUpView {
+            state: f.state.as_str().to_owned(),
+            reviewers: f.slots.iter().map(|s| s.principal.to_string()).collect(),
+            eligible: r.follow_up_closers().into_iter().collect(),
+            due_at: ts(f.due),
+            escalated_at: f.escalated_at.map(ts),
+            closed_by: f.closed.as_ref().map(|c| c.by.clone()),
+            closed_at: f.closed.as_ref().map(|c| ts(c.at)),
+            comment: f.closed.as_ref().and_then(|c| c.comment.clone()),
+        }),
     }
 }
 
@@ -277,6 +287,15 @@ pub fn lines(
         }
         for w in &r.warnings {
             out.push(("Warning", w.clone()));
+        }
+        if let Some(f) = &r.follow_up {
+            let status = match (&f.closed_by, &f.escalated_at) {
+                (Some(by), _) => format!("{} by {by}", f.state),
+                (None, Some(_)) => format!("overdue since {}", f.due_at),
+                (None, None) => format!("open, due by {}", f.due_at),
+            };
+            out.push(("Follow-up", status));
+            out.push(("Follow-up reviewers", f.reviewers.join(", ")));
         }
     }
     if let Some(g) = grant {

@@ -137,7 +137,11 @@ async fn run_timers(
                     .filter(|j| {
                         !matches!(j.kind, TimerKind::StepReminder | TimerKind::StepEscalation)
                     })
-                    .map(|j| (j.kind == TimerKind::RequestExpiry, j.key.as_str()))
+                    .map(|j| {
+                        let of_request =
+                            matches!(j.kind, TimerKind::RequestExpiry | TimerKind::FollowUpDue);
+                        (of_request, j.key.as_str())
+                    })
                     .fold((vec![], vec![]), |(mut r, mut g), (is_request, key)| {
                         if is_request {
                             r.push(key)
@@ -257,6 +261,23 @@ async fn timer(
                     }
                 }
                 _ => false,
+            };
+            if !changed {
+                tx.unschedule(job.kind, key, now).await?;
+            }
+        }
+        TimerKind::FollowUpDue => {
+            // Rule 34: an open break-glass follow-up escalates once; nothing once it is closed.
+            let changed = match tx.request(key).await? {
+                Some(mut r) => match r.follow_up_due(dir, now) {
+                    Some(ch) => {
+                        tx.unschedule(job.kind, key, now).await?;
+                        save_request(tx, &mut r, ch, now, notice).await?;
+                        true
+                    }
+                    None => false,
+                },
+                None => false,
             };
             if !changed {
                 tx.unschedule(job.kind, key, now).await?;

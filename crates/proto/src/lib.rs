@@ -47,6 +47,24 @@ pub enum Decision {
     Deny,
 }
 
+/// How a follow-up reviewer closes a break-glass follow-up (rule 34): the use was justified,
+/// or it was not (which revokes the grant if it is still live).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowUpVerdict {
+    Acknowledge,
+    Flag,
+}
+
+/// Where a break-glass follow-up review stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowUpState {
+    Open,
+    Acknowledged,
+    Flagged,
+}
+
 /// What an approval covers: the resource, or every resource of its workflow (rule 15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +205,11 @@ pub struct CreateRequestBody {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(schema_with = schema::credentials)]
     pub reviewer_credentials: Vec<String>,
+    /// Break the glass (rule 34): grant at once, for at most the resource's
+    /// `break_glass.max_duration`, without the workflow, and open a follow-up review. Persons
+    /// only, on resources that declare `break_glass`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
 }
 
 /// `callback` of a new request.
@@ -410,6 +433,31 @@ pub struct RequestView {
     /// The secret callbacks are signed with: in the creation response only, to its creator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_secret: Option<String>,
+    /// The review that follows a break-glass (rule 34); absent for every other request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUpView>,
+}
+
+/// A break-glass follow-up review (rule 34).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct FollowUpView {
+    #[schema(value_type = FollowUpState)]
+    pub state: String,
+    /// The resource's `break_glass.reviewers`.
+    pub reviewers: Vec<String>,
+    /// The people who may close it now (never the person who broke the glass).
+    pub eligible: Vec<String>,
+    /// When it should be closed by.
+    pub due_at: String,
+    /// When it escalated, having been left open past `due_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// One policy evaluation that affected a request.
@@ -529,6 +577,18 @@ pub struct ReviewBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Scope>)]
     pub scope: Option<String>,
+}
+
+/// `POST /v1/requests/{id}/follow-up`: close a break-glass follow-up (rule 34).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpBody {
+    #[schema(value_type = FollowUpVerdict)]
+    pub verdict: String,
+    /// Required to flag: what was wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::text_or_null)]
+    pub comment: Option<String>,
 }
 
 /// `POST /v1/requests/{id}/cancel` and `POST /v1/grants/{id}/revoke`.

@@ -102,6 +102,7 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
         .route("/requests/{id}/comment", post(pages::comment))
         .route("/requests/{id}/assign", post(pages::assign))
         .route("/requests/{id}/cancel", post(pages::cancel))
+        .route("/requests/{id}/follow-up", post(pages::follow_up))
         .route("/grants/{id}/drop", post(pages::drop_grant))
         .route("/grants/{id}/revoke", post(pages::revoke_grant))
         .route("/grants/{id}/extend", post(pages::extend_grant))

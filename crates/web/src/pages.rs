@@ -515,6 +515,15 @@ struct RequestForm {
     free_duration: String,
     reason: String,
     steps: Vec<String>,
+    break_glass: Option<BreakGlassChoice>,
+}
+
+/// The request form's break-glass box (rule 34), on resources that allow it.
+struct BreakGlassChoice {
+    checked: bool,
+    max_duration: String,
+    review_within: String,
+    reviewers: String,
 }
 
 async fn form_page(
@@ -634,7 +643,23 @@ async fn form_page(
             .iter()
             .map(|s| step_sentence(&s.constraint, s.min, &s.reviewers))
             .collect(),
+        break_glass: r.break_glass.as_ref().map(|b| BreakGlassChoice {
+            checked: sent.get("break_glass").is_some_and(|v| ticked(v)),
+            max_duration: human_span(b.max_duration),
+            review_within: human_span(b.review_within),
+            reviewers: b
+                .reviewers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     })
+}
+
+/// Whether a checkbox arrived ticked.
+fn ticked(v: &str) -> bool {
+    v == "true" || v == "on"
 }
 
 pub(crate) async fn request_form(
@@ -672,10 +697,7 @@ pub(crate) async fn create(
         let value = sent.get(&format!("field.{}", f.name)).map(|v| v.trim());
         match (&f.kind, value) {
             (FieldType::Bool, v) => {
-                fields.insert(
-                    f.name.clone(),
-                    Input::Bool(v.is_some_and(|v| v == "true" || v == "on")),
-                );
+                fields.insert(f.name.clone(), Input::Bool(v.is_some_and(ticked)));
             }
             (_, Some(v)) if !v.is_empty() => {
                 fields.insert(f.name.clone(), Input::Text(v.to_owned()));
@@ -717,6 +739,7 @@ pub(crate) async fn create(
                 requester: None,
                 context: domain::Context::default(),
                 idempotency: None,
+                break_glass: sent.get("break_glass").is_some_and(|v| ticked(v)),
             },
         )
         .await;
@@ -906,6 +929,17 @@ struct NotificationLine {
     at: When,
 }
 
+/// A break-glass follow-up on the request page (rule 34), from the presenter's view.
+struct FollowUpBlock {
+    state: String,
+    badge: &'static str,
+    reviewers: String,
+    due: When,
+    overdue: bool,
+    /// Who closed it, when, and what they said; empty while open.
+    closed: String,
+}
+
 /// The most notifications the request page shows (the latest ones; the API lists them all).
 const PAGE_NOTIFICATIONS: usize = 50;
 
@@ -946,6 +980,8 @@ struct RequestPage {
     notifications: Vec<NotificationLine>,
     /// Notifications left out of the page (older than the ones shown).
     notifications_older: usize,
+    follow_up: Option<FollowUpBlock>,
+    can_close_follow_up: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -964,6 +1000,8 @@ fn notice(done: &str) -> Option<String> {
             "commented" => "Your comment was added.",
             "assigned" => "The step was assigned.",
             "cancelled" => "The request was cancelled.",
+            "acknowledged" => "You acknowledged this break-glass.",
+            "flagged" => "You flagged this break-glass; its grant is being revoked.",
             "dropped" => "The grant is being revoked.",
             "revoked" => "The grant is being revoked.",
             _ => return None,
@@ -1175,6 +1213,43 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
         // the engine checks it again.
         can_revoke: can_revoke_grant,
         assignees,
+        follow_up: r.follow_up.as_ref().map(|f| {
+            let state = f.state.as_str().to_owned();
+            FollowUpBlock {
+                badge: badge(match state.as_str() {
+                    "open" => "pending",
+                    "acknowledged" => "approved",
+                    _ => "denied",
+                }),
+                state,
+                reviewers: f
+                    .slots
+                    .iter()
+                    .map(|s| s.principal.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                due: When::new(f.due, now),
+                overdue: f.escalated_at.is_some() && f.closed.is_none(),
+                closed: f
+                    .closed
+                    .as_ref()
+                    .map(|c| {
+                        let comment = c
+                            .comment
+                            .as_ref()
+                            .map(|t| format!(": {t}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} by {} {}{comment}",
+                            capitalise(f.state.as_str()),
+                            c.by,
+                            When::new(c.at, now).relative
+                        )
+                    })
+                    .unwrap_or_default(),
+            }
+        }),
+        can_close_follow_up: r.follow_up_closers().contains(me),
     }
 }
 
@@ -1330,6 +1405,41 @@ async fn decided(
     match portal.engine.review(&viewer.actor, id, input).await {
         Ok(r) => Ok(see_other(&format!("/requests/{}?done={done}", r.id))),
         Err(e) => Ok(request_again(portal, viewer, id, e).await),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FollowUpForm {
+    #[serde(default)]
+    verdict: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Rule 34: a follow-up reviewer acknowledges or flags a break-glass.
+pub(crate) async fn follow_up(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(id): Path<String>,
+    uri: Uri,
+    Form(f): Form<FollowUpForm>,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let (verdict, done) = match f.verdict.as_str() {
+        "acknowledge" => (domain::Verdict::Acknowledge, "acknowledged"),
+        "flag" => (domain::Verdict::Flag, "flagged"),
+        _ => {
+            let e = DomainError::Invalid("choose acknowledge or flag".into());
+            return Ok(request_again(&portal, &viewer, &id, e.into()).await);
+        }
+    };
+    match portal
+        .engine
+        .close_follow_up(&viewer.actor, &id, verdict, optional(&f.comment))
+        .await
+    {
+        Ok(r) => Ok(see_other(&format!("/requests/{}?done={done}", r.id))),
+        Err(e) => Ok(request_again(&portal, &viewer, &id, e).await),
     }
 }
 

@@ -192,6 +192,8 @@ impl ApprovalRequestInput {
                         .collect()
                 })
                 .unwrap_or_default(),
+            // Applications never break glass (rule 39).
+            break_glass: false,
         }
     }
 }

@@ -81,6 +81,7 @@ impl World {
                     },
                     on_request: None,
                     policies: vec![],
+                    break_glass: None,
                 };
                 (name.to_owned(), def)
             })
@@ -207,7 +208,7 @@ pub async fn apply(tx: &mut dyn Tx, ch: &Changes, now: Timestamp) -> Result<Vec<
         match effect {
             Effect::Schedule { kind, key, at } => tx.schedule(*kind, key, *at).await?,
             Effect::Unschedule { kind, key } => tx.unschedule(*kind, key, now).await?,
-            Effect::IssueGrant(_) | Effect::Callback => {}
+            Effect::IssueGrant(_) | Effect::Callback | Effect::RevokeGrant { .. } => {}
         }
     }
     Ok(seqs)
