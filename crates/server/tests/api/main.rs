@@ -10,6 +10,7 @@
 //! `COUNTERSIGN_TEST_PG_URL`. The same tests run on both stores.
 
 mod apps;
+mod break_glass;
 mod browser;
 mod callbacks;
 mod checkpoints;

@@ -24,14 +24,14 @@ use crate::helpers::{
 
 /// `tests/python/smtp_sink.py` on a free loopback port: a real SMTP server that writes every
 /// message it accepts to a JSON-lines file.
-struct Smtp {
+pub(crate) struct Smtp {
     _child: Child,
-    port: u16,
+    pub(crate) port: u16,
     out: PathBuf,
 }
 
 impl Smtp {
-    async fn start(dir: &Path, port: u16, args: &[&str]) -> Smtp {
+    pub(crate) async fn start(dir: &Path, port: u16, args: &[&str]) -> Smtp {
         let python = std::env::var("COUNTERSIGN_TEST_PYTHON").unwrap_or_else(|_| {
             panic!("COUNTERSIGN_TEST_PYTHON is not set: run `bash .ci/python.sh` and export the path it prints")
         });
@@ -62,7 +62,7 @@ impl Smtp {
     }
 
     /// Every message accepted so far.
-    fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
@@ -71,7 +71,7 @@ impl Smtp {
     }
 
     /// The messages to one person.
-    fn to(&self, user: &str) -> Vec<Value> {
+    pub(crate) fn to(&self, user: &str) -> Vec<Value> {
         let addr = email(user);
         self.messages()
             .into_iter()
@@ -81,7 +81,7 @@ impl Smtp {
 }
 
 /// An email channel to the test's SMTP server, without TLS (loopback only).
-fn mail_channel(port: u16) -> String {
+pub(crate) fn mail_channel(port: u16) -> String {
     format!(
         r#"
 channel "mail" {{
@@ -110,7 +110,7 @@ async fn notifications(app: &TestApp, user: &str, id: &str) -> (StatusCode, Valu
 }
 
 /// Runs the due jobs until the SMTP server has `n` messages in all.
-async fn mails(app: &TestApp, smtp: &Smtp, n: usize) -> Vec<Value> {
+pub(crate) async fn mails(app: &TestApp, smtp: &Smtp, n: usize) -> Vec<Value> {
     eventually(&format!("{n} messages reach the SMTP server"), async || {
         app.tick().await;
         let got = smtp.messages();
