@@ -562,7 +562,7 @@ fn notify_rules(
         }
         let mut via = vec![];
         for v in &n.via {
-            match check_via(v, &channels) {
+            match check_via(v, channels) {
                 Ok(parsed) => via.push(parsed),
                 Err(e) => errors.push(loc.err(Some("via"), e)),
             }
