@@ -5,7 +5,9 @@ Python's own email parser) to a file.
     python smtp_sink.py PORT OUT.jsonl [--refuse N] [--hang]
 
 --refuse N  answers the first N messages with 451 (a transient failure: the sender retries);
---hang      accepts the connection and never answers DATA (a server that hangs).
+--hang      accepts the connection and never answers DATA (a server that hangs);
+--count     writes one byte per message instead of its record (for benchmarks: the file's
+            size is the number of messages accepted).
 
 Prints "ready" once it listens, then serves until killed.
 """
@@ -20,14 +22,18 @@ from aiosmtpd.controller import Controller
 
 
 class Sink:
-    def __init__(self, out, refuse, hang):
+    def __init__(self, out, refuse, hang, count):
         self.out = out
         self.refuse = refuse
         self.hang = hang
+        self.count = open(out, "ab", buffering=0) if count else None
 
     async def handle_DATA(self, server, session, envelope):
         if self.hang:
             await asyncio.sleep(3600)
+        if self.count is not None:
+            self.count.write(b".")
+            return "250 OK"
         if self.refuse > 0:
             self.refuse -= 1
             return "451 4.3.0 try again later"
@@ -55,9 +61,10 @@ def main():
     out = sys.argv[2]
     refuse = 0
     hang = "--hang" in sys.argv
+    count = "--count" in sys.argv
     if "--refuse" in sys.argv:
         refuse = int(sys.argv[sys.argv.index("--refuse") + 1])
-    controller = Controller(Sink(out, refuse, hang), hostname="127.0.0.1", port=port)
+    controller = Controller(Sink(out, refuse, hang, count), hostname="127.0.0.1", port=port)
     controller.start()
     print("ready", flush=True)
     try:

@@ -88,6 +88,11 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
                 }
             })
             .collect(),
+        break_glass: r.break_glass.as_ref().map(|b| BreakGlassView {
+            max_duration: b.max_duration.to_string(),
+            review_within: b.review_within.to_string(),
+            reviewers: b.reviewers.iter().map(Principal::to_string).collect(),
+        }),
     }
 }
 

@@ -5,8 +5,9 @@
 //! Each command builds the real server or engine in this process from the `countersign`
 //! library, on a durable SQLite database in a temporary directory, and measures it:
 //! `workflow` (complete approval workflows over HTTP), `expiry` (grants expiring), `policy`
-//! (one policy decision), `callbacks` (outcome callbacks delivered) and `lists` (list pages
-//! with many requests stored). This crate is not a
+//! (one policy decision), `callbacks` (outcome callbacks delivered), `lists` (list pages
+//! with many requests stored) and `notify` (notifications emailed through a local SMTP
+//! server). This crate is not a
 //! default member of the workspace: `cargo build` builds the product alone, and
 //! `cargo build --release -p countersign-bench` builds this binary.
 
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod callbacks;
 mod expiry;
 mod lists;
+mod notify;
 mod policy;
 mod workflow;
 
@@ -45,6 +47,9 @@ enum Cmd {
     /// Measure list pages (first and deep) for every kind of caller with many requests
     /// stored, and the resident memory per pending request.
     Lists(lists::ListsArgs),
+    /// Measure notification delivery: a burst of requests whose reviewers are emailed through
+    /// a local SMTP server.
+    Notify(notify::NotifyArgs),
 }
 
 /// Real time, for measuring only: no measured figure feeds a decision of the engine.
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             Cmd::Policy(args) => policy::run(args),
             Cmd::Callbacks(args) => callbacks::run(args).await,
             Cmd::Lists(args) => lists::run(args).await,
+            Cmd::Notify(args) => notify::run(args).await,
         }
     })
 }

@@ -58,6 +58,11 @@ pub struct WorkflowArgs {
     /// among them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
     pub replicas: u64,
+    /// Notifications on: an email channel to this SMTP server (HOST:PORT on loopback,
+    /// without TLS) with the default rules, so that every step's reviewers and the requester
+    /// are emailed. Off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub email: Option<String>,
 }
 
 /// The generated requesters and resources of a run, and which pair each workflow uses.
@@ -110,8 +115,11 @@ impl Plan {
     }
 }
 
-fn bench_config(database: &str, plan: Plan) -> String {
+fn bench_config(database: &str, plan: Plan, email: Option<&str>) -> Result<String, String> {
     let mut s = format!("server {{\n  listen = \"127.0.0.1:0\"\n  database = \"{database}\"\n}}\n");
+    if let Some(smtp) = email {
+        s.push_str(&crate::notify::email_channel(smtp)?);
+    }
     for u in ["s1a", "s1b", "s2a", "s2b"] {
         let _ = writeln!(s, "user \"{u}@bench.test\" {{}}");
     }
@@ -132,7 +140,7 @@ fn bench_config(database: &str, plan: Plan) -> String {
 "#
         );
     }
-    s
+    Ok(s)
 }
 
 #[derive(Clone)]
@@ -202,7 +210,7 @@ async fn run(args: WorkflowArgs) -> Result<Report, String> {
         .database
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let text = bench_config(&database, plan);
+    let text = bench_config(&database, plan, args.email.as_deref())?;
     let cfg = config::load_str("bench.hcl", &text).map_err(|e| e.to_string())?;
     let mut engines = vec![];
     for _ in 0..args.replicas {
@@ -421,6 +429,7 @@ mod tests {
             max_rate: 10_000,
             database: None,
             replicas: 1,
+            email: None,
         }
     }
 

@@ -150,6 +150,18 @@ pub struct ResourceView {
     pub pending_ttl: String,
     pub fields: Vec<FieldView>,
     pub steps: Vec<StepDefView>,
+    /// Present when the resource allows break-glass (rule 34).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassView>,
+}
+
+/// A resource's break-glass (rule 34): access at once for at most `max_duration`, reviewed
+/// afterwards by `reviewers` within `review_within`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BreakGlassView {
+    pub max_duration: String,
+    pub review_within: String,
+    pub reviewers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

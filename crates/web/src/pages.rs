@@ -726,6 +726,13 @@ pub(crate) async fn create(
         },
         None => None,
     };
+    // The form's duration starts at the resource's default, which may be longer than its
+    // break-glass allows: ticking the box asks for at most that (rule 34).
+    let break_glass = sent.get("break_glass").is_some_and(|v| ticked(v));
+    let duration = match (&r.break_glass, break_glass) {
+        (Some(b), true) => duration.map(|d| d.min(b.max_duration)),
+        _ => duration,
+    };
     let created = portal
         .engine
         .create_request(
@@ -739,7 +746,7 @@ pub(crate) async fn create(
                 requester: None,
                 context: domain::Context::default(),
                 idempotency: None,
-                break_glass: sent.get("break_glass").is_some_and(|v| ticked(v)),
+                break_glass,
             },
         )
         .await;

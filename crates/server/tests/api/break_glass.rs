@@ -460,7 +460,7 @@ async fn rule_34_portal_breaks_glass_and_a_reviewer_acknowledges_it() {
             "/catalog/prod-db",
             &[
                 ("reason", "INC-9"),
-                ("duration", "30m"),
+                ("duration", "1h"),
                 ("break_glass", "true"),
             ],
         )
@@ -469,7 +469,25 @@ async fn rule_34_portal_breaks_glass_and_a_reviewer_acknowledges_it() {
     let location = created.location.expect("a redirect");
     let page = location.split('?').next().expect("a path").to_owned();
     let id = page.trim_start_matches("/requests/").to_owned();
-    assert_eq!(app.request("alice", &json!(id)).await["state"], "approved");
+    // The form's duration (the resource's default, an hour) is capped at the break-glass
+    // maximum.
+    let r = app.request("alice", &json!(id)).await;
+    assert_eq!(
+        (&r["state"], &r["duration"]),
+        (&json!("approved"), &json!("30m"))
+    );
+    let (_, resources) = app.get("alice", "/v1/resources").await;
+    let prod = resources["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["name"] == "prod-db")
+        .expect("prod-db")
+        .clone();
+    assert_eq!(
+        prod["break_glass"],
+        json!({ "max_duration": "30m", "review_within": "1d", "reviewers": ["group:ops"] })
+    );
 
     let mine = alice.get(&page).await;
     assert!(mine.html.contains("id=\"follow-up\""), "{}", mine.html);
