@@ -548,42 +548,27 @@ impl Engine {
                         return Ok((first, true));
                     }
                     let res = &config.resources[&name];
-                    if break_glass {
-                        let (mut req, ch) = Request::break_glass(
+                    let (mut req, ch) = if break_glass {
+                        // Rule 34: no covering grant is consulted; the glass is broken.
+                        Request::break_glass(new, res, &config.directory, policies.as_ref(), now)?
+                    } else {
+                        let covering = tx
+                            .active_grant_covering(
+                                &new.requester,
+                                &res.name,
+                                res.part_of.as_deref(),
+                                now,
+                            )
+                            .await?;
+                        Request::create(
                             new,
                             res,
                             &config.directory,
                             policies.as_ref(),
                             now,
-                        )?;
-                        return finish_creating(
-                            tx,
-                            &mut req,
-                            ch,
-                            secret_in,
-                            idem,
-                            subject,
-                            (now, notice, ttl),
-                        )
-                        .await
-                        .map(|()| (req, false));
-                    }
-                    let covering = tx
-                        .active_grant_covering(
-                            &new.requester,
-                            &res.name,
-                            res.part_of.as_deref(),
-                            now,
-                        )
-                        .await?;
-                    let (mut req, ch) = Request::create(
-                        new,
-                        res,
-                        &config.directory,
-                        policies.as_ref(),
-                        now,
-                        covering.as_ref().map(|g| g.id.as_str()),
-                    )?;
+                            covering.as_ref().map(|g| g.id.as_str()),
+                        )?
+                    };
                     finish_creating(
                         tx,
                         &mut req,
