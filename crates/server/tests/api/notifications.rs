@@ -281,6 +281,45 @@ resource "one-reviewer" {
     assert_eq!(smtp.messages().len(), 1, "sent twice");
 }
 
+/// Rule 32: connections to the mail server are kept and used again, and one the server has
+/// closed meanwhile (here: the server restarted) is replaced at once: the next message goes
+/// out on a new connection in its first attempt, not after a failed one and a backoff.
+#[tokio::test]
+#[ignore = "needs COUNTERSIGN_TEST_PYTHON (aiosmtpd)"]
+async fn rule_32_a_connection_the_mail_server_closed_is_replaced_within_the_attempt() {
+    // Arrange: a first message leaves a connection in the pool; then the server restarts.
+    let (first_dir, second_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let port = free_port().await;
+    let smtp = Smtp::start(first_dir.path(), port, &[]).await;
+    let resource = r#"
+resource "one-reviewer" {
+  max_duration = "1h"
+  workflow = { steps = [ { reviewers = { one_of = ["bob@example.com"] } } ] }
+}
+"#;
+    let app = TestApp::spawn(&format!("{}{resource}", mail_channel(port))).await;
+    let ask = json!({ "resource": "one-reviewer", "reason": "x" });
+    app.create("alice", ask.clone()).await;
+    mails(&app, &smtp, 1).await;
+    let Smtp { mut _child, .. } = smtp;
+    _child.kill().await.expect("stop the SMTP server");
+    let smtp = Smtp::start(second_dir.path(), port, &[]).await;
+
+    // Act
+    let req = app.create("alice", ask).await;
+    let got = mails(&app, &smtp, 1).await;
+
+    // Assert: delivered in one attempt, with no error recorded.
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (_, list) = notifications(&app, "alice", id_of(&req)).await;
+    let n = &list["notifications"][0];
+    assert_eq!(n["state"], "delivered", "{list}");
+    assert_eq!(n["attempt_count"], 1, "{list}");
+}
+
 #[tokio::test]
 #[ignore = "needs COUNTERSIGN_TEST_PYTHON (aiosmtpd and standardwebhooks)"]
 async fn rule_32_webhook_notifications_verify_and_a_hanging_mail_server_delays_nothing_else() {
