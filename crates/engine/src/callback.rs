@@ -3,9 +3,10 @@
 //! When a request with a callback reaches its outcome, the transition that decided it also
 //! writes a [`Delivery`] (see `save_request`), so a decision is never acknowledged without its
 //! callback. The worker takes due deliveries in batches: each is claimed in a transaction,
-//! POSTed outside any transaction, and its answer recorded in a second one. A crash between the
-//! two leaves the claim to run out and the POST to be repeated with the same `webhook-id`, so
-//! the receiver can drop the repeat.
+//! POSTed outside any transaction, and its answer recorded in a second one, which also claims
+//! the receiver's next due delivery, if one waits. A crash between the two leaves the claim to
+//! run out and the POST to be repeated with the same `webhook-id`, so the receiver can drop
+//! the repeat.
 //!
 //! Receivers are isolated from each other: at most [`PER_RECEIVER`] calls run at once for one
 //! receiver (scheme, host and port) and at most [`MAX_DELIVERIES`] in all, and the worker
@@ -138,8 +139,17 @@ struct Answer {
     retry_after_ms: Option<u64>,
 }
 
+/// Due deliveries the worker read but could not claim yet because their receiver had all its
+/// slots: each slot of that receiver takes the next one when it records an attempt.
+type Backlog = Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
 /// Starts the deliveries due at `now`, as many as there are free slots. Driven step by step
 /// (`wait`), it sends them one after the other. Returns how many it started.
+///
+/// A receiver gets at most [`PER_RECEIVER`] claims at once. The due deliveries beyond those
+/// wait in its backlog: a slot that records an attempt claims the next of them in the same
+/// transaction and sends it, so that a busy receiver costs one commit per message rather than
+/// two, and does not wait for the worker's next round.
 pub(crate) async fn dispatch(
     engine: &Arc<Engine>,
     now: Timestamp,
@@ -160,27 +170,50 @@ pub(crate) async fn dispatch(
     }
     // Renewed by the worker's heartbeat while the call runs (`worker::LEASE`).
     let until = now.plus(crate::worker::LEASE);
-    let claimed: Vec<Delivery> = engine
+    let (claimed, unclaimed): (Vec<Delivery>, Vec<String>) = engine
         .write(move |tx| {
             Box::pin(async move {
                 let mut out = vec![];
+                let mut left = vec![];
                 for id in ids {
-                    if let Some(d) = tx.claim_delivery(&id, now, until, PER_RECEIVER).await? {
-                        out.push(d);
+                    match tx.claim_delivery(&id, now, until, PER_RECEIVER).await? {
+                        Some(d) => out.push(d),
+                        None => left.push(id),
                     }
                 }
-                Ok(out)
+                Ok((out, left))
             })
         })
         .await?;
+    // What could not be claimed waits for the claimed deliveries of its receiver; ids of
+    // receivers with nothing claimed here are read again next round.
+    let mut backlogs: std::collections::HashMap<String, Backlog> = Default::default();
+    for d in &claimed {
+        backlogs.entry(d.lane()).or_default();
+    }
+    if !unclaimed.is_empty() {
+        let lanes = engine.store.delivery_lanes(&unclaimed).await?;
+        for (id, lane) in lanes {
+            if let Some(b) = backlogs.get(&lane) {
+                b.lock().unwrap_or_else(|p| p.into_inner()).push_back(id);
+            }
+        }
+    }
     let mut started = 0;
     for d in claimed {
         started += 1;
         let e = engine.clone();
+        let backlog = backlogs.get(&d.lane()).cloned().unwrap_or_default();
         let job = async move {
             let permit = e.delivery_slots.acquire().await;
-            if let Err(err) = deliver(&e, d, now).await {
-                tracing::warn!(error = %err, "recording a callback attempt failed");
+            let mut next = Some(d);
+            while let Some(d) = next.take() {
+                match deliver(&e, d, now, &backlog).await {
+                    Ok(n) => next = n,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "recording a callback attempt failed");
+                    }
+                }
             }
             drop(permit);
             e.store.due_signal().notify_one();
@@ -195,8 +228,15 @@ pub(crate) async fn dispatch(
 }
 
 /// Sends one delivery and records what came of it: a callback is POSTed with its request's
-/// secret; a notification goes through its channel (a signed POST, or an email).
-async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<(), EngineError> {
+/// secret; a notification goes through its channel (a signed POST, or an email). In the
+/// transaction that records the attempt, claims the next delivery of `backlog` that is still
+/// due and unclaimed, and returns it.
+async fn deliver(
+    engine: &Arc<Engine>,
+    d: Delivery,
+    now: Timestamp,
+    backlog: &Backlog,
+) -> Result<Option<Delivery>, EngineError> {
     let sender = engine.sender();
     let config = engine.config();
     let started = engine.now().max(now);
@@ -252,58 +292,33 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
     let settings = engine.config().server.callbacks.clone();
     let fraction: f64 = rand::random();
     let id = d.id.clone();
-    let recorded = engine
+    let backlog = backlog.clone();
+    let until = done.plus(crate::worker::LEASE);
+    let (recorded, next) = engine
         .write(move |tx| {
             Box::pin(async move {
-                if !tx.holds_delivery(&id, done).await? {
-                    // Taken over (and perhaps sent again, with the same `webhook-id`) by
-                    // another holder after this one's claim lapsed: the attempt is its to record.
-                    tracing::warn!(delivery = %id, "the claim lapsed before the attempt was recorded");
-                    return Ok(None);
-                }
-                let Some(mut d) = tx.delivery(&id).await? else {
-                    return Ok(None);
-                };
-                if d.state != DeliveryState::Pending {
-                    // Sent again by hand, or finished elsewhere, meanwhile.
-                    tx.put_delivery(&d, None).await?;
-                    return Ok(None);
-                }
-                let delay_ms = crate::backoff::retry_delay_ms(
-                    d.failures_in_a_row() + 1,
-                    settings.retry_base.secs() * 1000,
-                    settings.retry_cap.secs() * 1000,
-                    fraction,
-                );
-                let plan = RetryPlan {
-                    delay_ms,
+                let tried = Tried {
+                    attempt,
                     retry_after_ms: answer.retry_after_ms,
-                    window: settings.retry_for,
+                    hopeless,
+                    mailed,
+                    fraction,
                 };
-                if hopeless {
-                    d.give_up(attempt);
-                } else if mailed {
-                    d.mailed(attempt, plan);
-                } else {
-                    d.attempted(attempt, plan);
+                let state = record(tx, &id, done, tried, &settings).await?;
+                // The receiver's next message, claimed as this one's claim ends.
+                let mut next = None;
+                loop {
+                    let candidate = backlog
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pop_front();
+                    let Some(c) = candidate else { break };
+                    if let Some(n) = tx.claim_delivery(&c, done, until, PER_RECEIVER).await? {
+                        next = Some(n);
+                        break;
+                    }
                 }
-                // A callback's end is audited; a notification's shows in its list (auditing
-                // every message would double the chain's growth for no decision).
-                let kind = match d.state {
-                    _ if d.notice.is_some() => None,
-                    DeliveryState::Delivered => Some(EventKind::CallbackDelivered),
-                    DeliveryState::Failed | DeliveryState::Gone => Some(EventKind::CallbackFailed),
-                    DeliveryState::Pending => None,
-                };
-                if let Some(kind) = kind {
-                    let ev = Event::request(kind, &d.request, None)
-                        .with("delivery", &d.id)
-                        .with("state", d.state.as_str())
-                        .with("attempts", d.attempt_count);
-                    tx.append(&ev, done).await?;
-                }
-                tx.put_delivery(&d, None).await?;
-                Ok(Some(d.state))
+                Ok((state, next))
             })
         })
         .await?;
@@ -316,7 +331,79 @@ async fn deliver(engine: &Arc<Engine>, d: Delivery, now: Timestamp) -> Result<()
         };
         engine.metrics.delivery(result, took);
     }
-    Ok(())
+    Ok(next)
+}
+
+/// One attempt at a delivery, as it is recorded.
+struct Tried {
+    attempt: Attempt,
+    retry_after_ms: Option<u64>,
+    /// The channel cannot deliver it any more: it fails at once.
+    hopeless: bool,
+    /// An email, judged by its SMTP reply rather than an HTTP status.
+    mailed: bool,
+    /// The random fraction of the backoff's jitter.
+    fraction: f64,
+}
+
+/// Records one attempt at delivery `id` in `tx`, if this holder's claim on it still holds;
+/// returns the delivery's state after it.
+async fn record(
+    tx: &mut dyn store::Tx,
+    id: &str,
+    done: Timestamp,
+    tried: Tried,
+    settings: &config::CallbackSettings,
+) -> Result<Option<DeliveryState>, EngineError> {
+    if !tx.holds_delivery(id, done).await? {
+        // Taken over (and perhaps sent again, with the same `webhook-id`) by another holder
+        // after this one's claim lapsed: the attempt is its to record.
+        tracing::warn!(delivery = %id, "the claim lapsed before the attempt was recorded");
+        return Ok(None);
+    }
+    let Some(mut d) = tx.delivery(id).await? else {
+        return Ok(None);
+    };
+    if d.state != DeliveryState::Pending {
+        // Sent again by hand, or finished elsewhere, meanwhile.
+        tx.put_delivery(&d, None).await?;
+        return Ok(None);
+    }
+    let delay_ms = crate::backoff::retry_delay_ms(
+        d.failures_in_a_row() + 1,
+        settings.retry_base.secs() * 1000,
+        settings.retry_cap.secs() * 1000,
+        tried.fraction,
+    );
+    let plan = RetryPlan {
+        delay_ms,
+        retry_after_ms: tried.retry_after_ms,
+        window: settings.retry_for,
+    };
+    if tried.hopeless {
+        d.give_up(tried.attempt);
+    } else if tried.mailed {
+        d.mailed(tried.attempt, plan);
+    } else {
+        d.attempted(tried.attempt, plan);
+    }
+    // A callback's end is audited; a notification's shows in its list (auditing every message
+    // would double the chain's growth for no decision).
+    let kind = match d.state {
+        _ if d.notice.is_some() => None,
+        DeliveryState::Delivered => Some(EventKind::CallbackDelivered),
+        DeliveryState::Failed | DeliveryState::Gone => Some(EventKind::CallbackFailed),
+        DeliveryState::Pending => None,
+    };
+    if let Some(kind) = kind {
+        let ev = Event::request(kind, &d.request, None)
+            .with("delivery", &d.id)
+            .with("state", d.state.as_str())
+            .with("attempts", d.attempt_count);
+        tx.append(&ev, done).await?;
+    }
+    tx.put_delivery(&d, None).await?;
+    Ok(Some(d.state))
 }
 
 /// One signed POST of `d` to `url` (rule 22): Standard Webhooks headers over the exact bytes

@@ -366,6 +366,9 @@ pub trait Store: Send + Sync + 'static {
         per_lane: u32,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
+    /// The receiver (`Delivery::lane`) of each of these deliveries that exists, as
+    /// `(id, lane)`: at most 256 ids are looked up.
+    async fn delivery_lanes(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError>;
     /// The deliveries of one request.
     async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError>;
     /// Pending requests, active grants, unfinished deliveries and the due-job backlog at

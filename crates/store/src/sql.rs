@@ -507,6 +507,24 @@ impl Store for SqlStore {
         rows.iter().map(|r| r.owned_text(0)).collect()
     }
 
+    async fn delivery_lanes(&self, ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        let ids = &ids[..ids.len().min(256)];
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "SELECT id, lane FROM deliveries WHERE id IN ({})",
+            crate::db::params(1, ids.len())
+        );
+        let rows = self
+            .read
+            .rows(&sql, ids.iter().map(|i| Arg::from(i.as_str())).collect())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.owned_text(0)?, r.owned_text(1)?)))
+            .collect()
+    }
+
     async fn deliveries(&self, request: &str) -> Result<Vec<Delivery>, StoreError> {
         let rows = self
             .read

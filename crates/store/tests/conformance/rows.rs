@@ -300,7 +300,8 @@ pub async fn sessions_tokens_and_secrets(db: &Db) {
 }
 
 /// Rule 22: `deliveries(request)` returns that request's delivery as last written, and
-/// nothing for a request without one.
+/// nothing for a request without one; `delivery_lanes` names the receiver of each delivery
+/// that exists.
 pub async fn deliveries_of_a_request(db: &Db) {
     let store = db.open().await;
     let a = delivery("req_a", at(0));
@@ -311,8 +312,21 @@ pub async fn deliveries_of_a_request(db: &Db) {
         store.deliveries("req_a").await.expect("read"),
         vec![a.clone()]
     );
-    assert_eq!(store.deliveries("req_b").await.expect("read"), vec![b]);
+    assert_eq!(
+        store.deliveries("req_b").await.expect("read"),
+        vec![b.clone()]
+    );
     assert_eq!(store.deliveries("req_c").await.expect("read"), vec![]);
+    // Each delivery's receiver, for ids that exist (the worker's backlog of a busy receiver).
+    let mut lanes = store
+        .delivery_lanes(&[b.id.clone(), "nope".into(), a.id.clone()])
+        .await
+        .expect("lanes");
+    lanes.sort();
+    let mut want = vec![(a.id.clone(), a.lane()), (b.id.clone(), b.lane())];
+    want.sort();
+    assert_eq!(lanes, want);
+    assert_ne!(a.lane(), b.lane());
 
     let mut retried = a;
     retried.attempted(
