@@ -256,7 +256,13 @@ async fn deliver(
         Some(n) => match (config.channels.get(&n.channel), &n.to) {
             (Some(config::Channel::Webhook(w)), None) => {
                 let timeout = Duration::from_secs(w.timeout.secs());
-                post(&sender, &w.url, &d, &w.secret, started, Some(timeout)).await
+                let mut a = post(&sender, &w.url, &d, &w.secret, started, Some(timeout)).await;
+                // Everyone who sees the request sees its notifications' errors; a webhook's
+                // URL is the operator's, and often holds a secret in its path (chat tools'
+                // incoming webhooks do), so the errors name the channel instead.
+                let named = format!("the {:?} webhook", n.channel);
+                a.error = a.error.map(|e| e.replace(&shown(&w.url), &named));
+                a
             }
             (Some(config::Channel::Email(e)), Some(to)) => {
                 mailed = true;

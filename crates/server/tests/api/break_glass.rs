@@ -260,9 +260,28 @@ notify "escalations" {{
         assert_error(status, &got, expected);
     }
 
-    // Act: alice breaks the glass; carol flags it.
+    // Act: alice breaks the glass (the webhook fails once); carol flags it.
+    hook.script("events", vec![Some((500, vec![]))]);
     let first = break_glass(&app, "alice", "first").await;
     app.tick().await;
+    // Security: the failure is shown to whoever sees the request, naming the channel, never
+    // its URL (a chat tool's webhook URL is a secret).
+    let (_, sent) = app
+        .get(
+            "alice",
+            &format!("/v1/requests/{}/notifications", id_of(&first)),
+        )
+        .await;
+    let error = sent["notifications"][0]["attempts"][0]["error"]
+        .as_str()
+        .expect("the failed attempt's error")
+        .to_owned();
+    assert_eq!(
+        error,
+        "POST the \"hook\" webhook answered 500 Internal Server Error"
+    );
+    assert!(!sent.to_string().contains(&hook.url("events")), "{sent}");
+    app.advance(Duration::from_secs(90)).await;
     let (status, flagged) = close(
         &app,
         "carol",
@@ -297,9 +316,12 @@ notify "escalations" {{
         "active"
     );
 
-    // Assert: each break-glass reached the webhook at once, signed, for ops.
+    // Assert: each break-glass reached the webhook, signed, for ops (the first twice: its
+    // first attempt was answered 500, and the retry has the same webhook-id).
     let got = hook.got("events");
-    let types: Vec<(Value, Value)> = got
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].id, got[1].id);
+    let types: Vec<(Value, Value)> = got[1..]
         .iter()
         .map(|r| {
             (
@@ -341,7 +363,7 @@ notify "escalations" {{
         ])
     );
     let r = app.request("alice", &second).await;
-    assert_eq!(r["follow_up"]["escalated_at"], "2026-01-02T00:00:00Z");
+    assert_eq!(r["follow_up"]["escalated_at"], "2026-01-02T00:01:30Z");
     assert!(
         inbox(&app, "root")
             .await
