@@ -122,6 +122,9 @@ pub fn request(r: &RequestView) -> String {
     line!(out, "resource  {}", r.resource);
     line!(out, "requester {}", r.requester);
     line!(out, "state     {}", r.state);
+    if !r.summary.status.is_empty() {
+        line!(out, "status    {}", r.summary.status);
+    }
     line!(out, "duration  {}", r.duration);
     line!(out, "reason    {}", r.reason);
     line!(out, "portal    {}", r.portal_url);
@@ -142,19 +145,10 @@ pub fn request(r: &RequestView) -> String {
         };
         line!(out, "field     {} = {}", k, v);
     }
-    for s in &r.steps {
-        let rule = match s.min {
-            Some(m) => format!("quorum {m} of"),
-            None => s.constraint.replace('_', " "),
-        };
-        line!(
-            out,
-            "step {}    {} [{}] {}",
-            s.index,
-            s.status,
-            rule,
-            s.reviewers.join(", ")
-        );
+    for (i, s) in r.steps.iter().enumerate() {
+        // The rule in the server's words (`proto::SummaryView::steps`).
+        let rule = r.summary.steps.get(i).map(String::as_str).unwrap_or_default();
+        line!(out, "step {}    {}: {}", s.index, s.status, rule);
         if !s.eligible.is_empty() {
             line!(out, "          awaiting: {}", s.eligible.join(", "));
         }
@@ -192,13 +186,9 @@ pub fn request(r: &RequestView) -> String {
     for c in &r.comments {
         line!(out, "comment   {} {}: {}", c.at, c.by, c.text);
     }
+    // Who decided and why is in the status line (the server's sentence); when, here.
     if let Some(o) = &r.outcome {
-        let by = match (&o.actioned_by, &o.policy) {
-            (Some(a), _) => a.id.clone(),
-            (None, Some(q)) => format!("policy {q}"),
-            (None, None) => "countersign".to_owned(),
-        };
-        line!(out, "outcome   {} by {} at {}", o.status, by, o.actioned_at);
+        line!(out, "decided   {}", o.actioned_at);
     }
     if let Some(g) = &r.grant {
         line!(

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 
 use domain::notify::NotifyEvent;
-use domain::{Decision, FieldValue, Grant, GrantEnd, Request, Scope, Timestamp};
+use domain::request::Constraint;
+use domain::{Decision, FieldValue, Grant, GrantEnd, Request, RequestState, Scope, Timestamp};
 use proto::{
     ActorRef, AssignmentView, CommentView, FollowUpView, GrantEndingView, GrantView, OutcomeView,
-    RequestView, ReviewView, StepView,
+    RequestView, ReviewView, StepView, SummaryView,
 };
 use serde_json::Value;
 
@@ -66,14 +67,10 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let (constraint, min) = match s.constraint {
-                    domain::request::Constraint::OneOf => ("one_of".to_owned(), None),
-                    domain::request::Constraint::AllOf => ("all_of".to_owned(), None),
-                    domain::request::Constraint::Quorum { min } => ("quorum".to_owned(), Some(min)),
-                };
+                let (constraint, min) = constraint_name(s.constraint);
                 StepView {
                     index: i + 1,
-                    constraint,
+                    constraint: constraint.to_owned(),
                     min,
                     status: s.status.as_str().to_owned(),
                     reviewers: s.slots.iter().map(|sl| sl.principal.to_string()).collect(),
@@ -157,6 +154,141 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
             closed_at: f.closed.as_ref().map(|c| ts(c.at)),
             comment: f.closed.as_ref().and_then(|c| c.comment.clone()),
         }),
+        summary: summary(r),
+    }
+}
+
+/// A step's rule in words: `one of group:dba`, `every one of alice, bob`, `2 of group:sre`.
+/// It takes the rule as views name it (`one_of`, `all_of`, `quorum` with its minimum), so that
+/// the catalog's resources and the requests' steps read alike.
+pub fn step_sentence(constraint: &str, min: Option<u32>, reviewers: &[String]) -> String {
+    let who = reviewers.join(", ");
+    match (constraint, min) {
+        ("all_of", _) => format!("every one of {who}"),
+        ("quorum", Some(n)) => format!("{n} of {who}"),
+        _ => format!("one of {who}"),
+    }
+}
+
+/// A step's rule as views name it.
+fn constraint_name(c: Constraint) -> (&'static str, Option<u32>) {
+    match c {
+        Constraint::OneOf => ("one_of", None),
+        Constraint::AllOf => ("all_of", None),
+        Constraint::Quorum { min } => ("quorum", Some(min)),
+    }
+}
+
+/// How many approvals a step needs.
+fn approvals_needed(s: &domain::request::StepState) -> usize {
+    match s.constraint {
+        Constraint::OneOf => 1,
+        Constraint::AllOf => s.slots.len(),
+        Constraint::Quorum { min } => usize::try_from(min).unwrap_or(usize::MAX),
+    }
+}
+
+/// The request in sentences (`proto::SummaryView`): where it stands, each step's rule, and
+/// who may act on it now.
+pub fn summary(r: &Request) -> SummaryView {
+    let steps = r
+        .steps
+        .iter()
+        .map(|s| {
+            let who: Vec<String> = s.slots.iter().map(|sl| sl.principal.to_string()).collect();
+            let (constraint, min) = constraint_name(s.constraint);
+            step_sentence(constraint, min, &who)
+        })
+        .collect();
+    let open_follow_up = r.follow_up.as_ref().filter(|f| f.closed.is_none());
+    let status = match (&r.outcome, r.state, r.current_step()) {
+        (_, RequestState::Pending, Some(i)) => {
+            let s = &r.steps[i];
+            let got = s
+                .reviews
+                .iter()
+                .filter(|rv| rv.decision == Decision::Approve)
+                .count();
+            let need = approvals_needed(s);
+            let noun = if need == 1 { "approval" } else { "approvals" };
+            format!(
+                "Pending: step {} of {}, {got} of {need} {noun}",
+                i + 1,
+                r.steps.len()
+            )
+        }
+        (Some(o), state, _) if state.is_terminal() => {
+            let verb = capitalised(state.as_str());
+            let by = o
+                .by
+                .clone()
+                .or_else(|| o.policy.as_ref().map(|p| format!("policy {p}")));
+            let mut out = match (state, by) {
+                (RequestState::Expired, _) => "Expired without a decision".to_owned(),
+                (_, Some(by)) => format!("{verb} by {by}"),
+                (_, None) => verb,
+            };
+            if r.follow_up.is_some() {
+                out.push_str(" (break-glass)");
+            }
+            if let Some(c) = &o.comment {
+                out.push_str(": ");
+                out.push_str(c);
+            }
+            out
+        }
+        (_, state, _) => capitalised(state.as_str()),
+    };
+    let status = match open_follow_up {
+        Some(f) if f.escalated_at.is_some() => format!("{status}; follow-up review overdue"),
+        Some(_) => format!("{status}; follow-up review open"),
+        None => status,
+    };
+    let waiting_on = if r.state == RequestState::Pending {
+        r.eligible_reviewers().into_iter().collect()
+    } else {
+        r.follow_up_closers().into_iter().collect()
+    };
+    SummaryView {
+        status,
+        steps,
+        waiting_on,
+    }
+}
+
+/// `approved` → `Approved`.
+pub fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// What a person may do with a request now, as the engine would allow it: what the portal
+/// and Slack offer them. The engine checks every action again when it is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Approve or deny the current step.
+    pub decide: bool,
+    /// They already decided this request.
+    pub decided: bool,
+    pub comment: bool,
+    pub cancel: bool,
+    /// Acknowledge or flag a break-glass follow-up (rule 34).
+    pub close_follow_up: bool,
+}
+
+pub fn actions(r: &Request, viewer: &domain::Actor) -> Actions {
+    let me = viewer.id.as_str();
+    let pending = r.state == RequestState::Pending;
+    let person = !viewer.app;
+    Actions {
+        decide: person && pending && r.eligible_reviewers().contains(me),
+        decided: r.has_decided(me),
+        comment: pending || r.involves(me) || viewer.admin,
+        cancel: pending && (r.requester == me || viewer.admin),
+        close_follow_up: person && r.follow_up_closers().contains(me),
     }
 }
 
@@ -269,12 +401,16 @@ pub fn lines(
             };
             out.push(("Field", format!("{k}: {text}")));
         }
-        out.push(("State", r.state.clone()));
-        if let Some(i) = r.current_step {
-            let of = r.steps.len();
-            out.push(("Step", format!("{i} of {of}")));
+        // Bodies written before the summary existed have none.
+        if r.summary.status.is_empty() {
+            out.push(("Status", r.state.clone()));
+        } else {
+            out.push(("Status", r.summary.status.clone()));
         }
-        if let Some(o) = &r.outcome {
+        if !r.summary.waiting_on.is_empty() {
+            out.push(("Waiting on", r.summary.waiting_on.join(", ")));
+        }
+        if let Some(o) = r.outcome.as_ref().filter(|_| r.summary.status.is_empty()) {
             if let Some(by) = &o.actioned_by {
                 out.push(("Decided by", by.id.clone()));
             }

@@ -448,6 +448,24 @@ pub struct RequestView {
     /// The review that follows a break-glass (rule 34); absent for every other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<FollowUpView>,
+    /// The request in sentences, as every surface shows it.
+    #[serde(default)]
+    pub summary: SummaryView,
+}
+
+/// What a request says in sentences. The server's presenter writes them once; the portal,
+/// the CLI, email and Slack show them as they are, so a request reads the same everywhere.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SummaryView {
+    /// Where the request stands: `Pending: step 2 of 3, 1 of 2 approvals`, `Approved by bob:
+    /// looks right`, `Expired without a decision`.
+    pub status: String,
+    /// Each step's rule, in order: `one of group:dba`, `every one of alice, bob`, `2 of
+    /// group:sre`.
+    pub steps: Vec<String>,
+    /// Who may act on it now: the current step's eligible reviewers, or the people who may
+    /// close a break-glass follow-up.
+    pub waiting_on: Vec<String>,
 }
 
 /// A break-glass follow-up review (rule 34).

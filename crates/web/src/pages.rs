@@ -442,15 +442,6 @@ struct CatalogPage {
     resources: Vec<CatalogEntry>,
 }
 
-fn step_sentence(constraint: &str, min: Option<u32>, reviewers: &[String]) -> String {
-    let who = reviewers.join(", ");
-    match (constraint, min) {
-        ("all_of", _) => format!("every one of {who}"),
-        ("quorum", Some(n)) => format!("{n} of {who}"),
-        _ => format!("one of {who}"),
-    }
-}
-
 pub(crate) async fn catalog(
     State(portal): State<Portal>,
     Extension(current): Extension<Current>,
@@ -476,7 +467,7 @@ pub(crate) async fn catalog(
                 steps: v
                     .steps
                     .iter()
-                    .map(|s| step_sentence(&s.constraint, s.min, &s.reviewers))
+                    .map(|s| engine::present::step_sentence(&s.constraint, s.min, &s.reviewers))
                     .collect(),
             }
         })
@@ -641,7 +632,7 @@ async fn form_page(
         steps: v
             .steps
             .iter()
-            .map(|s| step_sentence(&s.constraint, s.min, &s.reviewers))
+            .map(|s| engine::present::step_sentence(&s.constraint, s.min, &s.reviewers))
             .collect(),
         break_glass: r.break_glass.as_ref().map(|b| BreakGlassChoice {
             checked: sent.get("break_glass").is_some_and(|v| ticked(v)),
@@ -1029,18 +1020,13 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
     let config = engine.config();
     let me = &viewer.actor.id;
     let current = r.current_step();
+    let summary = engine::present::summary(r);
+    let actions = engine::present::actions(r, &viewer.actor);
     let steps = r
         .steps
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let principals: Vec<String> =
-                s.slots.iter().map(|sl| sl.principal.to_string()).collect();
-            let (constraint, min) = match s.constraint {
-                domain::request::Constraint::OneOf => ("one_of", None),
-                domain::request::Constraint::AllOf => ("all_of", None),
-                domain::request::Constraint::Quorum { min } => ("quorum", Some(min)),
-            };
             let eligible = if current == Some(i) {
                 r.eligible_reviewers()
                     .into_iter()
@@ -1056,7 +1042,7 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
                     "active" => "pending",
                     other => other,
                 }),
-                rule: step_sentence(constraint, min, &principals),
+                rule: summary.steps.get(i).cloned().unwrap_or_default(),
                 eligible,
                 reviews: s
                     .reviews
@@ -1103,22 +1089,9 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
         None => None,
     };
     let explanation = engine::Engine::explain_loaded(r).lines;
-    let outcome = match (&r.outcome, r.state) {
-        (Some(o), state) if state.is_terminal() => {
-            let by =
-                o.by.clone()
-                    .or_else(|| o.policy.as_ref().map(|p| format!("policy {p}")))
-                    .unwrap_or_else(|| "Countersign".into());
-            let comment = o
-                .comment
-                .as_ref()
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            format!(
-                "{} by {by} {}{comment}",
-                capitalise(state.as_str()),
-                When::new(o.at, now).relative
-            )
+    let outcome = match &r.outcome {
+        Some(o) if r.state.is_terminal() => {
+            format!("{} ({})", summary.status, When::new(o.at, now).relative)
         }
         _ => String::new(),
     };
@@ -1133,8 +1106,6 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
     });
     let mut assignees: Vec<String> = config.directory.users().map(|(u, _)| u.clone()).collect();
     assignees.extend(config.directory.groups().map(|g| format!("group:{g}")));
-    let pending = r.state == RequestState::Pending;
-    let can_decide = pending && r.eligible_reviewers().contains(me);
     RequestPage {
         layout: Layout::new(format!("{} for {}", r.resource, r.requester), Some(viewer)),
         id: r.id.clone(),
@@ -1210,12 +1181,12 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
             .collect(),
         outcome,
         grant,
-        can_decide,
-        decided: r.has_decided(me),
+        can_decide: actions.decide,
+        decided: actions.decided,
         durations: approve_durations(r),
         part_of: r.part_of.clone().unwrap_or_default(),
-        can_comment: r.state == RequestState::Pending || r.involves(me) || viewer.actor.admin,
-        can_cancel: pending && (r.requester == *me || viewer.actor.admin),
+        can_comment: actions.comment,
+        can_cancel: actions.cancel,
         // An admin or an owner of the resource may revoke someone's active grant (rule 19);
         // the engine checks it again.
         can_revoke: can_revoke_grant,
@@ -1248,7 +1219,7 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
                             .unwrap_or_default();
                         format!(
                             "{} by {} {}{comment}",
-                            capitalise(f.state.as_str()),
+                            engine::present::capitalised(f.state.as_str()),
                             c.by,
                             When::new(c.at, now).relative
                         )
@@ -1256,15 +1227,7 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
                     .unwrap_or_default(),
             }
         }),
-        can_close_follow_up: r.follow_up_closers().contains(me),
-    }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
+        can_close_follow_up: actions.close_follow_up,
     }
 }
 

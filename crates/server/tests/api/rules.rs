@@ -62,8 +62,27 @@ async fn seed_001_three_step_workflow_from_request_to_active_grant() {
         "frank reviews step 3, not step 2"
     );
     assert_eq!(after_dan["current_step"], 2, "all_of waits for eve");
+    // Rule 36's one truth: the server's sentences, shown as they are by every surface.
+    assert_eq!(
+        req["summary"],
+        json!({
+            "status": "Pending: step 1 of 3, 0 of 1 approval",
+            "steps": [
+                "one of alice@example.com, bob@example.com, carol@example.com",
+                "every one of dan@example.com, eve@example.com",
+                "one of frank@example.com",
+            ],
+            "waiting_on": ["alice@example.com", "bob@example.com", "carol@example.com"],
+        })
+    );
+    assert_eq!(
+        after_dan["summary"]["status"],
+        "Pending: step 2 of 3, 1 of 2 approvals"
+    );
+    assert_eq!(after_dan["summary"]["waiting_on"], json!(["eve@example.com"]));
     assert_eq!(after_step_2["current_step"], 3);
     assert_eq!(approved["state"], "approved");
+    assert_eq!(approved["summary"]["status"], "Approved by frank@example.com");
     let grant = app.grant("grace", &approved["grant_id"]).await;
     assert_eq!(grant["state"], "active");
     assert_eq!(grant["subject"], "grace@example.com");
@@ -104,6 +123,11 @@ async fn rule_8_deny_inside_all_of_denies_the_request() {
     assert_eq!(denied["state"], "denied");
     assert_eq!(denied["outcome"]["comment"], "not during the freeze");
     assert_eq!(denied["outcome"]["actioned_by"]["id"], "carol@example.com");
+    assert_eq!(
+        denied["summary"]["status"],
+        "Denied by carol@example.com: not during the freeze"
+    );
+    assert_eq!(denied["summary"]["waiting_on"], json!([]));
     assert!(denied.get("grant_id").is_none(), "no grant: {denied}");
 }
 
