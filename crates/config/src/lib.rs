@@ -461,13 +461,25 @@ pub struct Config {
 pub enum Channel {
     Email(EmailChannel),
     Webhook(WebhookChannel),
+    Slack(SlackChannel),
+}
+
+impl Config {
+    /// The Slack channel, if there is one (at most one).
+    pub fn slack(&self) -> Option<(&str, &SlackChannel)> {
+        self.channels.iter().find_map(|(n, c)| match c {
+            Channel::Slack(s) => Some((n.as_str(), s)),
+            _ => None,
+        })
+    }
 }
 
 impl Channel {
     /// How the channel delivers: one message per person, or one copy of each event.
     pub fn reach(&self) -> Reach {
         match self {
-            Channel::Email(_) => Reach::People,
+            // A linked person's direct messages; `slack:#channel` for a channel.
+            Channel::Email(_) | Channel::Slack(_) => Reach::People,
             Channel::Webhook(_) => Reach::Event,
         }
     }
@@ -476,6 +488,7 @@ impl Channel {
         match self {
             Channel::Email(_) => "email",
             Channel::Webhook(_) => "webhook",
+            Channel::Slack(_) => "slack",
         }
     }
 }
@@ -529,6 +542,40 @@ impl fmt::Debug for WebhookChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookChannel")
             .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `slack` channel: the Slack app (issue 16). Messages go through the Web API at `api_url`
+/// with the bot token; Slack's requests to `/slack/events` are verified with the signing
+/// secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlackChannel {
+    /// `xoxb-…`, sent as `Authorization: Bearer`.
+    pub bot_token: String,
+    /// Verifies `X-Slack-Signature` (rule 35).
+    pub signing_secret: String,
+    /// The Web API's base URL, ending in `/` (`https://slack.com/api/`).
+    pub api_url: String,
+    /// Link a Slack user by the email `users.info` gives (off: a profile email is not proof).
+    pub match_by_email: bool,
+    /// How long one Web API call may take.
+    pub timeout: Span,
+}
+
+impl SlackChannel {
+    /// The URL of one Web API method.
+    pub fn method_url(&self, method: &str) -> String {
+        format!("{}{method}", self.api_url)
+    }
+}
+
+impl fmt::Debug for SlackChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackChannel")
+            .field("api_url", &self.api_url)
+            .field("match_by_email", &self.match_by_email)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }

@@ -257,6 +257,13 @@ pub struct RawChannel {
     pub url: Option<String>,
     pub secret: Option<String>,
     pub timeout: Option<String>,
+    // slack
+    pub bot_token: Option<String>,
+    pub signing_secret: Option<String>,
+    pub mode: Option<String>,
+    pub app_token: Option<String>,
+    pub api_url: Option<String>,
+    pub match_by_email: Option<bool>,
 }
 
 /// A `notify "NAME"` block: a routing rule of the notification router.

@@ -15,7 +15,8 @@ use crate::raw::*;
 use crate::{
     AuditConfig, CallbackSettings, Channel, CheckpointWebhook, Config, ConfigError, ConnectorDef,
     EmailChannel, ExecConnector, HttpLimits, OidcConfig, OptionsSource, OutboundAllow,
-    PostgresConnector, ServerConfig, SmtpTls, UserTemplate, WebhookChannel, WebhookConnector,
+    PostgresConnector, ServerConfig, SlackChannel, SmtpTls, UserTemplate, WebhookChannel,
+    WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -333,6 +334,18 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             continue;
         }
         if let Some(ch) = channel(&loc, c, &server.outbound_allow, errors) {
+            // Slack's requests come to one endpoint, verified with one signing secret.
+            if matches!(ch, Channel::Slack(_))
+                && let Some(other) = channels
+                    .iter()
+                    .find_map(|(n, c)| matches!(c, Channel::Slack(_)).then_some(n))
+            {
+                errors.push(loc.err(
+                    Some("type"),
+                    format!("channel {other:?} is already the slack channel; one Slack app per server"),
+                ));
+                continue;
+            }
             channels.insert(name, ch);
         }
     }
@@ -385,6 +398,12 @@ fn channel(
     only("from", c.from.is_some(), "email");
     only("url", c.url.is_some(), "webhook");
     only("secret", c.secret.is_some(), "webhook");
+    only("bot_token", c.bot_token.is_some(), "slack");
+    only("signing_secret", c.signing_secret.is_some(), "slack");
+    only("mode", c.mode.is_some(), "slack");
+    only("app_token", c.app_token.is_some(), "slack");
+    only("api_url", c.api_url.is_some(), "slack");
+    only("match_by_email", c.match_by_email.is_some(), "slack");
     let timeout = span(loc, "timeout", c.timeout.as_deref(), errors)
         .unwrap_or(Span::from_secs(DEFAULT_CHANNEL_TIMEOUT_SECS));
     if timeout.secs() == 0 || timeout.secs() > 300 {
@@ -470,10 +489,62 @@ fn channel(
             secret: signing_secret(loc, c.secret, "a webhook channel", errors),
             timeout,
         }),
+        "slack" => {
+            let mut needed = |key: &str, value: Option<String>, hint: &str| match value {
+                Some(v) if !v.trim().is_empty() => v,
+                _ => {
+                    errors.push(loc.err(
+                        Some(key),
+                        format!("a slack channel needs {key} = {hint} (read it with env() or file())"),
+                    ));
+                    String::new()
+                }
+            };
+            let bot_token = needed("bot_token", c.bot_token, "env(\"SLACK_BOT_TOKEN\")");
+            let signing_secret =
+                needed("signing_secret", c.signing_secret, "env(\"SLACK_SIGNING_SECRET\")");
+            match c.mode.as_deref().unwrap_or("http") {
+                "http" => {}
+                "socket" => errors.push(loc.err(
+                    Some("mode"),
+                    "mode = \"socket\" is not available yet; use mode = \"http\" (Slack sends its requests to /slack/events)",
+                )),
+                other => errors.push(loc.err(
+                    Some("mode"),
+                    format!("mode {other:?} is not one of http, socket"),
+                )),
+            }
+            if c.app_token.is_some() {
+                errors.push(loc.err(
+                    Some("app_token"),
+                    "app_token is for mode = \"socket\", which is not available yet",
+                ));
+            }
+            let api_url = c.api_url.unwrap_or_else(|| "https://slack.com/api/".into());
+            match crate::outbound::url_host(&api_url) {
+                Some((scheme, _)) if scheme == "https" => {}
+                Some((scheme, host)) if scheme == "http" && allow.host(&host) => {}
+                _ => errors.push(loc.err(
+                    Some("api_url"),
+                    "api_url must use https (plain http only to hosts listed in the server's outbound_allow)",
+                )),
+            }
+            Channel::Slack(SlackChannel {
+                bot_token,
+                signing_secret,
+                api_url: if api_url.ends_with('/') {
+                    api_url
+                } else {
+                    format!("{api_url}/")
+                },
+                match_by_email: c.match_by_email.unwrap_or(false),
+                timeout,
+            })
+        }
         other => {
             errors.push(loc.err(
                 Some("type"),
-                format!("channel type {other:?} is not supported; supported types: email, webhook"),
+                format!("channel type {other:?} is not supported; supported types: email, webhook, slack"),
             ));
             return None;
         }
@@ -603,7 +674,30 @@ fn check_via(v: &str, channels: &BTreeMap<String, Channel>) -> Result<Via, Strin
         (Some(Channel::Webhook(_)), Some(_)) => Err(format!(
             "{v:?}: a webhook channel takes no destination (its url is the destination)"
         )),
+        (Some(Channel::Slack(_)), Some(d)) if !slack_destination(d) => Err(format!(
+            "{v:?}: the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)"
+        )),
         _ => Ok(parsed),
+    }
+}
+
+/// A fixed Slack destination: `#name`, a channel id, or `@` and a member id.
+fn slack_destination(d: &str) -> bool {
+    let id = |s: &str| {
+        !s.is_empty() && s.len() <= 80 && s.chars().all(|c| c.is_ascii_alphanumeric())
+    };
+    match d.strip_prefix('#') {
+        Some(name) => {
+            !name.is_empty()
+                && name.len() <= 80
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        }
+        None => match d.strip_prefix('@') {
+            Some(member) => id(member) && member.starts_with(['U', 'W']),
+            None => id(d) && d.starts_with(['C', 'G', 'D']),
+        },
     }
 }
 

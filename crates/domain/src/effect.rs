@@ -22,6 +22,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event about neither a request nor a grant (a person's Slack link).
+    pub fn person(kind: EventKind, actor: &str) -> Event {
+        Event {
+            kind,
+            request: None,
+            grant: None,
+            actor: Some(actor.to_owned()),
+            detail: BTreeMap::new(),
+        }
+    }
+
     pub fn request(kind: EventKind, id: &str, actor: Option<&str>) -> Event {
         Event {
             kind,
@@ -86,6 +97,8 @@ pub enum EventKind {
     FollowUpAcknowledged,
     FollowUpFlagged,
     FollowUpOverdue,
+    /// A Slack account was linked to a person (rule 35); `slack_user` in the detail.
+    SlackLinked,
 }
 
 impl EventKind {
@@ -127,6 +140,7 @@ impl EventKind {
             EventKind::FollowUpAcknowledged => "follow_up_acknowledged",
             EventKind::FollowUpFlagged => "follow_up_flagged",
             EventKind::FollowUpOverdue => "follow_up_overdue",
+            EventKind::SlackLinked => "slack_linked",
         }
     }
 }

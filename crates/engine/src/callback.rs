@@ -129,6 +129,10 @@ impl Sender {
     pub(crate) fn guard(&self) -> &Guard {
         &self.guard
     }
+
+    pub(crate) fn http(&self) -> &Result<reqwest::Client, String> {
+        &self.http
+    }
 }
 
 /// What one POST came to.
@@ -243,6 +247,7 @@ async fn deliver(
     let watch = Stopwatch::start();
     let mut mailed = false;
     let mut hopeless = false;
+    let mut posted = None;
     let answer = match &d.notice {
         None => match engine.store.callback_secret(&d.request).await? {
             Some(secret) => post(&sender, &d.url, &d, &secret, started, None).await,
@@ -271,6 +276,16 @@ async fn deliver(
                     status: m.code,
                     error: m.error,
                     retry_after_ms: None,
+                }
+            }
+            (Some(config::Channel::Slack(s)), _) => {
+                let sent = crate::slack::deliver(engine, s, &d, n, started).await;
+                hopeless = sent.reply.hopeless;
+                posted = sent.posted;
+                Answer {
+                    status: sent.reply.status,
+                    error: sent.reply.error,
+                    retry_after_ms: sent.reply.retry_after_ms,
                 }
             }
             (channel, _) => {
@@ -309,6 +324,7 @@ async fn deliver(
                     hopeless,
                     mailed,
                     fraction,
+                    posted,
                 };
                 let state = record(tx, &id, done, tried, &settings).await?;
                 // The receiver's next message, claimed as this one's claim ends.
@@ -350,6 +366,8 @@ struct Tried {
     mailed: bool,
     /// The random fraction of the backoff's jitter.
     fraction: f64,
+    /// A Slack card was posted: its channel, `ts` and the status it showed.
+    posted: Option<(String, String, String)>,
 }
 
 /// Records one attempt at delivery `id` in `tx`, if this holder's claim on it still holds;
@@ -407,6 +425,32 @@ async fn record(
             .with("state", d.state.as_str())
             .with("attempts", d.attempt_count);
         tx.append(&ev, done).await?;
+    }
+    if let (Some((channel, ts, shown)), Some(n)) = (&tried.posted, &d.notice) {
+        // Rule 36: the copy is recorded with the attempt, and if the request changed while
+        // it was being posted (its refresh may have run before this record), one more
+        // refresh brings it up to date.
+        tx.put_slack_message(&d.request, channel, ts, done).await?;
+        if let Some(r) = tx.request(&d.request).await?
+            && crate::present::summary(&r).status != *shown
+        {
+            let id = format!("{}_{ts}", d.id);
+            let refresh = Delivery::notification(
+                id,
+                &d.request,
+                d.url.clone(),
+                domain::Notice {
+                    channel: n.channel.clone(),
+                    event: domain::notify::NotifyEvent::StepEntered,
+                    to: None,
+                    people: vec![],
+                    seq: n.seq,
+                },
+                "{}".into(),
+                done,
+            );
+            tx.put_delivery(&refresh, None).await?;
+        }
     }
     tx.put_delivery(&d, None).await?;
     Ok(Some(d.state))

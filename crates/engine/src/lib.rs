@@ -22,6 +22,7 @@ pub mod options;
 pub mod outbound;
 pub mod present;
 mod recheck;
+pub mod slack;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -1560,6 +1561,13 @@ pub struct Verification {
 /// Tokens: random, prefixed, stored only as hashes.
 mod tokens {
     use rand::RngCore;
+
+    /// 256 random bits in hex: a one-time secret put in a URL (a Slack link).
+    pub fn random_secret() -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    }
 
     pub fn new_token() -> String {
         let mut bytes = [0u8; 32];

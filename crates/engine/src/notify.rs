@@ -69,6 +69,13 @@ pub(crate) async fn enqueue(tx: &mut dyn Tx, config: &Config) -> Result<(), Engi
         let Some(kind) = NotifyEvent::of(event.kind) else {
             continue;
         };
+        // Rule 36: whatever the rules say, a change brings every Slack card up to date.
+        if let Some(id) = &event.request
+            && let Some(d) =
+                crate::slack::refresh(config, format!("ntf_{seq}_card"), id, kind, seq, at)
+        {
+            tx.put_delivery(&d, None).await?;
+        }
         if !config.notify.iter().any(|r| r.events.contains(&kind)) {
             continue;
         }
@@ -175,6 +182,7 @@ fn receiver(channel: &Channel) -> String {
     match channel {
         Channel::Webhook(w) => w.url.clone(),
         Channel::Email(e) => format!("smtp://{}:{}", e.host, e.port),
+        Channel::Slack(s) => s.api_url.clone(),
     }
 }
 
@@ -198,7 +206,7 @@ impl Mailers {
             .iter()
             .filter_map(|(name, c)| match c {
                 Channel::Email(e) => Some((name.clone(), Smtp::new(e))),
-                Channel::Webhook(_) => None,
+                Channel::Webhook(_) | Channel::Slack(_) => None,
             })
             .collect();
         Mailers { by_channel }

@@ -446,3 +446,48 @@ pub fn lines(
     }
     out
 }
+
+/// The durations a reviewer may approve for, shortest first: the resource's closed set up to
+/// the requested duration, or, without one, a few common spans shorter than it and the
+/// requested one itself (rule 19's "shorten, never lengthen").
+pub fn approve_spans(r: &Request) -> Vec<domain::Span> {
+    let requested = r.duration;
+    let mut spans: Vec<domain::Span> = if r.durations.is_empty() {
+        [300, 900, 3600, 4 * 3600, 24 * 3600]
+            .into_iter()
+            .map(domain::Span::from_secs)
+            .filter(|s| *s < requested)
+            .chain(std::iter::once(requested))
+            .collect()
+    } else {
+        r.durations
+            .iter()
+            .copied()
+            .filter(|s| *s <= requested)
+            .collect()
+    };
+    spans.sort();
+    spans.dedup();
+    spans
+}
+
+/// A duration as a person reads it: `15 minutes`, `4 hours`, `2 days`, or as written (`90s`).
+pub fn human_span(s: domain::Span) -> String {
+    let secs = s.secs();
+    let unit = |n: u64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    if secs.is_multiple_of(86400) && secs > 86400 {
+        unit(secs / 86400, "day")
+    } else if secs.is_multiple_of(3600) && secs >= 3600 {
+        unit(secs / 3600, "hour")
+    } else if secs.is_multiple_of(60) && secs >= 60 {
+        unit(secs / 60, "minute")
+    } else {
+        s.to_string()
+    }
+}

@@ -74,7 +74,8 @@ pub async fn run(
     let (checkpoint_stop, checkpoint_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(engine::checkpoint::run(engine.clone(), checkpoint_rx));
     let app = api::app(api::AppState::new(engine.clone()))
-        .merge(web::router(engine.clone(), options.portal));
+        .merge(web::router(engine.clone(), options.portal))
+        .merge(web::slack::router(engine.clone()));
     let app = api::metrics::measure(app, engine.clone());
     let limits = engine.config().server.http;
     http::serve(listener, app, limits, shutdown).await;

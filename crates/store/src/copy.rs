@@ -106,6 +106,23 @@ const TABLES: &[Table] = &[
         cleared: &[],
     },
     Table {
+        name: "slack_links",
+        columns: &[("account", Text), ("person", Text), ("linked_at", Int)],
+        key: &["account"],
+        cleared: &[],
+    },
+    Table {
+        name: "slack_messages",
+        columns: &[
+            ("request_id", Text),
+            ("channel", Text),
+            ("ts", Text),
+            ("posted_at", Int),
+        ],
+        key: &["request_id", "channel", "ts"],
+        cleared: &[],
+    },
+    Table {
         name: "callback_secrets",
         columns: &[("request_id", Text), ("secret", Text)],
         key: &["request_id"],

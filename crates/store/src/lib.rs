@@ -287,6 +287,23 @@ pub trait Tx: Send {
 
     /// Keeps a request's callback secret, to sign its deliveries.
     async fn put_callback_secret(&mut self, request: &str, secret: &str) -> Result<(), StoreError>;
+    /// Links a Slack account to the Countersign user it acts as (rule 35), replacing the
+    /// account's earlier link.
+    async fn put_slack_link(
+        &mut self,
+        account: &str,
+        person: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Records a message posted to Slack about a request (its channel and `ts`), so that
+    /// every copy can be updated (rule 36). Recording one twice keeps one.
+    async fn put_slack_message(
+        &mut self,
+        request: &str,
+        channel: &str,
+        ts: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Writes a delivery; `claimed_until` marks it taken by a worker until then.
     async fn put_delivery(
@@ -336,6 +353,9 @@ pub trait Tx: Send {
     async fn count_sessions(&mut self, prefix: &str, now: Timestamp) -> Result<u64, StoreError>;
 }
 
+/// The most Slack messages of one request that are kept up to date.
+pub const MAX_SLACK_MESSAGES: u32 = 200;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Runs a job in a transaction and returns once its changes are durable (or not made).
@@ -358,6 +378,13 @@ pub trait Store: Send + Sync + 'static {
     /// The portal session with this id hash, unless it has expired by `now`.
     async fn session(&self, hash: &str, now: Timestamp) -> Result<Option<SessionRow>, StoreError>;
     async fn callback_secret(&self, request: &str) -> Result<Option<String>, StoreError>;
+    /// The Countersign user a Slack account is linked to.
+    async fn slack_person(&self, account: &str) -> Result<Option<String>, StoreError>;
+    /// The Slack account a person linked last, if any.
+    async fn slack_account(&self, person: &str) -> Result<Option<String>, StoreError>;
+    /// The messages posted about a request, as `(channel, ts)`, oldest first (at most
+    /// [`MAX_SLACK_MESSAGES`]).
+    async fn slack_messages(&self, request: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Deliveries due at `now` and not claimed, oldest first, leaving out the receivers that
     /// already have `per_lane` live claims (across replicas).
     async fn due_deliveries(

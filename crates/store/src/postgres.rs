@@ -26,6 +26,11 @@ fn migrator() -> Migrator {
             "lists",
             include_str!("../migrations/postgres/0002_lists.sql"),
         ),
+        step(
+            3,
+            "slack",
+            include_str!("../migrations/postgres/0003_slack.sql"),
+        ),
     ]);
     // `pg_advisory_lock` around the migrations (sqlx's default, said here because replicas
     // rely on it).

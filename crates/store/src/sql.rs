@@ -487,6 +487,43 @@ impl Store for SqlStore {
         row.map(|r| r.owned_text(0)).transpose()
     }
 
+    async fn slack_person(&self, account: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .read
+            .row(
+                "SELECT person FROM slack_links WHERE account = $1",
+                args![account],
+            )
+            .await?;
+        row.map(|r| r.owned_text(0)).transpose()
+    }
+
+    async fn slack_account(&self, person: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .read
+            .row(
+                "SELECT account FROM slack_links WHERE person = $1
+                 ORDER BY linked_at DESC, account LIMIT 1",
+                args![person],
+            )
+            .await?;
+        row.map(|r| r.owned_text(0)).transpose()
+    }
+
+    async fn slack_messages(&self, request: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .read
+            .rows(
+                "SELECT channel, ts FROM slack_messages WHERE request_id = $1
+                 ORDER BY posted_at, channel, ts LIMIT $2",
+                args![request, i64::from(crate::MAX_SLACK_MESSAGES)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.owned_text(0)?, r.owned_text(1)?)))
+            .collect()
+    }
+
     async fn due_deliveries(
         &self,
         now: Timestamp,

@@ -47,6 +47,11 @@ fn migrator() -> Migrator {
             "lists",
             include_str!("../migrations/sqlite/0006_lists.sql"),
         ),
+        step(
+            7,
+            "slack",
+            include_str!("../migrations/sqlite/0007_slack.sql"),
+        ),
     ])
 }
 

@@ -394,6 +394,10 @@ struct Pending {
     jobs: Vec<JobOp>,
     tokens: Vec<(String, String, i64)>,
     secrets: Vec<(String, String)>,
+    /// Slack links written: (account, person, linked_at).
+    slack_links: Vec<(String, String, i64)>,
+    /// Slack messages posted: (request, channel, ts, posted_at).
+    slack_messages: Vec<(String, String, String, i64)>,
     /// Deliveries with their claim (last write of each wins).
     deliveries: Vec<(Delivery, Option<i64>)>,
     /// Position of each delivery in `deliveries`.
@@ -420,6 +424,8 @@ impl Pending {
             && self.jobs.is_empty()
             && self.tokens.is_empty()
             && self.secrets.is_empty()
+            && self.slack_links.is_empty()
+            && self.slack_messages.is_empty()
             && self.deliveries.is_empty()
             && self.idempotency.is_empty()
             && self.prune_idempotency.is_none()
@@ -461,6 +467,8 @@ impl Pending {
         self.jobs.extend(later.jobs);
         self.tokens.extend(later.tokens);
         self.secrets.extend(later.secrets);
+        self.slack_links.extend(later.slack_links);
+        self.slack_messages.extend(later.slack_messages);
         for (d, claimed) in later.deliveries {
             self.put_delivery(d, claimed);
         }
@@ -682,6 +690,24 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
             a.extend(chunk.iter().map(|k| Arg::from(*k)));
             conn.exec(&sql, a).await?;
         }
+    }
+    // A later link of the same account replaces the earlier one, in order.
+    for (account, person, at) in &p.slack_links {
+        conn.exec(
+            "INSERT INTO slack_links (account, person, linked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (account) DO UPDATE SET person = excluded.person,
+               linked_at = excluded.linked_at",
+            args![account, person, *at],
+        )
+        .await?;
+    }
+    for (request, channel, ts, at) in &p.slack_messages {
+        conn.exec(
+            "INSERT INTO slack_messages (request_id, channel, ts, posted_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            args![request, channel, ts, *at],
+        )
+        .await?;
     }
     for (request, secret) in &p.secrets {
         conn.exec(
@@ -1233,6 +1259,34 @@ impl Tx for BufferedTx<'_> {
         self.pending
             .secrets
             .push((request.to_owned(), secret.to_owned()));
+        Ok(())
+    }
+
+    async fn put_slack_link(
+        &mut self,
+        account: &str,
+        person: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending
+            .slack_links
+            .push((account.to_owned(), person.to_owned(), now.millis()));
+        Ok(())
+    }
+
+    async fn put_slack_message(
+        &mut self,
+        request: &str,
+        channel: &str,
+        ts: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending.slack_messages.push((
+            request.to_owned(),
+            channel.to_owned(),
+            ts.to_owned(),
+            now.millis(),
+        ));
         Ok(())
     }
 

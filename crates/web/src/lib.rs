@@ -22,6 +22,7 @@ mod markdown;
 pub mod oidc;
 mod pages;
 pub mod session;
+pub mod slack;
 mod view;
 
 use std::net::SocketAddr;
@@ -109,6 +110,10 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
         .route("/admin/requests", get(pages::admin_requests))
         .route("/admin/grants", get(pages::admin_grants))
         .route("/admin/audit", get(pages::admin_audit))
+        .route(
+            "/slack/link/{secret}",
+            get(pages::slack_link_page).post(pages::slack_link),
+        )
         .route("/static/portal.css", get(stylesheet))
         .layer(middleware::from_fn_with_state(portal.clone(), guard_forms))
         .layer(middleware::from_fn(headers))

@@ -1900,3 +1900,71 @@ pub(crate) async fn admin_audit(
         },
     ))
 }
+
+#[derive(Template)]
+#[template(path = "slack_link.html")]
+struct SlackLinkPage {
+    layout: Layout,
+    account: String,
+    person: String,
+    secret: String,
+    done: bool,
+}
+
+/// The page a `/countersign link` URL opens (rule 35): who would act as the signed-in
+/// person, and a button that links. Opening it changes nothing.
+pub(crate) async fn slack_link_page(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(secret): Path<String>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let account = portal
+        .engine
+        .slack_link_account(&secret)
+        .await
+        .map_err(|e| fail(&viewer, e))?
+        .ok_or_else(|| {
+            error_page(
+                StatusCode::NOT_FOUND,
+                Some(&viewer),
+                "This link has expired or was used already; type /countersign link in Slack again.",
+            )
+        })?;
+    Ok(render(
+        StatusCode::OK,
+        &SlackLinkPage {
+            layout: Layout::new("Link your Slack account", Some(&viewer)),
+            account,
+            person: viewer.actor.id.clone(),
+            secret,
+            done: false,
+        },
+    ))
+}
+
+/// Links the Slack account of a `/countersign link` URL to the signed-in person.
+pub(crate) async fn slack_link(
+    State(portal): State<Portal>,
+    Extension(current): Extension<Current>,
+    Path(secret): Path<String>,
+    uri: Uri,
+) -> Page {
+    let viewer = signed_in(&portal, &current, &uri)?;
+    let account = portal
+        .engine
+        .finish_slack_link(&viewer.actor, &secret)
+        .await
+        .map_err(|e| fail(&viewer, e))?;
+    Ok(render(
+        StatusCode::OK,
+        &SlackLinkPage {
+            layout: Layout::new("Slack account linked", Some(&viewer)),
+            account,
+            person: viewer.actor.id.clone(),
+            secret: String::new(),
+            done: true,
+        },
+    ))
+}

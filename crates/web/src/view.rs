@@ -1,7 +1,7 @@
 //! What the templates show: domain values turned into display strings, computed in Rust so
 //! that templates stay loops and conditions.
 
-use domain::{Grant, Request, Span, Timestamp};
+use domain::{Grant, Request, Timestamp};
 
 /// A moment shown both ways: relative to now, and exactly (UTC).
 #[derive(Clone, Debug)]
@@ -130,57 +130,20 @@ pub struct Choice {
     pub selected: bool,
 }
 
-/// The durations a reviewer may approve with: the closed set up to the requested duration,
-/// or, without a closed set, the usual ones below it and the requested one itself (rule 14:
-/// shorten, never lengthen).
+/// The durations a reviewer may approve for (`engine::present::approve_spans`), the
+/// requested one selected.
 pub fn approve_durations(r: &Request) -> Vec<Choice> {
-    let requested = r.duration;
-    let mut spans: Vec<Span> = if r.durations.is_empty() {
-        [300, 900, 3600, 4 * 3600, 24 * 3600]
-            .into_iter()
-            .map(Span::from_secs)
-            .filter(|s| *s < requested)
-            .chain(std::iter::once(requested))
-            .collect()
-    } else {
-        r.durations
-            .iter()
-            .copied()
-            .filter(|s| *s <= requested)
-            .collect()
-    };
-    spans.sort();
-    spans.dedup();
-    spans
+    engine::present::approve_spans(r)
         .into_iter()
         .map(|s| Choice {
             value: s.to_string(),
             label: human_span(s),
-            selected: s == requested,
+            selected: s == r.duration,
         })
         .collect()
 }
 
-/// `5m` → `5 minutes`, `1h` → `1 hour`, `1h30m` stays as written.
-pub fn human_span(s: Span) -> String {
-    let secs = s.secs();
-    let unit = |n: u64, one: &str| {
-        if n == 1 {
-            format!("1 {one}")
-        } else {
-            format!("{n} {one}s")
-        }
-    };
-    if secs.is_multiple_of(86400) && secs > 86400 {
-        unit(secs / 86400, "day")
-    } else if secs.is_multiple_of(3600) && secs >= 3600 {
-        unit(secs / 3600, "hour")
-    } else if secs.is_multiple_of(60) && secs >= 60 {
-        unit(secs / 60, "minute")
-    } else {
-        s.to_string()
-    }
-}
+pub use engine::present::human_span;
 
 /// At most `n` characters, with an ellipsis when cut.
 pub fn short(text: &str, n: usize) -> String {

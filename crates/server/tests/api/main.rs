@@ -31,4 +31,5 @@ mod portal_e2e;
 mod replicas;
 mod rules;
 mod security;
+mod slack;
 mod surface;

@@ -84,6 +84,7 @@ conformance! {
     rows::counts,
     rows::list_requests_filters_and_pages,
     rows::list_grants_filters,
+    rows::slack_links_and_messages,
     rows::reads_with_nul_find_nothing,
     replicas::handles_see_each_others_commits,
     replicas::idempotency_key_has_one_creator_across_handles,

@@ -764,3 +764,70 @@ pub async fn reads_with_nul_find_nothing(db: &Db) {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The Slack app's rows (rules 35 and 36): an account acts as one person, and linking it again
+/// moves it; a person's latest link is the account their DMs go to; a message recorded twice
+/// is kept once.
+pub async fn slack_links_and_messages(db: &Db) {
+    let store = db.open().await;
+    write(&*store, |tx| {
+        Box::pin(async move {
+            tx.put_slack_link("U1", ALICE, at(0)).await?;
+            tx.put_slack_link("U2", BOB, at(1)).await?;
+            // U1 linked again, by carol: the account now acts as carol.
+            tx.put_slack_link("U1", CAROL, at(2)).await?;
+            tx.put_slack_link("U3", CAROL, at(3)).await?;
+            tx.put_slack_message("req_1", "C1", "1700000000.000100", at(0))
+                .await?;
+            tx.put_slack_message("req_1", "D2", "1700000000.000200", at(1))
+                .await?;
+            tx.put_slack_message("req_1", "C1", "1700000000.000100", at(2))
+                .await?;
+            tx.put_slack_message("req_2", "C1", "1700000000.000300", at(2))
+                .await?;
+            Ok(())
+        })
+    })
+    .await;
+
+    let mut seen = Seen::default();
+    seen.eq(
+        "U1 acts as",
+        store.slack_person("U1").await.expect("read"),
+        Some(CAROL.to_owned()),
+    );
+    seen.eq(
+        "U2 acts as",
+        store.slack_person("U2").await.expect("read"),
+        Some(BOB.to_owned()),
+    );
+    seen.eq(
+        "an unknown account",
+        store.slack_person("U9").await.expect("read"),
+        None,
+    );
+    seen.eq(
+        "alice's account (moved to carol)",
+        store.slack_account(ALICE).await.expect("read"),
+        None,
+    );
+    seen.eq(
+        "carol's latest account",
+        store.slack_account(CAROL).await.expect("read"),
+        Some("U3".to_owned()),
+    );
+    seen.eq(
+        "req_1's messages",
+        store.slack_messages("req_1").await.expect("read"),
+        vec![
+            ("C1".to_owned(), "1700000000.000100".to_owned()),
+            ("D2".to_owned(), "1700000000.000200".to_owned()),
+        ],
+    );
+    seen.eq(
+        "a request with none",
+        store.slack_messages("req_9").await.expect("read"),
+        vec![],
+    );
+    seen.assert();
+}

@@ -1,0 +1,834 @@
+//! The Slack app (issue 16): Slack is one more channel of the notification router. This module
+//! holds what is Slack's own: the Web API client ([`call`]), the request's card and the
+//! modals in Block Kit (written from the presenter, [`crate::present`]), the delivery of a
+//! Slack notification ([`deliver`]), the check of Slack's signed requests
+//! ([`verify_signature`], rule 35) and the links between Slack accounts and Countersign users.
+//!
+//! Every card posted about a request is recorded (`slack_messages`), and every change of the
+//! request writes one "card refresh" into the outbox ([`refresh`]), which renders the request
+//! as it is now and updates every copy (rule 36). A refresh renders the present, never the
+//! past, so refreshes that run out of order still leave every copy current.
+
+use std::time::Duration;
+
+use config::{Config, SlackChannel};
+use domain::notify::NotifyEvent;
+use domain::{Delivery, Notice, Request, RequestState, Timestamp};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::callback::Sender;
+use crate::{Engine, EngineError, present};
+
+/// Sessions-table prefix of a link under way (`/countersign link`).
+pub(crate) const LINK_PREFIX: &str = "slack-link:";
+
+/// How long a link URL stays valid.
+pub const LINK_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// The most links that may be under way at once.
+const MAX_LINKS: u64 = 10_000;
+
+/// How far a request's timestamp may be from now (Slack's own advice: five minutes).
+pub const MAX_SKEW_SECS: i64 = 300;
+
+/// The largest request body `/slack/events` reads (Slack's payloads are far smaller).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Block Kit's limits that a card could reach: text in a section, and a button's value.
+const MAX_SECTION: usize = 2900;
+
+/// Action ids of the card's buttons and callback ids of the modals.
+pub const APPROVE: &str = "cs_approve";
+pub const DENY: &str = "cs_deny";
+pub const VIEW: &str = "cs_view";
+pub const APPROVE_MODAL: &str = "cs_approve_modal";
+pub const DENY_MODAL: &str = "cs_deny_modal";
+
+/// Why a signed request was refused (rule 35).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Missing,
+    Stale,
+    BadSignature,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Missing => "X-Slack-Request-Timestamp and X-Slack-Signature are required",
+            Refused::Stale => "the request's timestamp is more than five minutes from now",
+            Refused::BadSignature => "the request's signature is wrong",
+        })
+    }
+}
+
+/// Rule 35: checks Slack's `v0` signature, HMAC-SHA256 with the signing secret over
+/// `v0:<timestamp>:<body>`, in constant time, and that the timestamp is within
+/// [`MAX_SKEW_SECS`] of `now`. Nothing of the body is read before this passes.
+pub fn verify_signature(
+    secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(), Refused> {
+    let (Some(ts), Some(sig)) = (timestamp, signature) else {
+        return Err(Refused::Missing);
+    };
+    let secs: i64 = ts.trim().parse().map_err(|_| Refused::Stale)?;
+    if (now.millis().div_euclid(1000) - secs).abs() > MAX_SKEW_SECS {
+        return Err(Refused::Stale);
+    }
+    let Some(hex_sig) = sig.strip_prefix("v0=") else {
+        return Err(Refused::BadSignature);
+    };
+    let given = hex::decode(hex_sig).map_err(|_| Refused::BadSignature)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| Refused::BadSignature)?;
+    mac.update(b"v0:");
+    mac.update(ts.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&given).map_err(|_| Refused::BadSignature)
+}
+
+/// What one Web API call came to.
+#[derive(Debug, Default)]
+pub(crate) struct Reply {
+    pub status: Option<u16>,
+    /// The answer's JSON when Slack said `ok: true`.
+    pub body: Option<Value>,
+    pub error: Option<String>,
+    pub retry_after_ms: Option<u64>,
+    /// Slack refused in a way that retrying cannot fix (`channel_not_found`,
+    /// `not_in_channel`, `invalid_auth`, …): shown to admins, not retried.
+    pub hopeless: bool,
+}
+
+/// Slack's errors worth retrying; every other `ok: false` is final.
+const TRANSIENT: &[&str] = &[
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
+/// One Web API method, POSTed as JSON with the bot token, through the outbound guard and
+/// within the channel's timeout.
+pub(crate) async fn call(
+    sender: &Sender,
+    ch: &SlackChannel,
+    method: &str,
+    body: &Value,
+    now: Timestamp,
+) -> Reply {
+    let failed = |error: String| Reply {
+        error: Some(error),
+        ..Reply::default()
+    };
+    let http = match sender.http() {
+        Ok(h) => h,
+        Err(e) => return failed(e.clone()),
+    };
+    let url = ch.method_url(method);
+    if let Err(e) = sender.guard().check_literal(&url) {
+        return failed(format!("{method}: {e}"));
+    }
+    let res = http
+        .post(&url)
+        .timeout(Duration::from_secs(ch.timeout.secs()))
+        .bearer_auth(&ch.bot_token)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.to_string())
+        .send()
+        .await;
+    let resp = match res {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_timeout() { "timed out" } else { "failed" };
+            // The error would name the URL; the method is enough (and holds no secret).
+            return failed(format!("Slack {method} {what}"));
+        }
+    };
+    let status = resp.status().as_u16();
+    let retry_after_ms = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::callback::retry_after_ms(v, now));
+    let text = match resp.text().await {
+        Ok(t) => t,
+        Err(_) => {
+            return Reply {
+                status: Some(status),
+                error: Some(format!("Slack {method}: the answer could not be read")),
+                retry_after_ms,
+                ..Reply::default()
+            };
+        }
+    };
+    if status == 429 || status >= 500 {
+        return Reply {
+            status: Some(status),
+            error: Some(format!("Slack {method} answered {status}")),
+            retry_after_ms,
+            ..Reply::default()
+        };
+    }
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if v["ok"] == Value::Bool(true) {
+        return Reply {
+            status: Some(200),
+            body: Some(v),
+            ..Reply::default()
+        };
+    }
+    let error = v["error"].as_str().unwrap_or("no error given").to_owned();
+    Reply {
+        // Counted as a failed attempt, whatever the HTTP status was.
+        status: Some(if status == 200 { 502 } else { status }),
+        hopeless: !TRANSIENT.contains(&error.as_str()),
+        error: Some(format!("Slack {method}: {error}")),
+        retry_after_ms,
+        ..Reply::default()
+    }
+}
+
+/// Escapes text for Slack's mrkdwn: `&`, `<` and `>` (so that no text a person typed becomes
+/// a link or a mention such as `<!channel>`), and cut to `max` characters.
+pub fn escape(text: &str, max: usize) -> String {
+    let cut: String = if text.chars().count() > max {
+        let mut s: String = text.chars().take(max).collect();
+        s.push('…');
+        s
+    } else {
+        text.to_owned()
+    };
+    cut.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The events whose Slack message is the request's card (with its buttons while it waits);
+/// every other event is a plain message.
+fn is_card(event: NotifyEvent) -> bool {
+    matches!(
+        event,
+        NotifyEvent::RequestCreated
+            | NotifyEvent::StepEntered
+            | NotifyEvent::Reminder
+            | NotifyEvent::Escalated
+            | NotifyEvent::Assigned
+            | NotifyEvent::BreakGlass
+    )
+}
+
+/// The events after which every posted card is brought up to date; the request's end is
+/// also said in each card's thread.
+fn changes_card(event: NotifyEvent) -> bool {
+    matches!(
+        event,
+        NotifyEvent::StepEntered
+            | NotifyEvent::Escalated
+            | NotifyEvent::Assigned
+            | NotifyEvent::RequestApproved
+            | NotifyEvent::RequestDenied
+            | NotifyEvent::RequestCancelled
+            | NotifyEvent::RequestExpired
+    )
+}
+
+fn ends_request(event: NotifyEvent) -> bool {
+    matches!(
+        event,
+        NotifyEvent::RequestApproved
+            | NotifyEvent::RequestDenied
+            | NotifyEvent::RequestCancelled
+            | NotifyEvent::RequestExpired
+    )
+}
+
+/// The card refresh an event causes, if the configuration has a Slack channel and the event
+/// changes what a card shows: one delivery per event, sent to no one in particular (`to:
+/// None`), that updates every recorded copy.
+pub(crate) fn refresh(
+    config: &Config,
+    id: String,
+    request: &str,
+    event: NotifyEvent,
+    seq: i64,
+    at: Timestamp,
+) -> Option<Delivery> {
+    let (name, ch) = config.slack()?;
+    if !changes_card(event) {
+        return None;
+    }
+    let notice = Notice {
+        channel: name.to_owned(),
+        event,
+        to: None,
+        people: vec![],
+        seq,
+    };
+    Some(Delivery::notification(
+        id,
+        request,
+        ch.api_url.clone(),
+        notice,
+        "{}".into(),
+        at,
+    ))
+}
+
+/// The request's card: who asks for what and why, its fields, warnings and why these
+/// reviewers, where it stands (the presenter's sentences), and, while it waits, the buttons.
+pub fn card(r: &Request, config: &Config) -> Value {
+    let url = present::portal_url(&config.server.public_url, &r.id);
+    let summary = present::summary(r);
+    let description = config
+        .resources
+        .get(&r.resource)
+        .map(|d| d.description.clone())
+        .unwrap_or_default();
+    let mut head = format!(
+        "*{}* asks for *{}*",
+        escape(&r.requester, 200),
+        escape(&r.resource, 200)
+    );
+    if let Some(app) = &r.context.created_by {
+        head.push_str(&format!(" (through {})", escape(app, 200)));
+    }
+    if !description.is_empty() {
+        head.push('\n');
+        head.push_str(&escape(&description, 500));
+    }
+    let mut facts = vec![
+        format!("*Duration:* {}", present::human_span(r.duration)),
+        format!("*Reason:* {}", escape(&r.reason, 1000)),
+    ];
+    for (k, v) in &r.fields {
+        facts.push(format!(
+            "*{}:* {}",
+            escape(k, 100),
+            escape(&present::field_text(v), 300)
+        ));
+    }
+    if let Some(p) = &r.context.purpose {
+        facts.push(format!("*Purpose:* {}", escape(p, 1500)));
+    }
+    if let Some(link) = &r.context.reference_url {
+        // Only http(s) links become links; Slack's `<url|text>` with the text escaped.
+        if link.starts_with("https://") || link.starts_with("http://") {
+            let safe: String = link
+                .chars()
+                .filter(|c| !matches!(c, '<' | '>' | '|') && !c.is_control())
+                .collect();
+            facts.push(format!("*Reference:* <{safe}|{}>", escape(link, 200)));
+        }
+    }
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&head) } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&facts.join("\n")) } }),
+    ];
+    for w in r.warnings.iter().take(5) {
+        blocks.push(json!({ "type": "context", "elements": [
+            { "type": "mrkdwn", "text": format!(":warning: {}", escape(w, 1000)) }
+        ] }));
+    }
+    let why = crate::Engine::explain_loaded(r).lines;
+    if !why.is_empty() && r.state == RequestState::Pending {
+        let text: Vec<String> = why.iter().take(8).map(|l| escape(l, 300)).collect();
+        blocks.push(json!({ "type": "context", "elements": [
+            { "type": "mrkdwn", "text": cut(&format!("*Why these reviewers:* {}", text.join("; "))) }
+        ] }));
+    }
+    let mut status = format!("*{}*", escape(&summary.status, 1500));
+    if !summary.waiting_on.is_empty() {
+        status.push_str(&format!(
+            "\nWaiting on: {}",
+            escape(&summary.waiting_on.join(", "), 1000)
+        ));
+    }
+    blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&status) } }));
+    let view = json!({ "type": "button", "action_id": VIEW,
+        "text": { "type": "plain_text", "text": "View" }, "url": url });
+    let elements = if r.state == RequestState::Pending {
+        vec![
+            json!({ "type": "button", "action_id": APPROVE, "style": "primary", "value": r.id,
+                "text": { "type": "plain_text", "text": "Approve" } }),
+            json!({ "type": "button", "action_id": DENY, "style": "danger", "value": r.id,
+                "text": { "type": "plain_text", "text": "Deny" } }),
+            view,
+        ]
+    } else {
+        vec![view]
+    };
+    blocks.push(json!({ "type": "actions", "block_id": "cs_actions", "elements": elements }));
+    json!({
+        "text": format!("{} asks for {}: {}", r.requester, r.resource, summary.status),
+        "blocks": blocks,
+    })
+}
+
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MAX_SECTION {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(MAX_SECTION).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// A plain message (every event that is not a card): the presenter's headline and lines.
+fn message(payload: &crate::notify::Payload) -> Value {
+    let request = payload.data.request.as_deref();
+    let grant = payload.data.grant.as_ref();
+    let headline = present::headline(payload.kind, request, grant);
+    let lines: Vec<String> = present::lines(request, grant)
+        .into_iter()
+        .map(|(k, v)| format!("*{k}:* {}", escape(&v, 500)))
+        .collect();
+    json!({
+        "text": headline,
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn",
+                "text": cut(&format!("*{}*", escape(&headline, 500))) } },
+            { "type": "section", "text": { "type": "mrkdwn", "text": cut(&lines.join("\n")) } },
+            { "type": "actions", "elements": [
+                { "type": "button", "action_id": VIEW, "url": payload.data.url,
+                  "text": { "type": "plain_text", "text": "View" } }
+            ] },
+        ],
+    })
+}
+
+/// The approve modal: the duration from the closed set up to the requested one (required),
+/// "Approve entire workflow" when the resource is part of one, and a comment.
+pub fn approve_modal(r: &Request) -> Value {
+    let options: Vec<Value> = present::approve_spans(r)
+        .into_iter()
+        .map(|s| {
+            json!({ "text": { "type": "plain_text", "text": present::human_span(s) },
+                    "value": s.to_string() })
+        })
+        .collect();
+    let initial = options
+        .iter()
+        .find(|o| o["value"] == r.duration.to_string())
+        .cloned();
+    let mut select = json!({ "type": "static_select", "action_id": "duration",
+        "options": options });
+    if let Some(i) = initial {
+        select["initial_option"] = i;
+    }
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
+            "*{}* asks for *{}* for {}: {}",
+            escape(&r.requester, 200), escape(&r.resource, 200),
+            present::human_span(r.duration), escape(&r.reason, 1000))) } }),
+        json!({ "type": "input", "block_id": "duration", "label":
+            { "type": "plain_text", "text": "Duration" }, "element": select }),
+    ];
+    if let Some(w) = &r.part_of {
+        blocks.push(json!({ "type": "input", "block_id": "scope", "optional": true,
+            "label": { "type": "plain_text", "text": "Workflow" },
+            "element": { "type": "checkboxes", "action_id": "scope", "options": [
+                { "text": { "type": "plain_text", "text": "Approve entire workflow" },
+                  "description": { "type": "plain_text", "text": cut(&format!("Every resource of {w}")) },
+                  "value": "workflow" }
+            ] } }));
+    }
+    blocks.push(comment_input(true));
+    json!({
+        "type": "modal",
+        "callback_id": APPROVE_MODAL,
+        "private_metadata": r.id,
+        "title": { "type": "plain_text", "text": "Approve request" },
+        "submit": { "type": "plain_text", "text": "Approve" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": blocks,
+    })
+}
+
+/// The deny modal: a comment for the requester.
+pub fn deny_modal(r: &Request) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": DENY_MODAL,
+        "private_metadata": r.id,
+        "title": { "type": "plain_text", "text": "Deny request" },
+        "submit": { "type": "plain_text", "text": "Deny" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
+                "*{}* asks for *{}*: {}",
+                escape(&r.requester, 200), escape(&r.resource, 200), escape(&r.reason, 1000))) } },
+            comment_input(true),
+        ],
+    })
+}
+
+fn comment_input(optional: bool) -> Value {
+    json!({ "type": "input", "block_id": "comment", "optional": optional,
+        "label": { "type": "plain_text", "text": "Comment" },
+        "element": { "type": "plain_text_input", "action_id": "comment", "multiline": true,
+            "max_length": 2000 } })
+}
+
+/// What the delivery of one Slack notification came to, for `callback::record`.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    pub reply: Reply,
+    /// The card posted: its channel and `ts`, and the status it showed.
+    pub posted: Option<(String, String, String)>,
+}
+
+/// Delivers one Slack notification: a card refresh (`to: None`) updates every recorded copy
+/// of the request's card; anything else is posted to its destination (a linked person's
+/// DMs, or a channel), as the request's card or as a plain message.
+pub(crate) async fn deliver(
+    engine: &Engine,
+    ch: &SlackChannel,
+    d: &Delivery,
+    n: &Notice,
+    now: Timestamp,
+) -> Sent {
+    let sender = engine.sender();
+    let config = engine.config();
+    let Some(to) = &n.to else {
+        return update_copies(engine, &sender, &config, ch, &d.request, n.event, now).await;
+    };
+    let hopeless = |why: String| Sent {
+        reply: Reply {
+            error: Some(why),
+            hopeless: true,
+            ..Reply::default()
+        },
+        posted: None,
+    };
+    let channel = if let Some(name) = to.strip_prefix('#') {
+        name.to_owned()
+    } else if let Some(member) = to.strip_prefix('@') {
+        member.to_owned()
+    } else if !to.contains('@') {
+        to.clone()
+    } else {
+        match engine.store.slack_account(to).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return hopeless(format!(
+                    "{to} has not linked a Slack account (/countersign link)"
+                ));
+            }
+            Err(e) => {
+                return Sent {
+                    reply: Reply {
+                        error: Some(e.to_string()),
+                        ..Reply::default()
+                    },
+                    posted: None,
+                };
+            }
+        }
+    };
+    let card_of = if is_card(n.event) {
+        // The card shows the request as it is now, not as the event left it.
+        match engine.store.request(&d.request).await {
+            Ok(Some(r)) => Some(r),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let (mut body, status) = match &card_of {
+        Some(r) => (card(r, &config), present::summary(r).status),
+        None => match serde_json::from_str::<crate::notify::Payload>(&d.body) {
+            Ok(p) => (message(&p), String::new()),
+            Err(e) => return hopeless(format!("the notification's body is unreadable: {e}")),
+        },
+    };
+    body["channel"] = Value::String(channel);
+    body["unfurl_links"] = Value::Bool(false);
+    let reply = call(&sender, ch, "chat.postMessage", &body, now).await;
+    let posted = match (&card_of, &reply.body) {
+        (Some(_), Some(b)) => match (b["channel"].as_str(), b["ts"].as_str()) {
+            (Some(c), Some(ts)) => Some((c.to_owned(), ts.to_owned(), status)),
+            _ => None,
+        },
+        _ => None,
+    };
+    Sent { reply, posted }
+}
+
+/// Updates every recorded copy of the request's card to show it as it is now; when the event
+/// ended the request, also says so in each card's thread.
+async fn update_copies(
+    engine: &Engine,
+    sender: &Sender,
+    config: &Config,
+    ch: &SlackChannel,
+    request: &str,
+    event: NotifyEvent,
+    now: Timestamp,
+) -> Sent {
+    let failed = |e: EngineError| Sent {
+        reply: Reply {
+            error: Some(e.to_string()),
+            ..Reply::default()
+        },
+        posted: None,
+    };
+    let copies = match engine.store.slack_messages(request).await {
+        Ok(c) => c,
+        Err(e) => return failed(e.into()),
+    };
+    if copies.is_empty() {
+        return Sent {
+            reply: Reply {
+                status: Some(200),
+                ..Reply::default()
+            },
+            posted: None,
+        };
+    }
+    let r = match engine.store.request(request).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Sent {
+                reply: Reply {
+                    error: Some("the request is gone".into()),
+                    hopeless: true,
+                    ..Reply::default()
+                },
+                posted: None,
+            };
+        }
+        Err(e) => return failed(e.into()),
+    };
+    let body = card(&r, config);
+    let status = present::summary(&r).status;
+    let mut worst = Reply {
+        status: Some(200),
+        ..Reply::default()
+    };
+    for (channel, ts) in &copies {
+        let mut update = body.clone();
+        update["channel"] = Value::String(channel.clone());
+        update["ts"] = Value::String(ts.clone());
+        let mut reply = call(sender, ch, "chat.update", &update, now).await;
+        if reply.error.is_none() && ends_request(event) && r.state.is_terminal() {
+            let said = json!({ "channel": channel, "thread_ts": ts,
+                "text": escape(&status, 2000) });
+            reply = call(sender, ch, "chat.postMessage", &said, now).await;
+        }
+        // A copy that can never be updated (its channel archived, the bot removed) does not
+        // hold the others back; one that may yet be is tried again with the rest.
+        if reply.error.is_some() && !reply.hopeless {
+            worst = reply;
+        } else if reply.error.is_some() && worst.error.is_none() {
+            worst = reply;
+        }
+    }
+    Sent {
+        reply: worst,
+        posted: None,
+    }
+}
+
+/// The Countersign user a Slack account acts as (rule 35): its link, or, with
+/// `match_by_email`, the user whose email `users.info` gives. `None` for an unlinked or
+/// unknown account, and for an application.
+pub async fn actor_of(engine: &Engine, account: &str) -> Result<Option<domain::Actor>, EngineError> {
+    let config = engine.config();
+    let Some((_, ch)) = config.slack() else {
+        return Ok(None);
+    };
+    let person = match engine.store.slack_person(account).await? {
+        Some(p) => Some(p),
+        None if ch.match_by_email => {
+            let reply = call(
+                &engine.sender(),
+                ch,
+                "users.info",
+                &json!({ "user": account }),
+                engine.now(),
+            )
+            .await;
+            reply
+                .body
+                .as_ref()
+                .and_then(|b| b["user"]["profile"]["email"].as_str())
+                .map(str::to_owned)
+        }
+        None => None,
+    };
+    Ok(person
+        .and_then(|p| config.directory.actor(&p))
+        .filter(|a| !a.app))
+}
+
+/// Opens a modal (`views.open`) for the click that `trigger_id` names.
+pub async fn open_modal(engine: &Engine, trigger_id: &str, view: Value) -> Result<(), String> {
+    let config = engine.config();
+    let Some((_, ch)) = config.slack() else {
+        return Err("no slack channel is configured".into());
+    };
+    let reply = call(
+        &engine.sender(),
+        ch,
+        "views.open",
+        &json!({ "trigger_id": trigger_id, "view": view }),
+        engine.now(),
+    )
+    .await;
+    match reply.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Says something only `user` sees, in `channel` (`chat.postEphemeral`): refusals of clicks.
+pub async fn tell(engine: &Engine, channel: &str, user: &str, text: &str) -> Result<(), String> {
+    let config = engine.config();
+    let Some((_, ch)) = config.slack() else {
+        return Err("no slack channel is configured".into());
+    };
+    let body = json!({ "channel": channel, "user": user, "text": escape(text, 2000) });
+    let reply = call(&engine.sender(), ch, "chat.postEphemeral", &body, engine.now()).await;
+    match reply.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Engine {
+    /// Starts linking a Slack account (`/countersign link`): a one-time secret, valid for
+    /// [`LINK_TTL_MS`], kept in the database (any replica may finish it). Returns the secret
+    /// for the portal URL.
+    pub async fn start_slack_link(&self, account: &str) -> Result<String, EngineError> {
+        let now = self.now();
+        let secret = crate::tokens::random_secret();
+        let row = store::SessionRow {
+            hash: format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes())),
+            subject: String::new(),
+            csrf: String::new(),
+            data: account.to_owned(),
+            created_at: now,
+            expires_at: now.plus(domain::Span::from_secs(
+                u64::try_from(LINK_TTL_MS / 1000).unwrap_or(600),
+            )),
+        };
+        self.write(move |tx| {
+            Box::pin(async move {
+                if tx.count_sessions(LINK_PREFIX, now).await? >= MAX_LINKS {
+                    return Err(domain::DomainError::Conflict(
+                        "too many Slack links are under way; try again in a few minutes".into(),
+                    )
+                    .into());
+                }
+                Ok(tx.put_session(&row, now).await?)
+            })
+        })
+        .await?;
+        Ok(secret)
+    }
+
+    /// The Slack account a link secret names, without taking it (the portal's confirmation
+    /// page), if it is still valid.
+    pub async fn slack_link_account(&self, secret: &str) -> Result<Option<String>, EngineError> {
+        let hash = format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes()));
+        Ok(self.session(&hash).await?.map(|r| r.data))
+    }
+
+    /// Finishes a link (rule 35): takes the secret once and links its Slack account to the
+    /// signed-in person, audited as `slack_linked`. Returns the account.
+    pub async fn finish_slack_link(
+        &self,
+        actor: &domain::Actor,
+        secret: &str,
+    ) -> Result<String, EngineError> {
+        if actor.app {
+            return Err(domain::DomainError::Forbidden(
+                "an application cannot link a Slack account".into(),
+            )
+            .into());
+        }
+        let now = self.now();
+        let hash = format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes()));
+        let person = actor.id.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let Some(row) = tx.take_session(&hash, now).await? else {
+                    return Err(domain::DomainError::Invalid(
+                        "this link has expired or was used already; type /countersign link in Slack again"
+                            .into(),
+                    )
+                    .into());
+                };
+                tx.put_slack_link(&row.data, &person, now).await?;
+                let ev = domain::Event::person(domain::EventKind::SlackLinked, &person)
+                    .with("slack_user", &row.data);
+                tx.append(&ev, now).await?;
+                Ok(row.data)
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule 35, against the example of Slack's request-verification guide.
+    #[test]
+    fn rule_35_slack_signature_matches_slacks_published_example() {
+        let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        let now = Timestamp::from_millis(1_531_420_618_000);
+        assert_eq!(
+            verify_signature(secret, Some("1531420618"), Some(sig), body, now),
+            Ok(())
+        );
+        let mut other = body.to_vec();
+        other[6] = b'X';
+        assert_eq!(
+            verify_signature(secret, Some("1531420618"), Some(sig), &other, now),
+            Err(Refused::BadSignature),
+            "one byte of the body changed"
+        );
+        assert_eq!(
+            verify_signature("another secret", Some("1531420618"), Some(sig), body, now),
+            Err(Refused::BadSignature)
+        );
+        let later = Timestamp::from_millis(1_531_420_618_000 + 301_000);
+        assert_eq!(
+            verify_signature(secret, Some("1531420618"), Some(sig), body, later),
+            Err(Refused::Stale),
+            "five minutes and a second later"
+        );
+        assert_eq!(
+            verify_signature(secret, None, Some(sig), body, now),
+            Err(Refused::Missing)
+        );
+        assert_eq!(
+            verify_signature(secret, Some("1531420618"), Some("v1=00"), body, now),
+            Err(Refused::BadSignature)
+        );
+    }
+
+    #[test]
+    fn rule_35_text_cannot_become_a_mention_or_a_link() {
+        assert_eq!(
+            escape("<!channel> & <https://evil|click>", 100),
+            "&lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
+        );
+        assert_eq!(escape("abcdef", 3), "abc…");
+    }
+}

@@ -1,0 +1,627 @@
+//! The Slack app (issue 16; rules 35 and 36) against a fake Slack started by each test: a
+//! real HTTP server on loopback that answers the Web API methods the app calls as Slack
+//! documents them (`{"ok": true, …}`, or `{"ok": false, "error": …}`, or 429 with
+//! `Retry-After`) and records every call. The tests play Slack's side too: they sign their
+//! requests to `/slack/events` with the signing secret, as Slack does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, email, eventually, id_of, run_python};
+
+use crate::portal::{Web, csrf};
+
+/// Slack's own example secret (its request-verification guide).
+pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const BOT_TOKEN: &str = "xoxb-test-token";
+
+/// One Web API call the app made.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub auth: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct FakeState {
+    calls: Vec<Call>,
+    next_ts: u64,
+    /// Scripted answers per method, used in order: (status, Retry-After, body).
+    script: BTreeMap<String, VecDeque<(u16, Option<u64>, Value)>>,
+    /// users.info's emails, by Slack user id.
+    emails: BTreeMap<String, String>,
+}
+
+/// A fake Slack Web API on loopback.
+#[derive(Clone)]
+pub struct FakeSlack {
+    pub base: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeSlack {
+    pub async fn start() -> FakeSlack {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = axum::Router::new()
+            .route("/api/{method}", axum::routing::post(answer))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeSlack {
+            base: format!("http://{addr}/api/"),
+            state,
+        }
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        let s = self.state.lock().expect("lock");
+        s.calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.state.lock().expect("lock").calls.clone()
+    }
+
+    fn script(&self, method: &str, status: u16, retry_after: Option<u64>, body: Value) {
+        let mut s = self.state.lock().expect("lock");
+        s.script
+            .entry(method.to_owned())
+            .or_default()
+            .push_back((status, retry_after, body));
+    }
+}
+
+async fn answer(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut s = state.lock().expect("lock");
+    s.calls.push(Call {
+        method: method.clone(),
+        auth: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        body: body.clone(),
+    });
+    if let Some((status, retry_after, reply)) =
+        s.script.get_mut(&method).and_then(VecDeque::pop_front)
+    {
+        let mut res = (
+            axum::http::StatusCode::from_u16(status).expect("status"),
+            axum::Json(reply),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("header"));
+        }
+        return res;
+    }
+    s.next_ts += 1;
+    let ts = format!("1767225600.{:06}", s.next_ts);
+    // A DM is posted to a user id and lands in the DM channel (D…).
+    let channel = body["channel"]
+        .as_str()
+        .map(|c| match c.strip_prefix('U') {
+            Some(rest) => format!("D{rest}"),
+            None => c.to_owned(),
+        })
+        .unwrap_or_default();
+    let reply = match method.as_str() {
+        "chat.postMessage" => json!({ "ok": true, "channel": channel, "ts": ts }),
+        "chat.update" => json!({ "ok": true, "channel": channel, "ts": body["ts"] }),
+        "chat.postEphemeral" => json!({ "ok": true, "message_ts": ts }),
+        "views.open" => json!({ "ok": true, "view": { "id": "V1" } }),
+        "users.info" => {
+            let user = body["user"].as_str().unwrap_or_default();
+            match s.emails.get(user) {
+                Some(e) => json!({ "ok": true, "user": { "id": user, "profile": { "email": e } } }),
+                None => json!({ "ok": false, "error": "user_not_found" }),
+            }
+        }
+        _ => json!({ "ok": false, "error": "unknown_method" }),
+    };
+    axum::Json(reply).into_response()
+}
+
+/// The Slack user id the tests give a person: `U` and their name in capitals.
+pub fn slack_id(user: &str) -> String {
+    format!("U{}", user.to_uppercase())
+}
+
+/// The channel block of the fake, and the server settings it needs.
+pub fn slack_channel(fake: &FakeSlack, extra: &str) -> String {
+    format!(
+        r#"
+channel "slack" {{
+  type           = "slack"
+  bot_token      = "{BOT_TOKEN}"
+  signing_secret = "{SIGNING_SECRET}"
+  api_url        = "{}"
+  timeout        = "2s"
+  {extra}
+}}
+"#,
+        fake.base
+    )
+}
+
+const SERVER: &str = r#"outbound_allow = ["127.0.0.1"]"#;
+
+/// The seed-001 workflow, part of a workflow, with cards to reviewers (DMs) and to
+/// `#access`, and the requester told of outcomes.
+const SEED_001: &str = r#"
+resource "prod-db-read" {
+  connector    = "log"
+  grant        = { role = "readonly" }
+  description  = "Read-only access to the production database"
+  max_duration = "24h"
+  durations    = ["5m", "15m", "1h", "4h", "24h"]
+  part_of      = "incident-response"
+  pending_ttl  = "2h"
+  workflow = {
+    steps = [
+      { reviewers = { one_of = ["alice@example.com", "bob@example.com", "carol@example.com"] } },
+      { reviewers = { all_of = ["dan@example.com", "eve@example.com"] } },
+      { reviewers = { one_of = ["frank@example.com"] } },
+    ]
+  }
+}
+
+notify "cards" {
+  events = ["step_entered"]
+  to     = ["reviewers"]
+  via    = ["slack", "slack:#access"]
+}
+
+notify "requester" {
+  events = ["request_approved", "request_denied", "request_expired"]
+  to     = ["requester"]
+  via    = ["slack"]
+}
+"#;
+
+async fn spawn(fake: &FakeSlack, extra: &str) -> TestApp {
+    TestApp::spawn_with(
+        SERVER,
+        &[],
+        &format!("{}\n{SEED_001}", slack_channel(fake, extra)),
+    )
+    .await
+}
+
+/// Slack's side: signs and POSTs bodies to `/slack/events`.
+pub struct Slack {
+    base: String,
+    http: reqwest::Client,
+}
+
+pub fn sign(secret: &str, ts: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("v0={hex}")
+}
+
+impl Slack {
+    pub fn new(app: &TestApp) -> Slack {
+        Slack {
+            base: app.api.base.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POSTs `body` signed at `ts` with `secret`.
+    pub async fn raw(&self, body: &str, ts: i64, secret: &str) -> (StatusCode, String) {
+        let res = self
+            .http
+            .post(format!("{}/slack/events", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", sign(secret, ts, body))
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST /slack/events");
+        let status = res.status();
+        (status, res.text().await.expect("body"))
+    }
+
+    /// A correctly signed POST, timed by the server's clock.
+    pub async fn send(&self, app: &TestApp, body: &str) -> (StatusCode, String) {
+        let now = app.engine.now().millis() / 1000;
+        self.raw(body, now, SIGNING_SECRET).await
+    }
+
+    pub async fn command(&self, app: &TestApp, user: &str, text: &str) -> Value {
+        let body = serde_urlencoded::to_string([
+            ("command", "/countersign"),
+            ("text", text),
+            ("user_id", &slack_id(user)),
+            ("team_id", "T1"),
+            ("trigger_id", "trigger-cmd"),
+        ])
+        .expect("form");
+        let (status, text) = self.send(app, &body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    pub async fn payload(&self, app: &TestApp, payload: &Value) -> (StatusCode, String) {
+        let body =
+            serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form");
+        self.send(app, &body).await
+    }
+
+    /// A click on a card's button.
+    pub async fn click(&self, app: &TestApp, user: &str, action: &str, request: &str) {
+        let p = json!({
+            "type": "block_actions",
+            "user": { "id": slack_id(user) },
+            "trigger_id": format!("trigger-{user}"),
+            "channel": { "id": "C_ACCESS" },
+            "actions": [{ "action_id": action, "value": request }],
+        });
+        let (status, text) = self.payload(app, &p).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+
+    /// A modal submitted: the decision. Returns the status and Slack's JSON answer (empty
+    /// when the modal closes).
+    pub async fn submit(
+        &self,
+        app: &TestApp,
+        user: &str,
+        callback: &str,
+        request: &str,
+        values: Value,
+    ) -> (StatusCode, Value) {
+        let p = json!({
+            "type": "view_submission",
+            "user": { "id": slack_id(user) },
+            "view": { "callback_id": callback, "private_metadata": request,
+                      "state": { "values": values } },
+        });
+        let (status, text) = self.payload(app, &p).await;
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+}
+
+/// The approve modal's values: a duration, and "approve entire workflow" if `workflow`.
+fn approve_values(duration: &str, workflow: bool, comment: &str) -> Value {
+    let picked: Vec<Value> = if workflow {
+        vec![json!({ "value": "workflow" })]
+    } else {
+        vec![]
+    };
+    json!({
+        "duration": { "duration": { "type": "static_select",
+                                    "selected_option": { "value": duration } } },
+        "scope": { "scope": { "type": "checkboxes", "selected_options": picked } },
+        "comment": { "comment": { "type": "plain_text_input", "value": comment } },
+    })
+}
+
+/// Links `user`'s Slack account the way a person does (rule 35): `/countersign link` in
+/// Slack, then the URL it answers with, opened signed in to the portal, and its button.
+pub async fn link(app: &TestApp, slack: &Slack, user: &str) -> Value {
+    let answer = slack.command(app, user, "link").await;
+    assert_eq!(answer["response_type"], "ephemeral", "{answer}");
+    let text = answer["text"].as_str().expect("text");
+    let start = text.find("/slack/link/").expect("a link URL");
+    let path: String = text[start..]
+        .chars()
+        .take_while(|c| *c != '|' && *c != '>')
+        .collect();
+    let mut web = Web::sign_in(app, user).await;
+    let page = web.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains(&slack_id(user)), "{}", page.html);
+    let token = csrf(&page.html);
+    let done = web.post(&path, &[("csrf", &token)]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.html);
+    assert!(done.html.contains("id=\"linked\""), "{}", done.html);
+    json!({ "path": path, "done": done.html })
+}
+
+/// The latest version of every updated copy of a card, by (channel, ts).
+fn cards(fake: &FakeSlack) -> BTreeMap<(String, String), Value> {
+    fake.calls("chat.update")
+        .into_iter()
+        .map(|c| {
+            let key = (
+                c.body["channel"].as_str().unwrap_or_default().to_owned(),
+                c.body["ts"].as_str().unwrap_or_default().to_owned(),
+            );
+            (key, c.body)
+        })
+        .collect()
+}
+
+/// Whether a card (or message) has a button with this action id.
+fn has_button(card: &Value, action: &str) -> bool {
+    card["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["elements"].as_array().into_iter().flatten())
+        .any(|e| e["action_id"] == action)
+}
+
+fn text_of(card: &Value) -> String {
+    card.to_string()
+}
+
+/// The card posts (not thread replies, not plain messages) made so far, by channel.
+fn card_posts(fake: &FakeSlack) -> Vec<(String, Value)> {
+    fake.calls("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.body.get("thread_ts").is_none() && has_button(&c.body, "cs_view"))
+        .filter(|c| text_of(&c.body).contains("asks for"))
+        .map(|c| (c.body["channel"].as_str().unwrap_or_default().to_owned(), c.body))
+        .collect()
+}
+
+/// Rule 35: a request whose signature or timestamp is wrong is refused before anything is
+/// read, and changes nothing; an unlinked Slack user is refused; `match_by_email` is off by
+/// default (Slack is not even asked for the user's email).
+#[tokio::test]
+async fn rule_35_bad_signatures_old_timestamps_and_unlinked_users_change_nothing() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "4h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    let approve = json!({
+        "type": "view_submission",
+        "user": { "id": slack_id("carol") },
+        "view": { "callback_id": "cs_approve_modal", "private_metadata": id,
+                  "state": { "values": approve_values("1h", false, "") } },
+    });
+    let body = serde_urlencoded::to_string([("payload", approve.to_string())]).expect("form");
+    let now = app.engine.now().millis() / 1000;
+
+    // Act
+    let (wrong_secret, _) = slack.raw(&body, now, "another-secret").await;
+    let (old, _) = slack.raw(&body, now - 301, SIGNING_SECRET).await;
+    let (future, _) = slack.raw(&body, now + 301, SIGNING_SECRET).await;
+    let unsigned = reqwest::Client::new()
+        .post(format!("{}/slack/events", app.api.base))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("POST")
+        .status();
+    let (unlinked, answer) = slack
+        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .await;
+    slack.click(&app, "carol", "cs_approve", &id).await;
+
+    // Assert
+    assert_eq!(wrong_secret, StatusCode::UNAUTHORIZED);
+    assert_eq!(old, StatusCode::UNAUTHORIZED);
+    assert_eq!(future, StatusCode::UNAUTHORIZED);
+    assert_eq!(unsigned, StatusCode::UNAUTHORIZED);
+    assert_eq!(unlinked, StatusCode::OK);
+    assert_eq!(answer["response_action"], "errors", "{answer}");
+    assert!(
+        answer["errors"]["comment"]
+            .as_str()
+            .is_some_and(|m| m.contains("not linked")),
+        "{answer}"
+    );
+    let told = eventually("the unlinked clicker is told", async || {
+        let e = fake.calls("chat.postEphemeral");
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(told[0].body["user"], slack_id("carol"));
+    assert!(text_of(&told[0].body).contains("not linked"), "{:?}", told[0]);
+    assert!(fake.calls("views.open").is_empty(), "no modal for an unlinked user");
+    assert!(
+        fake.calls("users.info").is_empty(),
+        "match_by_email is off by default: Slack is not asked for an email"
+    );
+    assert!(told[0].auth == format!("Bearer {BOT_TOKEN}"));
+    let now_req = app.request("grace", &req).await;
+    assert_eq!(now_req["state"], "pending");
+    assert_eq!(now_req["steps"][0]["reviews"], json!([]), "nothing was recorded");
+}
+
+/// Rule 35: the link flow end to end: `/countersign link` answers only to its user with a
+/// one-time URL; the portal page names the Slack account and links it on a button (with
+/// the session's CSRF token); the URL works once; the link is audited.
+#[tokio::test]
+async fn rule_35_linking_a_slack_account_through_the_portal() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+
+    // Act
+    let first = link(&app, &slack, "carol").await;
+    let path = first["path"].as_str().expect("path").to_owned();
+    let mut again = Web::sign_in(&app, "mallory").await;
+    let reused = again.get(&path).await;
+    let help = slack.command(&app, "carol", "").await;
+
+    // Assert
+    assert_eq!(
+        reused.status,
+        StatusCode::NOT_FOUND,
+        "a link URL works once: {}",
+        reused.html
+    );
+    assert!(help["text"].as_str().is_some_and(|t| t.contains("/countersign link")));
+    let (_, audit) = app.get("root", "/v1/audit?limit=500").await;
+    let linked: Vec<&Value> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["event"])
+        .filter(|e| e["kind"] == "slack_linked")
+        .collect();
+    assert_eq!(linked.len(), 1, "{audit}");
+    assert_eq!(linked[0]["actor"], email("carol"));
+    assert_eq!(linked[0]["detail"]["slack_user"], slack_id("carol"));
+}
+
+/// Seed 001 decided entirely from Slack (rules 35 and 36): three linked reviewers' approve
+/// modals, the first narrowing the duration and the last approving the entire workflow;
+/// every copy of the card updated after each step and at the end, with the outcome said in
+/// each thread; the requester's DM; self-approval refused.
+#[tokio::test]
+async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+    for user in ["carol", "dan", "eve", "frank", "grace"] {
+        link(&app, &slack, user).await;
+    }
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42 slow queries", "duration": "4h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    app.tick().await;
+    let step_1_cards = card_posts(&fake);
+
+    // Act
+    // grace, the requester, cannot approve her own request from Slack.
+    let (own, own_answer) = slack
+        .submit(&app, "grace", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .await;
+    slack.click(&app, "carol", "cs_approve", &id).await;
+    let modal = eventually("carol's approve modal opens", async || {
+        fake.calls("views.open").into_iter().next()
+    })
+    .await;
+    let (s1, a1) = slack
+        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, "ok"))
+        .await;
+    app.tick().await;
+    let after_step_1 = cards(&fake);
+    for user in ["dan", "eve"] {
+        let (s, a) = slack
+            .submit(&app, user, "cs_approve_modal", &id, approve_values("1h", false, ""))
+            .await;
+        assert_eq!((s, a), (StatusCode::OK, Value::Null), "{user} approves");
+    }
+    app.tick().await;
+    let (s3, a3) = slack
+        .submit(&app, "frank", "cs_approve_modal", &id, approve_values("1h", true, ""))
+        .await;
+    app.tick().await;
+
+    // Assert
+    assert_eq!(own, StatusCode::OK);
+    assert!(
+        own_answer["errors"]["comment"]
+            .as_str()
+            .is_some_and(|m| m.contains("your own request")),
+        "self-approval refused: {own_answer}"
+    );
+    // Step 1's card went to carol (the one linked reviewer of step 1) and to #access; alice
+    // and bob have no link, so their DMs failed without retrying.
+    let channels: Vec<&str> = step_1_cards.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(channels, ["UCAROL", "access"], "{step_1_cards:?}");
+    let first = &step_1_cards[0].1;
+    assert!(has_button(first, "cs_approve") && has_button(first, "cs_deny"));
+    assert!(text_of(first).contains("Pending: step 1 of 3, 0 of 1 approval"));
+    assert!(text_of(first).contains("Read-only access to the production database"));
+    assert_eq!(modal.body["trigger_id"], "trigger-carol");
+    assert_eq!(modal.body["view"]["callback_id"], "cs_approve_modal");
+    let options: Vec<&str> = modal.body["view"]["blocks"][1]["element"]["options"]
+        .as_array()
+        .expect("duration options")
+        .iter()
+        .map(|o| o["value"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(options, ["5m", "15m", "1h", "4h"], "up to the requested 4h");
+    assert!(text_of(&modal.body).contains("Approve entire workflow"));
+    assert_eq!((s1, a1), (StatusCode::OK, Value::Null));
+    // After step 1, step 1's copies (carol's DM and #access) show step 2, buttons kept.
+    let updated: Vec<&str> = after_step_1.keys().map(|(c, _)| c.as_str()).collect();
+    assert!(
+        updated.contains(&"DCAROL") && updated.contains(&"access"),
+        "{updated:?}"
+    );
+    for card in after_step_1.values() {
+        assert!(text_of(card).contains("Pending: step 2 of 3, 0 of 2 approvals"), "{card}");
+        assert!(has_button(card, "cs_approve"));
+    }
+    assert_eq!((s3, a3), (StatusCode::OK, Value::Null));
+    let done = app.request("grace", &req).await;
+    assert_eq!(done["state"], "approved", "{done}");
+    assert_eq!(done["steps"][0]["reviews"][0]["duration"], "1h");
+    assert_eq!(done["steps"][2]["reviews"][0]["scope"], "workflow");
+    assert_eq!(done["steps"][0]["reviews"][0]["by"], email("carol"));
+    // Every copy ever posted (step 1's, step 2's, step 3's) now shows the outcome without
+    // the decision buttons, and its thread says so.
+    let posts = card_posts(&fake);
+    let last = cards(&fake);
+    let mut posted: Vec<&str> = posts.iter().map(|(c, _)| c.as_str()).collect();
+    posted.sort_unstable();
+    assert_eq!(
+        posted,
+        ["UCAROL", "UDAN", "UEVE", "UFRANK", "access", "access", "access"],
+        "a card per step to its linked reviewers and to #access"
+    );
+    assert_eq!(last.len(), 7, "every copy was updated: {:?}", last.keys());
+    for ((channel, _), card) in &last {
+        assert!(
+            text_of(card).contains("Approved by frank@example.com"),
+            "{channel}: {card}"
+        );
+        assert!(!has_button(card, "cs_approve"), "{channel}: {card}");
+    }
+    let replies: Vec<Call> = fake
+        .calls("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.body.get("thread_ts").is_some())
+        .collect();
+    assert_eq!(replies.len(), last.len(), "one thread reply per copy");
+    // The requester's DM says it was approved.
+    let dm = fake
+        .calls("chat.postMessage")
+        .into_iter()
+        .find(|c| c.body["channel"] == slack_id("grace"))
+        .expect("grace's DM");
+    assert!(text_of(&dm.body).contains("was approved"), "{:?}", dm.body);
+}

@@ -1,0 +1,268 @@
+//! `/slack/events`: the one endpoint Slack's requests come to in HTTP mode (issue 16): slash
+//! commands and interactivity (button clicks, modal submissions).
+//!
+//! Every request is verified first (rule 35): its `X-Slack-Signature` over the exact bytes
+//! and its timestamp, before anything of the body is parsed. A Slack user then acts only as
+//! the Countersign user it is linked to, through the same engine services as the portal and
+//! the API, so every rule holds as it does there.
+//!
+//! A click is acknowledged at once and acted on afterwards (a modal opened, or a refusal
+//! said to the clicker alone), well inside Slack's three seconds. A modal's submission is
+//! the decision itself: the engine records it before Slack gets its answer, so that a refusal
+//! shows in the modal and an acknowledged decision is already stored.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use domain::{Actor, Decision, ReviewInput, Scope, Span};
+use engine::slack::{self as app, APPROVE, APPROVE_MODAL, DENY, DENY_MODAL};
+use engine::{Engine, EngineError};
+use serde_json::{Value, json};
+
+/// The Slack endpoint, without the portal's session and CSRF layer: Slack signs its
+/// requests instead.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/slack/events", post(events))
+        .layer(DefaultBodyLimit::max(app::MAX_BODY))
+        .with_state(engine)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Bytes) -> Response {
+    let config = engine.config();
+    let Some((_, ch)) = config.slack() else {
+        return refuse(StatusCode::NOT_FOUND, "no slack channel is configured");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(why) = app::verify_signature(
+        &ch.signing_secret,
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        &body,
+        engine.now(),
+    ) {
+        tracing::info!(%why, "a request to /slack/events was refused");
+        return refuse(StatusCode::UNAUTHORIZED, &why.to_string());
+    }
+    // The Events API's one-time URL check (JSON); everything else is a form.
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        if v["type"] == "url_verification"
+            && let Some(c) = v["challenge"].as_str()
+        {
+            return axum::Json(json!({ "challenge": c })).into_response();
+        }
+        return refuse(StatusCode::BAD_REQUEST, "events are not subscribed to");
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "the body is not a form");
+    };
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(payload) = field("payload") {
+        return match serde_json::from_str::<Value>(payload) {
+            Ok(p) => interaction(engine, p).await,
+            Err(_) => refuse(StatusCode::BAD_REQUEST, "payload is not JSON"),
+        };
+    }
+    match (field("command"), field("user_id")) {
+        (Some(_), Some(user)) => command(&engine, user, field("text").unwrap_or_default()).await,
+        _ => refuse(
+            StatusCode::BAD_REQUEST,
+            "neither a slash command nor an interaction",
+        ),
+    }
+}
+
+/// An answer only the person who typed the command sees.
+fn ephemeral(text: &str) -> Response {
+    axum::Json(json!({ "response_type": "ephemeral", "text": text })).into_response()
+}
+
+/// `/countersign link` and `/countersign help`.
+async fn command(engine: &Engine, user: &str, text: &str) -> Response {
+    match text.trim() {
+        "link" => match engine.start_slack_link(user).await {
+            Ok(secret) => {
+                let url = format!(
+                    "{}/slack/link/{secret}",
+                    engine.config().server.public_url.trim_end_matches('/')
+                );
+                ephemeral(&format!(
+                    "Open <{url}|this link> within 10 minutes, signed in to Countersign, to act as yourself from Slack. It works once."
+                ))
+            }
+            Err(e) => ephemeral(&refusal(&e)),
+        },
+        _ => ephemeral(
+            "`/countersign link` links your Slack account to your Countersign user, so that you can approve and deny from Slack.",
+        ),
+    }
+}
+
+/// What a refusal says, without storage details.
+fn refusal(e: &EngineError) -> String {
+    match e {
+        EngineError::Store(err) => {
+            tracing::error!(error = %err, "storage failure");
+            "Countersign could not complete that; nothing was changed. Try again.".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+const NOT_LINKED: &str =
+    "Your Slack account is not linked to a Countersign user, so nothing was done. Type /countersign link first.";
+
+async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
+    let user = p["user"]["id"].as_str().unwrap_or_default().to_owned();
+    match p["type"].as_str() {
+        Some("block_actions") => {
+            let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
+            if action != APPROVE && action != DENY {
+                return StatusCode::OK.into_response();
+            }
+            let click = Click {
+                user,
+                action: action.to_owned(),
+                request: p["actions"][0]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                trigger: p["trigger_id"].as_str().unwrap_or_default().to_owned(),
+                channel: p["channel"]["id"]
+                    .as_str()
+                    .or(p["container"]["channel_id"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            // Acknowledged now; the modal (or the refusal) follows.
+            tokio::spawn(async move { clicked(&engine, click).await });
+            StatusCode::OK.into_response()
+        }
+        Some("view_submission") => submitted(&engine, &user, &p["view"]).await,
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+/// A click on a card's Approve or Deny.
+struct Click {
+    user: String,
+    action: String,
+    request: String,
+    trigger: String,
+    channel: String,
+}
+
+async fn clicked(engine: &Engine, c: Click) {
+    let said = match open_for(engine, &c).await {
+        Ok(()) => return,
+        Err(why) => why,
+    };
+    if let Err(e) = app::tell(engine, &c.channel, &c.user, &said).await {
+        tracing::warn!(error = %e, "a refusal could not be said in Slack");
+    }
+}
+
+/// Opens the approve or deny modal if the clicker may decide the request now; otherwise
+/// says why not.
+async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
+    let actor = linked(engine, &c.user).await?;
+    let r = engine
+        .request(&actor, &c.request)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let may = engine::present::actions(&r, &actor);
+    if !may.decide {
+        let summary = engine::present::summary(&r);
+        return Err(if r.state.is_terminal() {
+            format!("This request is no longer pending: {}", summary.status)
+        } else if may.decided {
+            "You have already decided this request (one decision per person).".into()
+        } else if r.requester == actor.id && !r.allow_self_approval {
+            "You cannot decide your own request.".into()
+        } else {
+            format!(
+                "You may not decide the current step of this request; it waits on {}.",
+                summary.waiting_on.join(", ")
+            )
+        });
+    }
+    let view = if c.action == APPROVE {
+        app::approve_modal(&r)
+    } else {
+        app::deny_modal(&r)
+    };
+    app::open_modal(engine, &c.trigger, view).await
+}
+
+/// The Countersign user a Slack account acts as, or why there is none.
+async fn linked(engine: &Engine, account: &str) -> Result<Actor, String> {
+    match app::actor_of(engine, account).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(NOT_LINKED.into()),
+        Err(e) => Err(refusal(&e)),
+    }
+}
+
+/// A modal's submission: the decision, made through the engine as the linked person. A
+/// refusal is shown in the modal, under its comment.
+async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
+    let errors = |message: &str| {
+        axum::Json(json!({ "response_action": "errors", "errors": { "comment": message } }))
+            .into_response()
+    };
+    let callback = view["callback_id"].as_str().unwrap_or_default();
+    let decision = match callback {
+        APPROVE_MODAL => Decision::Approve,
+        DENY_MODAL => Decision::Deny,
+        _ => return StatusCode::OK.into_response(),
+    };
+    let actor = match linked(engine, user).await {
+        Ok(a) => a,
+        Err(why) => return errors(&why),
+    };
+    let id = view["private_metadata"].as_str().unwrap_or_default();
+    let values = &view["state"]["values"];
+    let comment = values["comment"]["comment"]["value"]
+        .as_str()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let duration = match values["duration"]["duration"]["selected_option"]["value"].as_str() {
+        Some(d) if decision == Decision::Approve => match Span::parse(d) {
+            Ok(s) => Some(s),
+            Err(e) => return errors(&format!("duration: {e}")),
+        },
+        None if decision == Decision::Approve => return errors("choose a duration"),
+        _ => None,
+    };
+    let workflow = values["scope"]["scope"]["selected_options"]
+        .as_array()
+        .is_some_and(|o| o.iter().any(|x| x["value"] == "workflow"));
+    let input = ReviewInput {
+        decision,
+        comment,
+        duration,
+        scope: if workflow {
+            Scope::Workflow
+        } else {
+            Scope::Resource
+        },
+    };
+    match engine.review(&actor, id, input).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => errors(&refusal(&e)),
+    }
+}
