@@ -354,8 +354,8 @@ channel "siem" {
 /// Rule 32: a channel type other than email and webhook is refused at its line.
 #[test]
 fn rule_32_an_unknown_channel_type_is_refused() {
-    let out = errors("channel \"chat\" {\n  type = \"slack\"\n}\n");
-    expect_test::expect![[r#"test.hcl:2: in channel "chat": channel type "slack" is not supported; supported types: email, webhook"#]]
+    let out = errors("channel \"chat\" {\n  type = \"teams\"\n}\n");
+    expect_test::expect![[r#"test.hcl:2: in channel "chat": channel type "teams" is not supported; supported types: email, webhook, slack"#]]
     .assert_eq(&out);
 }
 
@@ -829,4 +829,95 @@ resource "db" {{
             .events
             .contains(&domain::notify::NotifyEvent::BreakGlass)
     );
+}
+
+/// Rules 35 and 36: a `slack` channel resolves with its defaults (Slack's API, HTTP mode,
+/// `match_by_email` off), hides its tokens, reaches people (so the default rules use it), and
+/// takes `#channel`, channel ids and `@` member ids as destinations.
+#[test]
+fn rule_35_a_slack_channel_resolves_and_hides_its_tokens() {
+    let src = format!(
+        r#"{PEOPLE}
+channel "slack" {{
+  type           = "slack"
+  bot_token      = "xoxb-secret-token"
+  signing_secret = "8f742231b10e8888abcd99yyyzzz85a5"
+}}
+"#
+    );
+    let cfg = load_str("test.hcl", &src).unwrap();
+    let (name, slack) = cfg.slack().expect("a slack channel");
+    assert_eq!(name, "slack");
+    assert_eq!(slack.api_url, "https://slack.com/api/");
+    assert_eq!(slack.method_url("chat.update"), "https://slack.com/api/chat.update");
+    assert!(!slack.match_by_email);
+    assert_eq!(cfg.notify, domain::notify::default_rules(&["slack".to_string()]));
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("xoxb-"), "Debug leaks the bot token: {shown}");
+    assert!(!shown.contains("8f742231"), "Debug leaks the signing secret: {shown}");
+
+    let routed = format!(
+        "{src}notify \"cards\" {{\n  events = [\"step_entered\"]\n  to = [\"reviewers\"]\n  via = [\"slack:#access\", \"slack:C0123ABC\", \"slack:@U0123ABC\"]\n}}\n"
+    );
+    assert!(load_str("test.hcl", &routed).is_ok());
+}
+
+/// Rule 35: a slack channel's mistakes, each at its line: missing tokens, Socket Mode (not
+/// available yet), an unknown mode, plain http to a host not allowed, a second slack
+/// channel, keys of other types, and destinations that are not Slack's.
+#[test]
+fn rule_35_slack_channel_mistakes_are_located() {
+    let out = errors(
+        r#"
+channel "slack" {
+  type = "slack"
+}
+
+channel "socket" {
+  type           = "slack"
+  bot_token      = "xoxb-1"
+  signing_secret = "s"
+  mode           = "socket"
+  app_token      = "xapp-1"
+}
+
+channel "odd" {
+  type           = "slack"
+  bot_token      = "xoxb-1"
+  signing_secret = "s"
+  mode           = "carrier-pigeon"
+  api_url        = "http://slack.internal/api/"
+  host           = "smtp.example.com"
+}
+
+channel "primary" {
+  type           = "slack"
+  bot_token      = "xoxb-1"
+  signing_secret = "s"
+}
+
+channel "second" {
+  type           = "slack"
+  bot_token      = "xoxb-2"
+  signing_secret = "s"
+}
+
+notify "bad" {
+  events = ["step_entered"]
+  to     = ["reviewers"]
+  via    = ["primary:#Upper Case", "primary:alice@example.com"]
+}
+"#,
+    );
+    expect_test::expect![[r#"
+        test.hcl:2: in channel "slack": a slack channel needs bot_token = env("SLACK_BOT_TOKEN") (read it with env() or file())
+        test.hcl:2: in channel "slack": a slack channel needs signing_secret = env("SLACK_SIGNING_SECRET") (read it with env() or file())
+        test.hcl:10: in channel "socket": mode = "socket" is not available yet; use mode = "http" (Slack sends its requests to /slack/events)
+        test.hcl:11: in channel "socket": app_token is for mode = "socket", which is not available yet
+        test.hcl:18: in channel "odd": mode "carrier-pigeon" is not one of http, socket
+        test.hcl:19: in channel "odd": api_url must use https (plain http only to hosts listed in the server's outbound_allow)
+        test.hcl:20: in channel "odd": host does not apply to a slack channel
+        test.hcl:30: in channel "second": channel "primary" is already the slack channel; one Slack app per server
+        test.hcl:38: in notify "bad": "primary:#Upper Case": the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)
+        test.hcl:38: in notify "bad": "primary:alice@example.com": the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)"#]].assert_eq(&out);
 }

@@ -628,9 +628,8 @@ async fn update_copies(
         }
         // A copy that can never be updated (its channel archived, the bot removed) does not
         // hold the others back; one that may yet be is tried again with the rest.
-        if reply.error.is_some() && !reply.hopeless {
-            worst = reply;
-        } else if reply.error.is_some() && worst.error.is_none() {
+        let keep = reply.error.is_some() && (!reply.hopeless || worst.error.is_none());
+        if keep {
             worst = reply;
         }
     }

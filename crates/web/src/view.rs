@@ -159,6 +159,7 @@ pub fn short(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use domain::Span;
 
     #[test]
     fn relative_times_read_naturally() {
