@@ -173,6 +173,8 @@ pub struct RawStep {
     /// Who is told next, after each timeout.
     #[serde(default)]
     pub escalate: Vec<RawEscalate>,
+    /// `false`: this step is decided in the portal only (overrides the resource's).
+    pub slack_decisions: Option<bool>,
 }
 
 /// One escalation of a step: `{ after = "1h", to = ["group:leads"], add_reviewers = true }`.
@@ -227,6 +229,8 @@ pub struct RawResource {
     pub policies: Vec<RawPolicyRef>,
     pub workflow: RawWorkflow,
     pub break_glass: Option<RawBreakGlass>,
+    /// `false`: the resource's requests are decided in the portal only, never from Slack.
+    pub slack_decisions: Option<bool>,
 }
 
 /// `break_glass = { max_duration, notify, review_within, reviewers }` (rule 34).

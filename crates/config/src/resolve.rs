@@ -1539,6 +1539,7 @@ fn resource(
         errors.push(loc.err(Some("workflow"), "workflow.steps needs at least one step"));
     }
     let mut steps = vec![];
+    let slack_decisions = r.slack_decisions;
     for (i, s) in r.workflow.steps.into_iter().enumerate() {
         let at = format!("workflow.steps[{i}].reviewers");
         let rv = s.reviewers;
@@ -1605,6 +1606,7 @@ fn resource(
             reviewers_from,
             remind_every,
             escalate,
+            slack_decisions: s.slack_decisions.or(slack_decisions).unwrap_or(true),
         });
     }
 

@@ -154,6 +154,9 @@ pub struct StepState {
     /// The escalations that happened, in order (the next one is `escalate[escalations.len()]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalations: Vec<Escalated>,
+    /// Whether the step may be decided from Slack, as it was at creation.
+    #[serde(default = "crate::resource::yes")]
+    pub slack_decisions: bool,
 }
 
 /// An escalation that happened: who was told, and whether they may now decide (rule 33).
@@ -598,6 +601,7 @@ impl Request {
                     escalate: s.escalate.clone(),
                     entered_at: None,
                     escalations: vec![],
+                    slack_decisions: s.slack_decisions,
                 }
             })
             .collect();

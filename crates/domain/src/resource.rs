@@ -50,6 +50,14 @@ pub struct StepDef {
     /// Who is told next, each this long after the step was entered (rule 33).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalate: Vec<Escalation>,
+    /// Whether the step may be decided from Slack; `false` keeps its decisions in the
+    /// portal, where sign-in can demand stronger authentication.
+    #[serde(default = "crate::resource::yes")]
+    pub slack_decisions: bool,
+}
+
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// One escalation of a waiting step: `after` the step was entered, `to` is told, and with

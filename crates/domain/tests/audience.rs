@@ -68,6 +68,7 @@ fn resource() -> ResourceDef {
                     reviewers_from: vec![],
                     remind_every: None,
                     escalate: vec![],
+                    slack_decisions: true,
                 },
                 StepDef {
                     reviewers: Reviewers::AllOf(vec![p(&email("eli")), p(&email("ann"))]),
@@ -75,6 +76,7 @@ fn resource() -> ResourceDef {
                     reviewers_from: vec![],
                     remind_every: None,
                     escalate: vec![],
+                    slack_decisions: true,
                 },
             ],
         },

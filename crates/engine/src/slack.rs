@@ -284,6 +284,14 @@ pub(crate) fn refresh(
     ))
 }
 
+/// Whether the request's current step keeps its decisions in the portal (item 7: the
+/// resource's or step's `slack_decisions = false`).
+pub fn portal_only(r: &Request) -> bool {
+    r.current_step()
+        .and_then(|i| r.steps.get(i))
+        .is_some_and(|s| !s.slack_decisions)
+}
+
 /// The request's card: who asks for what and why, its fields, warnings and why these
 /// reviewers, where it stands (the presenter's sentences), and, while it waits, the buttons.
 pub fn card(r: &Request, config: &Config) -> Value {
@@ -356,7 +364,10 @@ pub fn card(r: &Request, config: &Config) -> Value {
     blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&status) } }));
     let view = json!({ "type": "button", "action_id": VIEW,
         "text": { "type": "plain_text", "text": "View" }, "url": url });
-    let elements = if r.state == RequestState::Pending {
+    let elements = if r.state == RequestState::Pending && portal_only(r) {
+        vec![json!({ "type": "button", "action_id": VIEW, "style": "primary",
+            "text": { "type": "plain_text", "text": "Review in portal" }, "url": url })]
+    } else if r.state == RequestState::Pending {
         vec![
             json!({ "type": "button", "action_id": APPROVE, "style": "primary", "value": r.id,
                 "text": { "type": "plain_text", "text": "Approve" } }),

@@ -122,6 +122,9 @@ fn refusal(e: &EngineError) -> String {
     }
 }
 
+const PORTAL_ONLY: &str =
+    "This step of the request is decided in the portal only; open it with View.";
+
 const NOT_LINKED: &str =
     "Your Slack account is not linked to a Countersign user, so nothing was done. Type /countersign link first.";
 
@@ -183,6 +186,9 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
         .request(&actor, &c.request)
         .await
         .map_err(|e| refusal(&e))?;
+    if app::portal_only(&r) {
+        return Err(PORTAL_ONLY.into());
+    }
     let may = engine::present::actions(&r, &actor);
     if !may.decide {
         let summary = engine::present::summary(&r);
@@ -234,6 +240,13 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
         Err(why) => return errors(&why),
     };
     let id = view["private_metadata"].as_str().unwrap_or_default();
+    // Item 7, checked here as well as on the card: a step kept to the portal is never decided
+    // from Slack, whatever a modal says.
+    match engine.request(&actor, id).await {
+        Ok(r) if app::portal_only(&r) => return errors(PORTAL_ONLY),
+        Ok(_) => {}
+        Err(e) => return errors(&refusal(&e)),
+    }
     let values = &view["state"]["values"];
     let comment = values["comment"]["comment"]["value"]
         .as_str()

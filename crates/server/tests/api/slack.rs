@@ -857,3 +857,80 @@ async fn slack_payloads_pass_slack_sdks_models() {
     assert!(items.len() >= 6, "{items:?}");
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+/// Item 7: a step with `slack_decisions = false` shows "Review in portal" instead of Approve
+/// and Deny, and a decision sent from Slack anyway is refused and changes nothing; the
+/// resource's other steps are decided from Slack as usual.
+#[tokio::test]
+async fn slack_decisions_false_keeps_a_step_in_the_portal() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let resources = format!(
+        r#"{}
+resource "prod-root" {{
+  max_duration = "1h"
+  workflow = {{
+    steps = [
+      {{ reviewers = {{ one_of = ["carol@example.com"] }} }},
+      {{ reviewers = {{ one_of = ["dan@example.com"] }}, slack_decisions = false }},
+    ]
+  }}
+}}
+notify "cards" {{
+  events = ["step_entered"]
+  to     = ["reviewers"]
+  via    = ["slack"]
+}}
+"#,
+        slack_channel(&fake, "")
+    );
+    let app = TestApp::spawn_with(SERVER, &[], &resources).await;
+    let slack = Slack::new(&app);
+    for user in ["carol", "dan"] {
+        link(&app, &slack, user).await;
+    }
+    let req = app
+        .create("grace", json!({ "resource": "prod-root", "reason": "rotate keys" }))
+        .await;
+    let id = id_of(&req).to_owned();
+    app.tick().await;
+
+    // Act
+    let (s1, a1) = slack
+        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .await;
+    app.tick().await;
+    slack.click(&app, "dan", "cs_approve", &id).await;
+    let (s2, a2) = slack
+        .submit(&app, "dan", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .await;
+
+    // Assert
+    assert_eq!((s1, a1), (StatusCode::OK, Value::Null), "step 1 from Slack");
+    let posts = card_posts(&fake);
+    let dan_card = &posts
+        .iter()
+        .find(|(c, _)| c == &slack_id("dan"))
+        .expect("dan's card")
+        .1;
+    assert!(!has_button(dan_card, "cs_approve"), "{dan_card}");
+    assert!(text_of(dan_card).contains("Review in portal"), "{dan_card}");
+    assert_eq!(s2, StatusCode::OK);
+    assert!(
+        a2["errors"]["comment"]
+            .as_str()
+            .is_some_and(|m| m.contains("portal only")),
+        "{a2}"
+    );
+    let told = eventually("dan is told to use the portal", async || {
+        fake.calls("chat.postEphemeral").into_iter().next()
+    })
+    .await;
+    assert!(text_of(&told.body).contains("portal only"));
+    assert!(fake.calls("views.open").is_empty());
+    let r = app.request("grace", &req).await;
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["current_step"], 2);
+    let approved = app.approve("dan", &req).await;
+    assert_eq!(approved["state"], "approved", "the portal and the API still decide");
+}

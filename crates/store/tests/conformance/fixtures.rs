@@ -77,6 +77,7 @@ impl World {
                             reviewers_from: vec![],
                             remind_every: None,
                             escalate: vec![],
+                            slack_decisions: true,
                         }],
                     },
                     on_request: None,
