@@ -71,10 +71,20 @@ pub(crate) async fn enqueue(tx: &mut dyn Tx, config: &Config) -> Result<(), Engi
         };
         // Rule 36: whatever the rules say, a change brings every Slack card up to date.
         if let Some(id) = &event.request
-            && let Some(d) =
-                crate::slack::refresh(config, format!("ntf_{seq}_card"), id, kind, seq, at)
+            && config.slack().is_some()
         {
-            tx.put_delivery(&d, None).await?;
+            // A comment is posted in the cards' threads as it was made.
+            let body = match kind {
+                NotifyEvent::CommentAdded => match tx.request(id).await? {
+                    Some(r) => crate::slack::comment_body(&r),
+                    None => "{}".into(),
+                },
+                _ => "{}".into(),
+            };
+            let card = format!("ntf_{seq}_card");
+            if let Some(d) = crate::slack::refresh(config, card, id, kind, seq, at, body) {
+                tx.put_delivery(&d, None).await?;
+            }
         }
         if !config.notify.iter().any(|r| r.events.contains(&kind)) {
             continue;

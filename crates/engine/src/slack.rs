@@ -43,8 +43,12 @@ const MAX_SECTION: usize = 2900;
 pub const APPROVE: &str = "cs_approve";
 pub const DENY: &str = "cs_deny";
 pub const VIEW: &str = "cs_view";
+pub const ASSIGN: &str = "cs_assign";
+pub const COMMENT: &str = "cs_comment";
 pub const APPROVE_MODAL: &str = "cs_approve_modal";
 pub const DENY_MODAL: &str = "cs_deny_modal";
+pub const ASSIGN_MODAL: &str = "cs_assign_modal";
+pub const COMMENT_MODAL: &str = "cs_comment_modal";
 
 /// Why a signed request was refused (rule 35).
 #[derive(Debug, PartialEq, Eq)]
@@ -262,9 +266,10 @@ pub(crate) fn refresh(
     event: NotifyEvent,
     seq: i64,
     at: Timestamp,
+    body: String,
 ) -> Option<Delivery> {
     let (name, ch) = config.slack()?;
-    if !changes_card(event) {
+    if !changes_card(event) && event != NotifyEvent::CommentAdded {
         return None;
     }
     let notice = Notice {
@@ -279,9 +284,17 @@ pub(crate) fn refresh(
         request,
         ch.api_url.clone(),
         notice,
-        "{}".into(),
+        body,
         at,
     ))
+}
+
+/// The body of a comment's thread post: who wrote what, as the comment was made.
+pub(crate) fn comment_body(r: &Request) -> String {
+    r.comments
+        .last()
+        .map(|c| json!({ "by": c.by, "text": c.text }).to_string())
+        .unwrap_or_else(|| "{}".into())
 }
 
 /// Whether the request's current step keeps its decisions in the portal (item 7: the
@@ -373,10 +386,18 @@ pub fn card(r: &Request, config: &Config) -> Value {
                 "text": { "type": "plain_text", "text": "Approve" } }),
             json!({ "type": "button", "action_id": DENY, "style": "danger", "value": r.id,
                 "text": { "type": "plain_text", "text": "Deny" } }),
+            json!({ "type": "button", "action_id": ASSIGN, "value": r.id,
+                "text": { "type": "plain_text", "text": "Assign" } }),
+            json!({ "type": "button", "action_id": COMMENT, "value": r.id,
+                "text": { "type": "plain_text", "text": "Comment" } }),
             view,
         ]
     } else {
-        vec![view]
+        vec![
+            json!({ "type": "button", "action_id": COMMENT, "value": r.id,
+                "text": { "type": "plain_text", "text": "Comment" } }),
+            view,
+        ]
     };
     blocks.push(json!({ "type": "actions", "block_id": "cs_actions", "elements": elements }));
     json!({
@@ -484,6 +505,38 @@ pub fn deny_modal(r: &Request) -> Value {
     })
 }
 
+/// The assign modal (rule 11): a Slack user picker; the person picked must have linked their
+/// Slack account.
+pub fn assign_modal(r: &Request) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": ASSIGN_MODAL,
+        "private_metadata": r.id,
+        "title": { "type": "plain_text", "text": "Assign request" },
+        "submit": { "type": "plain_text", "text": "Assign" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [
+            { "type": "input", "block_id": "assignee",
+              "label": { "type": "plain_text", "text": "Assign the current step to" },
+              "element": { "type": "users_select", "action_id": "assignee" } },
+        ],
+    })
+}
+
+/// The comment modal (Kubiya's Contact): the comment is recorded on the request and posted
+/// in every card's thread.
+pub fn comment_modal(r: &Request) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": COMMENT_MODAL,
+        "private_metadata": r.id,
+        "title": { "type": "plain_text", "text": "Comment" },
+        "submit": { "type": "plain_text", "text": "Comment" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [comment_input(false)],
+    })
+}
+
 fn comment_input(optional: bool) -> Value {
     json!({ "type": "input", "block_id": "comment", "optional": optional,
         "label": { "type": "plain_text", "text": "Comment" },
@@ -512,6 +565,9 @@ pub(crate) async fn deliver(
     let sender = engine.sender();
     let config = engine.config();
     let Some(to) = &n.to else {
+        if n.event == NotifyEvent::CommentAdded {
+            return comment_in_threads(engine, &sender, ch, d, now).await;
+        }
         return update_copies(engine, &sender, &config, ch, &d.request, n.event, now).await;
     };
     let hopeless = |why: String| Sent {
@@ -574,6 +630,55 @@ pub(crate) async fn deliver(
         _ => None,
     };
     Sent { reply, posted }
+}
+
+/// Posts a comment in the thread of every copy of the request's card.
+async fn comment_in_threads(
+    engine: &Engine,
+    sender: &Sender,
+    ch: &SlackChannel,
+    d: &Delivery,
+    now: Timestamp,
+) -> Sent {
+    let comment: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+    let (Some(by), Some(text)) = (comment["by"].as_str(), comment["text"].as_str()) else {
+        return Sent {
+            reply: Reply {
+                status: Some(200),
+                ..Reply::default()
+            },
+            posted: None,
+        };
+    };
+    let copies = match engine.store.slack_messages(&d.request).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Sent {
+                reply: Reply {
+                    error: Some(e.to_string()),
+                    ..Reply::default()
+                },
+                posted: None,
+            };
+        }
+    };
+    let said = format!("*{}*: {}", escape(by, 200), escape(text, 2900));
+    let mut worst = Reply {
+        status: Some(200),
+        ..Reply::default()
+    };
+    for (channel, ts) in &copies {
+        let post = json!({ "channel": channel, "thread_ts": ts, "text": said });
+        let reply = call(sender, ch, "chat.postMessage", &post, now).await;
+        let keep = reply.error.is_some() && (!reply.hopeless || worst.error.is_none());
+        if keep {
+            worst = reply;
+        }
+    }
+    Sent {
+        reply: worst,
+        posted: None,
+    }
 }
 
 /// Updates every recorded copy of the request's card to show it as it is now; when the event

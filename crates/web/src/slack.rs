@@ -20,7 +20,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use domain::{Actor, Decision, ReviewInput, Scope, Span};
-use engine::slack::{self as app, APPROVE, APPROVE_MODAL, DENY, DENY_MODAL};
+use engine::slack::{
+    self as app, APPROVE, APPROVE_MODAL, ASSIGN, ASSIGN_MODAL, COMMENT, COMMENT_MODAL, DENY,
+    DENY_MODAL,
+};
 use engine::{Engine, EngineError};
 use serde_json::{Value, json};
 
@@ -133,7 +136,7 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
     match p["type"].as_str() {
         Some("block_actions") => {
             let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
-            if action != APPROVE && action != DENY {
+            if ![APPROVE, DENY, ASSIGN, COMMENT].contains(&action) {
                 return StatusCode::OK.into_response();
             }
             let click = Click {
@@ -186,6 +189,16 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
         .request(&actor, &c.request)
         .await
         .map_err(|e| refusal(&e))?;
+    if c.action == COMMENT {
+        if !engine::present::actions(&r, &actor).comment {
+            return Err("You may not comment on this request.".into());
+        }
+        return app::open_modal(engine, &c.trigger, app::comment_modal(&r)).await;
+    }
+    if c.action == ASSIGN {
+        // The engine says whether they may (rule 11) when the modal is submitted.
+        return app::open_modal(engine, &c.trigger, app::assign_modal(&r)).await;
+    }
     if app::portal_only(&r) {
         return Err(PORTAL_ONLY.into());
     }
@@ -230,16 +243,35 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
             .into_response()
     };
     let callback = view["callback_id"].as_str().unwrap_or_default();
-    let decision = match callback {
-        APPROVE_MODAL => Decision::Approve,
-        DENY_MODAL => Decision::Deny,
-        _ => return StatusCode::OK.into_response(),
-    };
+    if ![APPROVE_MODAL, DENY_MODAL, ASSIGN_MODAL, COMMENT_MODAL].contains(&callback) {
+        return StatusCode::OK.into_response();
+    }
     let actor = match linked(engine, user).await {
         Ok(a) => a,
         Err(why) => return errors(&why),
     };
     let id = view["private_metadata"].as_str().unwrap_or_default();
+    if callback == COMMENT_MODAL {
+        let text = view["state"]["values"]["comment"]["comment"]["value"]
+            .as_str()
+            .map(str::trim)
+            .unwrap_or_default();
+        if text.is_empty() {
+            return errors("write a comment first");
+        }
+        return match engine.comment(&actor, id, text.to_owned()).await {
+            Ok(_) => StatusCode::OK.into_response(),
+            Err(e) => errors(&refusal(&e)),
+        };
+    }
+    if callback == ASSIGN_MODAL {
+        return assign(engine, &actor, id, view).await;
+    }
+    let decision = if callback == APPROVE_MODAL {
+        Decision::Approve
+    } else {
+        Decision::Deny
+    };
     // Item 7, checked here as well as on the card: a step kept to the portal is never decided
     // from Slack, whatever a modal says.
     match engine.request(&actor, id).await {
@@ -275,6 +307,32 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
         },
     };
     match engine.review(&actor, id, input).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => errors(&refusal(&e)),
+    }
+}
+
+/// The assign modal's submission: the Slack user picked must be linked; the engine decides
+/// whether the submitter may assign the step (rule 11).
+async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Response {
+    let errors = |message: &str| {
+        axum::Json(json!({ "response_action": "errors", "errors": { "assignee": message } }))
+            .into_response()
+    };
+    let picked = view["state"]["values"]["assignee"]["assignee"]["selected_user"]
+        .as_str()
+        .unwrap_or_default();
+    let person = match app::actor_of(engine, picked).await {
+        Ok(Some(a)) => a.id,
+        Ok(None) => {
+            return errors("That Slack user is not linked to a Countersign user; they can type /countersign link.");
+        }
+        Err(e) => return errors(&refusal(&e)),
+    };
+    match engine
+        .assign(actor, id, domain::Principal::User(person))
+        .await
+    {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => errors(&refusal(&e)),
     }

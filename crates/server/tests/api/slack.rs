@@ -822,12 +822,23 @@ async fn slack_payloads_pass_slack_sdks_models() {
     app.tick().await;
     slack.click(&app, "carol", "cs_approve", &id).await;
     slack.click(&app, "carol", "cs_deny", &id).await;
+    slack.click(&app, "carol", "cs_assign", &id).await;
+    slack.click(&app, "carol", "cs_comment", &id).await;
     slack.click(&app, "grace", "cs_approve", &id).await;
-    eventually("both modals and a refusal", async || {
-        (fake.calls("views.open").len() == 2 && !fake.calls("chat.postEphemeral").is_empty())
+    eventually("four modals and a refusal", async || {
+        (fake.calls("views.open").len() == 4 && !fake.calls("chat.postEphemeral").is_empty())
             .then_some(())
     })
     .await;
+    slack
+        .submit(
+            &app,
+            "carol",
+            "cs_comment_modal",
+            &id,
+            json!({ "comment": { "comment": { "type": "plain_text_input", "value": "why <!here>?" } } }),
+        )
+        .await;
     slack
         .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", true, "ok"))
         .await;
@@ -933,4 +944,116 @@ notify "cards" {{
     assert_eq!(r["current_step"], 2);
     let approved = app.approve("dan", &req).await;
     assert_eq!(approved["state"], "approved", "the portal and the API still decide");
+}
+
+/// Item 4: Assign and Comment from the card. A reviewer assigns the step to a linked Slack
+/// user, who may then decide (rule 11); a comment made in Slack is recorded on the request,
+/// and every comment, from Slack or elsewhere, is posted in each card's thread.
+#[tokio::test]
+async fn slack_assign_and_comment_from_the_card() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+    for user in ["carol", "mallory"] {
+        link(&app, &slack, user).await;
+    }
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "1h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    app.tick().await;
+    let assign_to = |who: &str| {
+        json!({ "assignee": { "assignee": { "type": "users_select", "selected_user": who } } })
+    };
+
+    // Act
+    slack.click(&app, "carol", "cs_assign", &id).await;
+    slack.click(&app, "carol", "cs_comment", &id).await;
+    let modals = eventually("the assign and comment modals open", async || {
+        let v = fake.calls("views.open");
+        (v.len() == 2).then_some(v)
+    })
+    .await;
+    let (_, unlinked) = slack
+        .submit(&app, "carol", "cs_assign_modal", &id, assign_to("UNOBODY"))
+        .await;
+    let (s1, a1) = slack
+        .submit(&app, "carol", "cs_assign_modal", &id, assign_to(&slack_id("mallory")))
+        .await;
+    let (s2, a2) = slack
+        .submit(
+            &app,
+            "carol",
+            "cs_comment_modal",
+            &id,
+            json!({ "comment": { "comment": { "type": "plain_text_input", "value": "which table?" } } }),
+        )
+        .await;
+    let (status, _) = app
+        .post(
+            "grace",
+            &format!("/v1/requests/{id}/comments"),
+            json!({ "text": "orders <and> & invoices" }),
+        )
+        .await;
+    app.tick().await;
+
+    // Assert
+    let callbacks: Vec<&str> = modals
+        .iter()
+        .map(|m| m.body["view"]["callback_id"].as_str().unwrap_or_default())
+        .collect();
+    assert!(callbacks.contains(&"cs_assign_modal") && callbacks.contains(&"cs_comment_modal"));
+    assert!(
+        unlinked["errors"]["assignee"]
+            .as_str()
+            .is_some_and(|m| m.contains("not linked")),
+        "{unlinked}"
+    );
+    assert_eq!((s1, a1), (StatusCode::OK, Value::Null));
+    assert_eq!((s2, a2), (StatusCode::OK, Value::Null));
+    assert_eq!(status, StatusCode::OK);
+    let r = app.request("grace", &req).await;
+    assert_eq!(r["comments"][0]["by"], email("carol"));
+    assert_eq!(r["comments"][0]["text"], "which table?");
+    assert!(
+        r["summary"]["waiting_on"]
+            .as_array()
+            .expect("waiting_on")
+            .contains(&json!(email("mallory"))),
+        "{r}"
+    );
+    let in_threads: Vec<String> = fake
+        .calls("chat.postMessage")
+        .into_iter()
+        .filter(|c| c.body.get("thread_ts").is_some())
+        .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // Two copies (carol's DM and #access), two comments each.
+    assert_eq!(
+        in_threads
+            .iter()
+            .filter(|t| *t == "*carol@example.com*: which table?")
+            .count(),
+        2,
+        "{in_threads:?}"
+    );
+    assert_eq!(
+        in_threads
+            .iter()
+            .filter(|t| *t == "*grace@example.com*: orders &lt;and&gt; &amp; invoices")
+            .count(),
+        2,
+        "{in_threads:?}"
+    );
+    // mallory, assigned, now decides from Slack.
+    let (s3, a3) = slack
+        .submit(&app, "mallory", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .await;
+    assert_eq!((s3, a3), (StatusCode::OK, Value::Null));
+    assert_eq!(app.request("grace", &req).await["current_step"], 2);
 }
