@@ -49,6 +49,14 @@ pub const APPROVE_MODAL: &str = "cs_approve_modal";
 pub const DENY_MODAL: &str = "cs_deny_modal";
 pub const ASSIGN_MODAL: &str = "cs_assign_modal";
 pub const COMMENT_MODAL: &str = "cs_comment_modal";
+pub const EXTEND: &str = "cs_extend";
+pub const DROP: &str = "cs_drop";
+pub const EXTEND_MODAL: &str = "cs_extend_modal";
+pub const PICK_MODAL: &str = "cs_pick_modal";
+pub const REQUEST_MODAL: &str = "cs_request_modal";
+
+/// The most options a static select may hold (Block Kit's limit).
+const MAX_SELECT: usize = 100;
 
 /// Why a signed request was refused (rule 35).
 #[derive(Debug, PartialEq, Eq)]
@@ -425,16 +433,28 @@ fn message(payload: &crate::notify::Payload) -> Value {
         .into_iter()
         .map(|(k, v)| format!("*{k}:* {}", escape(&v, 500)))
         .collect();
+    let mut buttons = vec![];
+    // The requester's grant is about to end: extend it or drop it from here (rule 19).
+    if let (NotifyEvent::GrantExpiring, Some(g)) = (payload.kind, grant) {
+        buttons.push(json!({ "type": "button", "action_id": EXTEND, "value": g.id,
+            "style": "primary", "text": { "type": "plain_text", "text": "Extend" } }));
+        buttons.push(json!({ "type": "button", "action_id": DROP, "value": g.id,
+            "style": "danger", "text": { "type": "plain_text", "text": "Drop" },
+            "confirm": {
+                "title": { "type": "plain_text", "text": "Drop this access?" },
+                "text": { "type": "plain_text", "text": "The access ends now." },
+                "confirm": { "type": "plain_text", "text": "Drop" },
+                "deny": { "type": "plain_text", "text": "Keep" } } }));
+    }
+    buttons.push(json!({ "type": "button", "action_id": VIEW, "url": payload.data.url,
+        "text": { "type": "plain_text", "text": "View" } }));
     json!({
         "text": headline,
         "blocks": [
             { "type": "section", "text": { "type": "mrkdwn",
                 "text": cut(&format!("*{}*", escape(&headline, 500))) } },
             { "type": "section", "text": { "type": "mrkdwn", "text": cut(&lines.join("\n")) } },
-            { "type": "actions", "elements": [
-                { "type": "button", "action_id": VIEW, "url": payload.data.url,
-                  "text": { "type": "plain_text", "text": "View" } }
-            ] },
+            { "type": "actions", "elements": buttons },
         ],
     })
 }
@@ -502,6 +522,154 @@ pub fn deny_modal(r: &Request) -> Value {
                 escape(&r.requester, 200), escape(&r.resource, 200), escape(&r.reason, 1000))) } },
             comment_input(true),
         ],
+    })
+}
+
+fn option(text: &str, value: &str) -> Value {
+    json!({ "text": { "type": "plain_text", "text": cut_to(text, 75) }, "value": cut_to(value, 150) })
+}
+
+fn cut_to(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut s: String = text.chars().take(max - 1).collect();
+        s.push('…');
+        s
+    }
+}
+
+fn plain(text: &str) -> Value {
+    json!({ "type": "plain_text", "text": cut_to(text, 2000) })
+}
+
+/// The extend modal of a grant about to end: a duration (rule 19) and a reason.
+pub fn extend_modal(g: &domain::Grant, config: &Config) -> Value {
+    let spans: Vec<domain::Span> = match config.resources.get(&g.spec.resource) {
+        Some(d) if !d.durations.is_empty() => d.durations.clone(),
+        Some(d) => [900, 3600, 4 * 3600, 24 * 3600]
+            .into_iter()
+            .map(domain::Span::from_secs)
+            .filter(|s| *s <= d.max_duration)
+            .collect(),
+        None => vec![g.spec.duration],
+    };
+    let options: Vec<Value> = spans
+        .iter()
+        .take(MAX_SELECT)
+        .map(|s| option(&present::human_span(*s), &s.to_string()))
+        .collect();
+    json!({
+        "type": "modal",
+        "callback_id": EXTEND_MODAL,
+        "private_metadata": g.id,
+        "title": plain("Extend access"),
+        "submit": plain("Ask"),
+        "close": plain("Cancel"),
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
+                "Extend your access to *{}*. An extension is a new request, reviewed like the first.",
+                escape(&g.spec.resource, 200))) } },
+            { "type": "input", "block_id": "duration", "label": plain("For"),
+              "element": { "type": "static_select", "action_id": "duration", "options": options } },
+            { "type": "input", "block_id": "reason", "label": plain("Reason"),
+              "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true,
+                           "max_length": 2000 } },
+        ],
+    })
+}
+
+/// The first modal of `/countersign`: what the person may ask for (the catalog).
+pub fn pick_modal(config: &Config) -> Value {
+    let options: Vec<Value> = config
+        .resources
+        .values()
+        .take(MAX_SELECT)
+        .map(|r| {
+            let mut o = option(&r.name, &r.name);
+            if !r.description.is_empty() {
+                o["description"] = plain(&cut_to(&r.description, 75));
+            }
+            o
+        })
+        .collect();
+    json!({
+        "type": "modal",
+        "callback_id": PICK_MODAL,
+        "title": plain("Request access"),
+        "submit": plain("Next"),
+        "close": plain("Cancel"),
+        "blocks": [
+            { "type": "input", "block_id": "resource", "label": plain("Resource"),
+              "element": { "type": "static_select", "action_id": "resource", "options": options } },
+        ],
+    })
+}
+
+/// The request modal of one resource: its typed fields (an enum as a static select, a field
+/// with `options_from` as an external select served by the same options code as the
+/// portal), the duration from its closed set, and the reason.
+pub fn request_modal(r: &domain::ResourceDef, config: &Config) -> Value {
+    let mut blocks = vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
+        "*{}*\n{}", escape(&r.name, 200), escape(&r.description, 1000))) } })];
+    for f in &r.fields {
+        let element = match &f.kind {
+            domain::FieldType::Enum(values) => json!({ "type": "static_select",
+                "options": values.iter().take(MAX_SELECT).map(|v| option(v, v)).collect::<Vec<_>>() }),
+            domain::FieldType::User if config.directory.users().count() <= MAX_SELECT => {
+                json!({ "type": "static_select", "options": config.directory.users()
+                    .map(|(u, _)| option(u, u)).collect::<Vec<_>>() })
+            }
+            domain::FieldType::String if f.dynamic => {
+                json!({ "type": "external_select", "min_query_length": 0 })
+            }
+            domain::FieldType::Bool => json!({ "type": "checkboxes",
+                "options": [option("Yes", "true")] }),
+            domain::FieldType::Int => json!({ "type": "number_input", "is_decimal_allowed": false }),
+            _ => json!({ "type": "plain_text_input", "max_length": 2000 }),
+        };
+        let mut element = element;
+        element["action_id"] = Value::String("value".into());
+        let mut block = json!({ "type": "input", "block_id": format!("field.{}", f.name),
+            "label": plain(&f.name), "optional": !f.required || f.kind == domain::FieldType::Bool,
+            "element": element });
+        if !f.description.is_empty() {
+            block["hint"] = plain(&f.description);
+        }
+        blocks.push(block);
+    }
+    let default = r.default_duration();
+    let duration = if r.durations.is_empty() {
+        json!({ "type": "plain_text_input", "action_id": "duration",
+                "initial_value": default.to_string(), "max_length": 20 })
+    } else {
+        let options: Vec<Value> = r
+            .durations
+            .iter()
+            .take(MAX_SELECT)
+            .map(|s| option(&present::human_span(*s), &s.to_string()))
+            .collect();
+        let initial = options.iter().find(|o| o["value"] == default.to_string()).cloned();
+        let mut e = json!({ "type": "static_select", "action_id": "duration", "options": options });
+        if let Some(i) = initial {
+            e["initial_option"] = i;
+        }
+        e
+    };
+    blocks.push(json!({ "type": "input", "block_id": "duration", "label": plain("Duration"),
+        "hint": plain(&format!("At most {}", present::human_span(r.max_duration))),
+        "element": duration }));
+    blocks.push(json!({ "type": "input", "block_id": "reason", "label": plain("Reason"),
+        "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true,
+                     "max_length": 2000 } }));
+    json!({
+        "type": "modal",
+        "callback_id": REQUEST_MODAL,
+        "private_metadata": r.name,
+        "title": plain("Request access"),
+        "submit": plain("Request"),
+        "close": plain("Cancel"),
+        "blocks": blocks,
     })
 }
 

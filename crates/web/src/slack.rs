@@ -22,7 +22,7 @@ use axum::routing::post;
 use domain::{Actor, Decision, ReviewInput, Scope, Span};
 use engine::slack::{
     self as app, APPROVE, APPROVE_MODAL, ASSIGN, ASSIGN_MODAL, COMMENT, COMMENT_MODAL, DENY,
-    DENY_MODAL,
+    DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, PICK_MODAL, REQUEST_MODAL,
 };
 use engine::{Engine, EngineError};
 use serde_json::{Value, json};
@@ -80,7 +80,10 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
         };
     }
     match (field("command"), field("user_id")) {
-        (Some(_), Some(user)) => command(&engine, user, field("text").unwrap_or_default()).await,
+        (Some(_), Some(user)) => {
+            let trigger = field("trigger_id").unwrap_or_default().to_owned();
+            command(engine, user, field("text").unwrap_or_default(), trigger).await
+        }
         _ => refuse(
             StatusCode::BAD_REQUEST,
             "neither a slash command nor an interaction",
@@ -93,9 +96,22 @@ fn ephemeral(text: &str) -> Response {
     axum::Json(json!({ "response_type": "ephemeral", "text": text })).into_response()
 }
 
-/// `/countersign link` and `/countersign help`.
-async fn command(engine: &Engine, user: &str, text: &str) -> Response {
+/// `/countersign` (the request modal), `/countersign link` and `/countersign help`.
+async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -> Response {
     match text.trim() {
+        "" | "request" => {
+            if let Err(why) = linked(&engine, user).await {
+                return ephemeral(&why);
+            }
+            // Acknowledged now; the catalog follows.
+            tokio::spawn(async move {
+                let view = app::pick_modal(&engine.config());
+                if let Err(e) = app::open_modal(&engine, &trigger, view).await {
+                    tracing::warn!(error = %e, "the request modal could not be opened");
+                }
+            });
+            StatusCode::OK.into_response()
+        }
         "link" => match engine.start_slack_link(user).await {
             Ok(secret) => {
                 let url = format!(
@@ -109,7 +125,7 @@ async fn command(engine: &Engine, user: &str, text: &str) -> Response {
             Err(e) => ephemeral(&refusal(&e)),
         },
         _ => ephemeral(
-            "`/countersign link` links your Slack account to your Countersign user, so that you can approve and deny from Slack.",
+            "`/countersign` asks for access. `/countersign link` links your Slack account to your Countersign user, so that you can ask, approve and deny from Slack.",
         ),
     }
 }
@@ -136,7 +152,7 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
     match p["type"].as_str() {
         Some("block_actions") => {
             let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
-            if ![APPROVE, DENY, ASSIGN, COMMENT].contains(&action) {
+            if ![APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP].contains(&action) {
                 return StatusCode::OK.into_response();
             }
             let click = Click {
@@ -158,6 +174,7 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
             StatusCode::OK.into_response()
         }
         Some("view_submission") => submitted(&engine, &user, &p["view"]).await,
+        Some("block_suggestion") => suggest(&engine, &user, &p).await,
         _ => StatusCode::OK.into_response(),
     }
 }
@@ -185,6 +202,21 @@ async fn clicked(engine: &Engine, c: Click) {
 /// says why not.
 async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
     let actor = linked(engine, &c.user).await?;
+    // A grant's buttons (the requester's DM before it ends): the value is the grant.
+    if c.action == DROP {
+        let g = engine
+            .revoke_grant(&actor, &c.request, None)
+            .await
+            .map_err(|e| refusal(&e))?;
+        return Err(format!("Your access to {} was dropped.", g.spec.resource));
+    }
+    if c.action == EXTEND {
+        let g = engine
+            .grant(&actor, &c.request)
+            .await
+            .map_err(|e| refusal(&e))?;
+        return app::open_modal(engine, &c.trigger, app::extend_modal(&g, &engine.config())).await;
+    }
     let r = engine
         .request(&actor, &c.request)
         .await
@@ -243,7 +275,17 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
             .into_response()
     };
     let callback = view["callback_id"].as_str().unwrap_or_default();
-    if ![APPROVE_MODAL, DENY_MODAL, ASSIGN_MODAL, COMMENT_MODAL].contains(&callback) {
+    if ![
+        APPROVE_MODAL,
+        DENY_MODAL,
+        ASSIGN_MODAL,
+        COMMENT_MODAL,
+        PICK_MODAL,
+        REQUEST_MODAL,
+        EXTEND_MODAL,
+    ]
+    .contains(&callback)
+    {
         return StatusCode::OK.into_response();
     }
     let actor = match linked(engine, user).await {
@@ -266,6 +308,45 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
     }
     if callback == ASSIGN_MODAL {
         return assign(engine, &actor, id, view).await;
+    }
+    if callback == PICK_MODAL {
+        let name = view["state"]["values"]["resource"]["resource"]["selected_option"]["value"]
+            .as_str()
+            .unwrap_or_default();
+        let config = engine.config();
+        return match config.resources.get(name) {
+            Some(r) => axum::Json(json!({
+                "response_action": "update",
+                "view": app::request_modal(r, &config),
+            }))
+            .into_response(),
+            None => axum::Json(json!({ "response_action": "errors",
+                "errors": { "resource": "choose a resource" } }))
+            .into_response(),
+        };
+    }
+    if callback == REQUEST_MODAL {
+        return create(engine, &actor, view).await;
+    }
+    if callback == EXTEND_MODAL {
+        let values = &view["state"]["values"];
+        let reason = values["reason"]["reason"]["value"].as_str().unwrap_or_default();
+        let duration = values["duration"]["duration"]["selected_option"]["value"]
+            .as_str()
+            .map(Span::parse)
+            .transpose();
+        let Ok(duration) = duration else {
+            return errors("the duration is not one Countersign reads");
+        };
+        return match engine
+            .extend_grant(&actor, id, duration, reason.trim().to_owned())
+            .await
+        {
+            Ok(_) => StatusCode::OK.into_response(),
+            Err(e) => axum::Json(json!({ "response_action": "errors",
+                "errors": { "reason": refusal(&e) } }))
+            .into_response(),
+        };
     }
     let decision = if callback == APPROVE_MODAL {
         Decision::Approve
@@ -336,4 +417,105 @@ async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Respo
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => errors(&refusal(&e)),
     }
+}
+
+/// The request modal's submission: a request made through the engine as the linked person.
+/// A refusal is shown under the field it names, or under the reason.
+async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Response {
+    let config = engine.config();
+    let name = view["private_metadata"].as_str().unwrap_or_default();
+    let Some(r) = config.resources.get(name) else {
+        return axum::Json(json!({ "response_action": "errors",
+            "errors": { "reason": format!("there is no resource called {name:?} any more") } }))
+        .into_response();
+    };
+    let values = &view["state"]["values"];
+    let mut fields = std::collections::BTreeMap::new();
+    for f in &r.fields {
+        let v = &values[format!("field.{}", f.name)]["value"];
+        let input = match &f.kind {
+            domain::FieldType::Bool => Some(domain::Input::Bool(
+                v["selected_options"]
+                    .as_array()
+                    .is_some_and(|o| !o.is_empty()),
+            )),
+            _ => v["selected_option"]["value"]
+                .as_str()
+                .or(v["value"].as_str())
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| domain::Input::Text(t.to_owned())),
+        };
+        if let Some(i) = input {
+            fields.insert(f.name.clone(), i);
+        }
+    }
+    let duration = values["duration"]["duration"]["selected_option"]["value"]
+        .as_str()
+        .or(values["duration"]["duration"]["value"].as_str())
+        .map(|d| Span::parse(d.trim()));
+    let duration = match duration.transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            return axum::Json(json!({ "response_action": "errors",
+                "errors": { "duration": e.to_string() } }))
+            .into_response();
+        }
+    };
+    let input = engine::CreateRequest {
+        resource: name.to_owned(),
+        reason: values["reason"]["reason"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        duration,
+        fields,
+        start_at: None,
+        requester: None,
+        context: domain::Context::default(),
+        idempotency: None,
+        break_glass: false,
+    };
+    match engine.create_request(actor, input).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => {
+            let message = refusal(&e);
+            // Put the message under the field it names, if it names one.
+            let block = r
+                .fields
+                .iter()
+                .find(|f| message.contains(&format!("field {:?}", f.name)))
+                .map_or_else(|| "reason".to_owned(), |f| format!("field.{}", f.name));
+            axum::Json(json!({ "response_action": "errors", "errors": { block: message } }))
+                .into_response()
+        }
+    }
+}
+
+/// An external select's options (`block_suggestion`): a dynamic field's choices from the same
+/// options code as the portal, those containing what was typed, at most 100.
+async fn suggest(engine: &Engine, user: &str, p: &Value) -> Response {
+    let empty = || axum::Json(json!({ "options": [] })).into_response();
+    if linked(engine, user).await.is_err() {
+        return empty();
+    }
+    let resource = p["view"]["private_metadata"].as_str().unwrap_or_default();
+    let Some(field) = p["block_id"].as_str().and_then(|b| b.strip_prefix("field.")) else {
+        return empty();
+    };
+    let typed = p["value"].as_str().unwrap_or_default().to_lowercase();
+    let Ok(options) = engine.field_options(resource, field).await else {
+        return empty();
+    };
+    let shown: Vec<Value> = options
+        .into_iter()
+        .filter(|o| typed.is_empty() || o.label.to_lowercase().contains(&typed))
+        .take(100)
+        .map(|o| {
+            let label: String = o.label.chars().take(75).collect();
+            json!({ "text": { "type": "plain_text", "text": label }, "value": o.value })
+        })
+        .collect();
+    axum::Json(json!({ "options": shown })).into_response()
 }

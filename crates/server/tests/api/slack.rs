@@ -196,7 +196,7 @@ notify "cards" {
 }
 
 notify "requester" {
-  events = ["request_approved", "request_denied", "request_expired"]
+  events = ["request_approved", "request_denied", "request_expired", "grant_expiring"]
   to     = ["requester"]
   via    = ["slack"]
 }
@@ -266,6 +266,10 @@ impl Slack {
         .expect("form");
         let (status, text) = self.send(app, &body).await;
         assert_eq!(status, StatusCode::OK, "{text}");
+        // Empty when a modal follows.
+        if text.is_empty() {
+            return Value::Null;
+        }
         serde_json::from_str(&text).expect("JSON")
     }
 
@@ -476,7 +480,7 @@ async fn rule_35_linking_a_slack_account_through_the_portal() {
     let path = first["path"].as_str().expect("path").to_owned();
     let mut again = Web::sign_in(&app, "mallory").await;
     let reused = again.get(&path).await;
-    let help = slack.command(&app, "carol", "").await;
+    let help = slack.command(&app, "carol", "help").await;
 
     // Assert
     assert_eq!(
@@ -807,7 +811,13 @@ async fn rule_35_match_by_email_acts_as_the_user_with_that_email() {
 async fn slack_payloads_pass_slack_sdks_models() {
     // Arrange
     let fake = FakeSlack::start().await;
-    let app = spawn(&fake, "").await;
+    let options = crate::portal::Options::start().await;
+    let resources = format!(
+        "{}\n{SEED_001}\n{}",
+        slack_channel(&fake, ""),
+        crate::portal::typed_resources(&options.base)
+    );
+    let app = TestApp::spawn_with(SERVER, &[], &resources).await;
     let slack = Slack::new(&app);
     for user in ["carol", "grace"] {
         link(&app, &slack, user).await;
@@ -842,7 +852,33 @@ async fn slack_payloads_pass_slack_sdks_models() {
     slack
         .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", true, "ok"))
         .await;
+    for user in ["dan", "eve", "frank"] {
+        app.approve(user, &req).await;
+    }
     app.tick().await;
+    // The grant's expiry DM (Extend, Drop with its confirmation), its extend modal, and the
+    // catalog and request modals of `/countersign` (every field type).
+    app.advance(Duration::from_secs(50 * 60)).await;
+    let grant = app.request("grace", &req).await["grant_id"]
+        .as_str()
+        .expect("grant")
+        .to_owned();
+    slack.click(&app, "grace", "cs_extend", &grant).await;
+    slack.command(&app, "grace", "request").await;
+    eventually("the extend and catalog modals", async || {
+        (fake.calls("views.open").len() == 6).then_some(())
+    })
+    .await;
+    let (_, next) = slack
+        .submit(
+            &app,
+            "grace",
+            "cs_pick_modal",
+            "",
+            json!({ "resource": { "resource": { "type": "static_select",
+                                                "selected_option": { "value": "deploy-db" } } } }),
+        )
+        .await;
 
     // Act
     let mut items = vec![];
@@ -860,12 +896,16 @@ async fn slack_payloads_pass_slack_sdks_models() {
         };
         items.push(json!({ "what": format!("{n} {}", c.method), "kind": kind, "payload": payload }));
     }
+    items.push(json!({ "what": "the request modal", "kind": "view", "payload": next["view"] }));
+    let has = |what: &str| items.iter().any(|i| i.to_string().contains(what));
+    assert!(has("cs_extend") && has("cs_drop") && has("cs_extend_modal"), "{items:?}");
+    assert!(has("cs_pick_modal") && has("external_select") && has("number_input"));
     let path = app.dir.path().join("slack-payloads.json");
     std::fs::write(&path, serde_json::to_string(&items).expect("JSON")).expect("write");
     let out = run_python("check_slack.py", &[path.to_str().expect("path")]).await;
 
     // Assert
-    assert!(items.len() >= 6, "{items:?}");
+    assert!(items.len() >= 10, "{items:?}");
     assert!(!out.contains("FAIL"), "{out}");
 }
 
@@ -1056,4 +1096,223 @@ async fn slack_assign_and_comment_from_the_card() {
         .await;
     assert_eq!((s3, a3), (StatusCode::OK, Value::Null));
     assert_eq!(app.request("grace", &req).await["current_step"], 2);
+}
+
+/// Item 6: a request from `/countersign`: the catalog, then the resource's modal with an
+/// enum as a static select, an `options_from` field as an external select whose options come
+/// from the same source as the portal's, and the duration from the closed set; a value the
+/// source does not offer is refused under its field.
+#[tokio::test]
+async fn slack_request_from_the_slash_command_modal() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let options = crate::portal::Options::start().await;
+    let resources = format!(
+        "{}\n{}",
+        slack_channel(&fake, ""),
+        crate::portal::typed_resources(&options.base)
+    );
+    let app = TestApp::spawn_with(SERVER, &[], &resources).await;
+    let slack = Slack::new(&app);
+    link(&app, &slack, "grace").await;
+    let values = |pokemon: &str| {
+        json!({
+            "field.ticket": { "value": { "type": "plain_text_input", "value": "CHG-7" } },
+            "field.urgency": { "value": { "type": "static_select",
+                                          "selected_option": { "value": "Emergency" } } },
+            "field.emergency": { "value": { "type": "checkboxes",
+                                            "selected_options": [{ "value": "true" }] } },
+            "field.rows": { "value": { "type": "number_input", "value": "42" } },
+            "field.pokemon": { "value": { "type": "external_select",
+                                          "selected_option": { "value": pokemon } } },
+            "duration": { "duration": { "type": "static_select",
+                                        "selected_option": { "value": "4h" } } },
+            "reason": { "reason": { "type": "plain_text_input", "value": "release 2.3" } },
+        })
+    };
+
+    // Act
+    let unlinked = slack.command(&app, "mallory", "").await;
+    let (status, _) = slack
+        .send(
+            &app,
+            &serde_urlencoded::to_string([
+                ("command", "/countersign"),
+                ("text", ""),
+                ("user_id", &slack_id("grace")),
+                ("trigger_id", "trigger-request"),
+            ])
+            .expect("form"),
+        )
+        .await;
+    let catalog = eventually("the catalog modal opens", async || {
+        fake.calls("views.open").into_iter().next()
+    })
+    .await;
+    let (_, next) = slack
+        .submit(
+            &app,
+            "grace",
+            "cs_pick_modal",
+            "",
+            json!({ "resource": { "resource": { "type": "static_select",
+                                                "selected_option": { "value": "deploy-db" } } } }),
+        )
+        .await;
+    let suggest = json!({
+        "type": "block_suggestion",
+        "user": { "id": slack_id("grace") },
+        "block_id": "field.pokemon",
+        "action_id": "value",
+        "value": "EE",
+        "view": { "callback_id": "cs_request_modal", "private_metadata": "deploy-db" },
+    });
+    let (_, offered) = slack.payload(&app, &suggest).await;
+    let submit = |v: Value| {
+        json!({
+            "type": "view_submission",
+            "user": { "id": slack_id("grace") },
+            "view": { "callback_id": "cs_request_modal", "private_metadata": "deploy-db",
+                      "state": { "values": v } },
+        })
+    };
+    let (_, refused) = slack.payload(&app, &submit(values("mew"))).await;
+    let (created, answer) = slack.payload(&app, &submit(values("eevee"))).await;
+
+    // Assert
+    assert!(text_of(&unlinked).contains("not linked"), "{unlinked}");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(catalog.body["trigger_id"], "trigger-request");
+    assert_eq!(catalog.body["view"]["callback_id"], "cs_pick_modal");
+    assert!(text_of(&catalog.body).contains("deploy-db"));
+    assert_eq!(next["response_action"], "update", "{next}");
+    let modal = &next["view"];
+    assert_eq!(modal["callback_id"], "cs_request_modal");
+    let element = |block: &str| -> Value {
+        modal["blocks"]
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .find(|b| b["block_id"] == block)
+            .map(|b| b["element"].clone())
+            .unwrap_or_else(|| panic!("no block {block}: {modal}"))
+    };
+    assert_eq!(element("field.urgency")["type"], "static_select");
+    assert_eq!(element("field.pokemon")["type"], "external_select");
+    assert_eq!(element("duration")["type"], "static_select");
+    assert_eq!(element("duration")["options"].as_array().expect("options").len(), 4);
+    let offered: Value = serde_json::from_str(&offered).expect("JSON");
+    assert_eq!(
+        offered["options"],
+        json!([{ "text": { "type": "plain_text", "text": "eevee" }, "value": "eevee" }])
+    );
+    let refused: Value = serde_json::from_str(&refused).expect("JSON");
+    assert_eq!(refused["response_action"], "errors", "{refused}");
+    assert!(refused["errors"]["field.pokemon"].is_string(), "{refused}");
+    assert_eq!(created, StatusCode::OK);
+    assert_eq!(answer, "", "the modal closes");
+    let (_, mine) = app.get("grace", "/v1/requests?resource=deploy-db").await;
+    let req = &mine["requests"][0];
+    assert_eq!(req["fields"]["pokemon"], "eevee", "{mine}");
+    assert_eq!(req["fields"]["urgency"], "Emergency");
+    assert_eq!(req["fields"]["emergency"], true);
+    assert_eq!(req["fields"]["rows"], 42);
+    assert_eq!(req["duration"], "4h");
+    assert_eq!(req["reason"], "release 2.3");
+    assert_eq!(mine["requests"].as_array().expect("list").len(), 1, "one request");
+}
+
+/// Item 6: the requester's DM before the grant ends has Extend and Drop, which go through the
+/// engine's extend (a new request, for the reviewers) and drop.
+#[tokio::test]
+async fn slack_requester_extends_and_drops_from_the_expiry_dm() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let resources = format!(
+        r#"{}
+resource "db" {{
+  connector    = "log"
+  max_duration = "4h"
+  durations    = ["1h", "4h"]
+  workflow     = {{ steps = [ {{ reviewers = {{ one_of = ["carol@example.com"] }} }} ] }}
+}}
+notify "requester" {{
+  events = ["grant_expiring"]
+  to     = ["requester"]
+  via    = ["slack"]
+}}
+"#,
+        slack_channel(&fake, "")
+    );
+    let app = TestApp::spawn_with(
+        &format!("{SERVER}\nexpiry_notice = \"15m\""),
+        &[],
+        &resources,
+    )
+    .await;
+    let slack = Slack::new(&app);
+    link(&app, &slack, "grace").await;
+    let ask = json!({ "resource": "db", "reason": "INC-1", "duration": "1h" });
+    let first = app.create("grace", ask).await;
+    app.approve("carol", &first).await;
+    app.tick().await;
+
+    // Act
+    app.advance(Duration::from_secs(46 * 60)).await;
+    let dm = fake
+        .calls("chat.postMessage")
+        .into_iter()
+        .find(|c| c.body["channel"] == slack_id("grace"))
+        .expect("the expiry DM");
+    let grant = app.request("grace", &first).await["grant_id"]
+        .as_str()
+        .expect("grant")
+        .to_owned();
+    slack.click(&app, "grace", "cs_extend", &grant).await;
+    let modal = eventually("the extend modal", async || {
+        fake.calls("views.open").into_iter().next()
+    })
+    .await;
+    let (status, answer) = slack
+        .submit(
+            &app,
+            "grace",
+            "cs_extend_modal",
+            &grant,
+            json!({
+                "duration": { "duration": { "type": "static_select",
+                                            "selected_option": { "value": "1h" } } },
+                "reason": { "reason": { "type": "plain_text_input", "value": "still on it" } },
+            }),
+        )
+        .await;
+    slack.click(&app, "mallory", "cs_drop", &grant).await;
+    slack.click(&app, "grace", "cs_drop", &grant).await;
+    let told = eventually("both drops answered", async || {
+        let t = fake.calls("chat.postEphemeral");
+        (t.len() == 2).then_some(t)
+    })
+    .await;
+    app.tick().await;
+
+    // Assert
+    assert!(has_button(&dm.body, "cs_extend") && has_button(&dm.body, "cs_drop"));
+    assert_eq!(modal.body["view"]["callback_id"], "cs_extend_modal");
+    assert_eq!((status, answer), (StatusCode::OK, Value::Null));
+    let (_, list) = app.get("grace", "/v1/requests?resource=db").await;
+    let extension = list["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .find(|r| r["extends"] == grant)
+        .expect("an extension request");
+    assert_eq!(extension["state"], "pending");
+    assert_eq!(extension["reason"], "still on it");
+    assert!(text_of(&told[0].body).contains("not linked"), "mallory: {:?}", told[0].body);
+    assert!(text_of(&told[1].body).contains("was dropped"), "{:?}", told[1].body);
+    let g = app.grant("grace", &json!(grant)).await;
+    assert!(
+        ["revoked", "revoking"].contains(&g["state"].as_str().unwrap_or_default()),
+        "{g}"
+    );
 }
