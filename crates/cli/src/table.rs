@@ -147,7 +147,12 @@ pub fn request(r: &RequestView) -> String {
     }
     for (i, s) in r.steps.iter().enumerate() {
         // The rule in the server's words (`proto::SummaryView::steps`).
-        let rule = r.summary.steps.get(i).map(String::as_str).unwrap_or_default();
+        let rule = r
+            .summary
+            .steps
+            .get(i)
+            .map(String::as_str)
+            .unwrap_or_default();
         line!(out, "step {}    {}: {}", s.index, s.status, rule);
         if !s.eligible.is_empty() {
             line!(out, "          awaiting: {}", s.eligible.join(", "));

@@ -560,8 +560,20 @@ pub struct SlackChannel {
     pub api_url: String,
     /// Link a Slack user by the email `users.info` gives (off: a profile email is not proof).
     pub match_by_email: bool,
+    /// How Slack's requests reach the server.
+    pub mode: SlackMode,
     /// How long one Web API call may take.
     pub timeout: Span,
+}
+
+/// How Slack's requests (commands, clicks, modals) reach the server.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SlackMode {
+    /// Slack POSTs them to `/slack/events`, signed.
+    Http,
+    /// The server opens a WebSocket to Slack (`apps.connections.open`, with this app-level
+    /// token, `xapp-…`) and they come over it: no public ingress needed.
+    Socket { app_token: String },
 }
 
 impl SlackChannel {
@@ -576,6 +588,13 @@ impl fmt::Debug for SlackChannel {
         f.debug_struct("SlackChannel")
             .field("api_url", &self.api_url)
             .field("match_by_email", &self.match_by_email)
+            .field(
+                "mode",
+                &match self.mode {
+                    SlackMode::Http => "http",
+                    SlackMode::Socket { .. } => "socket",
+                },
+            )
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }

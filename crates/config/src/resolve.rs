@@ -15,8 +15,8 @@ use crate::raw::*;
 use crate::{
     AuditConfig, CallbackSettings, Channel, CheckpointWebhook, Config, ConfigError, ConnectorDef,
     EmailChannel, ExecConnector, HttpLimits, OidcConfig, OptionsSource, OutboundAllow,
-    PostgresConnector, ServerConfig, SlackChannel, SmtpTls, UserTemplate, WebhookChannel,
-    WebhookConnector,
+    PostgresConnector, ServerConfig, SlackChannel, SlackMode, SmtpTls, UserTemplate,
+    WebhookChannel, WebhookConnector,
 };
 
 const DEFAULT_PENDING_TTL: u64 = 24 * 3600;
@@ -342,7 +342,9 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
             {
                 errors.push(loc.err(
                     Some("type"),
-                    format!("channel {other:?} is already the slack channel; one Slack app per server"),
+                    format!(
+                        "channel {other:?} is already the slack channel; one Slack app per server"
+                    ),
                 ));
                 continue;
             }
@@ -490,36 +492,50 @@ fn channel(
             timeout,
         }),
         "slack" => {
-            let mut needed = |key: &str, value: Option<String>, hint: &str| match value {
-                Some(v) if !v.trim().is_empty() => v,
-                _ => {
+            let bot_token = errors_needed(
+                loc,
+                "bot_token",
+                c.bot_token,
+                "env(\"SLACK_BOT_TOKEN\")",
+                errors,
+            );
+            let mode = match (c.mode.as_deref().unwrap_or("http"), c.app_token) {
+                ("http", None) => SlackMode::Http,
+                ("http", Some(_)) => {
                     errors.push(loc.err(
-                        Some(key),
-                        format!("a slack channel needs {key} = {hint} (read it with env() or file())"),
+                        Some("app_token"),
+                        "app_token is for mode = \"socket\"; in HTTP mode Slack signs its requests with the signing_secret",
                     ));
-                    String::new()
+                    SlackMode::Http
+                }
+                ("socket", Some(t)) if t.starts_with("xapp-") => SlackMode::Socket { app_token: t },
+                ("socket", _) => {
+                    errors.push(loc.err(
+                        Some("app_token"),
+                        "mode = \"socket\" needs app_token = env(\"SLACK_APP_TOKEN\"), an app-level token (xapp-…) with connections:write",
+                    ));
+                    SlackMode::Http
+                }
+                (other, _) => {
+                    errors.push(loc.err(
+                        Some("mode"),
+                        format!("mode {other:?} is not one of http, socket"),
+                    ));
+                    SlackMode::Http
                 }
             };
-            let bot_token = needed("bot_token", c.bot_token, "env(\"SLACK_BOT_TOKEN\")");
-            let signing_secret =
-                needed("signing_secret", c.signing_secret, "env(\"SLACK_SIGNING_SECRET\")");
-            match c.mode.as_deref().unwrap_or("http") {
-                "http" => {}
-                "socket" => errors.push(loc.err(
-                    Some("mode"),
-                    "mode = \"socket\" is not available yet; use mode = \"http\" (Slack sends its requests to /slack/events)",
-                )),
-                other => errors.push(loc.err(
-                    Some("mode"),
-                    format!("mode {other:?} is not one of http, socket"),
-                )),
-            }
-            if c.app_token.is_some() {
-                errors.push(loc.err(
-                    Some("app_token"),
-                    "app_token is for mode = \"socket\", which is not available yet",
-                ));
-            }
+            // Socket Mode's messages come over a connection the server opened with the app
+            // token, and are not signed; HTTP mode's must be.
+            let signing_secret = match (&mode, c.signing_secret) {
+                (SlackMode::Socket { .. }, s) => s.unwrap_or_default(),
+                (SlackMode::Http, s) => errors_needed(
+                    loc,
+                    "signing_secret",
+                    s,
+                    "env(\"SLACK_SIGNING_SECRET\")",
+                    errors,
+                ),
+            };
             let api_url = c.api_url.unwrap_or_else(|| "https://slack.com/api/".into());
             match crate::outbound::url_host(&api_url) {
                 Some((scheme, _)) if scheme == "https" => {}
@@ -538,6 +554,7 @@ fn channel(
                     format!("{api_url}/")
                 },
                 match_by_email: c.match_by_email.unwrap_or(false),
+                mode,
                 timeout,
             })
         }
@@ -681,11 +698,30 @@ fn check_via(v: &str, channels: &BTreeMap<String, Channel>) -> Result<Via, Strin
     }
 }
 
+/// A required text key of a slack channel.
+fn errors_needed(
+    loc: &Loc,
+    key: &str,
+    value: Option<String>,
+    hint: &str,
+    errors: &mut Vec<ConfigError>,
+) -> String {
+    match value {
+        Some(v) if !v.trim().is_empty() => v,
+        _ => {
+            errors.push(loc.err(
+                Some(key),
+                format!("a slack channel needs {key} = {hint} (read it with env() or file())"),
+            ));
+            String::new()
+        }
+    }
+}
+
 /// A fixed Slack destination: `#name`, a channel id, or `@` and a member id.
 fn slack_destination(d: &str) -> bool {
-    let id = |s: &str| {
-        !s.is_empty() && s.len() <= 80 && s.chars().all(|c| c.is_ascii_alphanumeric())
-    };
+    let id =
+        |s: &str| !s.is_empty() && s.len() <= 80 && s.chars().all(|c| c.is_ascii_alphanumeric());
     match d.strip_prefix('#') {
         Some(name) => {
             !name.is_empty()

@@ -849,12 +849,24 @@ channel "slack" {{
     let (name, slack) = cfg.slack().expect("a slack channel");
     assert_eq!(name, "slack");
     assert_eq!(slack.api_url, "https://slack.com/api/");
-    assert_eq!(slack.method_url("chat.update"), "https://slack.com/api/chat.update");
+    assert_eq!(
+        slack.method_url("chat.update"),
+        "https://slack.com/api/chat.update"
+    );
     assert!(!slack.match_by_email);
-    assert_eq!(cfg.notify, domain::notify::default_rules(&["slack".to_string()]));
+    assert_eq!(
+        cfg.notify,
+        domain::notify::default_rules(&["slack".to_string()])
+    );
     let shown = format!("{cfg:?}");
-    assert!(!shown.contains("xoxb-"), "Debug leaks the bot token: {shown}");
-    assert!(!shown.contains("8f742231"), "Debug leaks the signing secret: {shown}");
+    assert!(
+        !shown.contains("xoxb-"),
+        "Debug leaks the bot token: {shown}"
+    );
+    assert!(
+        !shown.contains("8f742231"),
+        "Debug leaks the signing secret: {shown}"
+    );
 
     let routed = format!(
         "{src}notify \"cards\" {{\n  events = [\"step_entered\"]\n  to = [\"reviewers\"]\n  via = [\"slack:#access\", \"slack:C0123ABC\", \"slack:@U0123ABC\"]\n}}\n"
@@ -862,8 +874,8 @@ channel "slack" {{
     assert!(load_str("test.hcl", &routed).is_ok());
 }
 
-/// Rule 35: a slack channel's mistakes, each at its line: missing tokens, Socket Mode (not
-/// available yet), an unknown mode, plain http to a host not allowed, a second slack
+/// Rule 35: a slack channel's mistakes, each at its line: missing tokens, Socket Mode without
+/// an app-level token, an unknown mode, plain http to a host not allowed, a second slack
 /// channel, keys of other types, and destinations that are not Slack's.
 #[test]
 fn rule_35_slack_channel_mistakes_are_located() {
@@ -878,7 +890,7 @@ channel "socket" {
   bot_token      = "xoxb-1"
   signing_secret = "s"
   mode           = "socket"
-  app_token      = "xapp-1"
+  app_token      = "xoxb-not-an-app-token"
 }
 
 channel "odd" {
@@ -912,8 +924,7 @@ notify "bad" {
     expect_test::expect![[r#"
         test.hcl:2: in channel "slack": a slack channel needs bot_token = env("SLACK_BOT_TOKEN") (read it with env() or file())
         test.hcl:2: in channel "slack": a slack channel needs signing_secret = env("SLACK_SIGNING_SECRET") (read it with env() or file())
-        test.hcl:10: in channel "socket": mode = "socket" is not available yet; use mode = "http" (Slack sends its requests to /slack/events)
-        test.hcl:11: in channel "socket": app_token is for mode = "socket", which is not available yet
+        test.hcl:11: in channel "socket": mode = "socket" needs app_token = env("SLACK_APP_TOKEN"), an app-level token (xapp-…) with connections:write
         test.hcl:18: in channel "odd": mode "carrier-pigeon" is not one of http, socket
         test.hcl:19: in channel "odd": api_url must use https (plain http only to hosts listed in the server's outbound_allow)
         test.hcl:20: in channel "odd": host does not apply to a slack channel

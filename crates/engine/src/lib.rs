@@ -23,6 +23,7 @@ pub mod outbound;
 pub mod present;
 mod recheck;
 pub mod slack;
+pub mod socket;
 mod worker;
 
 use std::collections::BTreeMap;

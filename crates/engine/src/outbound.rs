@@ -174,6 +174,31 @@ impl Guard {
         Err(not_allowed(&host, &addrs))
     }
 
+    /// A TCP connection to `host`, on the first of its addresses this guard allows (a
+    /// WebSocket, which the HTTP client's guarded resolver does not make).
+    pub async fn connect(&self, host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("resolving {host}: {e}"))?
+            .collect();
+        let allowed: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| self.refused(host, a.ip()).is_none())
+            .collect();
+        if allowed.is_empty() {
+            return Err(not_allowed(host, &addrs));
+        }
+        let mut last = String::new();
+        for a in allowed {
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("connecting to {host}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     /// Why `host` may not be reached at `ip`, or `None` when it may.
     fn refused(&self, host: &str, ip: IpAddr) -> Option<&'static str> {
         if self.allow.host(host) || self.allow.ip(ip) {

@@ -219,10 +219,9 @@ pub fn summary(r: &Request) -> SummaryView {
         }
         (Some(o), state, _) if state.is_terminal() => {
             let verb = capitalised(state.as_str());
-            let by = o
-                .by
-                .clone()
-                .or_else(|| o.policy.as_ref().map(|p| format!("policy {p}")));
+            let by =
+                o.by.clone()
+                    .or_else(|| o.policy.as_ref().map(|p| format!("policy {p}")));
             let mut out = match (state, by) {
                 (RequestState::Expired, _) => "Expired without a decision".to_owned(),
                 (_, Some(by)) => format!("{verb} by {by}"),

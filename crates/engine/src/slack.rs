@@ -138,6 +138,18 @@ pub(crate) async fn call(
     body: &Value,
     now: Timestamp,
 ) -> Reply {
+    call_with(sender, ch, &ch.bot_token, method, body, now).await
+}
+
+/// [`call`] with another token (Socket Mode's app-level token opens its connections).
+pub(crate) async fn call_with(
+    sender: &Sender,
+    ch: &SlackChannel,
+    token: &str,
+    method: &str,
+    body: &Value,
+    now: Timestamp,
+) -> Reply {
     let failed = |error: String| Reply {
         error: Some(error),
         ..Reply::default()
@@ -153,7 +165,7 @@ pub(crate) async fn call(
     let res = http
         .post(&url)
         .timeout(Duration::from_secs(ch.timeout.secs()))
-        .bearer_auth(&ch.bot_token)
+        .bearer_auth(token)
         .header("content-type", "application/json; charset=utf-8")
         .body(body.to_string())
         .send()
@@ -161,7 +173,11 @@ pub(crate) async fn call(
     let resp = match res {
         Ok(r) => r,
         Err(e) => {
-            let what = if e.is_timeout() { "timed out" } else { "failed" };
+            let what = if e.is_timeout() {
+                "timed out"
+            } else {
+                "failed"
+            };
             // The error would name the URL; the method is enough (and holds no secret).
             return failed(format!("Slack {method} {what}"));
         }
@@ -201,8 +217,9 @@ pub(crate) async fn call(
     }
     let error = v["error"].as_str().unwrap_or("no error given").to_owned();
     Reply {
-        // Counted as a failed attempt, whatever the HTTP status was.
-        status: Some(if status == 200 { 502 } else { status }),
+        // Slack answered 200 with `ok: false`: an attempt that failed, with no HTTP error to
+        // show (the error text says Slack's reason).
+        status: (status != 200).then_some(status),
         hopeless: !TRANSIENT.contains(&error.as_str()),
         error: Some(format!("Slack {method}: {error}")),
         retry_after_ms,
@@ -386,8 +403,10 @@ pub fn card(r: &Request, config: &Config) -> Value {
     let view = json!({ "type": "button", "action_id": VIEW,
         "text": { "type": "plain_text", "text": "View" }, "url": url });
     let elements = if r.state == RequestState::Pending && portal_only(r) {
-        vec![json!({ "type": "button", "action_id": VIEW, "style": "primary",
-            "text": { "type": "plain_text", "text": "Review in portal" }, "url": url })]
+        vec![
+            json!({ "type": "button", "action_id": VIEW, "style": "primary",
+            "text": { "type": "plain_text", "text": "Review in portal" }, "url": url }),
+        ]
     } else if r.state == RequestState::Pending {
         vec![
             json!({ "type": "button", "action_id": APPROVE, "style": "primary", "value": r.id,
@@ -436,8 +455,10 @@ fn message(payload: &crate::notify::Payload) -> Value {
     let mut buttons = vec![];
     // The requester's grant is about to end: extend it or drop it from here (rule 19).
     if let (NotifyEvent::GrantExpiring, Some(g)) = (payload.kind, grant) {
-        buttons.push(json!({ "type": "button", "action_id": EXTEND, "value": g.id,
-            "style": "primary", "text": { "type": "plain_text", "text": "Extend" } }));
+        buttons.push(
+            json!({ "type": "button", "action_id": EXTEND, "value": g.id,
+            "style": "primary", "text": { "type": "plain_text", "text": "Extend" } }),
+        );
         buttons.push(json!({ "type": "button", "action_id": DROP, "value": g.id,
             "style": "danger", "text": { "type": "plain_text", "text": "Drop" },
             "confirm": {
@@ -446,8 +467,10 @@ fn message(payload: &crate::notify::Payload) -> Value {
                 "confirm": { "type": "plain_text", "text": "Drop" },
                 "deny": { "type": "plain_text", "text": "Keep" } } }));
     }
-    buttons.push(json!({ "type": "button", "action_id": VIEW, "url": payload.data.url,
-        "text": { "type": "plain_text", "text": "View" } }));
+    buttons.push(
+        json!({ "type": "button", "action_id": VIEW, "url": payload.data.url,
+        "text": { "type": "plain_text", "text": "View" } }),
+    );
     json!({
         "text": headline,
         "blocks": [
@@ -610,8 +633,10 @@ pub fn pick_modal(config: &Config) -> Value {
 /// with `options_from` as an external select served by the same options code as the
 /// portal), the duration from its closed set, and the reason.
 pub fn request_modal(r: &domain::ResourceDef, config: &Config) -> Value {
-    let mut blocks = vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
-        "*{}*\n{}", escape(&r.name, 200), escape(&r.description, 1000))) } })];
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
+        "*{}*\n{}", escape(&r.name, 200), escape(&r.description, 1000))) } }),
+    ];
     for f in &r.fields {
         let element = match &f.kind {
             domain::FieldType::Enum(values) => json!({ "type": "static_select",
@@ -625,7 +650,9 @@ pub fn request_modal(r: &domain::ResourceDef, config: &Config) -> Value {
             }
             domain::FieldType::Bool => json!({ "type": "checkboxes",
                 "options": [option("Yes", "true")] }),
-            domain::FieldType::Int => json!({ "type": "number_input", "is_decimal_allowed": false }),
+            domain::FieldType::Int => {
+                json!({ "type": "number_input", "is_decimal_allowed": false })
+            }
             _ => json!({ "type": "plain_text_input", "max_length": 2000 }),
         };
         let mut element = element;
@@ -649,19 +676,26 @@ pub fn request_modal(r: &domain::ResourceDef, config: &Config) -> Value {
             .take(MAX_SELECT)
             .map(|s| option(&present::human_span(*s), &s.to_string()))
             .collect();
-        let initial = options.iter().find(|o| o["value"] == default.to_string()).cloned();
+        let initial = options
+            .iter()
+            .find(|o| o["value"] == default.to_string())
+            .cloned();
         let mut e = json!({ "type": "static_select", "action_id": "duration", "options": options });
         if let Some(i) = initial {
             e["initial_option"] = i;
         }
         e
     };
-    blocks.push(json!({ "type": "input", "block_id": "duration", "label": plain("Duration"),
+    blocks.push(
+        json!({ "type": "input", "block_id": "duration", "label": plain("Duration"),
         "hint": plain(&format!("At most {}", present::human_span(r.max_duration))),
-        "element": duration }));
-    blocks.push(json!({ "type": "input", "block_id": "reason", "label": plain("Reason"),
+        "element": duration }),
+    );
+    blocks.push(
+        json!({ "type": "input", "block_id": "reason", "label": plain("Reason"),
         "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true,
-                     "max_length": 2000 } }));
+                     "max_length": 2000 } }),
+    );
     json!({
         "type": "modal",
         "callback_id": REQUEST_MODAL,
@@ -926,7 +960,10 @@ async fn update_copies(
 /// The Countersign user a Slack account acts as (rule 35): its link, or, with
 /// `match_by_email`, the user whose email `users.info` gives. `None` for an unlinked or
 /// unknown account, and for an application.
-pub async fn actor_of(engine: &Engine, account: &str) -> Result<Option<domain::Actor>, EngineError> {
+pub async fn actor_of(
+    engine: &Engine,
+    account: &str,
+) -> Result<Option<domain::Actor>, EngineError> {
     let config = engine.config();
     let Some((_, ch)) = config.slack() else {
         return Ok(None);
@@ -982,7 +1019,14 @@ pub async fn tell(engine: &Engine, channel: &str, user: &str, text: &str) -> Res
         return Err("no slack channel is configured".into());
     };
     let body = json!({ "channel": channel, "user": user, "text": escape(text, 2000) });
-    let reply = call(&engine.sender(), ch, "chat.postEphemeral", &body, engine.now()).await;
+    let reply = call(
+        &engine.sender(),
+        ch,
+        "chat.postEphemeral",
+        &body,
+        engine.now(),
+    )
+    .await;
     match reply.error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -997,7 +1041,10 @@ impl Engine {
         let now = self.now();
         let secret = crate::tokens::random_secret();
         let row = store::SessionRow {
-            hash: format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes())),
+            hash: format!(
+                "{LINK_PREFIX}{}",
+                store::chain::sha256_hex(secret.as_bytes())
+            ),
             subject: String::new(),
             csrf: String::new(),
             data: account.to_owned(),
@@ -1024,7 +1071,10 @@ impl Engine {
     /// The Slack account a link secret names, without taking it (the portal's confirmation
     /// page), if it is still valid.
     pub async fn slack_link_account(&self, secret: &str) -> Result<Option<String>, EngineError> {
-        let hash = format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes()));
+        let hash = format!(
+            "{LINK_PREFIX}{}",
+            store::chain::sha256_hex(secret.as_bytes())
+        );
         Ok(self.session(&hash).await?.map(|r| r.data))
     }
 
@@ -1042,7 +1092,10 @@ impl Engine {
             .into());
         }
         let now = self.now();
-        let hash = format!("{LINK_PREFIX}{}", store::chain::sha256_hex(secret.as_bytes()));
+        let hash = format!(
+            "{LINK_PREFIX}{}",
+            store::chain::sha256_hex(secret.as_bytes())
+        );
         let person = actor.id.clone();
         self.write(move |tx| {
             Box::pin(async move {

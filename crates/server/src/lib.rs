@@ -68,11 +68,17 @@ pub async fn run(
     let worker = options
         .worker
         .then(|| tokio::spawn(Worker::run(engine.clone(), stop_rx.clone())));
-    let upkeep = tokio::spawn(metrics_upkeep(engine.clone(), stop_rx));
+    let upkeep = tokio::spawn(metrics_upkeep(engine.clone(), stop_rx.clone()));
     // Told to stop only once the worker has stopped, so that its last checkpoint covers every
     // event written.
     let (checkpoint_stop, checkpoint_rx) = watch::channel(false);
     let checkpoints = tokio::spawn(engine::checkpoint::run(engine.clone(), checkpoint_rx));
+    // Slack's Socket Mode, when the configuration asks for it.
+    let socket = engine
+        .config()
+        .slack()
+        .is_some_and(|(_, s)| matches!(s.mode, config::SlackMode::Socket { .. }))
+        .then(|| tokio::spawn(web::slack::run_socket(engine.clone(), stop_rx.clone())));
     let app = api::app(api::AppState::new(engine.clone()))
         .merge(web::router(engine.clone(), options.portal))
         .merge(web::slack::router(engine.clone()));
@@ -84,6 +90,9 @@ pub async fn run(
         let _ = w.await;
     }
     let _ = upkeep.await;
+    if let Some(s) = socket {
+        let _ = s.await;
+    }
     let _ = checkpoint_stop.send(true);
     let _ = checkpoints.await;
     engine.store().close().await;

@@ -36,6 +36,17 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
+/// What Slack gets back: a JSON body, or nothing (an empty 200). The same answer goes over
+/// HTTP or, in Socket Mode, as the envelope's acknowledgement.
+pub(crate) type Answer = Option<Value>;
+
+fn respond(answer: Answer) -> Response {
+    match answer {
+        Some(v) => axum::Json(v).into_response(),
+        None => StatusCode::OK.into_response(),
+    }
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
@@ -45,6 +56,16 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
     let Some((_, ch)) = config.slack() else {
         return refuse(StatusCode::NOT_FOUND, "no slack channel is configured");
     };
+    if ch.mode != config::SlackMode::Http {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "this server takes Slack's requests over Socket Mode",
+        );
+    }
+    // Slack retries an HTTP request it got no answer to in time; the first was handled.
+    if headers.contains_key("x-slack-retry-num") {
+        return StatusCode::OK.into_response();
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(why) = app::verify_signature(
         &ch.signing_secret,
@@ -75,14 +96,14 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
     };
     if let Some(payload) = field("payload") {
         return match serde_json::from_str::<Value>(payload) {
-            Ok(p) => interaction(engine, p).await,
+            Ok(p) => respond(interaction(engine, p).await),
             Err(_) => refuse(StatusCode::BAD_REQUEST, "payload is not JSON"),
         };
     }
     match (field("command"), field("user_id")) {
         (Some(_), Some(user)) => {
             let trigger = field("trigger_id").unwrap_or_default().to_owned();
-            command(engine, user, field("text").unwrap_or_default(), trigger).await
+            respond(command(engine, user, field("text").unwrap_or_default(), trigger).await)
         }
         _ => refuse(
             StatusCode::BAD_REQUEST,
@@ -92,12 +113,12 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
 }
 
 /// An answer only the person who typed the command sees.
-fn ephemeral(text: &str) -> Response {
-    axum::Json(json!({ "response_type": "ephemeral", "text": text })).into_response()
+fn ephemeral(text: &str) -> Answer {
+    Some(json!({ "response_type": "ephemeral", "text": text }))
 }
 
 /// `/countersign` (the request modal), `/countersign link` and `/countersign help`.
-async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -> Response {
+async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -> Answer {
     match text.trim() {
         "" | "request" => {
             if let Err(why) = linked(&engine, user).await {
@@ -110,7 +131,7 @@ async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -
                     tracing::warn!(error = %e, "the request modal could not be opened");
                 }
             });
-            StatusCode::OK.into_response()
+            None
         }
         "link" => match engine.start_slack_link(user).await {
             Ok(secret) => {
@@ -144,16 +165,15 @@ fn refusal(e: &EngineError) -> String {
 const PORTAL_ONLY: &str =
     "This step of the request is decided in the portal only; open it with View.";
 
-const NOT_LINKED: &str =
-    "Your Slack account is not linked to a Countersign user, so nothing was done. Type /countersign link first.";
+const NOT_LINKED: &str = "Your Slack account is not linked to a Countersign user, so nothing was done. Type /countersign link first.";
 
-async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
+async fn interaction(engine: Arc<Engine>, p: Value) -> Answer {
     let user = p["user"]["id"].as_str().unwrap_or_default().to_owned();
     match p["type"].as_str() {
         Some("block_actions") => {
             let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
             if ![APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP].contains(&action) {
-                return StatusCode::OK.into_response();
+                return None;
             }
             let click = Click {
                 user,
@@ -171,11 +191,11 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Response {
             };
             // Acknowledged now; the modal (or the refusal) follows.
             tokio::spawn(async move { clicked(&engine, click).await });
-            StatusCode::OK.into_response()
+            None
         }
         Some("view_submission") => submitted(&engine, &user, &p["view"]).await,
         Some("block_suggestion") => suggest(&engine, &user, &p).await,
-        _ => StatusCode::OK.into_response(),
+        _ => None,
     }
 }
 
@@ -269,10 +289,9 @@ async fn linked(engine: &Engine, account: &str) -> Result<Actor, String> {
 
 /// A modal's submission: the decision, made through the engine as the linked person. A
 /// refusal is shown in the modal, under its comment.
-async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
+async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
     let errors = |message: &str| {
-        axum::Json(json!({ "response_action": "errors", "errors": { "comment": message } }))
-            .into_response()
+        Some(json!({ "response_action": "errors", "errors": { "comment": message } }))
     };
     let callback = view["callback_id"].as_str().unwrap_or_default();
     if ![
@@ -286,7 +305,7 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
     ]
     .contains(&callback)
     {
-        return StatusCode::OK.into_response();
+        return None;
     }
     let actor = match linked(engine, user).await {
         Ok(a) => a,
@@ -302,7 +321,7 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
             return errors("write a comment first");
         }
         return match engine.comment(&actor, id, text.to_owned()).await {
-            Ok(_) => StatusCode::OK.into_response(),
+            Ok(_) => None,
             Err(e) => errors(&refusal(&e)),
         };
     }
@@ -315,14 +334,12 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
             .unwrap_or_default();
         let config = engine.config();
         return match config.resources.get(name) {
-            Some(r) => axum::Json(json!({
+            Some(r) => Some(json!({
                 "response_action": "update",
                 "view": app::request_modal(r, &config),
-            }))
-            .into_response(),
-            None => axum::Json(json!({ "response_action": "errors",
-                "errors": { "resource": "choose a resource" } }))
-            .into_response(),
+            })),
+            None => Some(json!({ "response_action": "errors",
+                "errors": { "resource": "choose a resource" } })),
         };
     }
     if callback == REQUEST_MODAL {
@@ -330,7 +347,9 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
     }
     if callback == EXTEND_MODAL {
         let values = &view["state"]["values"];
-        let reason = values["reason"]["reason"]["value"].as_str().unwrap_or_default();
+        let reason = values["reason"]["reason"]["value"]
+            .as_str()
+            .unwrap_or_default();
         let duration = values["duration"]["duration"]["selected_option"]["value"]
             .as_str()
             .map(Span::parse)
@@ -342,10 +361,9 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
             .extend_grant(&actor, id, duration, reason.trim().to_owned())
             .await
         {
-            Ok(_) => StatusCode::OK.into_response(),
-            Err(e) => axum::Json(json!({ "response_action": "errors",
-                "errors": { "reason": refusal(&e) } }))
-            .into_response(),
+            Ok(_) => None,
+            Err(e) => Some(json!({ "response_action": "errors",
+                "errors": { "reason": refusal(&e) } })),
         };
     }
     let decision = if callback == APPROVE_MODAL {
@@ -388,17 +406,16 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Response {
         },
     };
     match engine.review(&actor, id, input).await {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(_) => None,
         Err(e) => errors(&refusal(&e)),
     }
 }
 
 /// The assign modal's submission: the Slack user picked must be linked; the engine decides
 /// whether the submitter may assign the step (rule 11).
-async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Response {
+async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Answer {
     let errors = |message: &str| {
-        axum::Json(json!({ "response_action": "errors", "errors": { "assignee": message } }))
-            .into_response()
+        Some(json!({ "response_action": "errors", "errors": { "assignee": message } }))
     };
     let picked = view["state"]["values"]["assignee"]["assignee"]["selected_user"]
         .as_str()
@@ -406,7 +423,9 @@ async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Respo
     let person = match app::actor_of(engine, picked).await {
         Ok(Some(a)) => a.id,
         Ok(None) => {
-            return errors("That Slack user is not linked to a Countersign user; they can type /countersign link.");
+            return errors(
+                "That Slack user is not linked to a Countersign user; they can type /countersign link.",
+            );
         }
         Err(e) => return errors(&refusal(&e)),
     };
@@ -414,20 +433,19 @@ async fn assign(engine: &Engine, actor: &Actor, id: &str, view: &Value) -> Respo
         .assign(actor, id, domain::Principal::User(person))
         .await
     {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(_) => None,
         Err(e) => errors(&refusal(&e)),
     }
 }
 
 /// The request modal's submission: a request made through the engine as the linked person.
 /// A refusal is shown under the field it names, or under the reason.
-async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Response {
+async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Answer {
     let config = engine.config();
     let name = view["private_metadata"].as_str().unwrap_or_default();
     let Some(r) = config.resources.get(name) else {
-        return axum::Json(json!({ "response_action": "errors",
-            "errors": { "reason": format!("there is no resource called {name:?} any more") } }))
-        .into_response();
+        return Some(json!({ "response_action": "errors",
+            "errors": { "reason": format!("there is no resource called {name:?} any more") } }));
     };
     let values = &view["state"]["values"];
     let mut fields = std::collections::BTreeMap::new();
@@ -457,9 +475,8 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Response {
     let duration = match duration.transpose() {
         Ok(d) => d,
         Err(e) => {
-            return axum::Json(json!({ "response_action": "errors",
-                "errors": { "duration": e.to_string() } }))
-            .into_response();
+            return Some(json!({ "response_action": "errors",
+                "errors": { "duration": e.to_string() } }));
         }
     };
     let input = engine::CreateRequest {
@@ -478,7 +495,7 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Response {
         break_glass: false,
     };
     match engine.create_request(actor, input).await {
-        Ok(_) => StatusCode::OK.into_response(),
+        Ok(_) => None,
         Err(e) => {
             let message = refusal(&e);
             // Put the message under the field it names, if it names one.
@@ -487,21 +504,23 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Response {
                 .iter()
                 .find(|f| message.contains(&format!("field {:?}", f.name)))
                 .map_or_else(|| "reason".to_owned(), |f| format!("field.{}", f.name));
-            axum::Json(json!({ "response_action": "errors", "errors": { block: message } }))
-                .into_response()
+            Some(json!({ "response_action": "errors", "errors": { block: message } }))
         }
     }
 }
 
 /// An external select's options (`block_suggestion`): a dynamic field's choices from the same
 /// options code as the portal, those containing what was typed, at most 100.
-async fn suggest(engine: &Engine, user: &str, p: &Value) -> Response {
-    let empty = || axum::Json(json!({ "options": [] })).into_response();
+async fn suggest(engine: &Engine, user: &str, p: &Value) -> Answer {
+    let empty = || Some(json!({ "options": [] }));
     if linked(engine, user).await.is_err() {
         return empty();
     }
     let resource = p["view"]["private_metadata"].as_str().unwrap_or_default();
-    let Some(field) = p["block_id"].as_str().and_then(|b| b.strip_prefix("field.")) else {
+    let Some(field) = p["block_id"]
+        .as_str()
+        .and_then(|b| b.strip_prefix("field."))
+    else {
         return empty();
     };
     let typed = p["value"].as_str().unwrap_or_default().to_lowercase();
@@ -517,5 +536,108 @@ async fn suggest(engine: &Engine, user: &str, p: &Value) -> Response {
             json!({ "text": { "type": "plain_text", "text": label }, "value": o.value })
         })
         .collect();
-    axum::Json(json!({ "options": shown })).into_response()
+    Some(json!({ "options": shown }))
+}
+
+/// Envelope ids remembered per connection, so that one Slack delivers again is acknowledged
+/// without being acted on twice.
+const SEEN: usize = 1000;
+
+/// Socket Mode (item 2): keeps a connection to Slack open while the configuration says
+/// `mode = "socket"`, and answers each envelope as `/slack/events` answers the same request.
+/// It reconnects at once when Slack asks (`disconnect`) or closes the connection, and after a
+/// failure waits 1, 2, 4 … up to 30 seconds. Returns when `stop` says so, or when the
+/// configuration no longer has a Socket Mode channel.
+pub async fn run_socket(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    let mut seen: std::collections::VecDeque<String> = Default::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let config = engine.config();
+        let Some((_, ch)) = config.slack() else {
+            return;
+        };
+        let config::SlackMode::Socket { app_token } = &ch.mode else {
+            return;
+        };
+        let served = match engine::socket::Socket::open(&engine, ch, app_token).await {
+            Ok(socket) => {
+                failures = 0;
+                tracing::info!("connected to Slack (Socket Mode)");
+                serve(&engine, socket, &mut seen, &mut stop).await
+            }
+            Err(e) => Err(e),
+        };
+        match served {
+            Ok(Served::Stopped) => return,
+            Ok(Served::Reconnect) => {}
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = std::time::Duration::from_secs(1 << failures.min(5))
+                    .min(std::time::Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in = ?wait, "Slack's Socket Mode connection failed");
+                tokio::select! {
+                    _ = engine::clock::pause(wait) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+enum Served {
+    Stopped,
+    Reconnect,
+}
+
+async fn serve(
+    engine: &Arc<Engine>,
+    mut socket: engine::socket::Socket,
+    seen: &mut std::collections::VecDeque<String>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Served, String> {
+    use engine::socket::Incoming;
+    loop {
+        let incoming = tokio::select! {
+            r = socket.next() => r?,
+            _ = stop.changed() => {
+                socket.close().await;
+                return Ok(Served::Stopped);
+            }
+        };
+        match incoming {
+            Incoming::Envelope { id, kind, payload } => {
+                let answer = if seen.contains(&id) {
+                    None
+                } else {
+                    if seen.len() >= SEEN {
+                        seen.pop_front();
+                    }
+                    seen.push_back(id.clone());
+                    envelope(engine, &kind, payload).await
+                };
+                socket.ack(&id, answer).await?;
+            }
+            Incoming::Reconnect => return Ok(Served::Reconnect),
+            Incoming::Other => {}
+        }
+    }
+}
+
+/// One Socket Mode envelope, answered as its HTTP twin is.
+async fn envelope(engine: &Arc<Engine>, kind: &str, payload: Value) -> Answer {
+    match kind {
+        "slash_commands" => {
+            let field = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
+            let (user, text, trigger) = (field("user_id"), field("text"), field("trigger_id"));
+            if user.is_empty() {
+                return None;
+            }
+            command(engine.clone(), &user, &text, trigger).await
+        }
+        "interactive" => interaction(engine.clone(), payload).await,
+        _ => None,
+    }
 }

@@ -79,10 +79,16 @@ async fn seed_001_three_step_workflow_from_request_to_active_grant() {
         after_dan["summary"]["status"],
         "Pending: step 2 of 3, 1 of 2 approvals"
     );
-    assert_eq!(after_dan["summary"]["waiting_on"], json!(["eve@example.com"]));
+    assert_eq!(
+        after_dan["summary"]["waiting_on"],
+        json!(["eve@example.com"])
+    );
     assert_eq!(after_step_2["current_step"], 3);
     assert_eq!(approved["state"], "approved");
-    assert_eq!(approved["summary"]["status"], "Approved by frank@example.com");
+    assert_eq!(
+        approved["summary"]["status"],
+        "Approved by frank@example.com"
+    );
     let grant = app.grant("grace", &approved["grant_id"]).await;
     assert_eq!(grant["state"], "active");
     assert_eq!(grant["subject"], "grace@example.com");

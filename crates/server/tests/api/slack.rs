@@ -39,6 +39,8 @@ struct FakeState {
     script: BTreeMap<String, VecDeque<(u16, Option<u64>, Value)>>,
     /// users.info's emails, by Slack user id.
     emails: BTreeMap<String, String>,
+    /// What apps.connections.open answers: the fake Socket Mode server's URL.
+    socket_url: Option<String>,
 }
 
 /// A fake Slack Web API on loopback.
@@ -133,6 +135,10 @@ async fn answer(
         "chat.update" => json!({ "ok": true, "channel": channel, "ts": body["ts"] }),
         "chat.postEphemeral" => json!({ "ok": true, "message_ts": ts }),
         "views.open" => json!({ "ok": true, "view": { "id": "V1" } }),
+        "apps.connections.open" => match &s.socket_url {
+            Some(url) => json!({ "ok": true, "url": url }),
+            None => json!({ "ok": false, "error": "not_allowed_token_type" }),
+        },
         "users.info" => {
             let user = body["user"].as_str().unwrap_or_default();
             match s.emails.get(user) {
@@ -274,8 +280,7 @@ impl Slack {
     }
 
     pub async fn payload(&self, app: &TestApp, payload: &Value) -> (StatusCode, String) {
-        let body =
-            serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form");
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).expect("form");
         self.send(app, &body).await
     }
 
@@ -389,7 +394,12 @@ fn card_posts(fake: &FakeSlack) -> Vec<(String, Value)> {
         .into_iter()
         .filter(|c| c.body.get("thread_ts").is_none() && has_button(&c.body, "cs_view"))
         .filter(|c| text_of(&c.body).contains("asks for"))
-        .map(|c| (c.body["channel"].as_str().unwrap_or_default().to_owned(), c.body))
+        .map(|c| {
+            (
+                c.body["channel"].as_str().unwrap_or_default().to_owned(),
+                c.body,
+            )
+        })
         .collect()
 }
 
@@ -430,7 +440,13 @@ async fn rule_35_bad_signatures_old_timestamps_and_unlinked_users_change_nothing
         .expect("POST")
         .status();
     let (unlinked, answer) = slack
-        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .submit(
+            &app,
+            "carol",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, ""),
+        )
         .await;
     slack.click(&app, "carol", "cs_approve", &id).await;
 
@@ -453,8 +469,15 @@ async fn rule_35_bad_signatures_old_timestamps_and_unlinked_users_change_nothing
     })
     .await;
     assert_eq!(told[0].body["user"], slack_id("carol"));
-    assert!(text_of(&told[0].body).contains("not linked"), "{:?}", told[0]);
-    assert!(fake.calls("views.open").is_empty(), "no modal for an unlinked user");
+    assert!(
+        text_of(&told[0].body).contains("not linked"),
+        "{:?}",
+        told[0]
+    );
+    assert!(
+        fake.calls("views.open").is_empty(),
+        "no modal for an unlinked user"
+    );
     assert!(
         fake.calls("users.info").is_empty(),
         "match_by_email is off by default: Slack is not asked for an email"
@@ -462,7 +485,11 @@ async fn rule_35_bad_signatures_old_timestamps_and_unlinked_users_change_nothing
     assert!(told[0].auth == format!("Bearer {BOT_TOKEN}"));
     let now_req = app.request("grace", &req).await;
     assert_eq!(now_req["state"], "pending");
-    assert_eq!(now_req["steps"][0]["reviews"], json!([]), "nothing was recorded");
+    assert_eq!(
+        now_req["steps"][0]["reviews"],
+        json!([]),
+        "nothing was recorded"
+    );
 }
 
 /// Rule 35: the link flow end to end: `/countersign link` answers only to its user with a
@@ -489,7 +516,11 @@ async fn rule_35_linking_a_slack_account_through_the_portal() {
         "a link URL works once: {}",
         reused.html
     );
-    assert!(help["text"].as_str().is_some_and(|t| t.contains("/countersign link")));
+    assert!(
+        help["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("/countersign link"))
+    );
     let (_, audit) = app.get("root", "/v1/audit?limit=500").await;
     let linked: Vec<&Value> = audit["events"]
         .as_array()
@@ -529,7 +560,13 @@ async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
     // Act
     // grace, the requester, cannot approve her own request from Slack.
     let (own, own_answer) = slack
-        .submit(&app, "grace", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .submit(
+            &app,
+            "grace",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, ""),
+        )
         .await;
     slack.click(&app, "carol", "cs_approve", &id).await;
     let modal = eventually("carol's approve modal opens", async || {
@@ -537,19 +574,37 @@ async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
     })
     .await;
     let (s1, a1) = slack
-        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, "ok"))
+        .submit(
+            &app,
+            "carol",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, "ok"),
+        )
         .await;
     app.tick().await;
     let after_step_1 = cards(&fake);
     for user in ["dan", "eve"] {
         let (s, a) = slack
-            .submit(&app, user, "cs_approve_modal", &id, approve_values("1h", false, ""))
+            .submit(
+                &app,
+                user,
+                "cs_approve_modal",
+                &id,
+                approve_values("1h", false, ""),
+            )
             .await;
         assert_eq!((s, a), (StatusCode::OK, Value::Null), "{user} approves");
     }
     app.tick().await;
     let (s3, a3) = slack
-        .submit(&app, "frank", "cs_approve_modal", &id, approve_values("1h", true, ""))
+        .submit(
+            &app,
+            "frank",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", true, ""),
+        )
         .await;
     app.tick().await;
 
@@ -587,7 +642,10 @@ async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
         "{updated:?}"
     );
     for card in after_step_1.values() {
-        assert!(text_of(card).contains("Pending: step 2 of 3, 0 of 2 approvals"), "{card}");
+        assert!(
+            text_of(card).contains("Pending: step 2 of 3, 0 of 2 approvals"),
+            "{card}"
+        );
         assert!(has_button(card, "cs_approve"));
     }
     assert_eq!((s3, a3), (StatusCode::OK, Value::Null));
@@ -604,7 +662,9 @@ async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
     posted.sort_unstable();
     assert_eq!(
         posted,
-        ["UCAROL", "UDAN", "UEVE", "UFRANK", "access", "access", "access"],
+        [
+            "UCAROL", "UDAN", "UEVE", "UFRANK", "access", "access", "access"
+        ],
         "a card per step to its linked reviewers and to #access"
     );
     assert_eq!(last.len(), 7, "every copy was updated: {:?}", last.keys());
@@ -677,7 +737,10 @@ async fn rule_36_a_portal_decision_and_an_expiry_update_the_card() {
             text_of(c).contains("Denied by bob@example.com: use the replica"),
             "{c}"
         );
-        assert!(!has_button(c, "cs_approve") && has_button(c, "cs_view"), "{c}");
+        assert!(
+            !has_button(c, "cs_approve") && has_button(c, "cs_view"),
+            "{c}"
+        );
     }
     for c in &expired_cards {
         assert!(text_of(c).contains("Expired without a decision"), "{c}");
@@ -690,7 +753,10 @@ async fn rule_36_a_portal_decision_and_an_expiry_update_the_card() {
         .map(|c| text_of(&c.body))
         .collect();
     assert_eq!(dms.len(), 2, "{dms:?}");
-    assert!(dms.iter().any(|d| d.contains("was denied") && d.contains("use the replica")));
+    assert!(
+        dms.iter()
+            .any(|d| d.contains("was denied") && d.contains("use the replica"))
+    );
     assert!(dms.iter().any(|d| d.contains("expired without a decision")));
 }
 
@@ -703,7 +769,12 @@ async fn slack_rate_limit_is_honoured_and_a_missing_channel_is_not_retried() {
     let app = spawn(&fake, "").await;
     let slack = Slack::new(&app);
     link(&app, &slack, "carol").await;
-    fake.script("chat.postMessage", 429, Some(2), json!({ "ok": false, "error": "ratelimited" }));
+    fake.script(
+        "chat.postMessage",
+        429,
+        Some(2),
+        json!({ "ok": false, "error": "ratelimited" }),
+    );
     fake.script(
         "chat.postMessage",
         200,
@@ -726,11 +797,17 @@ async fn slack_rate_limit_is_honoured_and_a_missing_channel_is_not_retried() {
     let after_2s = fake.calls("chat.postMessage").len();
     app.advance(Duration::from_secs(3600)).await;
     let (_, list) = app
-        .get("root", &format!("/v1/requests/{}/notifications", id_of(&req)))
+        .get(
+            "root",
+            &format!("/v1/requests/{}/notifications", id_of(&req)),
+        )
         .await;
 
     // Assert
-    assert_eq!(first, 2, "both copies tried: one was rate limited, one refused");
+    assert_eq!(
+        first, 2,
+        "both copies tried: one was rate limited, one refused"
+    );
     assert_eq!(after_1s, 2, "nothing is sent before Retry-After");
     assert_eq!(after_2s, 3, "the rate-limited copy is sent after 2 s");
     let items = list["notifications"].as_array().expect("notifications");
@@ -742,7 +819,10 @@ async fn slack_rate_limit_is_honoured_and_a_missing_channel_is_not_retried() {
     assert_eq!(slack.len(), 4, "{list}");
     let delivered: Vec<&&Value> = slack.iter().filter(|n| n["state"] == "delivered").collect();
     assert_eq!(delivered.len(), 1, "{list}");
-    assert_eq!(delivered[0]["attempt_count"], 2, "sent on its second attempt");
+    assert_eq!(
+        delivered[0]["attempt_count"], 2,
+        "sent on its second attempt"
+    );
     let refused: Vec<&&Value> = slack
         .iter()
         .filter(|n| text_of(n).contains("channel_not_found"))
@@ -850,7 +930,13 @@ async fn slack_payloads_pass_slack_sdks_models() {
         )
         .await;
     slack
-        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", true, "ok"))
+        .submit(
+            &app,
+            "carol",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", true, "ok"),
+        )
         .await;
     for user in ["dan", "eve", "frank"] {
         app.approve(user, &req).await;
@@ -894,11 +980,15 @@ async fn slack_payloads_pass_slack_sdks_models() {
             }
             _ => continue,
         };
-        items.push(json!({ "what": format!("{n} {}", c.method), "kind": kind, "payload": payload }));
+        items
+            .push(json!({ "what": format!("{n} {}", c.method), "kind": kind, "payload": payload }));
     }
     items.push(json!({ "what": "the request modal", "kind": "view", "payload": next["view"] }));
     let has = |what: &str| items.iter().any(|i| i.to_string().contains(what));
-    assert!(has("cs_extend") && has("cs_drop") && has("cs_extend_modal"), "{items:?}");
+    assert!(
+        has("cs_extend") && has("cs_drop") && has("cs_extend_modal"),
+        "{items:?}"
+    );
     assert!(has("cs_pick_modal") && has("external_select") && has("number_input"));
     let path = app.dir.path().join("slack-payloads.json");
     std::fs::write(&path, serde_json::to_string(&items).expect("JSON")).expect("write");
@@ -941,19 +1031,34 @@ notify "cards" {{
         link(&app, &slack, user).await;
     }
     let req = app
-        .create("grace", json!({ "resource": "prod-root", "reason": "rotate keys" }))
+        .create(
+            "grace",
+            json!({ "resource": "prod-root", "reason": "rotate keys" }),
+        )
         .await;
     let id = id_of(&req).to_owned();
     app.tick().await;
 
     // Act
     let (s1, a1) = slack
-        .submit(&app, "carol", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .submit(
+            &app,
+            "carol",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, ""),
+        )
         .await;
     app.tick().await;
     slack.click(&app, "dan", "cs_approve", &id).await;
     let (s2, a2) = slack
-        .submit(&app, "dan", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .submit(
+            &app,
+            "dan",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, ""),
+        )
         .await;
 
     // Assert
@@ -983,7 +1088,10 @@ notify "cards" {{
     assert_eq!(r["state"], "pending");
     assert_eq!(r["current_step"], 2);
     let approved = app.approve("dan", &req).await;
-    assert_eq!(approved["state"], "approved", "the portal and the API still decide");
+    assert_eq!(
+        approved["state"], "approved",
+        "the portal and the API still decide"
+    );
 }
 
 /// Item 4: Assign and Comment from the card. A reviewer assigns the step to a linked Slack
@@ -1006,9 +1114,7 @@ async fn slack_assign_and_comment_from_the_card() {
         .await;
     let id = id_of(&req).to_owned();
     app.tick().await;
-    let assign_to = |who: &str| {
-        json!({ "assignee": { "assignee": { "type": "users_select", "selected_user": who } } })
-    };
+    let assign_to = |who: &str| json!({ "assignee": { "assignee": { "type": "users_select", "selected_user": who } } });
 
     // Act
     slack.click(&app, "carol", "cs_assign", &id).await;
@@ -1022,7 +1128,13 @@ async fn slack_assign_and_comment_from_the_card() {
         .submit(&app, "carol", "cs_assign_modal", &id, assign_to("UNOBODY"))
         .await;
     let (s1, a1) = slack
-        .submit(&app, "carol", "cs_assign_modal", &id, assign_to(&slack_id("mallory")))
+        .submit(
+            &app,
+            "carol",
+            "cs_assign_modal",
+            &id,
+            assign_to(&slack_id("mallory")),
+        )
         .await;
     let (s2, a2) = slack
         .submit(
@@ -1092,7 +1204,13 @@ async fn slack_assign_and_comment_from_the_card() {
     );
     // mallory, assigned, now decides from Slack.
     let (s3, a3) = slack
-        .submit(&app, "mallory", "cs_approve_modal", &id, approve_values("1h", false, ""))
+        .submit(
+            &app,
+            "mallory",
+            "cs_approve_modal",
+            &id,
+            approve_values("1h", false, ""),
+        )
         .await;
     assert_eq!((s3, a3), (StatusCode::OK, Value::Null));
     assert_eq!(app.request("grace", &req).await["current_step"], 2);
@@ -1200,7 +1318,13 @@ async fn slack_request_from_the_slash_command_modal() {
     assert_eq!(element("field.urgency")["type"], "static_select");
     assert_eq!(element("field.pokemon")["type"], "external_select");
     assert_eq!(element("duration")["type"], "static_select");
-    assert_eq!(element("duration")["options"].as_array().expect("options").len(), 4);
+    assert_eq!(
+        element("duration")["options"]
+            .as_array()
+            .expect("options")
+            .len(),
+        4
+    );
     let offered: Value = serde_json::from_str(&offered).expect("JSON");
     assert_eq!(
         offered["options"],
@@ -1219,7 +1343,11 @@ async fn slack_request_from_the_slash_command_modal() {
     assert_eq!(req["fields"]["rows"], 42);
     assert_eq!(req["duration"], "4h");
     assert_eq!(req["reason"], "release 2.3");
-    assert_eq!(mine["requests"].as_array().expect("list").len(), 1, "one request");
+    assert_eq!(
+        mine["requests"].as_array().expect("list").len(),
+        1,
+        "one request"
+    );
 }
 
 /// Item 6: the requester's DM before the grant ends has Extend and Drop, which go through the
@@ -1308,11 +1436,229 @@ notify "requester" {{
         .expect("an extension request");
     assert_eq!(extension["state"], "pending");
     assert_eq!(extension["reason"], "still on it");
-    assert!(text_of(&told[0].body).contains("not linked"), "mallory: {:?}", told[0].body);
-    assert!(text_of(&told[1].body).contains("was dropped"), "{:?}", told[1].body);
+    assert!(
+        text_of(&told[0].body).contains("not linked"),
+        "mallory: {:?}",
+        told[0].body
+    );
+    assert!(
+        text_of(&told[1].body).contains("was dropped"),
+        "{:?}",
+        told[1].body
+    );
     let g = app.grant("grace", &json!(grant)).await;
     assert!(
         ["revoked", "revoking"].contains(&g["state"].as_str().unwrap_or_default()),
         "{g}"
     );
+}
+
+/// One Socket Mode connection the app opened to the fake: what the test sends it, and what
+/// the app acknowledged.
+struct SocketConn {
+    to_app: tokio::sync::mpsc::UnboundedSender<String>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl SocketConn {
+    fn send(&self, v: Value) {
+        self.to_app
+            .send(v.to_string())
+            .expect("the connection is open");
+    }
+
+    /// Sends an envelope and waits for its acknowledgement.
+    async fn envelope(&mut self, id: &str, kind: &str, payload: Value) -> Value {
+        self.send(json!({ "envelope_id": id, "type": kind, "payload": payload,
+                          "accepts_response_payload": true }));
+        tokio::time::timeout(Duration::from_secs(10), self.acks.recv())
+            .await
+            .expect("acknowledged in time")
+            .expect("an acknowledgement")
+    }
+}
+
+/// A fake of Slack's Socket Mode WebSocket server on loopback: each connection the app opens
+/// is greeted with `hello` and handed to the test.
+struct FakeSocket {
+    url: String,
+    conns: tokio::sync::mpsc::UnboundedReceiver<SocketConn>,
+}
+
+impl FakeSocket {
+    async fn start() -> FakeSocket {
+        use futures_util::{SinkExt, StreamExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (conn_tx, conns) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    continue;
+                };
+                let (mut sink, mut stream) = ws.split();
+                let (to_app, mut outbox) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+                let hello = json!({ "type": "hello", "num_connections": 1 }).to_string();
+                if sink
+                    .send(tokio_tungstenite::tungstenite::Message::Text(hello.into()))
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    while let Some(text) = outbox.recv().await {
+                        let close = text == "close";
+                        let msg = if close {
+                            tokio_tungstenite::tungstenite::Message::Close(None)
+                        } else {
+                            tokio_tungstenite::tungstenite::Message::Text(text.into())
+                        };
+                        if sink.send(msg).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some(Ok(m)) = stream.next().await {
+                        if let tokio_tungstenite::tungstenite::Message::Text(t) = m
+                            && let Ok(v) = serde_json::from_str::<Value>(t.as_str())
+                        {
+                            let _ = ack_tx.send(v);
+                        }
+                    }
+                });
+                if conn_tx.send(SocketConn { to_app, acks }).is_err() {
+                    return;
+                }
+            }
+        });
+        FakeSocket {
+            url: format!("ws://{addr}/link"),
+            conns,
+        }
+    }
+
+    async fn next(&mut self) -> SocketConn {
+        tokio::time::timeout(Duration::from_secs(10), self.conns.recv())
+            .await
+            .expect("the app connects in time")
+            .expect("a connection")
+    }
+}
+
+/// Item 2, Socket Mode: the app opens its connection with the app-level token, links an
+/// account and approves over the WebSocket (each envelope acknowledged, a modal's answer in
+/// the acknowledgement), ignores an envelope Slack delivers twice, and reconnects when Slack
+/// says `disconnect`; `/slack/events` takes nothing in this mode.
+#[tokio::test]
+async fn slack_socket_mode_approves_over_the_websocket_and_reconnects() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let mut socket = FakeSocket::start().await;
+    fake.state.lock().expect("lock").socket_url = Some(socket.url.clone());
+    let app = spawn(
+        &fake,
+        r#"mode = "socket"
+  app_token = "xapp-1-test""#,
+    )
+    .await;
+    let slack = Slack::new(&app);
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "4h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    let mut conn = socket.next().await;
+    let approve = |user: &str| {
+        json!({
+            "type": "view_submission",
+            "user": { "id": slack_id(user) },
+            "view": { "callback_id": "cs_approve_modal", "private_metadata": id,
+                      "state": { "values": approve_values("1h", false, "") } },
+        })
+    };
+    let comment = json!({
+        "type": "view_submission",
+        "user": { "id": slack_id("carol") },
+        "view": { "callback_id": "cs_comment_modal", "private_metadata": id,
+                  "state": { "values": { "comment": { "comment": {
+                      "type": "plain_text_input", "value": "on it" } } } } },
+    });
+
+    // Act
+    let body = serde_urlencoded::to_string([
+        ("command", "/countersign"),
+        ("text", "help"),
+        ("user_id", "UCAROL"),
+    ])
+    .expect("form");
+    let (over_http, _) = slack.send(&app, &body).await;
+    let linked = conn
+        .envelope(
+            "env-1",
+            "slash_commands",
+            json!({ "command": "/countersign", "text": "link", "user_id": slack_id("carol"),
+                    "trigger_id": "t1" }),
+        )
+        .await;
+    let text = linked["payload"]["text"]
+        .as_str()
+        .expect("the link answer")
+        .to_owned();
+    let start = text.find("/slack/link/").expect("a link URL");
+    let path: String = text[start..].chars().take_while(|c| *c != '|').collect();
+    let mut web = Web::sign_in(&app, "carol").await;
+    let page = web.get(&path).await;
+    let token = csrf(&page.html);
+    web.post(&path, &[("csrf", &token)]).await;
+    let approved = conn
+        .envelope("env-2", "interactive", approve("carol"))
+        .await;
+    let first = conn.envelope("env-3", "interactive", comment.clone()).await;
+    let again = conn.envelope("env-3", "interactive", comment).await;
+    conn.send(json!({ "type": "disconnect", "reason": "refresh_requested" }));
+    let mut conn2 = socket.next().await;
+    let unlinked = conn2.envelope("env-4", "interactive", approve("dan")).await;
+
+    // Assert
+    assert_eq!(
+        over_http,
+        StatusCode::NOT_FOUND,
+        "no HTTP requests in Socket Mode"
+    );
+    assert_eq!(linked["envelope_id"], "env-1");
+    assert_eq!(linked["payload"]["response_type"], "ephemeral");
+    assert_eq!(
+        approved,
+        json!({ "envelope_id": "env-2" }),
+        "acknowledged, modal closed"
+    );
+    assert_eq!(first, json!({ "envelope_id": "env-3" }));
+    assert_eq!(
+        again,
+        json!({ "envelope_id": "env-3" }),
+        "acknowledged again"
+    );
+    assert_eq!(unlinked["envelope_id"], "env-4");
+    assert_eq!(
+        unlinked["payload"]["response_action"], "errors",
+        "{unlinked}"
+    );
+    let r = app.request("grace", &req).await;
+    assert_eq!(r["current_step"], 2, "carol's approval over the WebSocket");
+    assert_eq!(r["steps"][0]["reviews"][0]["duration"], "1h");
+    assert_eq!(
+        r["comments"].as_array().expect("comments").len(),
+        1,
+        "an envelope delivered twice is acted on once: {r}"
+    );
+    let opens = fake.calls("apps.connections.open");
+    assert_eq!(opens.len(), 2, "reconnected after disconnect");
+    assert!(opens.iter().all(|c| c.auth == "Bearer xapp-1-test"));
 }
