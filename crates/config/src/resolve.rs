@@ -692,7 +692,7 @@ fn check_via(v: &str, channels: &BTreeMap<String, Channel>) -> Result<Via, Strin
             "{v:?}: a webhook channel takes no destination (its url is the destination)"
         )),
         (Some(Channel::Slack(_)), Some(d)) if !slack_destination(d) => Err(format!(
-            "{v:?}: the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)"
+            "{v:?}: the destination of a slack channel is #channel-name, a channel id (C…, G…, D…) or @ a member id (@U…, @W…)"
         )),
         _ => Ok(parsed),
     }

@@ -929,6 +929,6 @@ notify "bad" {
         test.hcl:19: in channel "odd": api_url must use https (plain http only to hosts listed in the server's outbound_allow)
         test.hcl:20: in channel "odd": host does not apply to a slack channel
         test.hcl:30: in channel "second": channel "primary" is already the slack channel; one Slack app per server
-        test.hcl:38: in notify "bad": "primary:#Upper Case": the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)
-        test.hcl:38: in notify "bad": "primary:alice@example.com": the destination of a slack channel is #channel-name, a channel id (C…, G…) or @ a member id (@U…)"#]].assert_eq(&out);
+        test.hcl:38: in notify "bad": "primary:#Upper Case": the destination of a slack channel is #channel-name, a channel id (C…, G…, D…) or @ a member id (@U…, @W…)
+        test.hcl:38: in notify "bad": "primary:alice@example.com": the destination of a slack channel is #channel-name, a channel id (C…, G…, D…) or @ a member id (@U…, @W…)"#]].assert_eq(&out);
 }

@@ -441,7 +441,8 @@ async fn record(
                 d.url.clone(),
                 domain::Notice {
                     channel: n.channel.clone(),
-                    event: domain::notify::NotifyEvent::StepEntered,
+                    // An ended request's refresh also says the outcome in the thread.
+                    event: crate::slack::refresh_event(&r),
                     to: None,
                     people: vec![],
                     seq: n.seq,

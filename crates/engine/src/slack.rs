@@ -62,6 +62,7 @@ const MAX_SELECT: usize = 100;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     Missing,
+    Malformed,
     Stale,
     BadSignature,
 }
@@ -70,6 +71,7 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Refused::Missing => "X-Slack-Request-Timestamp and X-Slack-Signature are required",
+            Refused::Malformed => "X-Slack-Request-Timestamp is not a number of seconds",
             Refused::Stale => "the request's timestamp is more than five minutes from now",
             Refused::BadSignature => "the request's signature is wrong",
         })
@@ -89,7 +91,7 @@ pub fn verify_signature(
     let (Some(ts), Some(sig)) = (timestamp, signature) else {
         return Err(Refused::Missing);
     };
-    let secs: i64 = ts.trim().parse().map_err(|_| Refused::Stale)?;
+    let secs: i64 = ts.trim().parse().map_err(|_| Refused::Malformed)?;
     if (now.millis().div_euclid(1000) - secs).abs() > MAX_SKEW_SECS {
         return Err(Refused::Stale);
     }
@@ -269,6 +271,18 @@ fn changes_card(event: NotifyEvent) -> bool {
             | NotifyEvent::RequestCancelled
             | NotifyEvent::RequestExpired
     )
+}
+
+/// The event a refresh of `r` as it is now stands for: its outcome once it has ended (so the
+/// thread says it), a step's entry while it waits.
+pub(crate) fn refresh_event(r: &Request) -> NotifyEvent {
+    match r.state {
+        RequestState::Approved => NotifyEvent::RequestApproved,
+        RequestState::Denied => NotifyEvent::RequestDenied,
+        RequestState::Cancelled => NotifyEvent::RequestCancelled,
+        RequestState::Expired => NotifyEvent::RequestExpired,
+        RequestState::Pending => NotifyEvent::StepEntered,
+    }
 }
 
 fn ends_request(event: NotifyEvent) -> bool {
@@ -789,6 +803,31 @@ pub(crate) async fn deliver(
     } else {
         match engine.store.slack_account(to).await {
             Ok(Some(account)) => account,
+            Ok(None) if ch.match_by_email => {
+                // Slack's account with this person's email (users:read.email).
+                let found = call(
+                    &sender,
+                    ch,
+                    "users.lookupByEmail",
+                    &json!({ "email": to }),
+                    now,
+                )
+                .await;
+                match found.body.as_ref().and_then(|b| b["user"]["id"].as_str()) {
+                    Some(id) => id.to_owned(),
+                    None if found.hopeless || found.error.is_none() => {
+                        return hopeless(format!(
+                            "{to} has not linked a Slack account, and Slack knows no user with that email"
+                        ));
+                    }
+                    None => {
+                        return Sent {
+                            reply: found,
+                            posted: None,
+                        };
+                    }
+                }
+            }
             Ok(None) => {
                 return hopeless(format!(
                     "{to} has not linked a Slack account (/countersign link)"
@@ -1037,7 +1076,7 @@ impl Engine {
     /// Starts linking a Slack account (`/countersign link`): a one-time secret, valid for
     /// [`LINK_TTL_MS`], kept in the database (any replica may finish it). Returns the secret
     /// for the portal URL.
-    pub async fn start_slack_link(&self, account: &str) -> Result<String, EngineError> {
+    pub async fn start_slack_link(&self, account: &str, name: &str) -> Result<String, EngineError> {
         let now = self.now();
         let secret = crate::tokens::random_secret();
         let row = store::SessionRow {
@@ -1047,7 +1086,7 @@ impl Engine {
             ),
             subject: String::new(),
             csrf: String::new(),
-            data: account.to_owned(),
+            data: json!({ "account": account, "name": name }).to_string(),
             created_at: now,
             expires_at: now.plus(domain::Span::from_secs(
                 u64::try_from(LINK_TTL_MS / 1000).unwrap_or(600),
@@ -1068,14 +1107,17 @@ impl Engine {
         Ok(secret)
     }
 
-    /// The Slack account a link secret names, without taking it (the portal's confirmation
-    /// page), if it is still valid.
-    pub async fn slack_link_account(&self, secret: &str) -> Result<Option<String>, EngineError> {
+    /// The Slack account (its id and the name Slack gave with the command) a link secret
+    /// names, without taking it (the portal's confirmation page), if it is still valid.
+    pub async fn slack_link_account(
+        &self,
+        secret: &str,
+    ) -> Result<Option<(String, String)>, EngineError> {
         let hash = format!(
             "{LINK_PREFIX}{}",
             store::chain::sha256_hex(secret.as_bytes())
         );
-        Ok(self.session(&hash).await?.map(|r| r.data))
+        Ok(self.session(&hash).await?.map(|r| link_data(&r.data)))
     }
 
     /// Finishes a link (rule 35): takes the secret once and links its Slack account to the
@@ -1106,15 +1148,23 @@ impl Engine {
                     )
                     .into());
                 };
-                tx.put_slack_link(&row.data, &person, now).await?;
+                let (account, _) = link_data(&row.data);
+                tx.put_slack_link(&account, &person, now).await?;
                 let ev = domain::Event::person(domain::EventKind::SlackLinked, &person)
-                    .with("slack_user", &row.data);
+                    .with("slack_user", &account);
                 tx.append(&ev, now).await?;
-                Ok(row.data)
+                Ok(account)
             })
         })
         .await
     }
+}
+
+/// A link under way's account id and name.
+fn link_data(data: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    (field("account"), field("name"))
 }
 
 #[cfg(test)]
@@ -1152,6 +1202,10 @@ mod tests {
         assert_eq!(
             verify_signature(secret, None, Some(sig), body, now),
             Err(Refused::Missing)
+        );
+        assert_eq!(
+            verify_signature(secret, Some("soon"), Some(sig), body, now),
+            Err(Refused::Malformed)
         );
         assert_eq!(
             verify_signature(secret, Some("1531420618"), Some("v1=00"), body, now),

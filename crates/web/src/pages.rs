@@ -1906,6 +1906,8 @@ pub(crate) async fn admin_audit(
 struct SlackLinkPage {
     layout: Layout,
     account: String,
+    /// The Slack user name the command came with.
+    name: String,
     person: String,
     secret: String,
     done: bool,
@@ -1920,7 +1922,7 @@ pub(crate) async fn slack_link_page(
     uri: Uri,
 ) -> Page {
     let viewer = signed_in(&portal, &current, &uri)?;
-    let account = portal
+    let (account, name) = portal
         .engine
         .slack_link_account(&secret)
         .await
@@ -1937,6 +1939,7 @@ pub(crate) async fn slack_link_page(
         &SlackLinkPage {
             layout: Layout::new("Link your Slack account", Some(&viewer)),
             account,
+            name,
             person: viewer.actor.id.clone(),
             secret,
             done: false,
@@ -1962,6 +1965,7 @@ pub(crate) async fn slack_link(
         &SlackLinkPage {
             layout: Layout::new("Slack account linked", Some(&viewer)),
             account,
+            name: String::new(),
             person: viewer.actor.id.clone(),
             secret: String::new(),
             done: true,

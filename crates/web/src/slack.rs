@@ -102,8 +102,13 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
     }
     match (field("command"), field("user_id")) {
         (Some(_), Some(user)) => {
-            let trigger = field("trigger_id").unwrap_or_default().to_owned();
-            respond(command(engine, user, field("text").unwrap_or_default(), trigger).await)
+            let c = Command {
+                user: user.to_owned(),
+                name: field("user_name").unwrap_or_default().to_owned(),
+                text: field("text").unwrap_or_default().to_owned(),
+                trigger: field("trigger_id").unwrap_or_default().to_owned(),
+            };
+            respond(command(engine, c).await)
         }
         _ => refuse(
             StatusCode::BAD_REQUEST,
@@ -118,7 +123,24 @@ fn ephemeral(text: &str) -> Answer {
 }
 
 /// `/countersign` (the request modal), `/countersign link` and `/countersign help`.
-async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -> Answer {
+/// A slash command: who typed it (their id, and the name Slack gives, shown on the link
+/// page), what they typed after `/countersign`, and the trigger a modal opens with.
+struct Command {
+    user: String,
+    name: String,
+    text: String,
+    trigger: String,
+}
+
+/// `/countersign` (the request modal), `/countersign link` and `/countersign help`.
+async fn command(engine: Arc<Engine>, c: Command) -> Answer {
+    let Command {
+        user,
+        name,
+        text,
+        trigger,
+    } = c;
+    let user = user.as_str();
     match text.trim() {
         "" | "request" => {
             if let Err(why) = linked(&engine, user).await {
@@ -133,7 +155,7 @@ async fn command(engine: Arc<Engine>, user: &str, text: &str, trigger: String) -
             });
             None
         }
-        "link" => match engine.start_slack_link(user).await {
+        "link" => match engine.start_slack_link(user, &name).await {
             Ok(secret) => {
                 let url = format!(
                     "{}/slack/link/{secret}",
@@ -631,11 +653,16 @@ async fn envelope(engine: &Arc<Engine>, kind: &str, payload: Value) -> Answer {
     match kind {
         "slash_commands" => {
             let field = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
-            let (user, text, trigger) = (field("user_id"), field("text"), field("trigger_id"));
-            if user.is_empty() {
+            let c = Command {
+                user: field("user_id"),
+                name: field("user_name"),
+                text: field("text"),
+                trigger: field("trigger_id"),
+            };
+            if c.user.is_empty() {
                 return None;
             }
-            command(engine.clone(), &user, &text, trigger).await
+            command(engine.clone(), c).await
         }
         "interactive" => interaction(engine.clone(), payload).await,
         _ => None,

@@ -139,6 +139,13 @@ async fn answer(
             Some(url) => json!({ "ok": true, "url": url }),
             None => json!({ "ok": false, "error": "not_allowed_token_type" }),
         },
+        "users.lookupByEmail" => {
+            let email = body["email"].as_str().unwrap_or_default();
+            match s.emails.iter().find(|(_, e)| e.as_str() == email) {
+                Some((id, _)) => json!({ "ok": true, "user": { "id": id } }),
+                None => json!({ "ok": false, "error": "users_not_found" }),
+            }
+        }
         "users.info" => {
             let user = body["user"].as_str().unwrap_or_default();
             match s.emails.get(user) {
@@ -881,6 +888,17 @@ async fn rule_35_match_by_email_acts_as_the_user_with_that_email() {
     assert_eq!(r["outcome"]["actioned_by"]["id"], email("carol"));
     assert_eq!(r["outcome"]["comment"], "not now");
     assert_eq!(fake.calls("users.info").len(), 2);
+    // Her card reached her by her email too, without a link; alice and bob, whom Slack does
+    // not know, were not reached.
+    app.tick().await;
+    let dms: Vec<String> = card_posts(&fake).into_iter().map(|(c, _)| c).collect();
+    assert!(dms.contains(&slack_id("carol")), "{dms:?}");
+    let looked_up = fake.calls("users.lookupByEmail");
+    assert_eq!(
+        looked_up.len(),
+        4,
+        "alice, bob and carol for the card, grace for the denial"
+    );
 }
 
 /// Every Block Kit message and modal the app sent in a whole flow (cards pending and
