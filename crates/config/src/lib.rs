@@ -562,6 +562,9 @@ pub struct SlackChannel {
     pub match_by_email: bool,
     /// How Slack's requests reach the server.
     pub mode: SlackMode,
+    /// The least time between two messages posted to one Slack channel (Slack takes about one
+    /// a second); zero does not pace.
+    pub per_channel_interval: Span,
     /// How long one Web API call may take.
     pub timeout: Span,
 }

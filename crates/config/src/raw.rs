@@ -268,6 +268,7 @@ pub struct RawChannel {
     pub app_token: Option<String>,
     pub api_url: Option<String>,
     pub match_by_email: Option<bool>,
+    pub per_channel_interval: Option<String>,
 }
 
 /// A `notify "NAME"` block: a routing rule of the notification router.

@@ -406,6 +406,11 @@ fn channel(
     only("app_token", c.app_token.is_some(), "slack");
     only("api_url", c.api_url.is_some(), "slack");
     only("match_by_email", c.match_by_email.is_some(), "slack");
+    only(
+        "per_channel_interval",
+        c.per_channel_interval.is_some(),
+        "slack",
+    );
     let timeout = span(loc, "timeout", c.timeout.as_deref(), errors)
         .unwrap_or(Span::from_secs(DEFAULT_CHANNEL_TIMEOUT_SECS));
     if timeout.secs() == 0 || timeout.secs() > 300 {
@@ -555,6 +560,21 @@ fn channel(
                 },
                 match_by_email: c.match_by_email.unwrap_or(false),
                 mode,
+                per_channel_interval: {
+                    // "0s" turns pacing off (a duration is otherwise longer than zero).
+                    let every = match c.per_channel_interval.as_deref() {
+                        Some("0s") => Some(Span::from_secs(0)),
+                        other => span(loc, "per_channel_interval", other, errors),
+                    }
+                    .unwrap_or(Span::from_secs(1));
+                    if every.secs() > 60 {
+                        errors.push(loc.err(
+                            Some("per_channel_interval"),
+                            "per_channel_interval must be at most 1m",
+                        ));
+                    }
+                    every
+                },
                 timeout,
             })
         }

@@ -268,6 +268,14 @@ impl Delivery {
         self.next_at = None;
     }
 
+    /// Waits, without an attempt, until `at`: the channel asked its destination be paced
+    /// (Slack takes about one message a second per channel).
+    pub fn defer(&mut self, at: Timestamp) {
+        if self.state == DeliveryState::Pending {
+            self.next_at = Some(at);
+        }
+    }
+
     /// Sends it again now, with the same id and body, and a fresh retry window.
     pub fn redeliver(&mut self, now: Timestamp) {
         self.state = DeliveryState::Pending;

@@ -248,6 +248,7 @@ async fn deliver(
     let mut mailed = false;
     let mut hopeless = false;
     let mut posted = None;
+    let mut deferred = None;
     let answer = match &d.notice {
         None => match engine.store.callback_secret(&d.request).await? {
             Some(secret) => post(&sender, &d.url, &d, &secret, started, None).await,
@@ -282,6 +283,7 @@ async fn deliver(
                 let sent = crate::slack::deliver(engine, s, &d, n, started).await;
                 hopeless = sent.reply.hopeless;
                 posted = sent.posted;
+                deferred = sent.deferred;
                 Answer {
                     status: sent.reply.status,
                     error: sent.reply.error,
@@ -325,6 +327,7 @@ async fn deliver(
                     mailed,
                     fraction,
                     posted,
+                    deferred,
                 };
                 let state = record(tx, &id, done, tried, &settings).await?;
                 // The receiver's next message, claimed as this one's claim ends.
@@ -368,6 +371,8 @@ struct Tried {
     fraction: f64,
     /// A Slack card was posted: its channel, `ts` and the status it showed.
     posted: Option<(String, String, String)>,
+    /// Not sent, paced until then: no attempt to record.
+    deferred: Option<Timestamp>,
 }
 
 /// Records one attempt at delivery `id` in `tx`, if this holder's claim on it still holds;
@@ -390,6 +395,11 @@ async fn record(
     };
     if d.state != DeliveryState::Pending {
         // Sent again by hand, or finished elsewhere, meanwhile.
+        tx.put_delivery(&d, None).await?;
+        return Ok(None);
+    }
+    if let Some(at) = tried.deferred {
+        d.defer(at);
         tx.put_delivery(&d, None).await?;
         return Ok(None);
     }

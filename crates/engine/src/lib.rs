@@ -194,6 +194,8 @@ pub struct Engine {
     delivery_slots: tokio::sync::Semaphore,
     /// Dynamic field options fetched lately.
     options: options::Cache,
+    /// When each Slack channel may next be posted to (item 8's pacing).
+    slack_pace: slack::Pace,
     /// This server's metrics.
     metrics: Metrics,
 }
@@ -356,6 +358,7 @@ impl Engine {
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
             options: Default::default(),
+            slack_pace: Default::default(),
             metrics,
         })
     }

@@ -766,6 +766,42 @@ pub(crate) struct Sent {
     pub reply: Reply,
     /// The card posted: its channel and `ts`, and the status it showed.
     pub posted: Option<(String, String, String)>,
+    /// Not sent: its channel was posted to less than `per_channel_interval` ago; try again
+    /// then, without counting an attempt.
+    pub deferred: Option<Timestamp>,
+}
+
+/// When each Slack channel may next be posted to, in this process (item 8). Replicas pace
+/// themselves each; Slack's 429s, honoured with `Retry-After`, cover the rest.
+#[derive(Default)]
+pub(crate) struct Pace {
+    next: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+}
+
+/// Channels whose pace is remembered at most; past it the oldest knowledge is dropped.
+const PACED: usize = 10_000;
+
+impl Pace {
+    /// Takes `channel`'s turn at `now` if it is free (`Ok`), or says when it will be.
+    fn take(&self, channel: &str, now: Timestamp, every: domain::Span) -> Result<(), Timestamp> {
+        if every.secs() == 0 {
+            return Ok(());
+        }
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = next.get(channel)
+            && *at > now
+        {
+            return Err(*at);
+        }
+        if next.len() >= PACED {
+            next.retain(|_, at| *at > now);
+            if next.len() >= PACED {
+                next.clear();
+            }
+        }
+        next.insert(channel.to_owned(), now.plus(every));
+        Ok(())
+    }
 }
 
 /// Delivers one Slack notification: a card refresh (`to: None`) updates every recorded copy
@@ -793,6 +829,7 @@ pub(crate) async fn deliver(
             ..Reply::default()
         },
         posted: None,
+        deferred: None,
     };
     let channel = if let Some(name) = to.strip_prefix('#') {
         name.to_owned()
@@ -824,6 +861,7 @@ pub(crate) async fn deliver(
                         return Sent {
                             reply: found,
                             posted: None,
+                            deferred: None,
                         };
                     }
                 }
@@ -840,6 +878,7 @@ pub(crate) async fn deliver(
                         ..Reply::default()
                     },
                     posted: None,
+                    deferred: None,
                 };
             }
         }
@@ -860,6 +899,15 @@ pub(crate) async fn deliver(
             Err(e) => return hopeless(format!("the notification's body is unreadable: {e}")),
         },
     };
+    if let Err(at) = engine
+        .slack_pace
+        .take(&channel, now, ch.per_channel_interval)
+    {
+        return Sent {
+            deferred: Some(at),
+            ..Sent::default()
+        };
+    }
     body["channel"] = Value::String(channel);
     body["unfurl_links"] = Value::Bool(false);
     let reply = call(&sender, ch, "chat.postMessage", &body, now).await;
@@ -870,7 +918,11 @@ pub(crate) async fn deliver(
         },
         _ => None,
     };
-    Sent { reply, posted }
+    Sent {
+        reply,
+        posted,
+        deferred: None,
+    }
 }
 
 /// Posts a comment in the thread of every copy of the request's card.
@@ -889,6 +941,7 @@ async fn comment_in_threads(
                 ..Reply::default()
             },
             posted: None,
+            deferred: None,
         };
     };
     let copies = match engine.store.slack_messages(&d.request).await {
@@ -900,6 +953,7 @@ async fn comment_in_threads(
                     ..Reply::default()
                 },
                 posted: None,
+                deferred: None,
             };
         }
     };
@@ -919,6 +973,7 @@ async fn comment_in_threads(
     Sent {
         reply: worst,
         posted: None,
+        deferred: None,
     }
 }
 
@@ -939,6 +994,7 @@ async fn update_copies(
             ..Reply::default()
         },
         posted: None,
+        deferred: None,
     };
     let copies = match engine.store.slack_messages(request).await {
         Ok(c) => c,
@@ -951,6 +1007,7 @@ async fn update_copies(
                 ..Reply::default()
             },
             posted: None,
+            deferred: None,
         };
     }
     let r = match engine.store.request(request).await {
@@ -963,6 +1020,7 @@ async fn update_copies(
                     ..Reply::default()
                 },
                 posted: None,
+                deferred: None,
             };
         }
         Err(e) => return failed(e.into()),
@@ -993,6 +1051,7 @@ async fn update_copies(
     Sent {
         reply: worst,
         posted: None,
+        deferred: None,
     }
 }
 

@@ -163,8 +163,15 @@ pub fn slack_id(user: &str) -> String {
     format!("U{}", user.to_uppercase())
 }
 
-/// The channel block of the fake, and the server settings it needs.
+/// The channel block of the fake, and the server settings it needs. Posts are not paced
+/// (the manual clock stands still between a test's steps) unless `extra` sets
+/// `per_channel_interval`.
 pub fn slack_channel(fake: &FakeSlack, extra: &str) -> String {
+    let pace = if extra.contains("per_channel_interval") {
+        ""
+    } else {
+        "per_channel_interval = \"0s\""
+    };
     format!(
         r#"
 channel "slack" {{
@@ -173,6 +180,7 @@ channel "slack" {{
   signing_secret = "{SIGNING_SECRET}"
   api_url        = "{}"
   timeout        = "2s"
+  {pace}
   {extra}
 }}
 "#,
@@ -1679,4 +1687,65 @@ async fn slack_socket_mode_approves_over_the_websocket_and_reconnects() {
     let opens = fake.calls("apps.connections.open");
     assert_eq!(opens.len(), 2, "reconnected after disconnect");
     assert!(opens.iter().all(|c| c.auth == "Bearer xapp-1-test"));
+}
+
+/// Item 8: posts to one Slack channel are paced at Slack's one message a second (the
+/// default `per_channel_interval`), on the manual clock: a burst of three cards to `#access`
+/// goes out one a second, none lost and no attempt counted for the waits; DMs to other
+/// channels are not held back by it.
+#[tokio::test]
+async fn slack_posts_to_one_channel_are_paced_at_one_a_second() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "per_channel_interval = \"1s\"").await;
+    let slack = Slack::new(&app);
+    link(&app, &slack, "carol").await;
+    let ask = json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "1h" });
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(app.create("grace", ask.clone()).await);
+    }
+    let to = |channel: &str| {
+        card_posts(&fake)
+            .into_iter()
+            .filter(|(c, _)| c == channel)
+            .count()
+    };
+
+    // Act
+    app.tick().await;
+    let at_once = (to("access"), to("UCAROL"));
+    app.advance(Duration::from_millis(1000)).await;
+    let after_1s = to("access");
+    app.advance(Duration::from_millis(1000)).await;
+    let after_2s = to("access");
+    app.advance(Duration::from_secs(10)).await;
+    let (_, list) = app
+        .get(
+            "root",
+            &format!("/v1/requests/{}/notifications", id_of(&ids[2])),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(
+        at_once,
+        (1, 1),
+        "one card to #access, and carol's DM, at once"
+    );
+    assert_eq!(after_1s, 2);
+    assert_eq!(after_2s, 3);
+    assert_eq!(to("access"), 3, "none lost, none twice");
+    let access = list["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .find(|n| n["to"] == "#access")
+        .cloned()
+        .expect("the #access card");
+    assert_eq!(access["state"], "delivered", "{access}");
+    assert_eq!(
+        access["attempt_count"], 1,
+        "waiting is not an attempt: {access}"
+    );
 }
