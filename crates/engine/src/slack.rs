@@ -244,6 +244,90 @@ pub fn escape(text: &str, max: usize) -> String {
         .replace('>', "&gt;")
 }
 
+/// Markdown (a request's purpose, written by an application, so untrusted) as Slack's
+/// mrkdwn: emphasis, code, lists, quotes and links kept; every text escaped (so nothing
+/// becomes a mention or a link by itself); a link only to `http(s)`, its URL stripped of the
+/// characters that end Slack's link syntax; images as their alt text; raw HTML as text.
+pub fn mrkdwn(markdown: &str, max: usize) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut out = String::new();
+    let mut links: Vec<Option<String>> = vec![];
+    let mut lists: Vec<Option<u64>> = vec![];
+    for ev in Parser::new(markdown) {
+        match ev {
+            Event::Text(t) | Event::Html(t) | Event::InlineHtml(t) => {
+                out.push_str(&escape(&t, usize::MAX));
+            }
+            Event::Code(t) => {
+                out.push('`');
+                out.push_str(&escape(&t.replace('`', "'"), usize::MAX));
+                out.push('`');
+            }
+            Event::SoftBreak | Event::HardBreak => out.push('\n'),
+            Event::Rule => out.push_str("\n———\n"),
+            Event::Start(Tag::Strong) | Event::End(TagEnd::Strong) => out.push('*'),
+            Event::Start(Tag::Emphasis) | Event::End(TagEnd::Emphasis) => out.push('_'),
+            Event::Start(Tag::Strikethrough) | Event::End(TagEnd::Strikethrough) => out.push('~'),
+            Event::Start(Tag::Heading { .. }) => out.push('*'),
+            Event::End(TagEnd::Heading(_)) => out.push_str("*\n"),
+            Event::Start(Tag::BlockQuote(_)) => out.push_str("> "),
+            Event::Start(Tag::CodeBlock(_)) => out.push_str("```\n"),
+            Event::End(TagEnd::CodeBlock) => out.push_str("```\n"),
+            Event::End(TagEnd::Paragraph) => out.push('\n'),
+            Event::Start(Tag::List(first)) => lists.push(first),
+            Event::End(TagEnd::List(_)) => {
+                lists.pop();
+            }
+            Event::Start(Tag::Item) => {
+                let marker = match lists.last_mut() {
+                    Some(Some(n)) => {
+                        let m = format!("{n}. ");
+                        *n += 1;
+                        m
+                    }
+                    _ => "• ".to_owned(),
+                };
+                out.push_str(&"    ".repeat(lists.len().saturating_sub(1)));
+                out.push_str(&marker);
+            }
+            Event::End(TagEnd::Item) => {
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            Event::Start(Tag::Link { dest_url, .. }) => {
+                let safe = (dest_url.starts_with("https://") || dest_url.starts_with("http://"))
+                    .then(|| {
+                        dest_url
+                            .chars()
+                            .filter(|c| !matches!(c, '<' | '>' | '|') && !c.is_control())
+                            .collect::<String>()
+                    });
+                if safe.is_some() {
+                    out.push('<');
+                    out.push_str(safe.as_deref().unwrap_or_default());
+                    out.push('|');
+                }
+                links.push(safe);
+            }
+            Event::End(TagEnd::Link) => {
+                if links.pop().flatten().is_some() {
+                    out.push('>');
+                }
+            }
+            _ => {}
+        }
+    }
+    let text = out.trim_end().to_owned();
+    if text.chars().count() > max {
+        let mut s: String = text.chars().take(max).collect();
+        s.push('…');
+        s
+    } else {
+        text
+    }
+}
+
 /// The events whose Slack message is the request's card (with its buttons while it waits);
 /// every other event is a plain message.
 fn is_card(event: NotifyEvent) -> bool {
@@ -378,7 +462,7 @@ pub fn card(r: &Request, config: &Config) -> Value {
         ));
     }
     if let Some(p) = &r.context.purpose {
-        facts.push(format!("*Purpose:* {}", escape(p, 1500)));
+        facts.push(format!("*Purpose:* {}", mrkdwn(p, 1500)));
     }
     if let Some(link) = &r.context.reference_url {
         // Only http(s) links become links; Slack's `<url|text>` with the text escaped.
@@ -1269,6 +1353,23 @@ mod tests {
         assert_eq!(
             verify_signature(secret, Some("1531420618"), Some("v1=00"), body, now),
             Err(Refused::BadSignature)
+        );
+    }
+
+    /// Item 4: the purpose's markdown as mrkdwn, with nothing an application wrote turned
+    /// into a mention, a link elsewhere than http(s), or broken link syntax.
+    #[test]
+    fn purpose_markdown_becomes_safe_mrkdwn() {
+        let md = "Deploy **v2.3.1** to _prod_ (`make ship`)\n\n\
+                  - see [the change](https://example.com/c?a=1|x>y)\n\
+                  - not [this](javascript:alert(1))\n\n\
+                  <!channel> <script>x</script> & more";
+        assert_eq!(
+            mrkdwn(md, 2000),
+            "Deploy *v2.3.1* to _prod_ (`make ship`)\n\
+             • see <https://example.com/c?a=1xy|the change>\n\
+             • not this\n\
+             &lt;!channel&gt; &lt;script&gt;x&lt;/script&gt; &amp; more"
         );
     }
 
