@@ -290,11 +290,7 @@ pub fn mrkdwn(markdown: &str, max: usize) -> String {
                 out.push_str(&"    ".repeat(lists.len().saturating_sub(1)));
                 out.push_str(&marker);
             }
-            Event::End(TagEnd::Item) => {
-                if !out.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
+            Event::End(TagEnd::Item) if !out.ends_with('\n') => out.push('\n'),
             Event::Start(Tag::Link { dest_url, .. }) => {
                 let safe = (dest_url.starts_with("https://") || dest_url.starts_with("http://"))
                     .then(|| {
@@ -311,7 +307,8 @@ pub fn mrkdwn(markdown: &str, max: usize) -> String {
                 links.push(safe);
             }
             Event::End(TagEnd::Link) => {
-                if links.pop().flatten().is_some() {
+                let linked = links.pop().flatten().is_some();
+                if linked {
                     out.push('>');
                 }
             }
