@@ -6,8 +6,8 @@
 //! library, on a durable SQLite database in a temporary directory, and measures it:
 //! `workflow` (complete approval workflows over HTTP), `expiry` (grants expiring), `policy`
 //! (one policy decision), `callbacks` (outcome callbacks delivered), `lists` (list pages
-//! with many requests stored) and `notify` (notifications emailed through a local SMTP
-//! server). This crate is not a
+//! with many requests stored), `notify` (notifications emailed through a local SMTP
+//! server) and `slack` (the Slack app's click acknowledgement and card updates). This crate is not a
 //! default member of the workspace: `cargo build` builds the product alone, and
 //! `cargo build --release -p countersign-bench` builds this binary.
 
@@ -20,6 +20,7 @@ mod expiry;
 mod lists;
 mod notify;
 mod policy;
+mod slack;
 mod workflow;
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,9 @@ enum Cmd {
     /// Measure notification delivery: a burst of requests whose reviewers are emailed through
     /// a local SMTP server.
     Notify(notify::NotifyArgs),
+    /// Measure the Slack app: the acknowledgement of many button clicks at once, and a
+    /// decision's time to the last update of its cards (against a fake Slack on loopback).
+    Slack(slack::SlackArgs),
 }
 
 /// Real time, for measuring only: no measured figure feeds a decision of the engine.
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
             Cmd::Callbacks(args) => callbacks::run(args).await,
             Cmd::Lists(args) => lists::run(args).await,
             Cmd::Notify(args) => notify::run(args).await,
+            Cmd::Slack(args) => slack::run(args).await,
         }
     })
 }

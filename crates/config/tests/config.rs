@@ -932,3 +932,75 @@ notify "bad" {
         test.hcl:38: in notify "bad": "primary:#Upper Case": the destination of a slack channel is #channel-name, a channel id (C…, G…, D…) or @ a member id (@U…, @W…)
         test.hcl:38: in notify "bad": "primary:alice@example.com": the destination of a slack channel is #channel-name, a channel id (C…, G…, D…) or @ a member id (@U…, @W…)"#]].assert_eq(&out);
 }
+
+/// Rules 35 and 36: the complete example of docs/slack.md loads (its `env()` secrets given as
+/// literals), with the slack channel in HTTP mode and the rules the page describes: cards to
+/// the step's reviewers and to `#access`, and the requester told by direct message.
+#[test]
+fn rule_35_the_complete_example_of_the_slack_doc_loads() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/slack.md")).expect("the page");
+    let (_, section) = doc
+        .split_once("## A complete example")
+        .expect("the page has a complete example");
+    let (_, rest) = section.split_once("```hcl\n").expect("an hcl block");
+    let (hcl, _) = rest.split_once("```").expect("the block ends");
+    let hcl = hcl
+        .replace(
+            "env(\"COUNTERSIGN_OIDC_SECRET\")",
+            "\"oidc-client-secret-for-the-test\"",
+        )
+        .replace(
+            "env(\"SLACK_BOT_TOKEN\")",
+            "\"xoxb-bot-token-for-the-test\"",
+        )
+        .replace(
+            "env(\"SLACK_SIGNING_SECRET\")",
+            "\"8f742231b10e8888abcd99yyyzzz85a5\"",
+        );
+    let cfg = load_str("slack.hcl", &hcl).unwrap_or_else(|e| panic!("{e}\n{hcl}"));
+    assert_eq!(cfg.channels.keys().collect::<Vec<_>>(), vec!["slack"]);
+    let (name, slack) = cfg.slack().expect("a slack channel");
+    assert_eq!(name, "slack");
+    assert!(slack.mode == config::SlackMode::Http, "HTTP mode");
+    assert_eq!(slack.bot_token, "xoxb-bot-token-for-the-test");
+    assert_eq!(slack.signing_secret, "8f742231b10e8888abcd99yyyzzz85a5");
+    assert_eq!(slack.api_url, "https://slack.com/api/");
+    assert!(!slack.match_by_email);
+    assert_eq!(slack.per_channel_interval, Span::from_secs(1));
+    assert_eq!(slack.timeout, Span::from_secs(10));
+    // The seed-001 workflow the page follows, decided from Slack at every step.
+    let r = &cfg.resources["prod-db-read"];
+    assert_eq!(r.workflow.steps.len(), 3);
+    assert!(r.workflow.steps.iter().all(|s| s.slack_decisions));
+    assert_eq!(r.part_of.as_deref(), Some("incident-response"));
+    assert_eq!(r.durations.len(), 5);
+    let names: Vec<&str> = cfg.notify.iter().map(|rule| rule.name.as_str()).collect();
+    assert_eq!(names, vec!["cards", "requester"]);
+    // The default rules over the slack channel, written out, with a copy of every card in
+    // #access.
+    let defaults = domain::notify::default_rules(&["slack".to_string()]);
+    let cards = &cfg.notify[0];
+    assert_eq!(
+        (&cards.events, &cards.to),
+        (&defaults[0].events, &defaults[0].to)
+    );
+    assert_eq!(
+        cards.via,
+        vec![
+            domain::notify::Via::parse("slack"),
+            domain::notify::Via::parse("slack:#access")
+        ]
+    );
+    let requester = &cfg.notify[1];
+    assert_eq!(
+        (&requester.events, &requester.to, &requester.via),
+        (&defaults[1].events, &defaults[1].to, &defaults[1].via)
+    );
+    assert!(
+        requester
+            .events
+            .contains(&domain::notify::NotifyEvent::GrantExpiring),
+        "the expiry message, with Extend and Drop"
+    );
+}
