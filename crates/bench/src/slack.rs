@@ -252,8 +252,8 @@ notify "cards" {{
     let mut acks: Vec<f64> = vec![];
     let mut round_p99: Vec<f64> = vec![];
     let mut e2e: Vec<f64> = vec![];
-    for round in 0..args.rounds {
-        let id = create(askers[round].clone()).await?;
+    for (round, asker) in askers.iter().enumerate() {
+        let id = create(asker.clone()).await?;
         let want = (round + 1) * args.copies;
         wait("the cards are posted", Box::new(move |f| f.posted >= want)).await?;
 

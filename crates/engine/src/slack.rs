@@ -670,7 +670,13 @@ pub fn extend_modal(g: &domain::Grant, config: &Config) -> Value {
             .map(domain::Span::from_secs)
             .filter(|s| *s <= d.max_duration)
             .collect(),
-        None => vec![g.spec.duration],
+        None => vec![],
+    };
+    // Never an empty select (Slack refuses one): at least the grant's own duration.
+    let spans = if spans.is_empty() {
+        vec![g.spec.duration]
+    } else {
+        spans
     };
     let options: Vec<Value> = spans
         .iter()
@@ -859,7 +865,8 @@ pub(crate) struct Pace {
     next: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
 }
 
-/// Channels whose pace is remembered at most; past it the oldest knowledge is dropped.
+/// Channels whose pace is remembered at most; past it the turns that have passed are
+/// forgotten, and if that is not enough, all of them.
 const PACED: usize = 10_000;
 
 impl Pace {
@@ -933,7 +940,12 @@ pub(crate) async fn deliver(
                 .await;
                 match found.body.as_ref().and_then(|b| b["user"]["id"].as_str()) {
                     Some(id) => id.to_owned(),
-                    None if found.hopeless || found.error.is_none() => {
+                    None if found.error.is_none()
+                        || found
+                            .error
+                            .as_deref()
+                            .is_some_and(|e| e.ends_with("users_not_found")) =>
+                    {
                         return hopeless(format!(
                             "{to} has not linked a Slack account, and Slack knows no user with that email"
                         ));

@@ -270,6 +270,9 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
         return app::open_modal(engine, &c.trigger, app::comment_modal(&r)).await;
     }
     if c.action == ASSIGN {
+        if app::portal_only(&r) {
+            return Err(PORTAL_ONLY.into());
+        }
         // The engine says whether they may (rule 11) when the modal is submitted.
         return app::open_modal(engine, &c.trigger, app::assign_modal(&r)).await;
     }
@@ -312,10 +315,16 @@ async fn linked(engine: &Engine, account: &str) -> Result<Actor, String> {
 /// A modal's submission: the decision, made through the engine as the linked person. A
 /// refusal is shown in the modal, under its comment.
 async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
-    let errors = |message: &str| {
-        Some(json!({ "response_action": "errors", "errors": { "comment": message } }))
-    };
     let callback = view["callback_id"].as_str().unwrap_or_default();
+    // Slack shows an error under one of the modal's input blocks.
+    let block = match callback {
+        ASSIGN_MODAL => "assignee",
+        PICK_MODAL => "resource",
+        REQUEST_MODAL | EXTEND_MODAL => "reason",
+        _ => "comment",
+    };
+    let errors =
+        |message: &str| Some(json!({ "response_action": "errors", "errors": { block: message } }));
     if ![
         APPROVE_MODAL,
         DENY_MODAL,
@@ -348,6 +357,12 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
         };
     }
     if callback == ASSIGN_MODAL {
+        // Item 7: a step kept to the portal is not handed on from Slack either.
+        match engine.request(&actor, id).await {
+            Ok(r) if app::portal_only(&r) => return errors(PORTAL_ONLY),
+            Ok(_) => {}
+            Err(e) => return errors(&refusal(&e)),
+        }
         return assign(engine, &actor, id, view).await;
     }
     if callback == PICK_MODAL {
@@ -568,7 +583,7 @@ const SEEN: usize = 1000;
 /// Socket Mode (item 2): keeps a connection to Slack open while the configuration says
 /// `mode = "socket"`, and answers each envelope as `/slack/events` answers the same request.
 /// It reconnects at once when Slack asks (`disconnect`) or closes the connection, and after a
-/// failure waits 1, 2, 4 … up to 30 seconds. Returns when `stop` says so, or when the
+/// failure waits 2, 4, 8 … up to 30 seconds. Returns when `stop` says so, or when the
 /// configuration no longer has a Socket Mode channel.
 pub async fn run_socket(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut failures: u32 = 0;

@@ -1026,8 +1026,8 @@ async fn slack_payloads_pass_slack_sdks_models() {
 }
 
 /// Item 7: a step with `slack_decisions = false` shows "Review in portal" instead of Approve
-/// and Deny, and a decision sent from Slack anyway is refused and changes nothing; the
-/// resource's other steps are decided from Slack as usual.
+/// and Deny, and a decision or an assignment sent from Slack anyway is refused and changes
+/// nothing; the resource's other steps are decided from Slack as usual.
 #[tokio::test]
 async fn slack_decisions_false_keeps_a_step_in_the_portal() {
     // Arrange
@@ -1104,11 +1104,13 @@ notify "cards" {{
             .is_some_and(|m| m.contains("portal only")),
         "{a2}"
     );
-    let told = eventually("dan is told to use the portal", async || {
-        fake.calls("chat.postEphemeral").into_iter().next()
+    slack.click(&app, "dan", "cs_assign", &id).await;
+    let told = eventually("dan is told to use the portal, twice", async || {
+        let t = fake.calls("chat.postEphemeral");
+        (t.len() == 2).then_some(t)
     })
     .await;
-    assert!(text_of(&told.body).contains("portal only"));
+    assert!(told.iter().all(|t| text_of(&t.body).contains("portal only")));
     assert!(fake.calls("views.open").is_empty());
     let r = app.request("grace", &req).await;
     assert_eq!(r["state"], "pending");
