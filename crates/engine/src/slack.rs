@@ -122,6 +122,43 @@ pub(crate) struct Reply {
     pub hopeless: bool,
 }
 
+impl Reply {
+    /// Nothing to send, or everything sent: a success.
+    fn done() -> Reply {
+        Reply {
+            status: Some(200),
+            ..Reply::default()
+        }
+    }
+
+    /// A failure worth retrying (the store could not be read).
+    fn failed(error: impl ToString) -> Reply {
+        Reply {
+            error: Some(error.to_string()),
+            ..Reply::default()
+        }
+    }
+
+    /// A failure that retrying cannot fix.
+    fn hopeless(error: impl ToString) -> Reply {
+        Reply {
+            error: Some(error.to_string()),
+            hopeless: true,
+            ..Reply::default()
+        }
+    }
+
+    /// Of several calls for one delivery, the answer that decides it: a failure that may yet
+    /// pass is tried again with the rest; a copy that can never be reached (its channel
+    /// archived, the bot removed) does not hold the others back, and fails the delivery only
+    /// when nothing else did.
+    fn keep_worst(&mut self, reply: Reply) {
+        if reply.error.is_some() && (!reply.hopeless || self.error.is_none()) {
+            *self = reply;
+        }
+    }
+}
+
 /// Slack's errors worth retrying; every other `ok: false` is final.
 const TRANSIENT: &[&str] = &[
     "ratelimited",
@@ -858,6 +895,16 @@ pub(crate) struct Sent {
     pub deferred: Option<Timestamp>,
 }
 
+impl From<Reply> for Sent {
+    fn from(reply: Reply) -> Sent {
+        Sent {
+            reply,
+            posted: None,
+            deferred: None,
+        }
+    }
+}
+
 /// When each Slack channel may next be posted to, in this process (item 8). Replicas pace
 /// themselves each; Slack's 429s, honoured with `Retry-After`, cover the rest.
 #[derive(Default)]
@@ -910,15 +957,7 @@ pub(crate) async fn deliver(
         }
         return update_copies(engine, &sender, &config, ch, &d.request, n.event, now).await;
     };
-    let hopeless = |why: String| Sent {
-        reply: Reply {
-            error: Some(why),
-            hopeless: true,
-            ..Reply::default()
-        },
-        posted: None,
-        deferred: None,
-    };
+    let hopeless = |why: String| Sent::from(Reply::hopeless(why));
     let channel = if let Some(name) = to.strip_prefix('#') {
         name.to_owned()
     } else if let Some(member) = to.strip_prefix('@') {
@@ -950,13 +989,7 @@ pub(crate) async fn deliver(
                             "{to} has not linked a Slack account, and Slack knows no user with that email"
                         ));
                     }
-                    None => {
-                        return Sent {
-                            reply: found,
-                            posted: None,
-                            deferred: None,
-                        };
-                    }
+                    None => return found.into(),
                 }
             }
             Ok(None) => {
@@ -964,16 +997,7 @@ pub(crate) async fn deliver(
                     "{to} has not linked a Slack account (/countersign link)"
                 ));
             }
-            Err(e) => {
-                return Sent {
-                    reply: Reply {
-                        error: Some(e.to_string()),
-                        ..Reply::default()
-                    },
-                    posted: None,
-                    deferred: None,
-                };
-            }
+            Err(e) => return Reply::failed(e).into(),
         }
     };
     let card_of = if is_card(n.event) {
@@ -1028,46 +1052,19 @@ async fn comment_in_threads(
 ) -> Sent {
     let comment: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
     let (Some(by), Some(text)) = (comment["by"].as_str(), comment["text"].as_str()) else {
-        return Sent {
-            reply: Reply {
-                status: Some(200),
-                ..Reply::default()
-            },
-            posted: None,
-            deferred: None,
-        };
+        return Reply::done().into();
     };
     let copies = match engine.store.slack_messages(&d.request).await {
         Ok(c) => c,
-        Err(e) => {
-            return Sent {
-                reply: Reply {
-                    error: Some(e.to_string()),
-                    ..Reply::default()
-                },
-                posted: None,
-                deferred: None,
-            };
-        }
+        Err(e) => return Reply::failed(e).into(),
     };
     let said = format!("*{}*: {}", escape(by, 200), escape(text, 2900));
-    let mut worst = Reply {
-        status: Some(200),
-        ..Reply::default()
-    };
+    let mut worst = Reply::done();
     for (channel, ts) in &copies {
         let post = json!({ "channel": channel, "thread_ts": ts, "text": said });
-        let reply = call(sender, ch, "chat.postMessage", &post, now).await;
-        let keep = reply.error.is_some() && (!reply.hopeless || worst.error.is_none());
-        if keep {
-            worst = reply;
-        }
+        worst.keep_worst(call(sender, ch, "chat.postMessage", &post, now).await);
     }
-    Sent {
-        reply: worst,
-        posted: None,
-        deferred: None,
-    }
+    worst.into()
 }
 
 /// Updates every recorded copy of the request's card to show it as it is now; when the event
@@ -1081,49 +1078,21 @@ async fn update_copies(
     event: NotifyEvent,
     now: Timestamp,
 ) -> Sent {
-    let failed = |e: EngineError| Sent {
-        reply: Reply {
-            error: Some(e.to_string()),
-            ..Reply::default()
-        },
-        posted: None,
-        deferred: None,
-    };
     let copies = match engine.store.slack_messages(request).await {
         Ok(c) => c,
-        Err(e) => return failed(e.into()),
+        Err(e) => return Reply::failed(e).into(),
     };
     if copies.is_empty() {
-        return Sent {
-            reply: Reply {
-                status: Some(200),
-                ..Reply::default()
-            },
-            posted: None,
-            deferred: None,
-        };
+        return Reply::done().into();
     }
     let r = match engine.store.request(request).await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return Sent {
-                reply: Reply {
-                    error: Some("the request is gone".into()),
-                    hopeless: true,
-                    ..Reply::default()
-                },
-                posted: None,
-                deferred: None,
-            };
-        }
-        Err(e) => return failed(e.into()),
+        Ok(None) => return Reply::hopeless("the request is gone").into(),
+        Err(e) => return Reply::failed(e).into(),
     };
     let body = card(&r, config);
     let status = present::summary(&r).status;
-    let mut worst = Reply {
-        status: Some(200),
-        ..Reply::default()
-    };
+    let mut worst = Reply::done();
     for (channel, ts) in &copies {
         let mut update = body.clone();
         update["channel"] = Value::String(channel.clone());
@@ -1134,18 +1103,9 @@ async fn update_copies(
                 "text": escape(&status, 2000) });
             reply = call(sender, ch, "chat.postMessage", &said, now).await;
         }
-        // A copy that can never be updated (its channel archived, the bot removed) does not
-        // hold the others back; one that may yet be is tried again with the rest.
-        let keep = reply.error.is_some() && (!reply.hopeless || worst.error.is_none());
-        if keep {
-            worst = reply;
-        }
+        worst.keep_worst(reply);
     }
-    Sent {
-        reply: worst,
-        posted: None,
-        deferred: None,
-    }
+    worst.into()
 }
 
 /// The Countersign user a Slack account acts as (rule 35): its link, or, with

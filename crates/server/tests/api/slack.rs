@@ -1110,7 +1110,10 @@ notify "cards" {{
         (t.len() == 2).then_some(t)
     })
     .await;
-    assert!(told.iter().all(|t| text_of(&t.body).contains("portal only")));
+    assert!(
+        told.iter()
+            .all(|t| text_of(&t.body).contains("portal only"))
+    );
     assert!(fake.calls("views.open").is_empty());
     let r = app.request("grace", &req).await;
     assert_eq!(r["state"], "pending");
