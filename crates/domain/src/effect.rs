@@ -99,6 +99,8 @@ pub enum EventKind {
     FollowUpOverdue,
     /// A Slack account was linked to a person (rule 35); `slack_user` in the detail.
     SlackLinked,
+    /// A Slack account's link was removed (`/countersign unlink`).
+    SlackUnlinked,
 }
 
 impl EventKind {
@@ -141,6 +143,7 @@ impl EventKind {
             EventKind::FollowUpFlagged => "follow_up_flagged",
             EventKind::FollowUpOverdue => "follow_up_overdue",
             EventKind::SlackLinked => "slack_linked",
+            EventKind::SlackUnlinked => "slack_unlinked",
         }
     }
 }

@@ -1272,6 +1272,28 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Removes a Slack account's link (`/countersign unlink`), audited as `slack_unlinked`
+    /// by the person it acted as. Returns that person, or `None` if it was not linked.
+    pub async fn unlink_slack(&self, account: &str) -> Result<Option<String>, EngineError> {
+        let Some(person) = self.store.slack_person(account).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let account = account.to_owned();
+        self.write(move |tx| {
+            Box::pin(async move {
+                tx.delete_slack_link(&account).await?;
+                let ev = domain::Event::person(domain::EventKind::SlackUnlinked, &person)
+                    .with("slack_user", &account);
+                tx.append(&ev, now).await?;
+                Ok(Some(person))
+            })
+        })
+        .await
+    }
+}
+
 /// A link under way's account id and name.
 fn link_data(data: &str) -> (String, String) {
     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);

@@ -295,6 +295,8 @@ pub trait Tx: Send {
         person: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Removes a Slack account's link (`/countersign unlink`): it acts as nobody.
+    async fn delete_slack_link(&mut self, account: &str) -> Result<(), StoreError>;
     /// Records a message posted to Slack about a request (its channel and `ts`), so that
     /// every copy can be updated (rule 36). Recording one twice keeps one.
     async fn put_slack_message(

@@ -395,7 +395,9 @@ struct Pending {
     tokens: Vec<(String, String, i64)>,
     secrets: Vec<(String, String)>,
     /// Slack links written: (account, person, linked_at).
-    slack_links: Vec<(String, String, i64)>,
+    /// Slack links written (account, Some((person, linked_at))) or removed (account, None),
+    /// in order.
+    slack_links: Vec<(String, Option<(String, i64)>)>,
     /// Slack messages posted: (request, channel, ts, posted_at).
     slack_messages: Vec<(String, String, String, i64)>,
     /// Deliveries with their claim (last write of each wins).
@@ -691,15 +693,23 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
             conn.exec(&sql, a).await?;
         }
     }
-    // A later link of the same account replaces the earlier one, in order.
-    for (account, person, at) in &p.slack_links {
-        conn.exec(
-            "INSERT INTO slack_links (account, person, linked_at) VALUES ($1, $2, $3)
-             ON CONFLICT (account) DO UPDATE SET person = excluded.person,
-               linked_at = excluded.linked_at",
-            args![account, person, *at],
-        )
-        .await?;
+    // A later link (or removal) of the same account replaces the earlier one, in order.
+    for (account, link) in &p.slack_links {
+        match link {
+            Some((person, at)) => {
+                conn.exec(
+                    "INSERT INTO slack_links (account, person, linked_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (account) DO UPDATE SET person = excluded.person,
+                       linked_at = excluded.linked_at",
+                    args![account, person, *at],
+                )
+                .await?;
+            }
+            None => {
+                conn.exec("DELETE FROM slack_links WHERE account = $1", args![account])
+                    .await?;
+            }
+        }
     }
     for (request, channel, ts, at) in &p.slack_messages {
         conn.exec(
@@ -1270,7 +1280,12 @@ impl Tx for BufferedTx<'_> {
     ) -> Result<(), StoreError> {
         self.pending
             .slack_links
-            .push((account.to_owned(), person.to_owned(), now.millis()));
+            .push((account.to_owned(), Some((person.to_owned(), now.millis()))));
+        Ok(())
+    }
+
+    async fn delete_slack_link(&mut self, account: &str) -> Result<(), StoreError> {
+        self.pending.slack_links.push((account.to_owned(), None));
         Ok(())
     }
 

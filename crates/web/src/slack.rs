@@ -155,6 +155,13 @@ async fn command(engine: Arc<Engine>, c: Command) -> Answer {
             });
             None
         }
+        "unlink" => match engine.unlink_slack(user).await {
+            Ok(Some(person)) => ephemeral(&format!(
+                "Your Slack account no longer acts as {person} in Countersign."
+            )),
+            Ok(None) => ephemeral("Your Slack account is not linked to a Countersign user."),
+            Err(e) => ephemeral(&refusal(&e)),
+        },
         "link" => match engine.start_slack_link(user, &name).await {
             Ok(secret) => {
                 let url = format!(
@@ -168,7 +175,7 @@ async fn command(engine: Arc<Engine>, c: Command) -> Answer {
             Err(e) => ephemeral(&refusal(&e)),
         },
         _ => ephemeral(
-            "`/countersign` asks for access. `/countersign link` links your Slack account to your Countersign user, so that you can ask, approve and deny from Slack.",
+            "`/countersign` asks for access. `/countersign link` links your Slack account to your Countersign user, so that you can ask, approve and deny from Slack; `/countersign unlink` removes the link.",
         ),
     }
 }

@@ -509,7 +509,8 @@ async fn rule_35_bad_signatures_old_timestamps_and_unlinked_users_change_nothing
 
 /// Rule 35: the link flow end to end: `/countersign link` answers only to its user with a
 /// one-time URL; the portal page names the Slack account and links it on a button (with
-/// the session's CSRF token); the URL works once; the link is audited.
+/// the session's CSRF token); the URL works once; the link is audited; `/countersign unlink`
+/// removes it (audited), after which the account acts as nobody.
 #[tokio::test]
 async fn rule_35_linking_a_slack_account_through_the_portal() {
     // Arrange
@@ -523,6 +524,23 @@ async fn rule_35_linking_a_slack_account_through_the_portal() {
     let mut again = Web::sign_in(&app, "mallory").await;
     let reused = again.get(&path).await;
     let help = slack.command(&app, "carol", "help").await;
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "1h" }),
+        )
+        .await;
+    let unlinked = slack.command(&app, "carol", "unlink").await;
+    let (_, refused) = slack
+        .submit(
+            &app,
+            "carol",
+            "cs_approve_modal",
+            id_of(&req),
+            approve_values("1h", false, ""),
+        )
+        .await;
+    let again = slack.command(&app, "carol", "unlink").await;
 
     // Assert
     assert_eq!(
@@ -536,6 +554,13 @@ async fn rule_35_linking_a_slack_account_through_the_portal() {
             .as_str()
             .is_some_and(|t| t.contains("/countersign link"))
     );
+    assert_eq!(
+        unlinked["text"],
+        "Your Slack account no longer acts as carol@example.com in Countersign."
+    );
+    assert!(text_of(&refused).contains("not linked"), "{refused}");
+    assert_eq!(app.request("grace", &req).await["state"], "pending");
+    assert!(text_of(&again).contains("is not linked"), "{again}");
     let (_, audit) = app.get("root", "/v1/audit?limit=500").await;
     let linked: Vec<&Value> = audit["events"]
         .as_array()
@@ -547,6 +572,15 @@ async fn rule_35_linking_a_slack_account_through_the_portal() {
     assert_eq!(linked.len(), 1, "{audit}");
     assert_eq!(linked[0]["actor"], email("carol"));
     assert_eq!(linked[0]["detail"]["slack_user"], slack_id("carol"));
+    let removed: Vec<&Value> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["event"])
+        .filter(|e| e["kind"] == "slack_unlinked")
+        .collect();
+    assert_eq!(removed.len(), 1, "{audit}");
+    assert_eq!(removed[0]["actor"], email("carol"));
 }
 
 /// Seed 001 decided entirely from Slack (rules 35 and 36): three linked reviewers' approve

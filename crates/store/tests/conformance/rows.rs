@@ -765,8 +765,8 @@ pub async fn reads_with_nul_find_nothing(db: &Db) {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// The Slack app's rows (rules 35 and 36): an account acts as one person, and linking it again
-/// moves it; a person's latest link is the account their DMs go to; a message recorded twice
+/// The Slack app's rows (rules 35 and 36): an account acts as one person, linking it again
+/// moves it, and unlinking it leaves it acting as nobody; a person's latest link is the account their DMs go to; a message recorded twice
 /// is kept once.
 pub async fn slack_links_and_messages(db: &Db) {
     let store = db.open().await;
@@ -777,6 +777,9 @@ pub async fn slack_links_and_messages(db: &Db) {
             // U1 linked again, by carol: the account now acts as carol.
             tx.put_slack_link("U1", CAROL, at(2)).await?;
             tx.put_slack_link("U3", CAROL, at(3)).await?;
+            // U4 linked, then unlinked in the same job: it acts as nobody.
+            tx.put_slack_link("U4", DAVE, at(3)).await?;
+            tx.delete_slack_link("U4").await?;
             tx.put_slack_message("req_1", "C1", "1700000000.000100", at(0))
                 .await?;
             tx.put_slack_message("req_1", "D2", "1700000000.000200", at(1))
@@ -804,6 +807,16 @@ pub async fn slack_links_and_messages(db: &Db) {
     seen.eq(
         "an unknown account",
         store.slack_person("U9").await.expect("read"),
+        None,
+    );
+    seen.eq(
+        "an unlinked account",
+        store.slack_person("U4").await.expect("read"),
+        None,
+    );
+    seen.eq(
+        "dave, whose only link was removed",
+        store.slack_account(DAVE).await.expect("read"),
         None,
     );
     seen.eq(
