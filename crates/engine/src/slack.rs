@@ -651,33 +651,29 @@ pub fn approve_modal(r: &Request) -> Value {
             ] } }));
     }
     blocks.push(comment_input(true));
-    json!({
-        "type": "modal",
-        "callback_id": APPROVE_MODAL,
-        "private_metadata": r.id,
-        "title": { "type": "plain_text", "text": "Approve request" },
-        "submit": { "type": "plain_text", "text": "Approve" },
-        "close": { "type": "plain_text", "text": "Cancel" },
-        "blocks": blocks,
-    })
+    modal(
+        APPROVE_MODAL,
+        &r.id,
+        "Approve request",
+        "Approve",
+        Value::from(blocks),
+    )
 }
 
 /// The deny modal: a comment for the requester.
 pub fn deny_modal(r: &Request) -> Value {
-    json!({
-        "type": "modal",
-        "callback_id": DENY_MODAL,
-        "private_metadata": r.id,
-        "title": { "type": "plain_text", "text": "Deny request" },
-        "submit": { "type": "plain_text", "text": "Deny" },
-        "close": { "type": "plain_text", "text": "Cancel" },
-        "blocks": [
+    modal(
+        DENY_MODAL,
+        &r.id,
+        "Deny request",
+        "Deny",
+        json!([
             { "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
                 "*{}* asks for *{}*: {}",
                 escape(&r.requester, 200), escape(&r.resource, 200), escape(&r.reason, 1000))) } },
             comment_input(true),
-        ],
-    })
+        ]),
+    )
 }
 
 fn option(text: &str, value: &str) -> Value {
@@ -720,14 +716,12 @@ pub fn extend_modal(g: &domain::Grant, config: &Config) -> Value {
         .take(MAX_SELECT)
         .map(|s| option(&present::human_span(*s), &s.to_string()))
         .collect();
-    json!({
-        "type": "modal",
-        "callback_id": EXTEND_MODAL,
-        "private_metadata": g.id,
-        "title": plain("Extend access"),
-        "submit": plain("Ask"),
-        "close": plain("Cancel"),
-        "blocks": [
+    modal(
+        EXTEND_MODAL,
+        &g.id,
+        "Extend access",
+        "Ask",
+        json!([
             { "type": "section", "text": { "type": "mrkdwn", "text": cut(&format!(
                 "Extend your access to *{}*. An extension is a new request, reviewed like the first.",
                 escape(&g.spec.resource, 200))) } },
@@ -736,8 +730,8 @@ pub fn extend_modal(g: &domain::Grant, config: &Config) -> Value {
             { "type": "input", "block_id": "reason", "label": plain("Reason"),
               "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true,
                            "max_length": 2000 } },
-        ],
-    })
+        ]),
+    )
 }
 
 /// The first modal of `/countersign`: what the person may ask for (the catalog).
@@ -754,17 +748,16 @@ pub fn pick_modal(config: &Config) -> Value {
             o
         })
         .collect();
-    json!({
-        "type": "modal",
-        "callback_id": PICK_MODAL,
-        "title": plain("Request access"),
-        "submit": plain("Next"),
-        "close": plain("Cancel"),
-        "blocks": [
+    modal(
+        PICK_MODAL,
+        "",
+        "Request access",
+        "Next",
+        json!([
             { "type": "input", "block_id": "resource", "label": plain("Resource"),
               "element": { "type": "static_select", "action_id": "resource", "options": options } },
-        ],
-    })
+        ]),
+    )
 }
 
 /// The request modal of one resource: its typed fields (an enum as a static select, a field
@@ -834,47 +827,58 @@ pub fn request_modal(r: &domain::ResourceDef, config: &Config) -> Value {
         "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true,
                      "max_length": 2000 } }),
     );
-    json!({
-        "type": "modal",
-        "callback_id": REQUEST_MODAL,
-        "private_metadata": r.name,
-        "title": plain("Request access"),
-        "submit": plain("Request"),
-        "close": plain("Cancel"),
-        "blocks": blocks,
-    })
+    modal(
+        REQUEST_MODAL,
+        &r.name,
+        "Request access",
+        "Request",
+        Value::from(blocks),
+    )
 }
 
 /// The assign modal (rule 11): a Slack user picker; the person picked must have linked their
 /// Slack account.
 pub fn assign_modal(r: &Request) -> Value {
-    json!({
-        "type": "modal",
-        "callback_id": ASSIGN_MODAL,
-        "private_metadata": r.id,
-        "title": { "type": "plain_text", "text": "Assign request" },
-        "submit": { "type": "plain_text", "text": "Assign" },
-        "close": { "type": "plain_text", "text": "Cancel" },
-        "blocks": [
+    modal(
+        ASSIGN_MODAL,
+        &r.id,
+        "Assign request",
+        "Assign",
+        json!([
             { "type": "input", "block_id": "assignee",
               "label": { "type": "plain_text", "text": "Assign the current step to" },
               "element": { "type": "users_select", "action_id": "assignee" } },
-        ],
-    })
+        ]),
+    )
 }
 
 /// The comment modal (Kubiya's Contact): the comment is recorded on the request and posted
 /// in every card's thread.
 pub fn comment_modal(r: &Request) -> Value {
-    json!({
+    modal(
+        COMMENT_MODAL,
+        &r.id,
+        "Comment",
+        "Comment",
+        json!([comment_input(false)]),
+    )
+}
+
+/// A modal view: its callback, what it carries (`private_metadata`: the request or grant it
+/// is about), its title and submit button, and its blocks.
+fn modal(callback: &str, metadata: &str, title: &str, submit: &str, blocks: Value) -> Value {
+    let mut view = json!({
         "type": "modal",
-        "callback_id": COMMENT_MODAL,
-        "private_metadata": r.id,
-        "title": { "type": "plain_text", "text": "Comment" },
-        "submit": { "type": "plain_text", "text": "Comment" },
-        "close": { "type": "plain_text", "text": "Cancel" },
-        "blocks": [comment_input(false)],
-    })
+        "callback_id": callback,
+        "title": plain(title),
+        "submit": plain(submit),
+        "close": plain("Cancel"),
+        "blocks": blocks,
+    });
+    if !metadata.is_empty() {
+        view["private_metadata"] = Value::String(metadata.to_owned());
+    }
+    view
 }
 
 fn comment_input(optional: bool) -> Value {

@@ -363,13 +363,16 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
             Err(e) => errors(&refusal(&e)),
         };
     }
-    if callback == ASSIGN_MODAL {
-        // Item 7: a step kept to the portal is not handed on from Slack either.
+    // Item 7, checked here as well as on the card: a step kept to the portal is never decided
+    // nor handed on from Slack, whatever a modal says.
+    if [ASSIGN_MODAL, APPROVE_MODAL, DENY_MODAL].contains(&callback) {
         match engine.request(&actor, id).await {
             Ok(r) if app::portal_only(&r) => return errors(PORTAL_ONLY),
             Ok(_) => {}
             Err(e) => return errors(&refusal(&e)),
         }
+    }
+    if callback == ASSIGN_MODAL {
         return assign(engine, &actor, id, view).await;
     }
     if callback == PICK_MODAL {
@@ -415,13 +418,6 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
     } else {
         Decision::Deny
     };
-    // Item 7, checked here as well as on the card: a step kept to the portal is never decided
-    // from Slack, whatever a modal says.
-    match engine.request(&actor, id).await {
-        Ok(r) if app::portal_only(&r) => return errors(PORTAL_ONLY),
-        Ok(_) => {}
-        Err(e) => return errors(&refusal(&e)),
-    }
     let values = &view["state"]["values"];
     let comment = values["comment"]["comment"]["value"]
         .as_str()
