@@ -179,11 +179,15 @@ pub enum TimerKind {
     StepEscalation,
     /// A break-glass follow-up review is due (rule 34). Keyed by request id.
     FollowUpDue,
+    /// A Slack interaction stored before it was acknowledged (rule 35): held by the process
+    /// acting on it, and replayed by another when that process dies first. Keyed by the
+    /// interaction's key.
+    SlackInteraction,
 }
 
 impl TimerKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TimerKind; 12] = [
+    pub const ALL: [TimerKind; 13] = [
         TimerKind::RequestExpiry,
         TimerKind::GrantExpiry,
         TimerKind::ConnectorGrant,
@@ -196,6 +200,7 @@ impl TimerKind {
         TimerKind::StepReminder,
         TimerKind::StepEscalation,
         TimerKind::FollowUpDue,
+        TimerKind::SlackInteraction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -212,10 +217,11 @@ impl TimerKind {
             TimerKind::StepReminder => "step_reminder",
             TimerKind::StepEscalation => "step_escalation",
             TimerKind::FollowUpDue => "follow_up_due",
+            TimerKind::SlackInteraction => "slack_interaction",
         }
     }
-    /// Whether the job calls a connector (and so may take seconds), rather than being a timer
-    /// that only changes state.
+    /// Whether the job calls a connector or another service (and so may take seconds), rather
+    /// than being a timer that only changes state.
     pub fn calls_connector(self) -> bool {
         matches!(
             self,
@@ -224,6 +230,7 @@ impl TimerKind {
                 | TimerKind::Repair
                 | TimerKind::Reconcile
                 | TimerKind::PolicyCheck
+                | TimerKind::SlackInteraction
         )
     }
     pub fn parse(s: &str) -> Option<TimerKind> {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod connector;
 mod error;
 mod explain;
+pub mod interactions;
 pub mod metrics;
 pub mod notify;
 pub mod options;
@@ -196,6 +197,8 @@ pub struct Engine {
     options: options::Cache,
     /// When each Slack channel may next be posted to (item 8's pacing).
     slack_pace: slack::Pace,
+    /// What replays a stored Slack interaction (installed by the Slack endpoint).
+    slack_replayer: std::sync::OnceLock<interactions::Replayer>,
     /// This server's metrics.
     metrics: Metrics,
 }
@@ -359,6 +362,7 @@ impl Engine {
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
             options: Default::default(),
             slack_pace: Default::default(),
+            slack_replayer: Default::default(),
             metrics,
         })
     }

@@ -1167,21 +1167,25 @@ pub async fn open_modal(engine: &Engine, trigger_id: &str, view: Value) -> Resul
     }
 }
 
-/// Says something only `user` sees, in `channel` (`chat.postEphemeral`): refusals of clicks.
+/// Says something to one person only, in a channel (Slack's `chat.postEphemeral`).
 pub async fn tell(engine: &Engine, channel: &str, user: &str, text: &str) -> Result<(), String> {
+    let body = json!({ "channel": channel, "user": user, "text": escape(text, 2000) });
+    say(engine, "chat.postEphemeral", &body).await
+}
+
+/// Says something to one person in their DM with the app (where nobody else sees it), as
+/// Slack's `chat.postMessage` to a user id does.
+pub async fn dm(engine: &Engine, user: &str, text: &str) -> Result<(), String> {
+    let body = json!({ "channel": user, "text": escape(text, 2000) });
+    say(engine, "chat.postMessage", &body).await
+}
+
+async fn say(engine: &Engine, method: &str, body: &Value) -> Result<(), String> {
     let config = engine.config();
     let Some((_, ch)) = config.slack() else {
         return Err("no slack channel is configured".into());
     };
-    let body = json!({ "channel": channel, "user": user, "text": escape(text, 2000) });
-    let reply = call(
-        &engine.sender(),
-        ch,
-        "chat.postEphemeral",
-        &body,
-        engine.now(),
-    )
-    .await;
+    let reply = call(&engine.sender(), ch, method, body, engine.now()).await;
     match reply.error {
         Some(e) => Err(e),
         None => Ok(()),

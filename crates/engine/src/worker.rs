@@ -287,7 +287,8 @@ async fn timer(
         | TimerKind::ConnectorRevoke
         | TimerKind::Repair
         | TimerKind::Reconcile
-        | TimerKind::PolicyCheck => {}
+        | TimerKind::PolicyCheck
+        | TimerKind::SlackInteraction => {}
     }
     Ok(())
 }
@@ -299,6 +300,7 @@ async fn run_call(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<
         TimerKind::Repair => repair(engine, job, now).await,
         TimerKind::Reconcile => reconcile(engine, now).await,
         TimerKind::PolicyCheck => crate::recheck::sweep(engine, now).await,
+        TimerKind::SlackInteraction => crate::interactions::replay(engine, &job.key, now).await,
         _ => Ok(()),
     }
 }

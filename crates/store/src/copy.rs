@@ -123,6 +123,12 @@ const TABLES: &[Table] = &[
         cleared: &[],
     },
     Table {
+        name: "slack_interactions",
+        columns: &[("key", Text), ("payload", Text), ("received_at", Int)],
+        key: &["key"],
+        cleared: &[],
+    },
+    Table {
         name: "callback_secrets",
         columns: &[("request_id", Text), ("secret", Text)],
         key: &["request_id"],

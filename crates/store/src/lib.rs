@@ -238,6 +238,16 @@ pub trait Tx: Send {
         key: &str,
         at: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Writes a job already claimed by this store's holder until `until`: work this process
+    /// starts at once, which another holder takes over (when it is due) if this one stops
+    /// renewing the claim.
+    async fn schedule_held(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        at: Timestamp,
+        until: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Removes a job, unless another holder has a live claim on it at `now`: a call is
     /// running, and a revoke must be able to see that it is (rule 17). That holder removes
     /// the job when it records the result. A job this transaction claimed, or found it
@@ -306,6 +316,18 @@ pub trait Tx: Send {
         ts: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Stores a Slack interaction under its key, unless one is stored under that key already
+    /// (rule 35: Slack's second delivery of one is not acted on again). True if this call
+    /// stored it. Interactions received more than [`SLACK_INTERACTION_TTL_MS`] before `now`
+    /// are forgotten, a few per call.
+    async fn put_slack_interaction(
+        &mut self,
+        key: &str,
+        payload: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// A stored Slack interaction's payload, as it was received.
+    async fn slack_interaction(&mut self, key: &str) -> Result<Option<String>, StoreError>;
     async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Writes a delivery; `claimed_until` marks it taken by a worker until then.
     async fn put_delivery(
@@ -357,6 +379,10 @@ pub trait Tx: Send {
 
 /// The most Slack messages of one request that are kept up to date.
 pub const MAX_SLACK_MESSAGES: u32 = 200;
+
+/// How long a stored Slack interaction is remembered: Slack redelivers within minutes, and a
+/// replay after a day would act on what nobody expects any more.
+pub const SLACK_INTERACTION_TTL_MS: i64 = 24 * 3600 * 1000;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

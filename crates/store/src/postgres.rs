@@ -31,6 +31,11 @@ fn migrator() -> Migrator {
             "slack",
             include_str!("../migrations/postgres/0003_slack.sql"),
         ),
+        step(
+            4,
+            "slack_interactions",
+            include_str!("../migrations/postgres/0004_slack_interactions.sql"),
+        ),
     ]);
     // `pg_advisory_lock` around the migrations (sqlx's default, said here because replicas
     // rely on it).

@@ -52,6 +52,11 @@ fn migrator() -> Migrator {
             "slack",
             include_str!("../migrations/sqlite/0007_slack.sql"),
         ),
+        step(
+            8,
+            "slack_interactions",
+            include_str!("../migrations/sqlite/0008_slack_interactions.sql"),
+        ),
     ])
 }
 

@@ -400,6 +400,10 @@ struct Pending {
     slack_links: Vec<(String, Option<(String, i64)>)>,
     /// Slack messages posted: (request, channel, ts, posted_at).
     slack_messages: Vec<(String, String, String, i64)>,
+    /// Slack interactions stored: (key, payload, received_at).
+    slack_interactions: Vec<(String, String, i64)>,
+    /// Slack interactions received before this are forgotten (a few per job).
+    prune_slack_interactions: Option<i64>,
     /// Deliveries with their claim (last write of each wins).
     deliveries: Vec<(Delivery, Option<i64>)>,
     /// Position of each delivery in `deliveries`.
@@ -428,6 +432,8 @@ impl Pending {
             && self.secrets.is_empty()
             && self.slack_links.is_empty()
             && self.slack_messages.is_empty()
+            && self.slack_interactions.is_empty()
+            && self.prune_slack_interactions.is_none()
             && self.deliveries.is_empty()
             && self.idempotency.is_empty()
             && self.prune_idempotency.is_none()
@@ -471,6 +477,10 @@ impl Pending {
         self.secrets.extend(later.secrets);
         self.slack_links.extend(later.slack_links);
         self.slack_messages.extend(later.slack_messages);
+        self.slack_interactions.extend(later.slack_interactions);
+        self.prune_slack_interactions = self
+            .prune_slack_interactions
+            .max(later.prune_slack_interactions);
         for (d, claimed) in later.deliveries {
             self.put_delivery(d, claimed);
         }
@@ -716,6 +726,22 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
             "INSERT INTO slack_messages (request_id, channel, ts, posted_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             args![request, channel, ts, *at],
+        )
+        .await?;
+    }
+    if let Some(before) = p.prune_slack_interactions {
+        conn.exec(
+            "DELETE FROM slack_interactions WHERE key IN
+               (SELECT key FROM slack_interactions WHERE received_at < $1 LIMIT 64)",
+            args![before],
+        )
+        .await?;
+    }
+    for (key, payload, at) in &p.slack_interactions {
+        conn.exec(
+            "INSERT INTO slack_interactions (key, payload, received_at)
+             VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+            args![key, payload, *at],
         )
         .await?;
     }
@@ -1141,6 +1167,23 @@ impl Tx for BufferedTx<'_> {
         Ok(())
     }
 
+    async fn schedule_held(
+        &mut self,
+        kind: TimerKind,
+        key: &str,
+        at: Timestamp,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.pending.jobs.push(JobOp::Put {
+            kind,
+            key: key.to_owned(),
+            at: at.millis(),
+            claimed_until: Some(until.millis()),
+        });
+        self.pending.held.push((kind, key.to_owned()));
+        Ok(())
+    }
+
     async fn unschedule(
         &mut self,
         kind: TimerKind,
@@ -1303,6 +1346,38 @@ impl Tx for BufferedTx<'_> {
             now.millis(),
         ));
         Ok(())
+    }
+
+    async fn put_slack_interaction(
+        &mut self,
+        key: &str,
+        payload: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if self.slack_interaction(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.pending
+            .slack_interactions
+            .push((key.to_owned(), payload.to_owned(), now.millis()));
+        self.pending.prune_slack_interactions =
+            Some(now.millis().saturating_sub(crate::SLACK_INTERACTION_TTL_MS));
+        Ok(true)
+    }
+
+    async fn slack_interaction(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        if let Some((_, payload, _)) = self.pending.slack_interactions.iter().find(|i| i.0 == key) {
+            return Ok(Some(payload.clone()));
+        }
+        let row = self
+            .db()
+            .await?
+            .row(
+                "SELECT payload FROM slack_interactions WHERE key = $1",
+                args![key],
+            )
+            .await?;
+        row.map(|r| r.text(0).map(str::to_owned)).transpose()
     }
 
     async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError> {

@@ -6,11 +6,16 @@
 //! the Countersign user it is linked to, through the same engine services as the portal and
 //! the API, so every rule holds as it does there.
 //!
-//! A click is acknowledged at once and acted on afterwards (a modal opened, or a refusal
+//! Every click, command and submission is stored before it is acknowledged
+//! ([`engine::interactions`]): a second delivery of one is acknowledged and not acted on
+//! again, and one whose process died before acting on it is replayed by another ([`replay`]).
+//! A click is then acknowledged at once and acted on afterwards (a modal opened, or a refusal
 //! said to the clicker alone), well inside Slack's three seconds. A modal's submission is
 //! the decision itself: the engine records it before Slack gets its answer, so that a refusal
 //! shows in the modal and an acknowledged decision is already stored.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,12 +29,13 @@ use engine::slack::{
     self as app, APPROVE, APPROVE_MODAL, ASSIGN, ASSIGN_MODAL, COMMENT, COMMENT_MODAL, DENY,
     DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, PICK_MODAL, REQUEST_MODAL,
 };
-use engine::{Engine, EngineError};
+use engine::{Engine, EngineError, interactions};
 use serde_json::{Value, json};
 
 /// The Slack endpoint, without the portal's session and CSRF layer: Slack signs its
-/// requests instead.
+/// requests instead. It also installs the engine's replayer of stored interactions.
 pub fn router(engine: Arc<Engine>) -> Router {
+    engine.set_slack_replayer(Arc::new(|engine, stored| Box::pin(replay(engine, stored))));
     Router::new()
         .route("/slack/events", post(events))
         .layer(DefaultBodyLimit::max(app::MAX_BODY))
@@ -62,10 +68,6 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
             "this server takes Slack's requests over Socket Mode",
         );
     }
-    // Slack retries an HTTP request it got no answer to in time; the first was handled.
-    if headers.contains_key("x-slack-retry-num") {
-        return StatusCode::OK.into_response();
-    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Err(why) = app::verify_signature(
         &ch.signing_secret,
@@ -94,26 +96,182 @@ async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap, body: Byt
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
     };
-    if let Some(payload) = field("payload") {
-        return match serde_json::from_str::<Value>(payload) {
-            Ok(p) => respond(interaction(engine, p).await),
-            Err(_) => refuse(StatusCode::BAD_REQUEST, "payload is not JSON"),
-        };
-    }
-    match (field("command"), field("user_id")) {
-        (Some(_), Some(user)) => {
-            let c = Command {
-                user: user.to_owned(),
-                name: field("user_name").unwrap_or_default().to_owned(),
-                text: field("text").unwrap_or_default().to_owned(),
-                trigger: field("trigger_id").unwrap_or_default().to_owned(),
-            };
-            respond(command(engine, c).await)
+    // Either transport's shape: an interaction's payload, or a command's fields as an object
+    // (as Socket Mode delivers them).
+    let (kind, payload) = if let Some(payload) = field("payload") {
+        match serde_json::from_str::<Value>(payload) {
+            Ok(p) if p.is_object() => (INTERACTIVE, p),
+            _ => return refuse(StatusCode::BAD_REQUEST, "payload is not a JSON object"),
         }
-        _ => refuse(
+    } else if field("command").is_some() && field("user_id").is_some() {
+        let fields: serde_json::Map<String, Value> = form
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        (COMMANDS, Value::Object(fields))
+    } else {
+        return refuse(
             StatusCode::BAD_REQUEST,
             "neither a slash command nor an interaction",
+        );
+    };
+    match handle(&engine, kind, payload).await {
+        Ok(answer) => respond(answer),
+        Err(Unstored) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Countersign could not record this interaction, so nothing was done; try again",
         ),
+    }
+}
+
+/// Socket Mode's names of the two kinds of request the app takes, used for HTTP's too.
+const INTERACTIVE: &str = "interactive";
+const COMMANDS: &str = "slash_commands";
+
+/// An interaction could not be stored: Slack is told it failed (HTTP 503; in Socket Mode the
+/// envelope is not acknowledged) and nothing was done.
+pub(crate) struct Unstored;
+
+/// Work left after Slack's answer: opening a modal, or saying a refusal.
+type Then = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What handling an interaction gives: Slack's answer, and what to do once it is sent.
+struct Handled {
+    answer: Answer,
+    then: Option<Then>,
+}
+
+impl From<Answer> for Handled {
+    fn from(answer: Answer) -> Handled {
+        Handled { answer, then: None }
+    }
+}
+
+/// One request from Slack, from either transport (rule 35): stored under its key, then
+/// answered and acted on, or, if it was stored already (Slack delivered it again), answered
+/// with nothing and not acted on. A suggestion (an external select's options) is only a read
+/// and is answered without being stored.
+pub(crate) async fn handle(
+    engine: &Arc<Engine>,
+    kind: &str,
+    payload: Value,
+) -> Result<Answer, Unstored> {
+    if kind == INTERACTIVE && payload["type"] == "block_suggestion" {
+        let user = payload["user"]["id"].as_str().unwrap_or_default();
+        return Ok(suggest(engine, user, &payload).await);
+    }
+    if kind != INTERACTIVE && kind != COMMANDS {
+        return Ok(None);
+    }
+    let key = interactions::key(&payload);
+    let stored = json!({ "kind": kind, "payload": payload });
+    match engine.slack_store(&key, &stored).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => {
+            tracing::error!(error = %e, "a Slack interaction could not be stored");
+            return Err(Unstored);
+        }
+    }
+    let handled = if kind == COMMANDS {
+        command(engine.clone(), Command::of(&payload)).await
+    } else {
+        interaction(engine.clone(), payload).await
+    };
+    let acted = {
+        let engine = engine.clone();
+        async move {
+            if let Err(e) = engine.slack_acted(&key).await {
+                tracing::warn!(error = %e, "a Slack interaction acted on could not be marked so");
+            }
+        }
+    };
+    match handled.then {
+        Some(then) => {
+            tokio::spawn(async move {
+                then.await;
+                acted.await;
+            });
+        }
+        None => acted.await,
+    }
+    Ok(handled.answer)
+}
+
+/// Acts on an interaction stored by a process that died before it had (the worker calls this
+/// on any replica once that process's claim lapsed). A decision, a request, a comment, a drop
+/// or a command's answer is made now and said to the person in Slack; a modal can no longer
+/// be opened (Slack's trigger lasts three seconds), so they are asked to click again.
+async fn replay(engine: Arc<Engine>, stored: Value) {
+    let payload = &stored["payload"];
+    let user = payload["user"]["id"]
+        .as_str()
+        .or(payload["user_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let channel = payload["channel"]["id"]
+        .as_str()
+        .or(payload["container"]["channel_id"].as_str())
+        .or(payload["channel_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    const AGAIN: &str = "Countersign was interrupted before it could open the form you asked for; please ask again.";
+    let said = if stored["kind"] == COMMANDS {
+        let c = Command::of(payload);
+        match c.text.trim() {
+            "" | "request" => Some(AGAIN.to_owned()),
+            _ => command(engine.clone(), c)
+                .await
+                .answer
+                .and_then(|a| a["text"].as_str().map(str::to_owned)),
+        }
+    } else {
+        match payload["type"].as_str() {
+            Some("block_actions") => match click_of(payload) {
+                Some(c) if c.action == DROP => {
+                    clicked(&engine, c).await;
+                    None
+                }
+                Some(_) => Some(AGAIN.to_owned()),
+                None => None,
+            },
+            Some("view_submission") => {
+                let what = match submitted(&engine, &user, &payload["view"]).await {
+                    None => "was recorded".to_owned(),
+                    Some(a) if a["response_action"] == "errors" => {
+                        let why = a["errors"]
+                            .as_object()
+                            .and_then(|e| e.values().next())
+                            .and_then(Value::as_str)
+                            .unwrap_or("it was refused");
+                        format!("could not be recorded: {why}")
+                    }
+                    Some(_) => {
+                        return say(&engine, &channel, &user, AGAIN).await;
+                    }
+                };
+                Some(format!(
+                    "Countersign was interrupted while it took what you submitted in Slack; it {what}."
+                ))
+            }
+            _ => None,
+        }
+    };
+    if let Some(text) = said {
+        say(&engine, &channel, &user, &text).await;
+    }
+}
+
+/// Says `text` to one person: only to them in `channel`, or in their DM with the app when
+/// there is no channel (a modal's submission).
+async fn say(engine: &Engine, channel: &str, user: &str, text: &str) {
+    let said = if channel.is_empty() {
+        app::dm(engine, user, text).await
+    } else {
+        app::tell(engine, channel, user, text).await
+    };
+    if let Err(e) = said {
+        tracing::warn!(error = %e, "a message could not be said in Slack");
     }
 }
 
@@ -132,8 +290,21 @@ struct Command {
     trigger: String,
 }
 
+impl Command {
+    /// A command's fields, from either transport.
+    fn of(payload: &Value) -> Command {
+        let field = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
+        Command {
+            user: field("user_id"),
+            name: field("user_name"),
+            text: field("text"),
+            trigger: field("trigger_id"),
+        }
+    }
+}
+
 /// `/countersign` (the request modal), `/countersign link` and `/countersign help`.
-async fn command(engine: Arc<Engine>, c: Command) -> Answer {
+async fn command(engine: Arc<Engine>, c: Command) -> Handled {
     let Command {
         user,
         name,
@@ -141,19 +312,24 @@ async fn command(engine: Arc<Engine>, c: Command) -> Answer {
         trigger,
     } = c;
     let user = user.as_str();
-    match text.trim() {
+    if user.is_empty() {
+        return None.into();
+    }
+    let answer = match text.trim() {
         "" | "request" => {
             if let Err(why) = linked(&engine, user).await {
-                return ephemeral(&why);
+                return ephemeral(&why).into();
             }
             // Acknowledged now; the catalog follows.
-            tokio::spawn(async move {
-                let view = app::pick_modal(&engine.config());
-                if let Err(e) = app::open_modal(&engine, &trigger, view).await {
-                    tracing::warn!(error = %e, "the request modal could not be opened");
-                }
-            });
-            None
+            return Handled {
+                answer: None,
+                then: Some(Box::pin(async move {
+                    let view = app::pick_modal(&engine.config());
+                    if let Err(e) = app::open_modal(&engine, &trigger, view).await {
+                        tracing::warn!(error = %e, "the request modal could not be opened");
+                    }
+                })),
+            };
         }
         "unlink" => match engine.unlink_slack(user).await {
             Ok(Some(person)) => ephemeral(&format!(
@@ -177,7 +353,8 @@ async fn command(engine: Arc<Engine>, c: Command) -> Answer {
         _ => ephemeral(
             "`/countersign` asks for access. `/countersign link` links your Slack account to your Countersign user, so that you can ask, approve and deny from Slack; `/countersign unlink` removes the link.",
         ),
-    }
+    };
+    answer.into()
 }
 
 /// What a refusal says, without storage details.
@@ -196,36 +373,44 @@ const PORTAL_ONLY: &str =
 
 const NOT_LINKED: &str = "Your Slack account is not linked to a Countersign user, so nothing was done. Type /countersign link first.";
 
-async fn interaction(engine: Arc<Engine>, p: Value) -> Answer {
-    let user = p["user"]["id"].as_str().unwrap_or_default().to_owned();
+async fn interaction(engine: Arc<Engine>, p: Value) -> Handled {
     match p["type"].as_str() {
-        Some("block_actions") => {
-            let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
-            if ![APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP].contains(&action) {
-                return None;
-            }
-            let click = Click {
-                user,
-                action: action.to_owned(),
-                request: p["actions"][0]["value"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                trigger: p["trigger_id"].as_str().unwrap_or_default().to_owned(),
-                channel: p["channel"]["id"]
-                    .as_str()
-                    .or(p["container"]["channel_id"].as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
+        Some("block_actions") => match click_of(&p) {
             // Acknowledged now; the modal (or the refusal) follows.
-            tokio::spawn(async move { clicked(&engine, click).await });
-            None
+            Some(click) => Handled {
+                answer: None,
+                then: Some(Box::pin(async move { clicked(&engine, click).await })),
+            },
+            None => None.into(),
+        },
+        Some("view_submission") => {
+            let user = p["user"]["id"].as_str().unwrap_or_default();
+            submitted(&engine, user, &p["view"]).await.into()
         }
-        Some("view_submission") => submitted(&engine, &user, &p["view"]).await,
-        Some("block_suggestion") => suggest(&engine, &user, &p).await,
-        _ => None,
+        _ => None.into(),
     }
+}
+
+/// A click on one of the app's buttons, or `None` for anything else.
+fn click_of(p: &Value) -> Option<Click> {
+    let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
+    if ![APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP].contains(&action) {
+        return None;
+    }
+    Some(Click {
+        user: p["user"]["id"].as_str().unwrap_or_default().to_owned(),
+        action: action.to_owned(),
+        request: p["actions"][0]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        trigger: p["trigger_id"].as_str().unwrap_or_default().to_owned(),
+        channel: p["channel"]["id"]
+            .as_str()
+            .or(p["container"]["channel_id"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// A click on a card's Approve or Deny.
@@ -531,7 +716,14 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Answer {
         start_at: None,
         requester: None,
         context: domain::Context::default(),
-        idempotency: None,
+        // One request per modal, however often its submission is delivered or replayed.
+        idempotency: view["id"]
+            .as_str()
+            .filter(|id| !id.is_empty() && id.len() <= 100)
+            .map(|id| engine::IdempotencyKey {
+                key: format!("slack:{id}"),
+                body_hash: store::chain::sha256_hex(values.to_string().as_bytes()),
+            }),
         break_glass: false,
     };
     match engine.create_request(actor, input).await {
@@ -579,10 +771,6 @@ async fn suggest(engine: &Engine, user: &str, p: &Value) -> Answer {
     Some(json!({ "options": shown }))
 }
 
-/// Envelope ids remembered per connection, so that one Slack delivers again is acknowledged
-/// without being acted on twice.
-const SEEN: usize = 1000;
-
 /// Socket Mode (item 2): keeps a connection to Slack open while the configuration says
 /// `mode = "socket"`, and answers each envelope as `/slack/events` answers the same request.
 /// It reconnects at once when Slack asks (`disconnect`) or closes the connection, and after a
@@ -590,7 +778,6 @@ const SEEN: usize = 1000;
 /// configuration no longer has a Socket Mode channel.
 pub async fn run_socket(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut failures: u32 = 0;
-    let mut seen: std::collections::VecDeque<String> = Default::default();
     loop {
         if *stop.borrow() {
             return;
@@ -606,7 +793,7 @@ pub async fn run_socket(engine: Arc<Engine>, mut stop: tokio::sync::watch::Recei
             Ok(socket) => {
                 failures = 0;
                 tracing::info!("connected to Slack (Socket Mode)");
-                serve(&engine, socket, &mut seen, &mut stop).await
+                serve(&engine, socket, &mut stop).await
             }
             Err(e) => Err(e),
         };
@@ -635,7 +822,6 @@ enum Served {
 async fn serve(
     engine: &Arc<Engine>,
     mut socket: engine::socket::Socket,
-    seen: &mut std::collections::VecDeque<String>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<Served, String> {
     use engine::socket::Incoming;
@@ -649,40 +835,13 @@ async fn serve(
         };
         match incoming {
             Incoming::Envelope { id, kind, payload } => {
-                let answer = if seen.contains(&id) {
-                    None
-                } else {
-                    if seen.len() >= SEEN {
-                        seen.pop_front();
-                    }
-                    seen.push_back(id.clone());
-                    envelope(engine, &kind, payload).await
-                };
-                socket.ack(&id, answer).await?;
+                // Unacknowledged when it could not be stored: Slack tells the user it failed.
+                if let Ok(answer) = handle(engine, &kind, payload).await {
+                    socket.ack(&id, answer).await?;
+                }
             }
             Incoming::Reconnect => return Ok(Served::Reconnect),
             Incoming::Other => {}
         }
-    }
-}
-
-/// One Socket Mode envelope, answered as its HTTP twin is.
-async fn envelope(engine: &Arc<Engine>, kind: &str, payload: Value) -> Answer {
-    match kind {
-        "slash_commands" => {
-            let field = |k: &str| payload[k].as_str().unwrap_or_default().to_owned();
-            let c = Command {
-                user: field("user_id"),
-                name: field("user_name"),
-                text: field("text"),
-                trigger: field("trigger_id"),
-            };
-            if c.user.is_empty() {
-                return None;
-            }
-            command(engine.clone(), c).await
-        }
-        "interactive" => interaction(engine.clone(), payload).await,
-        _ => None,
     }
 }

@@ -238,6 +238,13 @@ pub struct Slack {
     http: reqwest::Client,
 }
 
+/// A new trigger id, as Slack gives every click, command and submission its own.
+pub fn trigger(who: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("trigger-{who}-{n}")
+}
+
 pub fn sign(secret: &str, ts: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(format!("v0:{ts}:{body}").as_bytes());
@@ -282,7 +289,7 @@ impl Slack {
             ("text", text),
             ("user_id", &slack_id(user)),
             ("team_id", "T1"),
-            ("trigger_id", "trigger-cmd"),
+            ("trigger_id", &trigger(user)),
         ])
         .expect("form");
         let (status, text) = self.send(app, &body).await;
@@ -304,7 +311,7 @@ impl Slack {
         let p = json!({
             "type": "block_actions",
             "user": { "id": slack_id(user) },
-            "trigger_id": format!("trigger-{user}"),
+            "trigger_id": trigger(user),
             "channel": { "id": "C_ACCESS" },
             "actions": [{ "action_id": action, "value": request }],
         });
@@ -325,6 +332,7 @@ impl Slack {
         let p = json!({
             "type": "view_submission",
             "user": { "id": slack_id(user) },
+            "trigger_id": trigger(user),
             "view": { "callback_id": callback, "private_metadata": request,
                       "state": { "values": values } },
         });
@@ -673,7 +681,13 @@ async fn rule_36_seed_001_decided_from_slack_updates_every_copy_of_the_card() {
     assert!(has_button(first, "cs_approve") && has_button(first, "cs_deny"));
     assert!(text_of(first).contains("Pending: step 1 of 3, 0 of 1 approval"));
     assert!(text_of(first).contains("Read-only access to the production database"));
-    assert_eq!(modal.body["trigger_id"], "trigger-carol");
+    assert!(
+        modal.body["trigger_id"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("trigger-carol-")),
+        "{}",
+        modal.body
+    );
     assert_eq!(modal.body["view"]["callback_id"], "cs_approve_modal");
     let options: Vec<&str> = modal.body["view"]["blocks"][1]["element"]["options"]
         .as_array()
@@ -1786,5 +1800,193 @@ async fn slack_posts_to_one_channel_are_paced_at_one_a_second() {
     assert_eq!(
         access["attempt_count"], 1,
         "waiting is not an attempt: {access}"
+    );
+}
+
+/// The request modal's values for prod-db-read: a reason and a duration.
+fn request_values(reason: &str) -> Value {
+    json!({
+        "reason": { "reason": { "type": "plain_text_input", "value": reason } },
+        "duration": { "duration": { "type": "static_select",
+                                    "selected_option": { "value": "1h" } } },
+    })
+}
+
+/// Item 2, rule 35 ("store it, acknowledge, then act, and ignore Slack's retries of one
+/// already stored"): a click, a comment and a request delivered twice by Slack (the same
+/// trigger id) are acted on once; a request modal whose submission came again with a new
+/// trigger (its first answer was lost) still makes one request.
+#[tokio::test]
+async fn rule_35_an_interaction_delivered_twice_is_acted_on_once() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+    for user in ["carol", "grace"] {
+        link(&app, &slack, user).await;
+    }
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "1h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    let click = json!({
+        "type": "block_actions",
+        "user": { "id": slack_id("carol") },
+        "trigger_id": "trigger-click-once",
+        "channel": { "id": "C_ACCESS" },
+        "actions": [{ "action_id": "cs_comment", "value": id }],
+    });
+    let comment = json!({
+        "type": "view_submission",
+        "user": { "id": slack_id("carol") },
+        "trigger_id": "trigger-comment-once",
+        "view": { "id": "V_COMMENT", "callback_id": "cs_comment_modal", "private_metadata": id,
+                  "state": { "values": { "comment": { "comment": {
+                      "type": "plain_text_input", "value": "which table?" } } } } },
+    });
+    let request = |trigger: &str| {
+        json!({
+            "type": "view_submission",
+            "user": { "id": slack_id("grace") },
+            "trigger_id": trigger,
+            "view": { "id": "V_REQUEST", "callback_id": "cs_request_modal",
+                      "private_metadata": "prod-db-read",
+                      "state": { "values": request_values("INC-43") } },
+        })
+    };
+    let count = async || {
+        let (_, list) = app.get("grace", "/v1/requests?resource=prod-db-read").await;
+        list["requests"].as_array().map_or(0, Vec::len)
+    };
+    let before = count().await;
+
+    // Act
+    let mut answers = vec![];
+    for p in [&click, &click, &comment, &comment] {
+        answers.push(slack.payload(&app, p).await);
+    }
+    answers.push(slack.payload(&app, &request("trigger-request-1")).await);
+    answers.push(slack.payload(&app, &request("trigger-request-1")).await);
+    answers.push(slack.payload(&app, &request("trigger-request-2")).await);
+    eventually("the comment modal opens", async || {
+        (!fake.calls("views.open").is_empty()).then_some(())
+    })
+    .await;
+    app.tick().await;
+
+    // Assert
+    for (status, body) in &answers {
+        assert_eq!(
+            (*status, body.as_str()),
+            (StatusCode::OK, ""),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(
+        fake.calls("views.open").len(),
+        1,
+        "a click delivered twice opens one modal"
+    );
+    let r = app.request("grace", &req).await;
+    assert_eq!(
+        r["comments"].as_array().map(Vec::len),
+        Some(1),
+        "a submission delivered twice comments once: {r}"
+    );
+    assert_eq!(
+        count().await,
+        before + 1,
+        "one request from one modal, however often it came"
+    );
+}
+
+/// Item 2, rule 35: an interaction stored by a process that died before acting on it (the
+/// row and its held job, whose claim nobody renews any more) is replayed by the worker once
+/// the claim lapses, and not before: the decision submitted is recorded and its author told
+/// in their DM; a click, whose modal can no longer be opened, is answered with a request to
+/// click again; Slack's redelivery afterwards changes nothing.
+#[tokio::test]
+async fn rule_35_an_interaction_its_process_did_not_act_on_is_replayed() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let app = spawn(&fake, "").await;
+    let slack = Slack::new(&app);
+    link(&app, &slack, "carol").await;
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "prod-db-read", "reason": "INC-42", "duration": "4h" }),
+        )
+        .await;
+    let id = id_of(&req).to_owned();
+    app.tick().await;
+    let approve = json!({
+        "type": "view_submission",
+        "user": { "id": slack_id("carol") },
+        "trigger_id": "trigger-approve-lost",
+        "view": { "id": "V_APPROVE", "callback_id": "cs_approve_modal", "private_metadata": id,
+                  "state": { "values": approve_values("1h", false, "replayed") } },
+    });
+    let click = json!({
+        "type": "block_actions",
+        "user": { "id": slack_id("carol") },
+        "trigger_id": "trigger-click-lost",
+        "channel": { "id": "C_ACCESS" },
+        "actions": [{ "action_id": "cs_deny", "value": id }],
+    });
+    // What the endpoint stores before it answers; the process then "dies": nothing acts.
+    for p in [&approve, &click] {
+        let key = engine::interactions::key(p);
+        let stored = json!({ "kind": "interactive", "payload": p });
+        assert!(app.engine.slack_store(&key, &stored).await.expect("store"));
+    }
+
+    // Act
+    app.tick().await;
+    let before_lapse = app.request("grace", &req).await;
+    app.advance(Duration::from_secs(5)).await;
+    let after = app.request("grace", &req).await;
+    let (status, again) = slack.payload(&app, &approve).await;
+    app.tick().await;
+
+    // Assert
+    assert_eq!(
+        before_lapse["current_step"], 1,
+        "not replayed while its holder's claim is live"
+    );
+    assert_eq!(after["current_step"], 2, "replayed: {after}");
+    let review = &after["steps"][0]["reviews"][0];
+    assert_eq!(review["by"], email("carol"));
+    assert_eq!(review["duration"], "1h");
+    assert_eq!(review["comment"], "replayed");
+    let dm = fake
+        .calls("chat.postMessage")
+        .into_iter()
+        .find(|c| {
+            c.body["channel"] == slack_id("carol") && text_of(&c.body).contains("interrupted")
+        })
+        .expect("carol is told in her DM");
+    assert!(text_of(&dm.body).contains("was recorded"), "{:?}", dm.body);
+    let told: Vec<Call> = fake.calls("chat.postEphemeral");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].body["channel"], "C_ACCESS");
+    assert!(
+        text_of(&told[0].body).contains("ask again"),
+        "{:?}",
+        told[0].body
+    );
+    assert!(
+        fake.calls("views.open").is_empty(),
+        "no modal from a stale trigger"
+    );
+    assert_eq!((status, again), (StatusCode::OK, String::new()));
+    let last = app.request("grace", &req).await;
+    assert_eq!(
+        last["steps"][0]["reviews"].as_array().map(Vec::len),
+        Some(1),
+        "the redelivery was not acted on: {last}"
     );
 }

@@ -675,3 +675,35 @@ pub async fn per_receiver_limit_counts_across_handles(db: &Db) {
         "a's claim lapsed too: the receiver has one call running"
     );
 }
+
+/// Rule 35 (a Slack interaction is stored, then acted on by one process): a job written
+/// already held (`schedule_held`) is not due to anyone while its holder renews the claim,
+/// the holder sees that it holds it, and another handle takes it over once the claim lapses.
+pub async fn held_job_is_taken_over_only_when_its_claim_lapses(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let kind = TimerKind::SlackInteraction;
+    write(&*a, move |tx| {
+        Box::pin(async move {
+            Ok(tx
+                .schedule_held(kind, "trigger_1", at(1000), at(5000))
+                .await?)
+        })
+    })
+    .await;
+    for s in [&a, &b] {
+        assert_eq!(s.due_jobs(at(4000), 10).await.expect("due jobs"), vec![]);
+    }
+    let holds = write(&*a, move |tx| {
+        Box::pin(async move { Ok(tx.holds(kind, "trigger_1", at(4000)).await?) })
+    })
+    .await;
+    assert!(holds, "the writer holds the job it wrote held");
+    assert!(!claim(&*b, kind, "trigger_1", at(4000), at(8000)).await);
+    assert_eq!(
+        b.due_jobs(at(5001), 10).await.expect("due jobs").len(),
+        1,
+        "due once the claim lapsed"
+    );
+    assert!(claim(&*b, kind, "trigger_1", at(5001), at(9000)).await);
+}

@@ -844,3 +844,70 @@ pub async fn slack_links_and_messages(db: &Db) {
     );
     seen.assert();
 }
+
+/// Rule 35: a Slack interaction is stored once under its key. The first store of a key wins,
+/// within a job, across jobs and across handles racing; its payload reads back as received;
+/// one received more than a day earlier is forgotten.
+pub async fn slack_interactions_are_stored_once(db: &Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let firsts = write(&*a, |tx| {
+        Box::pin(async move {
+            let one = tx.put_slack_interaction("T1", "{\"n\":1}", at(0)).await?;
+            let again = tx.put_slack_interaction("T1", "{\"n\":2}", at(1)).await?;
+            Ok((one, again))
+        })
+    })
+    .await;
+    assert_eq!(firsts, (true, false), "within one job");
+    let mut tasks = vec![];
+    for i in 0..10 {
+        let store = [a.clone(), b.clone()][i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            write(&*store, move |tx| {
+                Box::pin(async move {
+                    Ok(tx
+                        .put_slack_interaction("T2", &format!("{{\"n\":{i}}}"), at(10))
+                        .await?)
+                })
+            })
+            .await
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.expect("task"));
+    }
+    assert_eq!(stored, 1, "one of ten racing stores of T2 stored it");
+    let read = |store: std::sync::Arc<dyn Store>, key: &'static str| async move {
+        write(&*store, move |tx| {
+            Box::pin(async move { Ok(tx.slack_interaction(key).await?) })
+        })
+        .await
+    };
+    let mut seen = Seen::default();
+    seen.eq(
+        "T1 as first received",
+        read(b.clone(), "T1").await,
+        Some("{\"n\":1}".to_owned()),
+    );
+    seen.eq(
+        "T1 stored again from the other handle",
+        write(&*b, |tx| {
+            Box::pin(async move { Ok(tx.put_slack_interaction("T1", "{}", at(20)).await?) })
+        })
+        .await,
+        false,
+    );
+    seen.eq("an unknown key", read(a.clone(), "T9").await, None);
+    // A day and a bit later, a new interaction: T1 and T2 are forgotten.
+    let later = at(store::SLACK_INTERACTION_TTL_MS + 11);
+    write(&*a, move |tx| {
+        Box::pin(async move { Ok(tx.put_slack_interaction("T3", "{}", later).await?) })
+    })
+    .await;
+    seen.eq("T1 after a day", read(a.clone(), "T1").await, None);
+    seen.eq("T2 after a day", read(b.clone(), "T2").await, None);
+    seen.eq("T3", read(b.clone(), "T3").await, Some("{}".to_owned()));
+    seen.assert();
+}
