@@ -186,39 +186,7 @@ pub fn app(state: AppState) -> Router {
 /// JSON with object keys sorted at every level, so that two bodies that differ only in key
 /// order or spacing compare equal (rule 25).
 pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
-    use serde_json::Value;
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
+    domain::action::canonical_json(v)
 }
 
 fn openapi_router() -> OpenApiRouter<AppState> {

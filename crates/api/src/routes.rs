@@ -36,6 +36,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_request))
         .routes(routes!(follow_up_request))
         .routes(routes!(comment_request))
+        .routes(routes!(claim_action))
         .routes(routes!(assign_request))
         .routes(routes!(list_grants))
         .routes(routes!(get_grant))
@@ -219,6 +220,10 @@ pub(crate) async fn create(
                 },
                 idempotency,
                 break_glass: body.break_glass,
+                action: body.action.map(|a| domain::ActionInput {
+                    tool: a.tool,
+                    arguments: a.arguments,
+                }),
             },
         )
         .await
@@ -587,6 +592,34 @@ async fn comment_request(
     let Json(body) = body?;
     let r = state.engine.comment(&actor, &id, body.text).await?;
     Ok(Json(with_grant(&state, &actor, &r).await?))
+}
+
+/// Claim an approved action, once (issue 18): its creator gets the action exactly as it was
+/// asked and shown to reviewers, recorded as `action_claimed`.
+#[utoipa::path(post, path = "/v1/requests/{id}/claim", tag = "requests", params(("id" = String, Path)),
+    responses((status = 200, description = "The approved action, exactly as asked", body = ClaimView),
+        (status = 403, description = "The caller may see the request but did not create it", body = ErrorBody),
+        (status = 404, description = "No such request, or the caller may not see it", body = ErrorBody),
+        (status = 409, description = "The request is not approved, its action was claimed already, or its `claim_within` has passed", body = ErrorBody),
+        (status = 422, description = "The request asks for no action", body = ErrorBody)))]
+async fn claim_action(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ClaimView>> {
+    let r = state.engine.claim_action(&actor, &id).await?;
+    let Some(a) = r.action else {
+        return Err(ApiError::invalid(format!(
+            "request {id} asks for no action"
+        )));
+    };
+    Ok(Json(ClaimView {
+        request_id: r.id,
+        tool: a.tool,
+        arguments: a.arguments,
+        digest: a.digest,
+        claimed_at: a.claimed_at.map(convert::ts).unwrap_or_default(),
+    }))
 }
 
 /// Assign the current step to another principal.

@@ -200,6 +200,7 @@ async fn seed(engine: &Arc<Engine>, args: &ListsArgs, now: Timestamp) -> Result<
                         created_by,
                         ..Context::default()
                     },
+                    action: None,
                 },
                 at: Timestamp::from_millis(first + i64::try_from(k).unwrap_or(0)),
                 approvals,

@@ -43,6 +43,8 @@ pub struct Conn {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientCommand {
     /// Create, list, show, cancel and comment on requests.
     Request {
@@ -167,6 +169,12 @@ pub enum RequestCmd {
         /// must review it afterwards.
         #[arg(long)]
         break_glass: bool,
+        /// On a resource of kind "action": the tool whose one call is to be approved.
+        #[arg(long, value_name = "TOOL")]
+        action: Option<String>,
+        /// With --action: the call's arguments, as JSON.
+        #[arg(long, value_name = "JSON", requires = "action", default_value = "{}")]
+        arguments: String,
         /// Wait for the outcome: exit 0 approved, 1 denied, 2 cancelled or expired.
         #[arg(long)]
         wait: bool,
@@ -526,12 +534,22 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                     callback_url,
                     idempotency_key,
                     break_glass,
+                    action,
+                    arguments,
                     wait,
                     poll_seconds,
                 },
             ..
         } => {
             let map = field_args(fields)?;
+            let action = match action {
+                Some(tool) => Some(ActionBody {
+                    tool,
+                    arguments: serde_json::from_str(&arguments)
+                        .map_err(|e| Failure(format!("--arguments is not JSON: {e}")))?,
+                }),
+                None => None,
+            };
             let request_data = request_data
                 .map(|d| serde_json::from_str(&d))
                 .transpose()
@@ -550,6 +568,7 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
                 callback: callback_url.map(|url| CallbackBody { url }),
                 reviewer_credentials: vec![],
                 break_glass,
+                action,
             };
             let mut req = c.http.post(format!("{}/v1/requests", c.base)).json(&body);
             if let Some(k) = &idempotency_key {

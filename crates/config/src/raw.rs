@@ -211,10 +211,15 @@ pub struct RawField {
 pub struct RawResource {
     #[serde(default)]
     pub description: String,
+    /// `"access"` (the default) or `"action"` (issue 18).
+    pub kind: Option<String>,
+    /// For `kind = "action"`: how long after approval the action may be claimed.
+    pub claim_within: Option<String>,
     pub connector: Option<String>,
     #[serde(default)]
     pub grant: BTreeMap<String, hcl::Value>,
-    pub max_duration: String,
+    /// Required for an access resource; an action resource has none.
+    pub max_duration: Option<String>,
     pub durations: Option<Vec<String>>,
     #[serde(default)]
     pub owners: Vec<String>,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use domain::notify::{Audience, NotifyEvent, NotifyRule, Reach, Via};
 use domain::{
-    AppDef, BreakGlassDef, Directory, Escalation, FieldDef, FieldType, Input, PolicyRef, Principal,
-    ResourceDef, Reviewers, Span, StepDef, UserDef, Workflow,
+    ActionDef, AppDef, BreakGlassDef, Directory, Escalation, FieldDef, FieldType, Input, PolicyRef,
+    Principal, ResourceDef, Reviewers, Span, StepDef, UserDef, Workflow,
 };
 
 use crate::load::{Loc, RawConfig};
@@ -1459,6 +1459,7 @@ fn resource(
         approval_only,
         allow,
     } = *known;
+    let action = action_kind(loc, &r, errors);
     let connector = match r.connector {
         Some(c) if connectors.contains_key(&c) => Some(c),
         Some(c) if approval_only.contains(&c) => None,
@@ -1468,8 +1469,20 @@ fn resource(
         }
         None => None,
     };
-    let max_duration =
-        span(loc, "max_duration", Some(&r.max_duration), errors).unwrap_or(Span::from_secs(3600));
+    let max_duration = match (&action, &r.max_duration) {
+        // An action resource's requests ask for their claim window.
+        (Some(a), _) => a.claim_within,
+        (None, Some(m)) => {
+            span(loc, "max_duration", Some(m), errors).unwrap_or(Span::from_secs(3600))
+        }
+        (None, None) => {
+            errors.push(loc.err(
+                None,
+                "max_duration is required (how long a grant of this resource may last)",
+            ));
+            Span::from_secs(3600)
+        }
+    };
     let mut durations = vec![];
     for d in r.durations.unwrap_or_default() {
         if let Some(s) = span(loc, "durations", Some(&d), errors) {
@@ -1690,5 +1703,65 @@ fn resource(
         break_glass: r
             .break_glass
             .and_then(|b| break_glass(loc, b, max_duration, dir, errors)),
+        action,
+    }
+}
+
+/// The shortest and longest `claim_within`.
+const CLAIM_WITHIN: (Span, Span) = (Span::from_secs(60), Span::from_secs(24 * 3600));
+
+/// A resource's `kind` (issue 18): `"access"` (the default) grants access through a
+/// connector for a time; `"action"` approves one exact action, which its creator claims once
+/// within `claim_within`, and so takes none of what describes a grant.
+fn action_kind(loc: &Loc, r: &RawResource, errors: &mut Vec<ConfigError>) -> Option<ActionDef> {
+    match r.kind.as_deref() {
+        None | Some("access") => {
+            if r.claim_within.is_some() {
+                errors.push(loc.err(
+                    Some("claim_within"),
+                    "claim_within is for resources of kind = \"action\"",
+                ));
+            }
+            None
+        }
+        Some("action") => {
+            let given = [
+                ("connector", r.connector.is_some()),
+                ("grant", !r.grant.is_empty()),
+                ("max_duration", r.max_duration.is_some()),
+                ("durations", r.durations.is_some()),
+                ("part_of", r.part_of.is_some()),
+                ("break_glass", r.break_glass.is_some()),
+            ];
+            for (key, _) in given.into_iter().filter(|(_, set)| *set) {
+                errors.push(loc.err(
+                    Some(key),
+                    format!(
+                        "{key}: a resource of kind = \"action\" takes none; each request approves one action, claimed once within claim_within"
+                    ),
+                ));
+            }
+            let within = span(loc, "claim_within", r.claim_within.as_deref(), errors)
+                .unwrap_or(domain::action::DEFAULT_CLAIM_WITHIN);
+            if within < CLAIM_WITHIN.0 || within > CLAIM_WITHIN.1 {
+                errors.push(loc.err(
+                    Some("claim_within"),
+                    format!(
+                        "claim_within must be between {} and {}",
+                        CLAIM_WITHIN.0, CLAIM_WITHIN.1
+                    ),
+                ));
+            }
+            Some(ActionDef {
+                claim_within: within,
+            })
+        }
+        Some(other) => {
+            errors.push(loc.err(
+                Some("kind"),
+                format!("kind: unknown kind {other:?}; use \"access\" or \"action\""),
+            ));
+            None
+        }
     }
 }

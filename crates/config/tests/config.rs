@@ -97,7 +97,7 @@ resource "db2" {{
     );
     let out = errors(&src);
     expect_test::expect![[r#"
-        test.hcl:7: in resource "db": colour: unknown field `colour`, expected one of `description`, `connector`, `grant`, `max_duration`, `durations`, `owners`, `part_of`, `pending_ttl`, `allow_self_approval`, `field`, `on_request`, `policies`, `workflow`, `break_glass`, `slack_decisions`
+        test.hcl:7: in resource "db": colour: unknown field `colour`, expected one of `description`, `kind`, `claim_within`, `connector`, `grant`, `max_duration`, `durations`, `owners`, `part_of`, `pending_ttl`, `allow_self_approval`, `field`, `on_request`, `policies`, `workflow`, `break_glass`, `slack_decisions`
         test.hcl:12: in resource "db2": unknown connector "nope"
         test.hcl:13: in resource "db2": max_duration: invalid duration "an hour": unknown unit; use s, m, h or d (write it as 30s, 15m, 1h30m or 7d)
         test.hcl:14: in resource "db2": unknown group: "group:ghosts"

@@ -101,6 +101,8 @@ pub enum EventKind {
     SlackLinked,
     /// A Slack account's link was removed (`/countersign unlink`).
     SlackUnlinked,
+    /// The creator claimed an approved action (issue 18); `tool` and `digest` in the detail.
+    ActionClaimed,
 }
 
 impl EventKind {
@@ -144,6 +146,7 @@ impl EventKind {
             EventKind::FollowUpOverdue => "follow_up_overdue",
             EventKind::SlackLinked => "slack_linked",
             EventKind::SlackUnlinked => "slack_unlinked",
+            EventKind::ActionClaimed => "action_claimed",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! grant, not an API shape. The one JSON document it defines is the policy input (rule 29),
 //! because policies are written against it.
 
+pub mod action;
 pub mod delivery;
 pub mod effect;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod request;
 pub mod resource;
 pub mod time;
 
+pub use action::{Action, ActionInput};
 pub use delivery::{Attempt, Callback, CallbackFormat, Delivery, DeliveryState, Notice, RetryPlan};
 pub use effect::{Changes, Effect, Event, EventKind, TimerKind};
 pub use error::DomainError;
@@ -33,8 +35,8 @@ pub use request::{
     Scope, StepState, StepStatus, parse_step_key, step_key,
 };
 pub use resource::{
-    BreakGlassDef, Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef, ResourceDef,
-    Reviewers, StepDef, Workflow,
+    ActionDef, BreakGlassDef, Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef,
+    ResourceDef, Reviewers, StepDef, Workflow,
 };
 pub use time::{Span, Timestamp};
 

@@ -226,6 +226,11 @@ pub fn input(
             "reference_url": req.context.reference_url,
             "correlation_id": req.context.correlation_id,
             "request_data": req.context.request_data,
+            "action": req.action.as_ref().map(|a| serde_json::json!({
+                "tool": a.tool,
+                "arguments": a.arguments,
+                "digest": a.digest,
+            })),
         },
         "now": now.rfc3339(),
         "now_ns": i128::from(now.millis()) * 1_000_000,

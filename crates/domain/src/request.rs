@@ -347,6 +347,9 @@ pub struct Request {
     /// The review that follows a break-glass grant (rule 34); `None` for every other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<crate::follow_up::FollowUp>,
+    /// The one action asked for, on a resource of `kind = "action"` (issue 18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<crate::action::Action>,
 }
 
 /// What an application sends with a request (rule 21), kept as sent.
@@ -456,6 +459,8 @@ pub struct NewRequest {
     pub start_at: Option<Timestamp>,
     pub extends: Option<String>,
     pub context: Context,
+    /// The action asked for, on a resource of `kind = "action"` (issue 18).
+    pub action: Option<crate::action::ActionInput>,
 }
 
 /// One reviewer's decision as submitted.
@@ -572,6 +577,22 @@ impl Request {
         }
         check_text("reason", &new.reason)?;
         let fields = validate_fields(&new.fields, res, dir)?;
+        let action = match (&res.action, new.action.take()) {
+            (Some(def), Some(input)) => Some(crate::action::Action::new(input, def.claim_within)?),
+            (Some(_), None) => {
+                return Err(invalid(format!(
+                    "{} is an action resource: the request needs the action, {{tool, arguments}}",
+                    res.name
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(format!(
+                    "{} grants access; only a resource of kind \"action\" takes an action",
+                    res.name
+                )));
+            }
+            (None, None) => None,
+        };
 
         let steps: Vec<StepState> = res
             .workflow
@@ -645,6 +666,7 @@ impl Request {
             trace: vec![],
             context: new.context,
             follow_up: None,
+            action,
         })
     }
 
@@ -1523,7 +1545,8 @@ impl Request {
             kind: TimerKind::RequestExpiry,
             key: self.id.clone(),
         });
-        if state == RequestState::Approved {
+        // An approved action is claimed, not granted: its approval covers nothing else.
+        if state == RequestState::Approved && self.action.is_none() {
             ch.effect(Effect::IssueGrant(self.grant_spec()));
         }
         if self.context.callback.is_some() {

@@ -243,6 +243,16 @@ pub struct ResourceDef {
     pub on_request: Option<PolicyRef>,
     pub policies: Vec<PolicyRef>,
     pub break_glass: Option<BreakGlassDef>,
+    /// `kind = "action"` (issue 18): each request asks for one exact action, claimed once
+    /// after approval; `None` for a resource that grants access.
+    pub action: Option<ActionDef>,
+}
+
+/// What a resource of `kind = "action"` declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionDef {
+    /// How long after approval the action may be claimed.
+    pub claim_within: Span,
 }
 
 impl ResourceDef {

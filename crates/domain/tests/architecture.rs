@@ -30,11 +30,15 @@ fn dependencies(krate: &str) -> Vec<String> {
 }
 
 /// Architecture invariant: `domain` does no IO and cannot fail because of the outside world,
-/// so it depends on nothing that could do IO or read the clock. `serde_json` is there for one
-/// document only, the policy input (rule 29), which the rules build and policies read.
+/// so it depends on nothing that could do IO or read the clock. `serde_json` is there for the
+/// policy input (rule 29), which the rules build and policies read, and for an action's
+/// arguments (issue 18); `sha2` for an action's digest, a pure function.
 #[test]
-fn domain_depends_only_on_serde_and_thiserror() {
-    assert_eq!(dependencies("domain"), ["serde", "serde_json", "thiserror"]);
+fn domain_depends_only_on_serde_sha2_and_thiserror() {
+    assert_eq!(
+        dependencies("domain"),
+        ["serde", "serde_json", "sha2", "thiserror"]
+    );
 }
 
 /// Architecture invariant: the CLI talks to a server over HTTP and cannot decide anything

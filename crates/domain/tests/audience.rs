@@ -83,6 +83,7 @@ fn resource() -> ResourceDef {
         on_request: None,
         policies: vec![],
         break_glass: None,
+        action: None,
     }
 }
 
@@ -100,6 +101,7 @@ fn fay_asks(id: &str, through: Option<&str>) -> NewRequest {
             created_by: through.map(str::to_owned),
             ..Context::default()
         },
+        action: None,
     }
 }
 

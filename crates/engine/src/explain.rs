@@ -262,9 +262,14 @@ impl Engine {
         let now = self.now();
         // Read in a transaction, where the store answers it (nothing is written).
         let (who, name, part_of) = (requester.clone(), res.name.clone(), res.part_of.clone());
+        let is_action = res.action.is_some();
         let covering = self
             .write(move |tx| {
                 Box::pin(async move {
+                    // Issue 18: an approved action covers no other (rule 5 does not apply).
+                    if is_action {
+                        return Ok(None);
+                    }
                     Ok(tx
                         .active_grant_covering(&who, &name, part_of.as_deref(), now)
                         .await?)
@@ -284,6 +289,7 @@ impl Engine {
             start_at: input.start_at,
             extends: None,
             context: input.context,
+            action: input.action,
         };
         let (mut req, _changes) = Request::create(
             new,

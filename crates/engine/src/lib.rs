@@ -67,6 +67,8 @@ pub struct CreateRequest {
     /// Break the glass (rule 34): grant at once, without the workflow, and open a follow-up
     /// review.
     pub break_glass: bool,
+    /// The one action asked for, on a resource of `kind = "action"` (issue 18).
+    pub action: Option<domain::ActionInput>,
 }
 
 /// An `Idempotency-Key` (rule 25): the key, and a hash of the canonical body it came with.
@@ -525,6 +527,7 @@ impl Engine {
             start_at: input.start_at,
             extends: None,
             context,
+            action: input.action,
         };
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
@@ -561,14 +564,19 @@ impl Engine {
                         // Rule 34: no covering grant is consulted; the glass is broken.
                         Request::break_glass(new, res, &config.directory, policies.as_ref(), now)?
                     } else {
-                        let covering = tx
-                            .active_grant_covering(
-                                &new.requester,
-                                &res.name,
-                                res.part_of.as_deref(),
-                                now,
-                            )
-                            .await?;
+                        // Issue 18: an approved action covers no other (rule 5 does not apply).
+                        let covering = match res.action {
+                            Some(_) => None,
+                            None => {
+                                tx.active_grant_covering(
+                                    &new.requester,
+                                    &res.name,
+                                    res.part_of.as_deref(),
+                                    now,
+                                )
+                                .await?
+                            }
+                        };
                         Request::create(
                             new,
                             res,
@@ -883,6 +891,22 @@ impl Engine {
             .await
     }
 
+    /// The creator claims an approved request's action (issue 18): once, within its
+    /// `claim_within`; audited as `action_claimed`. Anyone else who can see the request is
+    /// refused (403).
+    pub async fn claim_action(&self, actor: &Actor, id: &str) -> Result<Request, EngineError> {
+        let me = actor.id.clone();
+        self.transition(actor, id, move |r, now| {
+            if r.creator() != me {
+                return Err(DomainError::Forbidden(
+                    "only the request's creator may claim its action".into(),
+                ));
+            }
+            r.claim_action(now).map(|(_, ch)| ch)
+        })
+        .await
+    }
+
     pub async fn assign(
         &self,
         actor: &Actor,
@@ -1090,6 +1114,7 @@ impl Engine {
                     start_at: None,
                     extends: Some(g.id.clone()),
                     context: domain::Context::default(),
+                    action: None,
                 };
                 // Rule 5 does not apply: the grant that covers the resource is the one to
                 // extend.

@@ -9,8 +9,8 @@ use domain::notify::NotifyEvent;
 use domain::request::Constraint;
 use domain::{Decision, FieldValue, Grant, GrantEnd, Request, RequestState, Scope, Timestamp};
 use proto::{
-    ActorRef, AssignmentView, CommentView, FollowUpView, GrantEndingView, GrantView, OutcomeView,
-    RequestView, ReviewView, StepView, SummaryView,
+    ActionView, ActorRef, AssignmentView, CommentView, FollowUpView, GrantEndingView, GrantView,
+    OutcomeView, RequestView, ReviewView, StepView, SummaryView,
 };
 use serde_json::Value;
 
@@ -153,6 +153,17 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
             closed_by: f.closed.as_ref().map(|c| c.by.clone()),
             closed_at: f.closed.as_ref().map(|c| ts(c.at)),
             comment: f.closed.as_ref().and_then(|c| c.comment.clone()),
+        }),
+        action: r.action.as_ref().map(|a| ActionView {
+            tool: a.tool.clone(),
+            arguments: a.arguments.clone(),
+            digest: a.digest.clone(),
+            claim_within: a.claim_within.to_string(),
+            claim_until: match (r.state, &r.outcome) {
+                (domain::RequestState::Approved, Some(o)) => Some(ts(a.claim_until(o.at))),
+                _ => None,
+            },
+            claimed_at: a.claimed_at.map(ts),
         }),
         summary: summary(r),
     }

@@ -222,6 +222,56 @@ pub struct CreateRequestBody {
     /// only, on resources that declare `break_glass`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub break_glass: bool,
+    /// The one action to approve, on a resource of `kind = "action"` (issue 18); required
+    /// there and refused elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionBody>,
+}
+
+/// `action` of a new request: a tool and its arguments, kept exactly as sent.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// The tool's name (1 to 128 characters).
+    #[schema(min_length = 1, max_length = 128)]
+    pub tool: String,
+    /// Any JSON (at most 16 KiB as compact JSON, nested at most 32 deep).
+    pub arguments: Value,
+}
+
+/// A request's action (issue 18), as every surface shows it to reviewers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActionView {
+    pub tool: String,
+    pub arguments: Value,
+    /// SHA-256, hex, of the canonical JSON of `{"arguments": …, "tool": …}` (keys sorted at
+    /// every level, no spaces).
+    pub digest: String,
+    /// How long after approval the creator may claim it.
+    pub claim_within: String,
+    /// Until when it may be claimed, once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_until: Option<String>,
+    /// When the creator claimed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<String>,
+}
+
+impl ActionView {
+    /// The arguments as every surface prints them: indented JSON.
+    pub fn arguments_text(&self) -> String {
+        serde_json::to_string_pretty(&self.arguments).unwrap_or_default()
+    }
+}
+
+/// What `POST /v1/requests/{id}/claim` answers, once: the approved action, exactly as asked.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClaimView {
+    pub request_id: String,
+    pub tool: String,
+    pub arguments: Value,
+    pub digest: String,
+    pub claimed_at: String,
 }
 
 /// `callback` of a new request.
@@ -448,6 +498,9 @@ pub struct RequestView {
     /// The review that follows a break-glass (rule 34); absent for every other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up: Option<FollowUpView>,
+    /// The one action asked for (issue 18); absent for an access request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionView>,
     /// The request in sentences, as every surface shows it.
     #[serde(default)]
     pub summary: SummaryView,

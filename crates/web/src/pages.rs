@@ -738,6 +738,8 @@ pub(crate) async fn create(
                 context: domain::Context::default(),
                 idempotency: None,
                 break_glass,
+                // An action (issue 18) is asked by the program that will run it.
+                action: None,
             },
         )
         .await;

@@ -725,6 +725,8 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Answer {
                 body_hash: store::chain::sha256_hex(values.to_string().as_bytes()),
             }),
         break_glass: false,
+        // An action (issue 18) is asked by the program that will run it, not from Slack.
+        action: None,
     };
     match engine.create_request(actor, input).await {
         Ok(_) => None,

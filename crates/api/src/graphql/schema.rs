@@ -194,6 +194,8 @@ impl ApprovalRequestInput {
                 .unwrap_or_default(),
             // Applications never break glass (rule 39).
             break_glass: false,
+            // Action approvals (issue 18) are asked through REST and MCP.
+            action: None,
         }
     }
 }

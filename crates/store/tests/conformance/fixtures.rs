@@ -83,6 +83,7 @@ impl World {
                     on_request: None,
                     policies: vec![],
                     break_glass: None,
+                    action: None,
                 };
                 (name.to_owned(), def)
             })
@@ -108,6 +109,7 @@ impl World {
             start_at: None,
             extends: None,
             context: Default::default(),
+            action: None,
         };
         Request::create(
             new,
