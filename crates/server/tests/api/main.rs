@@ -9,6 +9,7 @@
 //! default, a fresh PostgreSQL database with `COUNTERSIGN_TEST_STORE=postgres` and
 //! `COUNTERSIGN_TEST_PG_URL`. The same tests run on both stores.
 
+mod actions;
 mod apps;
 mod break_glass;
 mod browser;

@@ -1,0 +1,297 @@
+//! Action approvals (issue 18) through REST: a resource of `kind = "action"`, a request that
+//! carries one exact action (a tool and its arguments) and its digest, reviewers who see it,
+//! and the single claim by its creator within `claim_within`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, email, id_of};
+
+const CONFIG: &str = r#"
+app "agent"   { roles = ["request_approval"] }
+app "other"   { roles = ["request_approval"] }
+
+resource "deploy-action" {
+  kind         = "action"
+  description  = "One deploy an agent wants to run"
+  claim_within = "15m"
+  workflow = { steps = [ { reviewers = { one_of = ["bob@example.com", "grace@example.com"] } } ] }
+}
+
+resource "shell" {
+  kind     = "action"
+  workflow = { steps = [ { reviewers = { one_of = ["bob@example.com"] } } ] }
+}
+
+resource "db-read" {
+  max_duration = "1h"
+  workflow = { steps = [ { reviewers = { one_of = ["bob@example.com"] } } ] }
+}
+"#;
+
+async fn spawn() -> TestApp {
+    let mut app = TestApp::spawn(CONFIG).await;
+    app.app_tokens(&["agent", "other"]).await;
+    app
+}
+
+fn deploy(arguments: Value) -> Value {
+    json!({
+        "resource": "deploy-action",
+        "requester": email("grace"),
+        "reason": "ship the hotfix",
+        "action": { "tool": "deploy", "arguments": arguments },
+    })
+}
+
+async fn claim(app: &TestApp, who: &str, id: &Value) -> (StatusCode, Value) {
+    app.post(who, &format!("/v1/requests/{}/claim", id_of(id)), json!({}))
+        .await
+}
+
+/// The kinds of the audit events of one request, in order.
+async fn audit_kinds(app: &TestApp, id: &Value) -> Vec<String> {
+    let (_, audit) = app.get("root", "/v1/audit?limit=1000").await;
+    audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["event"]["request"] == json!(id_of(id)))
+        .map(|e| e["event"]["kind"].as_str().expect("kind").to_owned())
+        .collect()
+}
+
+/// Issue 18 item 1: the action is kept exactly as asked, with the SHA-256 of its canonical
+/// JSON; the reviewer sees both; once approved, the creator claims it once (the same
+/// arguments back, `action_claimed` in the audit log) and a second claim is refused. No
+/// grant is issued, and the approval does not cover the next action (rule 5 does not apply).
+#[tokio::test]
+async fn issue_18_an_approved_action_is_claimed_once_by_its_creator() {
+    // Arrange
+    let app = spawn().await;
+    let arguments = json!({ "service": "api", "version": "2.3.1", "canary": { "percent": 5 } });
+
+    // Act
+    let req = app.create("agent", deploy(arguments.clone())).await;
+    let seen = app.request("bob", &req).await;
+    let approved = app.approve("bob", &req).await;
+    let (first, claimed) = claim(&app, "agent", &req).await;
+    let (second, again) = claim(&app, "agent", &req).await;
+    let next = app
+        .create("agent", deploy(json!({ "service": "web" })))
+        .await;
+
+    // Assert
+    let action = &seen["action"];
+    assert_eq!(action["tool"], "deploy");
+    assert_eq!(action["arguments"], arguments);
+    assert_eq!(action["claim_within"], "15m");
+    // The digest of {"arguments": …, "tool": "deploy"} with keys sorted, no spaces.
+    let canonical = r#"{"arguments":{"canary":{"percent":5},"service":"api","version":"2.3.1"},"tool":"deploy"}"#;
+    assert_eq!(action["digest"], sha256_hex(canonical));
+    assert_eq!(approved["state"], "approved");
+    assert!(approved["action"]["claim_until"].is_string(), "{approved}");
+    assert!(approved.get("grant_id").is_none(), "no grant: {approved}");
+    assert_eq!(first, StatusCode::OK, "{claimed}");
+    assert_eq!(claimed["arguments"], arguments);
+    assert_eq!(claimed["tool"], "deploy");
+    assert_eq!(claimed["digest"], action["digest"]);
+    assert_error(second, &again, StatusCode::CONFLICT);
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("claimed already")),
+        "{again}"
+    );
+    assert_eq!(next["state"], "pending", "rule 5 does not apply: {next}");
+    let kinds = audit_kinds(&app, &req).await;
+    assert!(kinds.contains(&"action_claimed".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"grant_issued".to_owned()), "{kinds:?}");
+    let shown = app.request("bob", &req).await;
+    assert!(shown["action"]["claimed_at"].is_string(), "{shown}");
+}
+
+/// Issue 18 item 1: a denied action, a pending one, and one whose `claim_within` has passed
+/// cannot be claimed (409); nor can a cancelled one.
+#[tokio::test]
+async fn issue_18_denied_pending_cancelled_and_late_actions_cannot_be_claimed() {
+    // Arrange
+    let app = spawn().await;
+    let denied = app.create("agent", deploy(json!({ "n": 1 }))).await;
+    let pending = app.create("agent", deploy(json!({ "n": 2 }))).await;
+    let late = app.create("agent", deploy(json!({ "n": 3 }))).await;
+    let cancelled = app.create("agent", deploy(json!({ "n": 4 }))).await;
+
+    // Act
+    let (status, _) = app
+        .review(
+            "bob",
+            &denied,
+            json!({ "decision": "deny", "comment": "not today" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.approve("bob", &late).await;
+    let (cancel, body) = app
+        .post(
+            "agent",
+            &format!("/v1/requests/{}/cancel", id_of(&cancelled)),
+            json!({ "reason": "not needed" }),
+        )
+        .await;
+    assert_eq!(cancel, StatusCode::OK, "{body}");
+    app.advance(Duration::from_secs(15 * 60 + 1)).await;
+    let answers = [
+        claim(&app, "agent", &denied).await,
+        claim(&app, "agent", &pending).await,
+        claim(&app, "agent", &late).await,
+        claim(&app, "agent", &cancelled).await,
+    ];
+
+    // Assert
+    for (status, body) in &answers {
+        assert_error(*status, body, StatusCode::CONFLICT);
+    }
+    assert!(
+        answers[2].1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could be claimed until")),
+        "{}",
+        answers[2].1
+    );
+}
+
+/// Issue 18 item 3 and rule 9 through an app: the person an app names as requester cannot
+/// approve the action; another app cannot see it (404); a reviewer who can see it cannot
+/// claim it (403); an app cannot review it.
+#[tokio::test]
+async fn issue_18_only_the_creator_claims_and_the_named_requester_cannot_approve() {
+    // Arrange
+    let app = spawn().await;
+    let req = app.create("agent", deploy(json!({}))).await;
+
+    // Act
+    let (own, own_body) = app
+        .review("grace", &req, json!({ "decision": "approve" }))
+        .await;
+    let (by_app, by_app_body) = app
+        .review("agent", &req, json!({ "decision": "approve" }))
+        .await;
+    app.approve("bob", &req).await;
+    let (other, other_body) = claim(&app, "other", &req).await;
+    let (reviewer, reviewer_body) = claim(&app, "bob", &req).await;
+    let (requester, requester_body) = claim(&app, "grace", &req).await;
+    let (creator, _) = claim(&app, "agent", &req).await;
+
+    // Assert
+    assert_error(own, &own_body, StatusCode::FORBIDDEN);
+    assert!(
+        by_app == StatusCode::FORBIDDEN || by_app == StatusCode::NOT_FOUND,
+        "{by_app} {by_app_body}"
+    );
+    assert_error(other, &other_body, StatusCode::NOT_FOUND);
+    assert_error(reviewer, &reviewer_body, StatusCode::FORBIDDEN);
+    assert_error(requester, &requester_body, StatusCode::FORBIDDEN);
+    assert_eq!(creator, StatusCode::OK);
+}
+
+/// Issue 18's bad input: an oversized or too deeply nested `arguments`, an unknown field of
+/// `action`, an action on a resource that grants access, a missing action on an action
+/// resource, a claim of a request without an action; each a clear error, nothing created.
+/// The action cannot be changed afterwards: PATCH refuses `action`.
+#[tokio::test]
+async fn issue_18_bad_actions_are_refused_and_the_action_cannot_be_changed() {
+    // Arrange
+    let app = spawn().await;
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let big = json!({ "blob": "x".repeat(17 * 1024) });
+    let unknown = json!({
+        "resource": "deploy-action",
+        "requester": email("grace"),
+        "reason": "r",
+        "action": { "tool": "deploy", "arguments": {}, "approved": true },
+    });
+    let on_access = json!({
+        "resource": "db-read", "reason": "r",
+        "action": { "tool": "deploy", "arguments": {} },
+    });
+    let missing = json!({ "resource": "shell", "reason": "r" });
+    let access = app
+        .create("carol", json!({ "resource": "db-read", "reason": "r" }))
+        .await;
+    let count = async || {
+        let (_, list) = app.get("root", "/v1/requests?limit=100").await;
+        list["requests"].as_array().map_or(0, Vec::len)
+    };
+    let before = count().await;
+
+    // Act
+    let mut refused = vec![];
+    for body in [deploy(deep), deploy(big), unknown, on_access, missing] {
+        refused.push(app.post("agent", "/v1/requests", body).await);
+    }
+    let made = app.create("agent", deploy(json!({ "n": 1 }))).await;
+    let patched = app
+        .api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/requests/{}", id_of(&made)),
+            Some(app.api.token("agent")),
+            Some((
+                "application/json",
+                json!({ "action": { "tool": "rm", "arguments": {} } })
+                    .to_string()
+                    .into_bytes(),
+            )),
+        )
+        .await;
+    let (no_action, no_action_body) = claim(&app, "carol", &access).await;
+
+    // Assert
+    let statuses: Vec<StatusCode> = refused.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ],
+        "{refused:?}"
+    );
+    for (status, body) in &refused {
+        assert_error(*status, body, *status);
+    }
+    let message = |i: usize| {
+        refused[i].1["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(message(0).contains("nested"), "{}", message(0));
+    assert!(message(1).contains("bytes"), "{}", message(1));
+    assert!(message(3).contains("grants access"), "{}", message(3));
+    assert!(message(4).contains("needs the action"), "{}", message(4));
+    assert_eq!(count().await, before + 1, "only the good request was made");
+    assert!(patched.0.is_client_error(), "{:?}", patched);
+    assert_eq!(
+        app.request("agent", &made).await["action"]["tool"],
+        "deploy"
+    );
+    assert_error(no_action, &no_action_body, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// The digest of issue 18 as a client computes it: SHA-256, hex.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
