@@ -125,7 +125,29 @@ pub fn request(r: &RequestView) -> String {
     if !r.summary.status.is_empty() {
         line!(out, "status    {}", r.summary.status);
     }
-    line!(out, "duration  {}", r.duration);
+    match &r.action {
+        Some(a) => {
+            line!(out, "action    {}", a.tool);
+            for l in a.arguments_text().lines() {
+                line!(out, "          {}", l);
+            }
+            line!(out, "digest    {}", a.digest);
+            match (&a.claimed_at, &a.claim_until) {
+                (Some(at), _) => {
+                    line!(out, "claimed   {}", at);
+                }
+                (None, Some(until)) => {
+                    line!(out, "claim by  {}", until);
+                }
+                (None, None) => {
+                    line!(out, "claim     within {} of approval", a.claim_within);
+                }
+            }
+        }
+        None => {
+            line!(out, "duration  {}", r.duration);
+        }
+    }
     line!(out, "reason    {}", r.reason);
     line!(out, "portal    {}", r.portal_url);
     if let Some(secret) = &r.callback_secret {

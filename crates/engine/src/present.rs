@@ -154,19 +154,26 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
             closed_at: f.closed.as_ref().map(|c| ts(c.at)),
             comment: f.closed.as_ref().and_then(|c| c.comment.clone()),
         }),
-        action: r.action.as_ref().map(|a| ActionView {
-            tool: a.tool.clone(),
-            arguments: a.arguments.clone(),
-            digest: a.digest.clone(),
-            claim_within: a.claim_within.to_string(),
-            claim_until: match (r.state, &r.outcome) {
-                (domain::RequestState::Approved, Some(o)) => Some(ts(a.claim_until(o.at))),
-                _ => None,
-            },
-            claimed_at: a.claimed_at.map(ts),
-        }),
+        action: action(r),
         summary: summary(r),
     }
+}
+
+/// A request's action (issue 18) as every surface shows it: the tool, the arguments (printed
+/// by [`ActionView::arguments_text`]), the digest, and the claim's window.
+pub fn action(r: &Request) -> Option<ActionView> {
+    let a = r.action.as_ref()?;
+    Some(ActionView {
+        tool: a.tool.clone(),
+        arguments: a.arguments.clone(),
+        digest: a.digest.clone(),
+        claim_within: a.claim_within.to_string(),
+        claim_until: match (r.state, &r.outcome) {
+            (domain::RequestState::Approved, Some(o)) => Some(ts(a.claim_until(o.at))),
+            _ => None,
+        },
+        claimed_at: a.claimed_at.map(ts),
+    })
 }
 
 /// A step's rule in words: `one of group:dba`, `every one of alice, bob`, `2 of group:sre`.
@@ -403,7 +410,14 @@ pub fn lines(
             out.push(("Asked through", app.clone()));
         }
         out.push(("Reason", r.reason.clone()));
-        out.push(("Duration", r.duration.clone()));
+        match &r.action {
+            Some(a) => {
+                out.push(("Action", a.tool.clone()));
+                out.push(("Arguments", a.arguments_text()));
+                out.push(("Digest", a.digest.clone()));
+            }
+            None => out.push(("Duration", r.duration.clone())),
+        }
         for (k, v) in &r.fields {
             let text = match v {
                 Value::String(s) => s.clone(),

@@ -484,10 +484,16 @@ pub fn card(r: &Request, config: &Config) -> Value {
         head.push('\n');
         head.push_str(&escape(&description, 500));
     }
-    let mut facts = vec![
-        format!("*Duration:* {}", present::human_span(r.duration)),
-        format!("*Reason:* {}", escape(&r.reason, 1000)),
-    ];
+    let mut facts = match present::action(r) {
+        // Issue 18: the exact action, as the reviewer approves it.
+        Some(a) => vec![
+            format!("*Action:* `{}`", escape(&a.tool, 200)),
+            format!("```{}```", escape(&a.arguments_text(), 1500)),
+            format!("*Digest:* `{}`", a.digest),
+        ],
+        None => vec![format!("*Duration:* {}", present::human_span(r.duration))],
+    };
+    facts.push(format!("*Reason:* {}", escape(&r.reason, 1000)));
     for (k, v) in &r.fields {
         facts.push(format!(
             "*{}:* {}",

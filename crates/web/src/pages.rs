@@ -962,6 +962,8 @@ struct RequestPage {
     purpose_html: String,
     reference_url: String,
     correlation_id: String,
+    /// The one action asked for (issue 18), with its arguments as printed.
+    action: Option<(proto::ActionView, String)>,
     fields: Vec<(String, String)>,
     warnings: Vec<String>,
     explanation: Vec<String>,
@@ -1139,6 +1141,10 @@ async fn request_view(portal: &Portal, viewer: &Viewer, r: &Request) -> RequestP
             .filter(|u| markdown::linkable(u))
             .unwrap_or_default(),
         correlation_id: r.context.correlation_id.clone().unwrap_or_default(),
+        action: engine::present::action(r).map(|a| {
+            let text = a.arguments_text();
+            (a, text)
+        }),
         fields: r
             .fields
             .iter()

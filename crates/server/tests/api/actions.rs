@@ -295,3 +295,97 @@ fn sha256_hex(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Issue 18 item 1 ("reviewers see the exact action on every surface"): the portal's
+/// request page and the CLI's `request show` print the tool, the arguments and the digest,
+/// from the one presenter; a person can ask for an action from the CLI
+/// (`--action`/`--arguments`) and claim nothing but their own.
+#[tokio::test]
+async fn issue_18_the_action_and_its_digest_are_shown_in_the_portal_and_the_cli() {
+    // Arrange
+    let app = spawn().await;
+    let cli = async |user: &str, args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(args)
+            .env("COUNTERSIGN_URL", &app.api.base)
+            .env("COUNTERSIGN_TOKEN", app.api.token(user))
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .expect("run the client")
+    };
+
+    // Act
+    let created = cli(
+        "carol",
+        &[
+            "request",
+            "create",
+            "shell",
+            "--reason",
+            "rotate logs",
+            "--action",
+            "run",
+            "--arguments",
+            r#"{"cmd": "logrotate <conf>", "dry_run": false}"#,
+            "--json",
+        ],
+    )
+    .await;
+    let req: Value = serde_json::from_slice(&created.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&created.stderr)));
+    let digest = req["action"]["digest"].as_str().expect("digest").to_owned();
+    let shown = cli("bob", &["request", "show", id_of(&req)]).await;
+    let mut web = crate::portal::Web::sign_in(&app, "bob").await;
+    let page = web.get(&format!("/requests/{}", id_of(&req))).await;
+    let bad = cli(
+        "carol",
+        &[
+            "request",
+            "create",
+            "shell",
+            "--reason",
+            "x",
+            "--action",
+            "run",
+            "--arguments",
+            "{not json",
+        ],
+    )
+    .await;
+
+    // Assert
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert_eq!(req["action"]["arguments"]["cmd"], "logrotate <conf>");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("action    run"), "{text}");
+    assert!(text.contains(r#""cmd": "logrotate <conf>""#), "{text}");
+    assert!(text.contains(&format!("digest    {digest}")), "{text}");
+    assert!(text.contains("claim     within 15m of approval"), "{text}");
+    assert!(
+        page.html
+            .contains(&format!("id=\"action-digest\">{digest}<")),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html.contains("id=\"action-tool\">run<"),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html.contains("logrotate &#60;conf&#62;"),
+        "escaped: {}",
+        page.html
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--arguments is not JSON"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -1990,3 +1990,47 @@ async fn rule_35_an_interaction_its_process_did_not_act_on_is_replayed() {
         "the redelivery was not acted on: {last}"
     );
 }
+
+/// Issue 18 item 1 in Slack: the card of an action request shows the exact action (the tool,
+/// the arguments in a code block, escaped, and the digest) instead of a duration, through
+/// the same presenter as the other surfaces.
+#[tokio::test]
+async fn issue_18_an_action_requests_card_shows_the_action_and_its_digest() {
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let config = format!(
+        r#"{}
+resource "deploy-action" {{
+  kind     = "action"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+}}
+notify "cards" {{
+  events = ["step_entered"]
+  to     = ["reviewers"]
+  via    = ["slack:#access"]
+}}
+"#,
+        slack_channel(&fake, "")
+    );
+    let app = TestApp::spawn_with(SERVER, &[], &config).await;
+
+    // Act
+    let req = app
+        .create(
+            "grace",
+            json!({ "resource": "deploy-action", "reason": "hotfix",
+                    "action": { "tool": "deploy", "arguments": { "note": "<!channel> *now*" } } }),
+        )
+        .await;
+    app.tick().await;
+
+    // Assert
+    let posts = card_posts(&fake);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let text = text_of(&posts[0].1);
+    let digest = req["action"]["digest"].as_str().expect("digest");
+    assert!(text.contains("*Action:* `deploy`"), "{text}");
+    assert!(text.contains(&format!("*Digest:* `{digest}`")), "{text}");
+    assert!(text.contains("&lt;!channel&gt;"), "escaped: {text}");
+    assert!(!text.contains("*Duration:*"), "{text}");
+}
