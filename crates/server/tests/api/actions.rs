@@ -389,3 +389,45 @@ async fn issue_18_the_action_and_its_digest_are_shown_in_the_portal_and_the_cli(
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// Issue 18 item 4 (and rule 2's `on_request` on `input.request.action`): the shipped agent
+/// gate policy, `examples/agents/policies`, approves a read-only tool at once, denies a
+/// delete, and sends anything else to people; the approved one is claimed at once.
+#[tokio::test]
+async fn issue_18_the_shipped_agent_policy_approves_harmless_actions_and_routes_the_rest() {
+    // Arrange
+    let bundle =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents/policies");
+    let config = format!(
+        r#"
+app "coding-agent" {{ roles = ["request_approval"] }}
+resource "agent-actions" {{
+  kind         = "action"
+  claim_within = "10m"
+  on_request   = {{ bundle = "{}", query = "data.agents.gate" }}
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+}}
+"#,
+        bundle.display()
+    );
+    let mut app = TestApp::spawn(&config).await;
+    app.app_tokens(&["coding-agent"]).await;
+    let ask = |tool: &str| {
+        json!({ "resource": "agent-actions", "reason": "the agent's next step",
+                "action": { "tool": tool, "arguments": { "path": "src/main.rs" } } })
+    };
+
+    // Act
+    let read = app.create("coding-agent", ask("read_file")).await;
+    let delete = app.create("coding-agent", ask("delete_branch")).await;
+    let deploy = app.create("coding-agent", ask("deploy")).await;
+    let (claimed, body) = claim(&app, "coding-agent", &read).await;
+
+    // Assert
+    assert_eq!(read["state"], "approved", "{read}");
+    assert_eq!(read["outcome"]["comment"], "read_file is read-only");
+    assert_eq!(delete["state"], "denied", "{delete}");
+    assert_eq!(deploy["state"], "pending", "{deploy}");
+    assert_eq!(claimed, StatusCode::OK, "{body}");
+    assert_eq!(body["arguments"]["path"], "src/main.rs");
+}

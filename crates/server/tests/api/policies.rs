@@ -336,6 +336,8 @@ resource "two" {
     // Act
     let out = countersign(&["check", &file.display().to_string()], &[]).await;
     let shipped = countersign(&["check", "examples/sym-fast-track.hcl"], &[]).await;
+    let agents = countersign(&["check", "examples/agents/agent-gate.hcl"], &[]).await;
+    let agents_tests = countersign(&["policy", "test", "examples/agents/policies"], &[]).await;
 
     // Assert
     assert_eq!(out.status.code(), Some(1));
@@ -347,6 +349,13 @@ resource "two" {
     );
     assert_eq!(shipped.status.code(), Some(0), "{}", text(&shipped.stderr));
     assert!(text(&shipped.stdout).contains("1 policy bundles"));
+    assert_eq!(agents.status.code(), Some(0), "{}", text(&agents.stderr));
+    assert_eq!(
+        agents_tests.status.code(),
+        Some(0),
+        "{}",
+        text(&agents_tests.stdout)
+    );
 }
 
 #[tokio::test]
