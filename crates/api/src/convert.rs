@@ -93,6 +93,13 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
             review_within: b.review_within.to_string(),
             reviewers: b.reviewers.iter().map(Principal::to_string).collect(),
         }),
+        kind: if r.action.is_some() {
+            "action"
+        } else {
+            "access"
+        }
+        .to_owned(),
+        claim_within: r.action.map(|a| a.claim_within.to_string()),
     }
 }
 

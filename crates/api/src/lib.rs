@@ -13,6 +13,7 @@ pub mod convert;
 pub mod cursor;
 pub mod error;
 mod graphql;
+pub mod mcp;
 pub mod metrics;
 mod routes;
 
@@ -167,6 +168,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(graphql::router())
+        .merge(mcp::router(state.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::text))

@@ -52,7 +52,7 @@ fn span(text: &str) -> ApiResult<Span> {
 
 /// Attaches the request's grant to its view when the caller may see that grant (a request
 /// answered by another resource's workflow grant shows only its id to other reviewers).
-async fn with_grant(
+pub(crate) async fn with_grant(
     state: &AppState,
     actor: &domain::Actor,
     r: &domain::Request,

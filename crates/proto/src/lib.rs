@@ -153,6 +153,17 @@ pub struct ResourceView {
     /// Present when the resource allows break-glass (rule 34).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassView>,
+    /// `access` (a grant for a time) or `action` (the approval of one exact action, issue 18).
+    #[serde(default = "access")]
+    #[schema(pattern = "^(access|action)$")]
+    pub kind: String,
+    /// For an `action` resource: how long after approval the action may be claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_within: Option<String>,
+}
+
+fn access() -> String {
+    "access".into()
 }
 
 /// A resource's break-glass (rule 34): access at once for at most `max_duration`, reviewed

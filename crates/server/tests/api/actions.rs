@@ -431,3 +431,58 @@ resource "agent-actions" {{
     assert_eq!(claimed, StatusCode::OK, "{body}");
     assert_eq!(body["arguments"]["path"], "src/main.rs");
 }
+
+/// Issue 18 items 2 and 3, with the official MCP Python SDK as the agent's client
+/// (`tests/python/mcp_agent.py`): initialize; the six tools, none of which can approve, deny,
+/// assign or revoke; `request_action_approval`; a human approves through the API while
+/// `get_request` waits, and it returns approved; `claim_approval` returns the exact arguments
+/// once; a denied action cannot be claimed; `cancel_request`; an unknown argument, an
+/// unknown tool, nested or oversized arguments, a malformed message and a missing token get
+/// clear errors; another app can neither read nor claim; and, once the server's clock passed
+/// `claim_within`, a claim fails. Nothing but the four good requests was created.
+#[tokio::test]
+#[ignore = "needs COUNTERSIGN_TEST_PYTHON (bash .ci/python.sh) for the MCP Python SDK"]
+async fn issue_18_an_agent_asks_waits_and_claims_through_the_official_mcp_client() {
+    // Arrange
+    let app = spawn().await;
+    let base = app.api.base.clone();
+
+    // Act
+    let out = crate::helpers::run_python(
+        "mcp_agent.py",
+        &[
+            "main",
+            &base,
+            app.api.token("agent"),
+            app.api.token("bob"),
+            app.api.token("other"),
+        ],
+    )
+    .await;
+    let ids: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    app.advance(Duration::from_secs(15 * 60 + 1)).await;
+    let late = crate::helpers::run_python(
+        "mcp_agent.py",
+        &[
+            "late",
+            &base,
+            app.api.token("agent"),
+            ids["late"].as_str().expect("late id"),
+        ],
+    )
+    .await;
+
+    // Assert
+    assert!(late.contains("late_refused"), "{late}");
+    let (_, list) = app.get("root", "/v1/requests?limit=100").await;
+    let made: Vec<&Value> = list["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter(|r| r["created_by"] == "app:agent" || r["requester"] == "app:agent")
+        .collect();
+    assert_eq!(made.len(), 4, "only the four good requests: {made:?}");
+    let kinds = audit_kinds(&app, &ids["first"]).await;
+    assert!(kinds.contains(&"action_claimed".to_owned()), "{kinds:?}");
+}
