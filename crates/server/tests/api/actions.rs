@@ -486,3 +486,57 @@ async fn issue_18_an_agent_asks_waits_and_claims_through_the_official_mcp_client
     let kinds = audit_kinds(&app, &ids["first"]).await;
     assert!(kinds.contains(&"action_claimed".to_owned()), "{kinds:?}");
 }
+
+/// Issue 18 item 4: the shipped permission-prompt tool for Claude Code
+/// (`examples/agents/permission_prompt.py`, on `examples/agents/gate.py`), run as Claude Code
+/// runs it (an MCP server over stdio, called with the official MCP Python SDK by
+/// `tests/python/check_permission_prompt.py`): a call a person approves is allowed with exactly
+/// the approved input; one a person denies is denied with the reason.
+#[tokio::test]
+#[ignore = "needs COUNTERSIGN_TEST_PYTHON (bash .ci/python.sh) for the MCP Python SDK"]
+async fn issue_18_the_shipped_permission_prompt_tool_allows_only_what_a_person_approved() {
+    // Arrange
+    let app = spawn().await;
+    let python = std::env::var("COUNTERSIGN_TEST_PYTHON").expect("COUNTERSIGN_TEST_PYTHON");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python/check_permission_prompt.py");
+    let child = tokio::process::Command::new(python)
+        .arg(script)
+        .args([app.api.base.as_str(), app.api.token("agent")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the checker");
+
+    // Act: decide each call as it arrives, as a person would.
+    for (command, decision) in [("make deploy", "approve"), ("rm -rf /", "deny")] {
+        let id = crate::helpers::eventually("the agent's call is asked", async || {
+            let (_, list) = app.get("bob", "/v1/requests?state=pending").await;
+            list["requests"].as_array()?.iter().find_map(|r| {
+                (r["action"]["arguments"]["command"] == command).then(|| r["id"].clone())
+            })
+        })
+        .await;
+        let (status, body) = app
+            .review(
+                "bob",
+                &id,
+                json!({ "decision": decision, "comment": "checked" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the checker ends")
+        .expect("the checker ran");
+
+    // Assert
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
