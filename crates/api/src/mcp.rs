@@ -20,8 +20,10 @@ use axum::response::{IntoResponse, Response};
 use domain::Actor;
 use rmcp::ErrorData;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult,
+    DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -113,12 +115,17 @@ struct Gate {
 
 impl rmcp::ServerHandler for Gate {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "countersign",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "countersign",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -129,18 +136,56 @@ impl rmcp::ServerHandler for Gate {
         Ok(ListToolsResult::with_all_items(tools()))
     }
 
+    /// `tasks/get` of the Tasks extension: a request the caller made, followed as a task.
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let actor = Gate::actor(&context)?;
+        Ok(GetTaskResult::new(
+            self.task_of(&actor, &request.task_id).await?,
+        ))
+    }
+
+    /// `tasks/cancel`: withdraws the pending request the task follows (a decided one is left
+    /// as it is; cancellation is cooperative).
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let actor = Gate::actor(&context)?;
+        let r = self.own(&actor, &request.task_id).await.map_err(|_| {
+            ErrorData::invalid_params(format!("no task {:?}", request.task_id), None)
+        })?;
+        if r.state == domain::RequestState::Pending {
+            self.state
+                .engine
+                .cancel(
+                    &actor,
+                    &r.id,
+                    Some("cancelled through MCP tasks/cancel".into()),
+                )
+                .await
+                .map_err(|e| ErrorData::invalid_request(ApiError::from(e).message, None))?;
+        }
+        Ok(())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let actor = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<Actor>())
-            .cloned()
-            .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))?;
+        let actor = Gate::actor(&context)?;
         let args = Value::Object(request.arguments.unwrap_or_default());
+        // A client that follows tasks (the MCP Tasks extension) gets a pending request as a
+        // task, which completes when a person decides; any other waits with get_request.
+        let as_task = context
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        let name = request.name.clone();
         let done = match request.name.as_ref() {
             "list_resources" => {
                 parse::<NoArgs>(args)?;
@@ -148,6 +193,17 @@ impl rmcp::ServerHandler for Gate {
             }
             "request_access" => self.request_access(&actor, parse(args)?).await,
             "request_action_approval" => self.request_action(&actor, parse(args)?).await,
+            "get_request" if as_task => {
+                let a: GetArgs = parse(args)?;
+                self.get_request(
+                    &actor,
+                    GetArgs {
+                        wait_seconds: 0,
+                        ..a
+                    },
+                )
+                .await
+            }
             "get_request" => {
                 let a: GetArgs = parse(args)?;
                 tokio::select! {
@@ -173,6 +229,18 @@ impl rmcp::ServerHandler for Gate {
                 ));
             }
         };
+        let follows = matches!(
+            name.as_ref(),
+            "request_access" | "request_action_approval" | "get_request"
+        );
+        if let (true, true, Ok(v)) = (as_task, follows, &done)
+            && v["state"] == "pending"
+        {
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task(
+                v,
+                TaskStatus::Working,
+            ))));
+        }
         Ok(match done {
             Ok(v) => CallToolResult::structured(v),
             Err(e) => CallToolResult::structured_error(json!({
@@ -182,6 +250,62 @@ impl rmcp::ServerHandler for Gate {
         .into())
     }
 }
+
+impl Gate {
+    /// The actor of a call, which the authentication layer put in the HTTP request.
+    fn actor(context: &RequestContext<RoleServer>) -> Result<Actor, ErrorData> {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Actor>())
+            .cloned()
+            .ok_or_else(|| ErrorData::invalid_request("not authenticated", None))
+    }
+
+    /// The task of a request the caller made: working while it is pending, completed with
+    /// what `get_request` answers once it is decided. "No such task" for any other id.
+    async fn task_of(&self, actor: &Actor, id: &str) -> Result<DetailedTask, ErrorData> {
+        let no_task = || ErrorData::invalid_params(format!("no task {id:?}"), None);
+        let r = self.own(actor, id).await.map_err(|_| no_task())?;
+        let view = crate::routes::with_grant(&self.state, actor, &r)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.message, None))?;
+        let v = status(&view);
+        if r.state == domain::RequestState::Pending {
+            return Ok(DetailedTask::new(
+                task(&v, TaskStatus::Working),
+                TaskPayload::Working,
+            ));
+        }
+        let result = match serde_json::to_value(CallToolResult::structured(v.clone())) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(ErrorData::internal_error(
+                    "the result is not an object",
+                    None,
+                ));
+            }
+        };
+        Ok(DetailedTask::new(
+            task(&v, TaskStatus::Completed),
+            TaskPayload::Completed { result },
+        ))
+    }
+}
+
+/// A task's metadata from what `get_request` answers: its id is the request's.
+fn task(v: &Value, status: TaskStatus) -> Task {
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let updated = v["decided_at"]
+        .as_str()
+        .map_or_else(|| text("created_at"), str::to_owned);
+    Task::new(text("id"), status, text("created_at"), updated)
+        .with_status_message(text("status"))
+        .with_poll_interval_ms(TASK_POLL_MS)
+}
+
+/// How often a client following a request as a task is asked to look again.
+const TASK_POLL_MS: u64 = 2_000;
 
 /// A tool's arguments, or the protocol's "invalid params" error naming what is wrong.
 fn parse<T: serde::de::DeserializeOwned>(args: Value) -> Result<T, ErrorData> {
@@ -367,6 +491,8 @@ fn status(r: &proto::RequestView) -> Value {
         "id": r.id,
         "resource": r.resource,
         "state": r.state,
+        "created_at": r.created_at,
+        "decided_at": r.outcome.as_ref().map(|o| &o.actioned_at),
         "status": r.summary.status,
         "waiting_on": r.summary.waiting_on,
         "decided_by": r.outcome.as_ref().and_then(|o| o.actioned_by.as_ref()).map(|a| &a.id),

@@ -17,8 +17,14 @@ use std::sync::Arc;
 use domain::{TimerKind, Timestamp};
 use serde_json::Value;
 
-use crate::worker::{LEASE, lease_lost};
+use crate::worker::LEASE;
 use crate::{Engine, EngineError};
+
+/// How long an interaction's first claim lasts: longer than handling one takes (a few Slack
+/// calls, each within the channel's timeout), so that a process without a running worker
+/// (whose heartbeat renews claims) keeps it while it acts. A process that dies first is
+/// replayed this long after it stored the interaction.
+pub const FIRST_CLAIM: domain::Span = domain::Span::from_secs(60);
 
 /// Acts on a stored interaction again, after the process that stored it died before acting:
 /// `(engine, stored)`, where `stored` is what [`Engine::slack_store`] was given.
@@ -46,42 +52,52 @@ impl Engine {
         let _ = self.slack_replayer.set(replayer);
     }
 
-    /// Stores an interaction before it is acknowledged, held by this process (rule 35).
-    /// False if one with this key was stored already: a redelivery, acknowledged and not
-    /// acted on again.
+    /// Stores an interaction before it is acknowledged, held by this process (rule 35) until
+    /// [`Engine::slack_acted`]: while it is handled, the heartbeat renews the claim and this
+    /// process's worker leaves it alone. False if one with this key was stored already: a
+    /// redelivery, acknowledged and not acted on again.
     pub async fn slack_store(&self, key: &str, stored: &Value) -> Result<bool, EngineError> {
         let now = self.now();
-        let (key, payload) = (key.to_owned(), stored.to_string());
-        self.write(move |tx| {
-            Box::pin(async move {
-                if !tx.put_slack_interaction(&key, &payload, now).await? {
-                    return Ok(false);
-                }
-                tx.schedule_held(TimerKind::SlackInteraction, &key, now, now.plus(LEASE))
-                    .await?;
-                Ok(true)
+        let (owned, payload) = (key.to_owned(), stored.to_string());
+        let stored = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    if !tx.put_slack_interaction(&owned, &payload, now).await? {
+                        return Ok(false);
+                    }
+                    let until = now.plus(FIRST_CLAIM);
+                    tx.schedule_held(TimerKind::SlackInteraction, &owned, now, until)
+                        .await?;
+                    Ok(true)
+                })
             })
-        })
-        .await
+            .await?;
+        if stored {
+            self.hold(TimerKind::SlackInteraction, key);
+        }
+        Ok(stored)
     }
 
-    /// Records that a stored interaction was acted on: nobody replays it. If this process's
-    /// claim lapsed meanwhile and another took the interaction over, that one finishes it.
+    /// Records that a stored interaction was acted on: nobody replays it. The job is removed
+    /// unless another process holds a live claim on it (this one's lapsed and it was taken
+    /// over: that one finishes it).
     pub async fn slack_acted(&self, key: &str) -> Result<(), EngineError> {
         let now = self.now();
-        let key = key.to_owned();
-        self.write(move |tx| {
-            Box::pin(async move {
-                if tx.holds(TimerKind::SlackInteraction, &key, now).await? {
-                    tx.unschedule(TimerKind::SlackInteraction, &key, now)
-                        .await?;
-                } else {
-                    lease_lost(TimerKind::SlackInteraction, &key);
-                }
-                Ok(())
+        let owned = key.to_owned();
+        let done = self
+            .write(move |tx| {
+                Box::pin(async move {
+                    let kind = TimerKind::SlackInteraction;
+                    // Held by this process, the job is removed whatever its claim; otherwise
+                    // only when nobody holds a live claim on it.
+                    tx.holds(kind, &owned, now).await?;
+                    tx.unschedule(kind, &owned, now).await?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await;
+        self.release(TimerKind::SlackInteraction, key);
+        done
     }
 }
 

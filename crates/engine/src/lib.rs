@@ -1477,6 +1477,18 @@ impl Engine {
         set.insert((job.kind, job.key.clone()))
     }
 
+    /// Marks work this process does outside the worker as running (its claim is renewed by
+    /// the heartbeat, and the worker does not start it again) until [`Engine::release`].
+    fn hold(&self, kind: TimerKind, key: &str) {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert((kind, key.to_owned()));
+    }
+
+    fn release(&self, kind: TimerKind, key: &str) {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&(kind, key.to_owned()));
+    }
+
     fn end_call(&self, job: &store::DueJob) {
         let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&(job.kind, job.key.clone()));
@@ -1485,8 +1497,8 @@ impl Engine {
         self.store.due_signal().notify_one();
     }
 
-    /// Whether this process runs connector calls or callbacks, whose claims its heartbeat
-    /// must renew.
+    /// Whether this process runs connector calls, callbacks or Slack interactions, whose
+    /// claims its heartbeat must renew.
     fn holding(&self) -> bool {
         let calls = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         !calls.is_empty() || self.delivery_slots.available_permits() < callback::MAX_DELIVERIES

@@ -460,6 +460,36 @@ pub fn portal_only(r: &Request) -> bool {
     r.current_step()
         .and_then(|i| r.steps.get(i))
         .is_some_and(|s| !s.slack_decisions)
+        || action_block(r).is_some_and(|(_, whole)| !whole)
+}
+
+/// The longest action a card shows whole (Block Kit's limit on a section's text, less room
+/// for the tool and the digest).
+const MAX_ACTION: usize = MAX_SECTION - 400;
+
+/// An action (issue 18) as Slack shows it: the tool, the arguments in a code block and the
+/// digest, and whether the arguments are shown whole. Slack's mrkdwn has no escape for a
+/// backtick, so each one in the tool or the arguments is shown as `ˋ` (U+02CB): nothing can
+/// close the code and be read as formatting. Arguments too long to show whole are not shown:
+/// such a request is decided in the portal only, where the whole action is shown.
+fn action_block(r: &Request) -> Option<(String, bool)> {
+    let a = present::action(r)?;
+    let code = |t: &str, max: usize| escape(t, max).replace('`', "\u{2cb}");
+    let tool = code(&a.tool, 200);
+    let arguments = code(&a.arguments_text(), usize::MAX);
+    let whole = arguments.chars().count() <= MAX_ACTION;
+    let shown = if whole {
+        format!("```{arguments}```")
+    } else {
+        format!(
+            "_The arguments are too long to show here ({} characters): decide in the portal, which shows them whole._",
+            a.arguments_text().chars().count()
+        )
+    };
+    Some((
+        format!("*Action:* `{tool}`\n{shown}\n*Digest:* `{}`", a.digest),
+        whole,
+    ))
 }
 
 /// The request's card: who asks for what and why, its fields, warnings and why these
@@ -484,13 +514,10 @@ pub fn card(r: &Request, config: &Config) -> Value {
         head.push('\n');
         head.push_str(&escape(&description, 500));
     }
-    let mut facts = match present::action(r) {
-        // Issue 18: the exact action, as the reviewer approves it.
-        Some(a) => vec![
-            format!("*Action:* `{}`", escape(&a.tool, 200)),
-            format!("```{}```", escape(&a.arguments_text(), 1500)),
-            format!("*Digest:* `{}`", a.digest),
-        ],
+    // Issue 18: the exact action, as the reviewer approves it, in a section of its own.
+    let action = action_block(r);
+    let mut facts = match &action {
+        Some(_) => vec![],
         None => vec![format!("*Duration:* {}", present::human_span(r.duration))],
     };
     facts.push(format!("*Reason:* {}", escape(&r.reason, 1000)));
@@ -514,10 +541,14 @@ pub fn card(r: &Request, config: &Config) -> Value {
             facts.push(format!("*Reference:* <{safe}|{}>", escape(link, 200)));
         }
     }
-    let mut blocks = vec![
-        json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&head) } }),
+    let mut blocks =
+        vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&head) } })];
+    if let Some((text, _)) = action {
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text) } }));
+    }
+    blocks.push(
         json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&facts.join("\n")) } }),
-    ];
+    );
     for w in r.warnings.iter().take(5) {
         blocks.push(json!({ "type": "context", "elements": [
             { "type": "mrkdwn", "text": format!(":warning: {}", escape(w, 1000)) }
@@ -644,9 +675,13 @@ pub fn approve_modal(r: &Request) -> Value {
             "*{}* asks for *{}* for {}: {}",
             escape(&r.requester, 200), escape(&r.resource, 200),
             present::human_span(r.duration), escape(&r.reason, 1000))) } }),
-        json!({ "type": "input", "block_id": "duration", "label":
-            { "type": "plain_text", "text": "Duration" }, "element": select }),
     ];
+    // Issue 18: the action being approved, whole (a longer one is decided in the portal).
+    if let Some((text, _)) = action_block(r) {
+        blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": cut(&text) } }));
+    }
+    blocks.push(json!({ "type": "input", "block_id": "duration", "label":
+        { "type": "plain_text", "text": "Duration" }, "element": select }));
     if let Some(w) = &r.part_of {
         blocks.push(json!({ "type": "input", "block_id": "scope", "optional": true,
             "label": { "type": "plain_text", "text": "Workflow" },

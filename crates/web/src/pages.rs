@@ -452,6 +452,8 @@ pub(crate) async fn catalog(
     let resources = config
         .resources
         .values()
+        // An action resource (issue 18) is asked by the program that will run the action.
+        .filter(|r| r.action.is_none())
         .map(|r| {
             let v = api::convert::resource(r, &config.directory, &viewer.actor.id);
             CatalogEntry {
@@ -524,11 +526,11 @@ async fn form_page(
     sent: &BTreeMap<String, String>,
 ) -> Result<RequestForm, Response> {
     let config = portal.engine.config();
-    let Some(r) = config.resources.get(name) else {
+    let Some(r) = config.resources.get(name).filter(|r| r.action.is_none()) else {
         return Err(error_page(
             StatusCode::NOT_FOUND,
             Some(viewer),
-            format!("There is no resource called {name:?}."),
+            format!("There is no resource called {name:?} to ask for here."),
         ));
     };
     let mut fields = vec![];

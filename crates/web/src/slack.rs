@@ -164,7 +164,15 @@ pub(crate) async fn handle(
         return Ok(None);
     }
     let key = interactions::key(&payload);
-    let stored = json!({ "kind": kind, "payload": payload });
+    // Kept without what would let a reader of the database act in Slack: the legacy
+    // verification token and the response URLs (each lets anyone post for 30 minutes).
+    let mut kept = payload.clone();
+    if let Some(m) = kept.as_object_mut() {
+        for secret in ["token", "response_url", "response_urls"] {
+            m.remove(secret);
+        }
+    }
+    let stored = json!({ "kind": kind, "payload": kept });
     match engine.slack_store(&key, &stored).await {
         Ok(true) => {}
         Ok(false) => return Ok(None),

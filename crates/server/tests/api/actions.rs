@@ -540,3 +540,173 @@ async fn issue_18_the_shipped_permission_prompt_tool_allows_only_what_a_person_a
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 18 item 2 ("where the client supports MCP tasks, the request can also be followed as
+/// a task"), with the official Rust SDK's client (rmcp) declaring the Tasks extension: a
+/// pending action request comes back as a task, `tasks/get` says it is working until a
+/// person approves it and then completed with the outcome, `tasks/cancel` withdraws a
+/// pending one, and another app's request is no task of the caller's.
+#[tokio::test]
+async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
+    use rmcp::ClientServiceExt;
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        ClientConfig, GetTaskParams, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
+    };
+    use rmcp::service::ClientLifecycleMode;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    // Arrange
+    let app = spawn().await;
+    let connect = async |token: &str| {
+        let transport = StreamableHttpClientTransport::with_client(
+            reqwest::Client::new(),
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.api.base))
+                .auth_header(token),
+        );
+        // Tasks are an extension of protocol version 2026-07-28, whose clients send their
+        // capabilities with every request (the server keeps no session).
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("countersign-test", "1"),
+        )
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("connect to /mcp")
+    };
+    let agent = connect(app.api.token("agent")).await;
+    let other = connect(app.api.token("other")).await;
+    let ask = |tool: &str| {
+        let mut p = CallToolRequestParams::new("request_action_approval");
+        p.arguments = json!({ "resource": "deploy-action", "tool": tool,
+                              "arguments": { "service": "api" }, "reason": "hotfix" })
+        .as_object()
+        .cloned();
+        p
+    };
+
+    // Act
+    let first = agent
+        .peer()
+        .call_tool_once(ask("deploy"))
+        .await
+        .expect("call");
+    let CallToolResponse::Task(first) = first else {
+        panic!("not a task: {first:?}")
+    };
+    let id = first.task.task_id.clone();
+    let working = agent
+        .peer()
+        .get_task(GetTaskParams::new(&id))
+        .await
+        .expect("tasks/get");
+    app.approve("bob", &json!(id)).await;
+    let completed = agent
+        .peer()
+        .get_task(GetTaskParams::new(&id))
+        .await
+        .expect("tasks/get");
+    let second = agent
+        .peer()
+        .call_tool_once(ask("rollback"))
+        .await
+        .expect("call");
+    let CallToolResponse::Task(second) = second else {
+        panic!("not a task: {second:?}")
+    };
+    agent
+        .peer()
+        .cancel_task(CancelTaskParams::new(&second.task.task_id))
+        .await
+        .expect("tasks/cancel");
+    let foreign = other.peer().get_task(GetTaskParams::new(&id)).await;
+
+    // Assert
+    assert_eq!(first.task.status, TaskStatus::Working);
+    assert_eq!(working.task.status(), TaskStatus::Working);
+    assert_eq!(completed.task.status(), TaskStatus::Completed);
+    let TaskPayload::Completed { result } = &completed.task.payload else {
+        panic!("no result: {completed:?}")
+    };
+    assert_eq!(
+        result["structuredContent"]["state"], "approved",
+        "{result:?}"
+    );
+    assert_eq!(result["structuredContent"]["decided_by"], email("bob"));
+    let cancelled = app.request("agent", &json!(second.task.task_id)).await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert!(foreign.is_err(), "{foreign:?}");
+    agent.cancel().await.expect("close");
+    other.cancel().await.expect("close");
+}
+
+/// Issue 18 item 3, through `/mcp` with the official Rust SDK's client: a reviewer's token
+/// reads, claims and cancels nothing it did not create (each "not found", though `/v1` shows
+/// the reviewer the request), and no tool decides whatever the token's roles: an admin's
+/// token calling `approve_request` gets the protocol's invalid-params error.
+#[tokio::test]
+async fn issue_18_through_mcp_a_caller_reaches_only_what_it_created() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    // Arrange
+    let app = spawn().await;
+    let req = app.create("agent", deploy(json!({ "n": 1 }))).await;
+    let id = id_of(&req).to_owned();
+    let connect = async |token: &str| {
+        let transport = StreamableHttpClientTransport::with_client(
+            reqwest::Client::new(),
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.api.base))
+                .auth_header(token),
+        );
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("countersign-test", "1"),
+        )
+        .serve(transport)
+        .await
+        .expect("connect to /mcp")
+    };
+    let call = |name: &'static str, args: Value| {
+        let mut p = CallToolRequestParams::new(name);
+        p.arguments = args.as_object().cloned();
+        p
+    };
+    let bob = connect(app.api.token("bob")).await;
+    let root = connect(app.api.token("root")).await;
+
+    // Act
+    let mut refused = vec![];
+    for (tool, args) in [
+        ("get_request", json!({ "id": id })),
+        ("claim_approval", json!({ "id": id })),
+        ("cancel_request", json!({ "id": id })),
+    ] {
+        let r = bob.peer().call_tool(call(tool, args)).await.expect("call");
+        refused.push((tool, r));
+    }
+    let decide = root
+        .peer()
+        .call_tool(call("approve_request", json!({ "id": id })))
+        .await;
+
+    // Assert
+    for (tool, r) in &refused {
+        assert_eq!(r.is_error, Some(true), "{tool}: {r:?}");
+        let v = r.structured_content.clone().unwrap_or_default();
+        assert_eq!(v["error"]["status"], 404, "{tool}: {v}");
+    }
+    assert!(decide.is_err(), "{decide:?}");
+    let after = app.request("bob", &req).await;
+    assert_eq!(after["state"], "pending", "nothing changed: {after}");
+    bob.cancel().await.expect("close");
+    root.cancel().await.expect("close");
+}

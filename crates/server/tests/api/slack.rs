@@ -1903,9 +1903,10 @@ async fn rule_35_an_interaction_delivered_twice_is_acted_on_once() {
     );
 }
 
-/// Item 2, rule 35: an interaction stored by a process that died before acting on it (the
-/// row and its held job, whose claim nobody renews any more) is replayed by the worker once
-/// the claim lapses, and not before: the decision submitted is recorded and its author told
+/// Item 2, rule 35: an interaction stored by a process that died before acting on it (another
+/// replica here, which stores it and is never heard of again: the row and its held job, whose
+/// claim nobody renews) is replayed by this server's worker once the claim lapses, and not
+/// before: the decision submitted is recorded and its author told
 /// in their DM; a click, whose modal can no longer be opened, is answered with a request to
 /// click again; Slack's redelivery afterwards changes nothing.
 #[tokio::test]
@@ -1937,17 +1938,25 @@ async fn rule_35_an_interaction_its_process_did_not_act_on_is_replayed() {
         "channel": { "id": "C_ACCESS" },
         "actions": [{ "action_id": "cs_deny", "value": id }],
     });
-    // What the endpoint stores before it answers; the process then "dies": nothing acts.
+    // What the endpoint of the other replica stores before it answers; that replica then
+    // "dies": nothing acts.
+    let dying = app.replica().await;
     for p in [&approve, &click] {
         let key = engine::interactions::key(p);
         let stored = json!({ "kind": "interactive", "payload": p });
-        assert!(app.engine.slack_store(&key, &stored).await.expect("store"));
+        assert!(
+            dying
+                .engine
+                .slack_store(&key, &stored)
+                .await
+                .expect("store")
+        );
     }
 
     // Act
-    app.tick().await;
+    app.advance(Duration::from_secs(59)).await;
     let before_lapse = app.request("grace", &req).await;
-    app.advance(Duration::from_secs(5)).await;
+    app.advance(Duration::from_secs(2)).await;
     let after = app.request("grace", &req).await;
     let (status, again) = slack.payload(&app, &approve).await;
     app.tick().await;
@@ -1993,7 +2002,9 @@ async fn rule_35_an_interaction_its_process_did_not_act_on_is_replayed() {
 
 /// Issue 18 item 1 in Slack: the card of an action request shows the exact action (the tool,
 /// the arguments in a code block, escaped, and the digest) instead of a duration, through
-/// the same presenter as the other surfaces.
+/// the same presenter as the other surfaces. A backtick cannot close the code block, and an
+/// action too long to show whole is not shown in part: its card says so and offers only
+/// Review in portal.
 #[tokio::test]
 async fn issue_18_an_action_requests_card_shows_the_action_and_its_digest() {
     // Arrange
@@ -2019,14 +2030,37 @@ notify "cards" {{
         .create(
             "grace",
             json!({ "resource": "deploy-action", "reason": "hotfix",
-                    "action": { "tool": "deploy", "arguments": { "note": "<!channel> *now*" } } }),
+                    "action": { "tool": "deploy", "arguments": {
+                        "note": "<!channel> *now* ``` *bold* ```" } } }),
         )
         .await;
+    app.tick().await;
+    let padded = format!("{}rm -rf /", " ".repeat(3000));
+    app.create(
+        "grace",
+        json!({ "resource": "deploy-action", "reason": "long",
+                "action": { "tool": "run", "arguments": { "a": padded } } }),
+    )
+    .await;
     app.tick().await;
 
     // Assert
     let posts = card_posts(&fake);
-    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let long = text_of(&posts[1].1);
+    assert!(long.contains("too long to show here"), "{long}");
+    assert!(!long.contains("rm -rf"), "no part of it: {long}");
+    assert!(!has_button(&posts[1].1, "cs_approve"), "{long}");
+    assert!(long.contains("Review in portal"), "{long}");
+    assert!(
+        !text_of(&posts[0].1).contains("``` *bold*"),
+        "no way out of the code"
+    );
+    assert!(
+        text_of(&posts[0].1).contains("\u{2cb}\u{2cb}\u{2cb} *bold*"),
+        "{}",
+        text_of(&posts[0].1)
+    );
     let text = text_of(&posts[0].1);
     let digest = req["action"]["digest"].as_str().expect("digest");
     assert!(text.contains("*Action:* `deploy`"), "{text}");
