@@ -2,7 +2,7 @@
 
 An agent connects to Countersign's /mcp with its application token, as a real agent host
 would, and a human decides through the REST API. Run by the Rust test
-`issue_18_an_agent_asks_waits_and_claims_through_the_official_mcp_client`:
+`rule_38_an_agent_asks_waits_and_claims_through_the_official_mcp_client`:
 
     mcp_agent.py main <base_url> <agent_token> <reviewer_token> <other_app_token>
         the whole flow; prints {"late": <id>} for the next phase

@@ -15,6 +15,7 @@ mod load;
 pub mod outbound;
 pub mod raw;
 mod resolve;
+pub mod runbook;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -454,6 +455,10 @@ pub struct Config {
     /// The notification router's rules: the `notify` blocks, or the default rules when there
     /// are none (`domain::notify::default_rules`).
     pub notify: Vec<NotifyRule>,
+    /// Gated runbooks (issue 17), by name, each with its checked workflow.
+    pub runbooks: BTreeMap<String, runbook::Runbook>,
+    /// The action stores whose programs runbooks' action steps run, by name.
+    pub action_stores: BTreeMap<String, runbook::ActionStore>,
 }
 
 /// A `channel` block.

@@ -51,6 +51,8 @@ pub(crate) struct RawConfig {
     pub resources: Vec<(Loc, String, RawResource)>,
     pub channels: Vec<(Loc, String, RawChannel)>,
     pub notify: Vec<(Loc, String, RawNotify)>,
+    pub runbooks: Vec<(Loc, String, RawRunbook)>,
+    pub action_stores: Vec<(Loc, String, RawActionStore)>,
 }
 
 thread_local! {
@@ -203,6 +205,8 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             "resource",
             "channel",
             "notify",
+            "runbook",
+            "action_store",
         ]
         .contains(&kind)
         {
@@ -210,7 +214,7 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
                 None,
                 format!(
                     "unknown block type {kind:?}; expected server, oidc, audit, user, group, \
-                     app, connector, resource, channel or notify"
+                     app, connector, resource, channel, notify, runbook or action_store"
                 ),
             ));
             continue;
@@ -286,6 +290,16 @@ fn parse_into(path: &Path, src: &str, raw: &mut RawConfig, errors: &mut Vec<Conf
             "notify" => {
                 if let Some(v) = typed(value, &loc, errors) {
                     raw.notify.push((loc, name, v));
+                }
+            }
+            "runbook" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    raw.runbooks.push((loc, name, v));
+                }
+            }
+            "action_store" => {
+                if let Some(v) = typed(value, &loc, errors) {
+                    raw.action_stores.push((loc, name, v));
                 }
             }
             _ => {

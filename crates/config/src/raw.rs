@@ -287,3 +287,31 @@ pub struct RawNotify {
     pub to: Vec<String>,
     pub via: Vec<String>,
 }
+
+/// `runbook "name" { file = "runbooks/news.yaml" }` (issue 17): a Kubiya version-3 workflow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRunbook {
+    pub file: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `action_store "news" { action "get_all_sources" { … } }` (issue 17).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActionStore {
+    #[serde(default)]
+    pub action: hcl::Map<String, RawStoreAction>,
+}
+
+/// One action of a store: the program it runs, and the resource whose grant it needs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreAction {
+    pub resource: Option<String>,
+    pub command: Vec<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}

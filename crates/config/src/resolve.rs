@@ -358,6 +358,23 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         &channels,
         errors,
     ));
+    // Gated runbooks (issue 17): the action stores, then each runbook's file.
+    let action_stores = crate::runbook::stores(raw.action_stores, &resources, errors);
+    let mut runbooks = BTreeMap::new();
+    for (loc, name, r) in raw.runbooks {
+        if runbooks.contains_key(&name) || !valid_name(&name) {
+            errors.push(loc.err(
+                None,
+                format!("runbook {name:?} is defined twice or badly named"),
+            ));
+            continue;
+        }
+        if let Some(rb) =
+            crate::runbook::runbook(&loc, name.clone(), r, &action_stores, &resources, errors)
+        {
+            runbooks.insert(name, rb);
+        }
+    }
 
     Config {
         server,
@@ -370,6 +387,8 @@ pub(crate) fn resolve(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
         policy_sites,
         channels,
         notify,
+        runbooks,
+        action_stores,
     }
 }
 

@@ -1004,3 +1004,122 @@ fn rule_35_the_complete_example_of_the_slack_doc_loads() {
         "the expiry message, with Extend and Drop"
     );
 }
+
+/// The shipped news runbook (`examples/runbooks`): seed 000's get_news_workflow, as valid
+/// YAML, loads with its four steps, their references, and the two actions of the `news`
+/// store, whose resource is part of the runbook (rule 37's runs build on this).
+#[test]
+fn rule_37_the_seeds_news_workflow_loads_as_a_runbook() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = config::load_files(&[root.join("examples/runbooks/news.hcl")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rb = &cfg.runbooks["get_news_workflow"];
+    let ids: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["sources", "source", "articles", "print message"]);
+    use config::runbook::{StepKind, ValueType, reference};
+    match &rb.steps[1].kind {
+        StepKind::Input {
+            value_type,
+            possible_values: Some(v),
+            ..
+        } => {
+            assert_eq!(*value_type, ValueType::Enum);
+            assert_eq!(reference(v), Some("sources"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &rb.steps[2].kind {
+        StepKind::Action {
+            store,
+            name,
+            parameters,
+        } => {
+            assert_eq!((store.as_str(), name.as_str()), ("news", "get_articles"));
+            assert_eq!(reference(parameters), Some("source"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let action = &cfg.action_stores["news"].actions["get_all_sources"];
+    assert_eq!(action.resource.as_deref(), Some("news-read"));
+    assert_eq!(action.timeout, Span::from_secs(30));
+    assert!(rb.source.contains("get_news_workflow") || rb.source.contains("version: 3"));
+}
+
+/// Issue 17 item 1: `check` reports a runbook's mistakes at their line of the YAML file: an
+/// unknown key, a reference to a later step, an action its store does not have, a key of
+/// another step type, a wrong version; and an action whose resource is not part of the
+/// runbook at the action's line.
+#[test]
+fn rule_37_check_reports_a_bad_runbook_at_its_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "version: 2\n\
+         type: conversation\n\
+         steps:\n\
+         \x20 - id: first\n\
+         \x20   type: action\n\
+         \x20   store: news\n\
+         \x20   name: get_everything\n\
+         \x20   parameters: { q: \"${later}\" }\n\
+         \x20 - id: later\n\
+         \x20   type: message\n\
+         \x20   prompt: done\n\
+         \x20   store: news\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("typo.yaml"),
+        "version: 3\ntype: conversation\nsteps:\n  - id: a\n    type: message\n    promt: hi\n",
+    )
+    .expect("write");
+    let hcl = r#"
+user "a@example.com" {}
+resource "news-read" {
+  max_duration = "1h"
+  workflow = { steps = [ { reviewers = { one_of = ["a@example.com"] } } ] }
+}
+action_store "news" {
+  action "get_all_sources" {
+    resource = "news-read"
+    command  = ["true"]
+  }
+}
+runbook "bad" { file = "bad.yaml" }
+runbook "typo" { file = "typo.yaml" }
+runbook "gated" { file = "gated.yaml" }
+"#;
+    std::fs::write(
+        dir.path().join("gated.yaml"),
+        "version: 3\ntype: conversation\nsteps:\n  - id: s\n    type: action\n    store: news\n    name: get_all_sources\n",
+    )
+    .expect("write");
+    let main = dir.path().join("main.hcl");
+    std::fs::write(&main, hcl).expect("write");
+
+    let err = config::load_files(&[main])
+        .expect_err("bad runbooks")
+        .to_string();
+    let d = dir.path().display();
+    for want in [
+        format!("{d}/bad.yaml:1: in runbook \"bad\": version must be 3, not 2"),
+        format!(
+            "{d}/bad.yaml:7: in runbook \"bad\": step \"first\": action_store \"news\" has no action \"get_everything\""
+        ),
+        format!(
+            "{d}/bad.yaml:8: in runbook \"bad\": step \"first\": ${{later}} refers to a later or unknown step"
+        ),
+        format!(
+            "{d}/bad.yaml:10: in runbook \"bad\": step \"later\": store is not a key of a message step"
+        ),
+        format!(
+            "{d}/gated.yaml:7: in runbook \"gated\": step \"s\": the resource \"news-read\" of news.get_all_sources must say part_of = \"gated\""
+        ),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(
+        err.contains(&format!("{d}/typo.yaml:6: in runbook \"typo\":")) && err.contains("promt"),
+        "{err}"
+    );
+}

@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_digest_ignores_key_order_and_spacing_but_not_values() {
+    fn rule_38_the_digest_ignores_key_order_and_spacing_but_not_values() {
         let a = digest("deploy", &json!({ "env": "prod", "replicas": 3 }));
         let b = digest(
             "deploy",

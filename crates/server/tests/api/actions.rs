@@ -68,7 +68,7 @@ async fn audit_kinds(app: &TestApp, id: &Value) -> Vec<String> {
 /// arguments back, `action_claimed` in the audit log) and a second claim is refused. No
 /// grant is issued, and the approval does not cover the next action (rule 5 does not apply).
 #[tokio::test]
-async fn issue_18_an_approved_action_is_claimed_once_by_its_creator() {
+async fn rule_38_an_approved_action_is_claimed_once_by_its_creator() {
     // Arrange
     let app = spawn().await;
     let arguments = json!({ "service": "api", "version": "2.3.1", "canary": { "percent": 5 } });
@@ -116,7 +116,7 @@ async fn issue_18_an_approved_action_is_claimed_once_by_its_creator() {
 /// Issue 18 item 1: a denied action, a pending one, and one whose `claim_within` has passed
 /// cannot be claimed (409); nor can a cancelled one.
 #[tokio::test]
-async fn issue_18_denied_pending_cancelled_and_late_actions_cannot_be_claimed() {
+async fn rule_38_denied_pending_cancelled_and_late_actions_cannot_be_claimed() {
     // Arrange
     let app = spawn().await;
     let denied = app.create("agent", deploy(json!({ "n": 1 }))).await;
@@ -167,7 +167,7 @@ async fn issue_18_denied_pending_cancelled_and_late_actions_cannot_be_claimed() 
 /// approve the action; another app cannot see it (404); a reviewer who can see it cannot
 /// claim it (403); an app cannot review it.
 #[tokio::test]
-async fn issue_18_only_the_creator_claims_and_the_named_requester_cannot_approve() {
+async fn rule_39_only_the_creator_claims_and_the_named_requester_cannot_approve() {
     // Arrange
     let app = spawn().await;
     let req = app.create("agent", deploy(json!({}))).await;
@@ -442,7 +442,7 @@ resource "agent-actions" {{
 /// `claim_within`, a claim fails. Nothing but the four good requests was created.
 #[tokio::test]
 #[ignore = "needs COUNTERSIGN_TEST_PYTHON (bash .ci/python.sh) for the MCP Python SDK"]
-async fn issue_18_an_agent_asks_waits_and_claims_through_the_official_mcp_client() {
+async fn rule_38_an_agent_asks_waits_and_claims_through_the_official_mcp_client() {
     // Arrange
     let app = spawn().await;
     let base = app.api.base.clone();
@@ -651,7 +651,7 @@ async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
 /// the reviewer the request), and no tool decides whatever the token's roles: an admin's
 /// token calling `approve_request` gets the protocol's invalid-params error.
 #[tokio::test]
-async fn issue_18_through_mcp_a_caller_reaches_only_what_it_created() {
+async fn rule_39_through_mcp_a_caller_reaches_only_what_it_created() {
     use rmcp::ServiceExt;
     use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
     use rmcp::transport::StreamableHttpClientTransport;
