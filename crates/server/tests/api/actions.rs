@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, email, id_of};
+use crate::helpers::{TestApp, assert_error, audit_kinds, email, id_of};
 
 const CONFIG: &str = r#"
 app "agent"   { roles = ["request_approval"] }
@@ -49,18 +49,6 @@ fn deploy(arguments: Value) -> Value {
 async fn claim(app: &TestApp, who: &str, id: &Value) -> (StatusCode, Value) {
     app.post(who, &format!("/v1/requests/{}/claim", id_of(id)), json!({}))
         .await
-}
-
-/// The kinds of the audit events of one request, in order.
-async fn audit_kinds(app: &TestApp, id: &Value) -> Vec<String> {
-    let (_, audit) = app.get("root", "/v1/audit?limit=1000").await;
-    audit["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| e["event"]["request"] == json!(id_of(id)))
-        .map(|e| e["event"]["kind"].as_str().expect("kind").to_owned())
-        .collect()
 }
 
 /// Issue 18 item 1: the action is kept exactly as asked, with the SHA-256 of its canonical
@@ -548,40 +536,15 @@ async fn issue_18_the_shipped_permission_prompt_tool_allows_only_what_a_person_a
 /// pending one, and another app's request is no task of the caller's.
 #[tokio::test]
 async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
-    use rmcp::ClientServiceExt;
     use rmcp::model::{
-        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
-        ClientConfig, GetTaskParams, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, TaskPayload,
+        TaskStatus,
     };
-    use rmcp::service::ClientLifecycleMode;
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
     // Arrange
     let app = spawn().await;
-    let connect = async |token: &str| {
-        let transport = StreamableHttpClientTransport::with_client(
-            reqwest::Client::new(),
-            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.api.base))
-                .auth_header(token),
-        );
-        // Tasks are an extension of protocol version 2026-07-28, whose clients send their
-        // capabilities with every request (the server keeps no session).
-        ClientConfig::new(
-            ClientCapabilities::builder().enable_tasks().build(),
-            Implementation::new("countersign-test", "1"),
-        )
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
-        .await
-        .expect("connect to /mcp")
-    };
-    let agent = connect(app.api.token("agent")).await;
-    let other = connect(app.api.token("other")).await;
+    let agent = mcp_client(&app, "agent", true).await;
+    let other = mcp_client(&app, "other", true).await;
     let ask = |tool: &str| {
         let mut p = CallToolRequestParams::new("request_action_approval");
         p.arguments = json!({ "resource": "deploy-action", "tool": tool,
@@ -652,36 +615,19 @@ async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
 /// token calling `approve_request` gets the protocol's invalid-params error.
 #[tokio::test]
 async fn rule_39_through_mcp_a_caller_reaches_only_what_it_created() {
-    use rmcp::ServiceExt;
-    use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::model::CallToolRequestParams;
 
     // Arrange
     let app = spawn().await;
     let req = app.create("agent", deploy(json!({ "n": 1 }))).await;
     let id = id_of(&req).to_owned();
-    let connect = async |token: &str| {
-        let transport = StreamableHttpClientTransport::with_client(
-            reqwest::Client::new(),
-            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.api.base))
-                .auth_header(token),
-        );
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("countersign-test", "1"),
-        )
-        .serve(transport)
-        .await
-        .expect("connect to /mcp")
-    };
     let call = |name: &'static str, args: Value| {
         let mut p = CallToolRequestParams::new(name);
         p.arguments = args.as_object().cloned();
         p
     };
-    let bob = connect(app.api.token("bob")).await;
-    let root = connect(app.api.token("root")).await;
+    let bob = mcp_client(&app, "bob", false).await;
+    let root = mcp_client(&app, "root", false).await;
 
     // Act
     let mut refused = vec![];
@@ -709,4 +655,39 @@ async fn rule_39_through_mcp_a_caller_reaches_only_what_it_created() {
     assert_eq!(after["state"], "pending", "nothing changed: {after}");
     bob.cancel().await.expect("close");
     root.cancel().await.expect("close");
+}
+
+/// A client of `/mcp` from the official Rust SDK (rmcp), as `user`'s token, on protocol
+/// version 2026-07-28, whose clients send their capabilities with every request (the server
+/// keeps no session); with `tasks`, declaring the MCP Tasks extension.
+async fn mcp_client(
+    app: &TestApp,
+    user: &str,
+    tasks: bool,
+) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
+    use rmcp::ClientServiceExt;
+    use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
+    use rmcp::service::ClientLifecycleMode;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let transport = StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", app.api.base))
+            .auth_header(app.api.token(user)),
+    );
+    let capabilities = if tasks {
+        ClientCapabilities::builder().enable_tasks().build()
+    } else {
+        ClientCapabilities::default()
+    };
+    ClientConfig::new(capabilities, Implementation::new("countersign-test", "1"))
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("connect to /mcp")
 }

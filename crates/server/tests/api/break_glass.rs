@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::callbacks::Receiver;
 use crate::connector::free_port;
-use crate::helpers::{TestApp, assert_error, id_of};
+use crate::helpers::{TestApp, assert_error, audit_kinds, id_of};
 use crate::notifications::{Smtp, mail_channel, mails};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -64,18 +64,6 @@ async fn inbox(app: &TestApp, user: &str) -> Vec<String> {
         .expect("requests")
         .iter()
         .map(|r| r["id"].as_str().expect("id").to_owned())
-        .collect()
-}
-
-/// The kinds of the audit events of one request, in order.
-async fn audit_kinds(app: &TestApp, id: &Value) -> Vec<String> {
-    let (_, audit) = app.get("root", "/v1/audit?limit=1000").await;
-    audit["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| e["event"]["request"] == json!(id_of(id)))
-        .map(|e| e["event"]["kind"].as_str().expect("kind").to_owned())
         .collect()
 }
 

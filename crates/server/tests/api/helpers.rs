@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use engine::{Engine, ManualClock};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::Connection;
 
 /// 2026-01-01T00:00:00Z, where every manual clock starts.
@@ -615,4 +615,16 @@ pub async fn run_python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The kinds of the audit events of one request, in order.
+pub async fn audit_kinds(app: &TestApp, id: &Value) -> Vec<String> {
+    let (_, audit) = app.get("root", "/v1/audit?limit=1000").await;
+    audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["event"]["request"] == json!(id_of(id)))
+        .map(|e| e["event"]["kind"].as_str().expect("kind").to_owned())
+        .collect()
 }
