@@ -271,11 +271,21 @@ impl Gate {
             .await
             .map_err(|e| ErrorData::internal_error(e.message, None))?;
         let v = status(&view);
-        if r.state == domain::RequestState::Pending {
-            return Ok(DetailedTask::new(
-                task(&v, TaskStatus::Working),
-                TaskPayload::Working,
-            ));
+        match r.state {
+            domain::RequestState::Pending => {
+                return Ok(DetailedTask::new(
+                    task(&v, TaskStatus::Working),
+                    TaskPayload::Working,
+                ));
+            }
+            domain::RequestState::Cancelled => {
+                return Ok(DetailedTask::new(
+                    task(&v, TaskStatus::Cancelled),
+                    TaskPayload::Cancelled,
+                ));
+            }
+            // Approved, denied or expired: the call completed with that outcome.
+            _ => {}
         }
         let result = match serde_json::to_value(CallToolResult::structured(v.clone())) {
             Ok(Value::Object(m)) => m,

@@ -241,21 +241,22 @@ pub(crate) fn runbook(
     let file = loc.dir.join(&raw.file);
     let block = format!("runbook {name:?}");
     let before = errors.len();
-    let source = match std::fs::metadata(&file) {
-        Ok(m) if m.len() > MAX_FILE => {
+    // Read through a limit, whatever the file says its length is (a pipe says 0).
+    let read = std::fs::File::open(&file).and_then(|f| {
+        use std::io::Read;
+        let mut text = String::new();
+        f.take(MAX_FILE + 1).read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let source = match read {
+        Ok(s) if s.len() as u64 > MAX_FILE => {
             errors.push(loc.err(
                 Some("file"),
                 format!("{} is larger than {MAX_FILE} bytes", file.display()),
             ));
             return None;
         }
-        Ok(_) => match std::fs::read_to_string(&file) {
-            Ok(s) => s,
-            Err(e) => {
-                errors.push(loc.err(Some("file"), format!("cannot read {}: {e}", file.display())));
-                return None;
-            }
-        },
+        Ok(s) => s,
         Err(e) => {
             errors.push(loc.err(Some("file"), format!("cannot read {}: {e}", file.display())));
             return None;
@@ -331,24 +332,35 @@ pub(crate) fn runbook(
                 }
             }
         };
-        let stray = |key: &str, present: bool, errors: &mut Vec<ConfigError>| {
-            if present {
-                errors.push(err(
-                    &s.kind.referenced,
-                    format!("{key} is not a key of a {} step", s.kind.value),
-                ));
-            }
-        };
+        // A key of another type of step, reported at its own line.
+        let stray =
+            |key: &str, at: Option<&serde_saphyr::Location>, errors: &mut Vec<ConfigError>| {
+                if let Some(l) = at {
+                    errors.push(err(
+                        l,
+                        format!("{key} is not a key of a {} step", s.kind.value),
+                    ));
+                }
+            };
         let kind = match s.kind.value.as_str() {
             "action" => {
-                stray("value_type", s.value_type.is_some(), errors);
-                stray("prompt", s.prompt.is_some(), errors);
-                stray("possible_values", s.possible_values.is_some(), errors);
+                stray(
+                    "value_type",
+                    s.value_type.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
+                stray("prompt", s.prompt.as_ref().map(|v| &v.referenced), errors);
+                stray(
+                    "possible_values",
+                    s.possible_values.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
                 let (Some(store), Some(action)) = (&s.store, &s.name) else {
                     errors.push(err(
                         &s.kind.referenced,
                         "an action step needs store and name".into(),
                     ));
+                    seen.insert(id);
                     continue;
                 };
                 match stores
@@ -402,9 +414,13 @@ pub(crate) fn runbook(
                 }
             }
             "input" => {
-                stray("store", s.store.is_some(), errors);
-                stray("name", s.name.is_some(), errors);
-                stray("parameters", s.parameters.is_some(), errors);
+                stray("store", s.store.as_ref().map(|v| &v.referenced), errors);
+                stray("name", s.name.as_ref().map(|v| &v.referenced), errors);
+                stray(
+                    "parameters",
+                    s.parameters.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
                 let value_type = match s.value_type.as_ref().map(|v| v.value.as_str()) {
                     Some("enum") => ValueType::Enum,
                     Some("string") => ValueType::String,
@@ -419,6 +435,7 @@ pub(crate) fn runbook(
                             l,
                             format!("value_type must be enum, string, int or bool, not {other:?}"),
                         ));
+                        seen.insert(id);
                         continue;
                     }
                 };
@@ -443,11 +460,23 @@ pub(crate) fn runbook(
                 }
             }
             "message" => {
-                stray("store", s.store.is_some(), errors);
-                stray("name", s.name.is_some(), errors);
-                stray("parameters", s.parameters.is_some(), errors);
-                stray("value_type", s.value_type.is_some(), errors);
-                stray("possible_values", s.possible_values.is_some(), errors);
+                stray("store", s.store.as_ref().map(|v| &v.referenced), errors);
+                stray("name", s.name.as_ref().map(|v| &v.referenced), errors);
+                stray(
+                    "parameters",
+                    s.parameters.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
+                stray(
+                    "value_type",
+                    s.value_type.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
+                stray(
+                    "possible_values",
+                    s.possible_values.as_ref().map(|v| &v.referenced),
+                    errors,
+                );
                 StepKind::Message {
                     prompt: s.prompt.map(|p| p.value).unwrap_or_default(),
                 }
@@ -457,6 +486,7 @@ pub(crate) fn runbook(
                     &s.kind.referenced,
                     format!("type must be action, input or message, not {other:?}"),
                 ));
+                seen.insert(id);
                 continue;
             }
         };

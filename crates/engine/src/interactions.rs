@@ -52,11 +52,17 @@ impl Engine {
         let _ = self.slack_replayer.set(replayer);
     }
 
-    /// Stores an interaction before it is acknowledged, held by this process (rule 35) until
-    /// [`Engine::slack_acted`]: while it is handled, the heartbeat renews the claim and this
-    /// process's worker leaves it alone. False if one with this key was stored already: a
+    /// Stores an interaction before it is acknowledged, held by this process (rule 35) for as
+    /// long as the returned [`Held`] lives: meanwhile the heartbeat renews the claim and this
+    /// process's worker leaves it alone. [`Held::acted`] records it acted on; a `Held` dropped
+    /// without it (the handler was cancelled, or panicked) lets the claim lapse, and the
+    /// interaction is replayed. `None` if one with this key was stored already: a
     /// redelivery, acknowledged and not acted on again.
-    pub async fn slack_store(&self, key: &str, stored: &Value) -> Result<bool, EngineError> {
+    pub async fn slack_store(
+        self: &Arc<Self>,
+        key: &str,
+        stored: &Value,
+    ) -> Result<Option<Held>, EngineError> {
         let now = self.now();
         let (owned, payload) = (key.to_owned(), stored.to_string());
         let stored = self
@@ -72,10 +78,14 @@ impl Engine {
                 })
             })
             .await?;
-        if stored {
-            self.hold(TimerKind::SlackInteraction, key);
+        if !stored {
+            return Ok(None);
         }
-        Ok(stored)
+        self.hold(TimerKind::SlackInteraction, key);
+        Ok(Some(Held {
+            engine: self.clone(),
+            key: key.to_owned(),
+        }))
     }
 
     /// Records that a stored interaction was acted on: nobody replays it. The job is removed
@@ -98,6 +108,27 @@ impl Engine {
             .await;
         self.release(TimerKind::SlackInteraction, key);
         done
+    }
+}
+
+/// A stored interaction this process is handling (see [`Engine::slack_store`]).
+pub struct Held {
+    engine: Arc<Engine>,
+    key: String,
+}
+
+impl Held {
+    /// Records that the interaction was acted on: nobody replays it.
+    pub async fn acted(self) {
+        if let Err(e) = self.engine.slack_acted(&self.key).await {
+            tracing::warn!(error = %e, "a Slack interaction acted on could not be marked so");
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.engine.release(TimerKind::SlackInteraction, &self.key);
     }
 }
 

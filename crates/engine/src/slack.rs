@@ -463,10 +463,6 @@ pub fn portal_only(r: &Request) -> bool {
         || action_block(r).is_some_and(|(_, whole)| !whole)
 }
 
-/// The longest action a card shows whole (Block Kit's limit on a section's text, less room
-/// for the tool and the digest).
-const MAX_ACTION: usize = MAX_SECTION - 400;
-
 /// An action (issue 18) as Slack shows it: the tool, the arguments in a code block and the
 /// digest, and whether the arguments are shown whole. Slack's mrkdwn has no escape for a
 /// backtick, so each one in the tool or the arguments is shown as `ˋ` (U+02CB): nothing can
@@ -474,22 +470,23 @@ const MAX_ACTION: usize = MAX_SECTION - 400;
 /// such a request is decided in the portal only, where the whole action is shown.
 fn action_block(r: &Request) -> Option<(String, bool)> {
     let a = present::action(r)?;
-    let code = |t: &str, max: usize| escape(t, max).replace('`', "\u{2cb}");
-    let tool = code(&a.tool, 200);
-    let arguments = code(&a.arguments_text(), usize::MAX);
-    let whole = arguments.chars().count() <= MAX_ACTION;
-    let shown = if whole {
-        format!("```{arguments}```")
-    } else {
-        format!(
-            "_The arguments are too long to show here ({} characters): decide in the portal, which shows them whole._",
-            a.arguments_text().chars().count()
-        )
-    };
-    Some((
-        format!("*Action:* `{tool}`\n{shown}\n*Digest:* `{}`", a.digest),
-        whole,
-    ))
+    let code = |t: &str| escape(t, usize::MAX).replace('`', "\u{2cb}");
+    let (tool, arguments) = (code(&a.tool), code(&a.arguments_text()));
+    let text = format!(
+        "*Action:* `{tool}`\n```{arguments}```\n*Digest:* `{}`",
+        a.digest
+    );
+    // Whole, or not at all: the section is never cut (`cut`) in the middle of an action.
+    if text.chars().count() <= MAX_SECTION {
+        return Some((text, true));
+    }
+    let short = format!(
+        "*Action:* `{}`\n_The action is too long to show here ({} characters): decide in the portal, which shows it whole._\n*Digest:* `{}`",
+        code(&cut_to(&a.tool, 60)),
+        a.arguments_text().chars().count(),
+        a.digest
+    );
+    Some((short, false))
 }
 
 /// The request's card: who asks for what and why, its fields, warnings and why these
@@ -780,6 +777,8 @@ pub fn pick_modal(config: &Config) -> Value {
     let options: Vec<Value> = config
         .resources
         .values()
+        // An action resource (issue 18) is asked by the program that will run the action.
+        .filter(|r| r.action.is_none())
         .take(MAX_SELECT)
         .map(|r| {
             let mut o = option(&r.name, &r.name);

@@ -173,27 +173,22 @@ pub(crate) async fn handle(
         }
     }
     let stored = json!({ "kind": kind, "payload": kept });
-    match engine.slack_store(&key, &stored).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
+    let held = match engine.slack_store(&key, &stored).await {
+        Ok(Some(held)) => held,
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "a Slack interaction could not be stored");
             return Err(Unstored);
         }
-    }
+    };
     let handled = if kind == COMMANDS {
         command(engine.clone(), Command::of(&payload)).await
     } else {
         interaction(engine.clone(), payload).await
     };
-    let acted = {
-        let engine = engine.clone();
-        async move {
-            if let Err(e) = engine.slack_acted(&key).await {
-                tracing::warn!(error = %e, "a Slack interaction acted on could not be marked so");
-            }
-        }
-    };
+    // If this handler is dropped before it acts (Slack hung up) or panics, `held` goes with
+    // it, and the interaction is replayed once its claim lapses.
+    let acted = held.acted();
     match handled.then {
         Some(then) => {
             tokio::spawn(async move {
@@ -573,7 +568,7 @@ async fn submitted(engine: &Engine, user: &str, view: &Value) -> Answer {
             .as_str()
             .unwrap_or_default();
         let config = engine.config();
-        return match config.resources.get(name) {
+        return match config.resources.get(name).filter(|r| r.action.is_none()) {
             Some(r) => Some(json!({
                 "response_action": "update",
                 "view": app::request_modal(r, &config),

@@ -588,6 +588,11 @@ async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
         .cancel_task(CancelTaskParams::new(&second.task.task_id))
         .await
         .expect("tasks/cancel");
+    let withdrawn = agent
+        .peer()
+        .get_task(GetTaskParams::new(&second.task.task_id))
+        .await
+        .expect("tasks/get");
     let foreign = other.peer().get_task(GetTaskParams::new(&id)).await;
 
     // Assert
@@ -604,6 +609,7 @@ async fn issue_18_a_client_with_tasks_follows_an_action_request_as_a_task() {
     assert_eq!(result["structuredContent"]["decided_by"], email("bob"));
     let cancelled = app.request("agent", &json!(second.task.task_id)).await;
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(withdrawn.task.status(), TaskStatus::Cancelled);
     assert!(foreign.is_err(), "{foreign:?}");
     agent.cancel().await.expect("close");
     other.cancel().await.expect("close");

@@ -1944,13 +1944,12 @@ async fn rule_35_an_interaction_its_process_did_not_act_on_is_replayed() {
     for p in [&approve, &click] {
         let key = engine::interactions::key(p);
         let stored = json!({ "kind": "interactive", "payload": p });
-        assert!(
-            dying
-                .engine
-                .slack_store(&key, &stored)
-                .await
-                .expect("store")
-        );
+        let held = dying
+            .engine
+            .slack_store(&key, &stored)
+            .await
+            .expect("store");
+        assert!(held.is_some(), "stored");
     }
 
     // Act
@@ -2047,6 +2046,11 @@ notify "cards" {{
     // Assert
     let posts = card_posts(&fake);
     assert_eq!(posts.len(), 2, "{posts:?}");
+    let catalog = engine::slack::pick_modal(&app.engine.config()).to_string();
+    assert!(
+        !catalog.contains("deploy-action"),
+        "an action resource is not offered in Slack's catalog: {catalog}"
+    );
     let long = text_of(&posts[1].1);
     assert!(long.contains("too long to show here"), "{long}");
     assert!(!long.contains("rm -rf"), "no part of it: {long}");
