@@ -333,28 +333,35 @@ pub(crate) fn runbook(
             }
         };
         // A key of another type of step, reported at its own line.
-        let stray =
-            |key: &str, at: Option<&serde_saphyr::Location>, errors: &mut Vec<ConfigError>| {
-                if let Some(l) = at {
+        let allowed: &[&str] = match s.kind.value.as_str() {
+            "action" => &["store", "name", "parameters"],
+            "input" => &["value_type", "prompt", "possible_values"],
+            "message" => &["prompt"],
+            _ => &[],
+        };
+        let keys = [
+            ("store", s.store.as_ref().map(|v| &v.referenced)),
+            ("name", s.name.as_ref().map(|v| &v.referenced)),
+            ("parameters", s.parameters.as_ref().map(|v| &v.referenced)),
+            ("value_type", s.value_type.as_ref().map(|v| &v.referenced)),
+            ("prompt", s.prompt.as_ref().map(|v| &v.referenced)),
+            (
+                "possible_values",
+                s.possible_values.as_ref().map(|v| &v.referenced),
+            ),
+        ];
+        if !allowed.is_empty() {
+            for (key, at) in keys {
+                if let Some(l) = at.filter(|_| !allowed.contains(&key)) {
                     errors.push(err(
                         l,
                         format!("{key} is not a key of a {} step", s.kind.value),
                     ));
                 }
-            };
+            }
+        }
         let kind = match s.kind.value.as_str() {
             "action" => {
-                stray(
-                    "value_type",
-                    s.value_type.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
-                stray("prompt", s.prompt.as_ref().map(|v| &v.referenced), errors);
-                stray(
-                    "possible_values",
-                    s.possible_values.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
                 let (Some(store), Some(action)) = (&s.store, &s.name) else {
                     errors.push(err(
                         &s.kind.referenced,
@@ -414,13 +421,6 @@ pub(crate) fn runbook(
                 }
             }
             "input" => {
-                stray("store", s.store.as_ref().map(|v| &v.referenced), errors);
-                stray("name", s.name.as_ref().map(|v| &v.referenced), errors);
-                stray(
-                    "parameters",
-                    s.parameters.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
                 let value_type = match s.value_type.as_ref().map(|v| v.value.as_str()) {
                     Some("enum") => ValueType::Enum,
                     Some("string") => ValueType::String,
@@ -459,28 +459,9 @@ pub(crate) fn runbook(
                     possible_values: s.possible_values.map(|p| p.value),
                 }
             }
-            "message" => {
-                stray("store", s.store.as_ref().map(|v| &v.referenced), errors);
-                stray("name", s.name.as_ref().map(|v| &v.referenced), errors);
-                stray(
-                    "parameters",
-                    s.parameters.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
-                stray(
-                    "value_type",
-                    s.value_type.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
-                stray(
-                    "possible_values",
-                    s.possible_values.as_ref().map(|v| &v.referenced),
-                    errors,
-                );
-                StepKind::Message {
-                    prompt: s.prompt.map(|p| p.value).unwrap_or_default(),
-                }
-            }
+            "message" => StepKind::Message {
+                prompt: s.prompt.map(|p| p.value).unwrap_or_default(),
+            },
             other => {
                 errors.push(err(
                     &s.kind.referenced,
