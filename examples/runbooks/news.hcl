@@ -10,10 +10,21 @@ server {
 user "alice@example.com" {}
 user "bob@example.com"   { groups = ["news-ops"] }
 
-# The resource the news actions need. It is part_of the runbook, so that a reviewer who
-# approves the entire workflow covers every action of it (rule 15).
-resource "news-read" {
-  description  = "Read the news agencies' feeds"
+# The resources the news actions need, one per action. Both are part_of the runbook, so that
+# a reviewer who approves the entire workflow covers every action of it (rule 15); one who
+# approves only the first leaves the second to be asked for when the run gets there.
+resource "news-sources" {
+  description  = "List the news agencies' channels"
+  max_duration = "4h"
+  durations    = ["5m", "15m", "1h", "4h"]
+  part_of      = "get_news_workflow"
+  workflow = {
+    steps = [ { reviewers = { one_of = ["group:news-ops"] } } ]
+  }
+}
+
+resource "news-articles" {
+  description  = "Read a news channel's articles"
   max_duration = "4h"
   durations    = ["5m", "15m", "1h", "4h"]
   part_of      = "get_news_workflow"
@@ -24,12 +35,12 @@ resource "news-read" {
 
 action_store "news" {
   action "get_all_sources" {
-    resource = "news-read"
+    resource = "news-sources"
     command  = ["sh", "actions/sources.sh"]
     timeout  = "30s"
   }
   action "get_articles" {
-    resource = "news-read"
+    resource = "news-articles"
     command  = ["sh", "actions/articles.sh"]
     timeout  = "30s"
   }

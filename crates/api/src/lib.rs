@@ -16,6 +16,7 @@ mod graphql;
 pub mod mcp;
 pub mod metrics;
 mod routes;
+mod runs;
 
 use std::sync::Arc;
 

@@ -18,7 +18,7 @@ use crate::cursor;
 use crate::{ApiError, AppState, Auth};
 
 type ApiResult<T> = Result<T, ApiError>;
-type Body<T> = Result<Json<T>, JsonRejection>;
+pub(crate) type Body<T> = Result<Json<T>, JsonRejection>;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     crate::openapi_router()
@@ -44,6 +44,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(extend_grant))
         .routes(routes!(audit))
         .routes(routes!(audit_verify))
+        .merge(crate::runs::router())
 }
 
 fn span(text: &str) -> ApiResult<Span> {
@@ -219,6 +220,7 @@ pub(crate) async fn create(
                     credentials: body.reviewer_credentials,
                 },
                 idempotency,
+                run: None,
                 break_glass: body.break_glass,
                 action: body.action.map(|a| domain::ActionInput {
                     tool: a.tool,

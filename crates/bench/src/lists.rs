@@ -201,6 +201,7 @@ async fn seed(engine: &Arc<Engine>, args: &ListsArgs, now: Timestamp) -> Result<
                         ..Context::default()
                     },
                     action: None,
+                    run: None,
                 },
                 at: Timestamp::from_millis(first + i64::try_from(k).unwrap_or(0)),
                 approvals,

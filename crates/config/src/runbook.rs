@@ -75,65 +75,7 @@ pub struct Runbook {
     pub steps: Vec<RunbookStep>,
 }
 
-/// One step of a runbook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunbookStep {
-    pub id: String,
-    pub kind: StepKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepKind {
-    /// Runs `name` from the action store `store`, with `parameters` (any JSON, in which a
-    /// string `${id}` stands for an earlier step's output).
-    Action {
-        store: String,
-        name: String,
-        parameters: Value,
-    },
-    /// Asks the runner for a value.
-    Input {
-        value_type: ValueType,
-        prompt: String,
-        /// A list, or `${id}`: an earlier step's output.
-        possible_values: Option<Value>,
-    },
-    /// Shows the runner a message.
-    Message { prompt: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueType {
-    Enum,
-    String,
-    Int,
-    Bool,
-}
-
-/// The step a `${id}` string refers to, if the string is one.
-pub fn reference(v: &Value) -> Option<&str> {
-    v.as_str()?
-        .strip_prefix("${")?
-        .strip_suffix('}')
-        .filter(|id| !id.is_empty() && !id.contains(['{', '}']))
-}
-
-/// Every `${id}` reference in a value, at any depth.
-fn references(v: &Value) -> Vec<&str> {
-    let mut out = vec![];
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        if let Some(id) = reference(v) {
-            out.push(id);
-        }
-        match v {
-            Value::Array(a) => stack.extend(a),
-            Value::Object(m) => stack.extend(m.values()),
-            _ => {}
-        }
-    }
-    out
-}
+pub use domain::run::{RunbookStep, StepKind, ValueType, reference, references};
 
 /// The file, as the YAML says it.
 #[derive(Deserialize)]
@@ -370,10 +312,11 @@ pub(crate) fn runbook(
                     seen.insert(id);
                     continue;
                 };
-                match stores
+                let found = stores
                     .get(&store.value)
-                    .map(|st| st.actions.get(&action.value))
-                {
+                    .map(|st| st.actions.get(&action.value));
+                let resource = found.flatten().and_then(|a| a.resource.clone());
+                match found {
                     None => errors.push(err(
                         &store.referenced,
                         format!("no action_store {:?}", store.value),
@@ -418,6 +361,7 @@ pub(crate) fn runbook(
                     store: store.value.clone(),
                     name: action.value.clone(),
                     parameters,
+                    resource,
                 }
             }
             "input" => {

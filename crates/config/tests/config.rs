@@ -496,7 +496,7 @@ notify "soc" {{
     let out = errors(&src);
     expect_test::expect![[r#"
         test.hcl:20: in notify "pager": unknown channel "pager": declare it with a channel block
-        test.hcl:24: in notify "typo": unknown event "request_opened"; events: request_created, step_entered, reminder, escalated, request_approved, request_denied, request_cancelled, request_expired, comment_added, assigned, grant_active, grant_expiring, grant_ended, grant_failed, break_glass
+        test.hcl:24: in notify "typo": unknown event "request_opened"; events: request_created, step_entered, reminder, escalated, request_approved, request_denied, request_cancelled, request_expired, comment_added, assigned, grant_active, grant_expiring, grant_ended, grant_failed, break_glass, run_ready, run_failed
         test.hcl:31: in notify "strangers": unknown principal "zed@example.com": declare it with a user or group block
         test.hcl:31: in notify "strangers": unknown principal "group:ghosts": declare it with a user or group block
         test.hcl:37: in notify "robots": "app:deployer": an application cannot be notified
@@ -1033,14 +1033,17 @@ fn rule_37_the_seeds_news_workflow_loads_as_a_runbook() {
             store,
             name,
             parameters,
+            resource,
         } => {
             assert_eq!((store.as_str(), name.as_str()), ("news", "get_articles"));
             assert_eq!(reference(parameters), Some("source"));
+            // A run keeps the action's resource as it was when it started.
+            assert_eq!(resource.as_deref(), Some("news-articles"));
         }
         other => panic!("{other:?}"),
     }
     let action = &cfg.action_stores["news"].actions["get_all_sources"];
-    assert_eq!(action.resource.as_deref(), Some("news-read"));
+    assert_eq!(action.resource.as_deref(), Some("news-sources"));
     assert_eq!(action.timeout, Span::from_secs(30));
     assert!(
         rb.source.starts_with("# Kubiya's get_news_workflow"),

@@ -103,6 +103,22 @@ pub enum EventKind {
     SlackUnlinked,
     /// The creator claimed an approved action (issue 18); `tool` and `digest` in the detail.
     ActionClaimed,
+    /// A run of a runbook started (issue 17); `run` and `runbook` in the detail.
+    RunStarted,
+    /// A run's step completed and its output was checkpointed (rule 37); `run`, `step`.
+    RunStepCompleted,
+    /// A run stopped at an action whose resource its runner holds no grant for (rule 37).
+    RunNeedsAccess,
+    /// The runner asked for access on behalf of a run; the request is the event's.
+    RunAccessRequested,
+    /// The access a run waited for is in effect: its runner may resume.
+    RunReady,
+    /// The runner resumed a run.
+    RunResumed,
+    RunSucceeded,
+    /// A run failed; `error` in the detail.
+    RunFailed,
+    RunCancelled,
 }
 
 impl EventKind {
@@ -147,6 +163,15 @@ impl EventKind {
             EventKind::SlackLinked => "slack_linked",
             EventKind::SlackUnlinked => "slack_unlinked",
             EventKind::ActionClaimed => "action_claimed",
+            EventKind::RunStarted => "run_started",
+            EventKind::RunStepCompleted => "run_step_completed",
+            EventKind::RunNeedsAccess => "run_needs_access",
+            EventKind::RunAccessRequested => "run_access_requested",
+            EventKind::RunReady => "run_ready",
+            EventKind::RunResumed => "run_resumed",
+            EventKind::RunSucceeded => "run_succeeded",
+            EventKind::RunFailed => "run_failed",
+            EventKind::RunCancelled => "run_cancelled",
         }
     }
 }
@@ -186,11 +211,14 @@ pub enum TimerKind {
     /// acting on it, and replayed by another when that process dies first. Keyed by the
     /// interaction's key.
     SlackInteraction,
+    /// Advance a running run of a runbook (issue 17): its next steps, and the action it is
+    /// at, whose program runs under this job's claim. Keyed by run id.
+    RunStep,
 }
 
 impl TimerKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TimerKind; 13] = [
+    pub const ALL: [TimerKind; 14] = [
         TimerKind::RequestExpiry,
         TimerKind::GrantExpiry,
         TimerKind::ConnectorGrant,
@@ -204,6 +232,7 @@ impl TimerKind {
         TimerKind::StepEscalation,
         TimerKind::FollowUpDue,
         TimerKind::SlackInteraction,
+        TimerKind::RunStep,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +250,7 @@ impl TimerKind {
             TimerKind::StepEscalation => "step_escalation",
             TimerKind::FollowUpDue => "follow_up_due",
             TimerKind::SlackInteraction => "slack_interaction",
+            TimerKind::RunStep => "run_step",
         }
     }
     /// Whether the job calls a connector or another service (and so may take seconds), rather
@@ -234,6 +264,7 @@ impl TimerKind {
                 | TimerKind::Reconcile
                 | TimerKind::PolicyCheck
                 | TimerKind::SlackInteraction
+                | TimerKind::RunStep
         )
     }
     pub fn parse(s: &str) -> Option<TimerKind> {

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod principal;
 pub mod request;
 pub mod resource;
+pub mod run;
 pub mod time;
 
 pub use action::{Action, ActionInput};
@@ -38,6 +39,7 @@ pub use resource::{
     ActionDef, BreakGlassDef, Escalation, FieldDef, FieldType, FieldValue, Input, PolicyRef,
     ResourceDef, Reviewers, StepDef, Workflow,
 };
+pub use run::{Run, RunLink, RunState, RunbookStep};
 pub use time::{Span, Timestamp};
 
 /// Upper bounds on what a client may send, shared by every surface (PRODUCT.md §7).

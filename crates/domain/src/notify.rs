@@ -37,10 +37,16 @@ pub enum NotifyEvent {
     GrantEnded,
     GrantFailed,
     BreakGlass,
+    /// The access a run of a runbook stopped for is in effect: its runner may resume
+    /// (issue 17).
+    RunReady,
+    /// A run of a runbook could not complete for lack of permissions: its access was
+    /// denied (issue 17).
+    RunFailed,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 15] = [
+    pub const ALL: [NotifyEvent; 17] = [
         NotifyEvent::RequestCreated,
         NotifyEvent::StepEntered,
         NotifyEvent::Reminder,
@@ -56,6 +62,8 @@ impl NotifyEvent {
         NotifyEvent::GrantEnded,
         NotifyEvent::GrantFailed,
         NotifyEvent::BreakGlass,
+        NotifyEvent::RunReady,
+        NotifyEvent::RunFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +83,8 @@ impl NotifyEvent {
             NotifyEvent::GrantEnded => "grant_ended",
             NotifyEvent::GrantFailed => "grant_failed",
             NotifyEvent::BreakGlass => "break_glass",
+            NotifyEvent::RunReady => "run_ready",
+            NotifyEvent::RunFailed => "run_failed",
         }
     }
 
@@ -101,6 +111,8 @@ impl NotifyEvent {
             EventKind::GrantExpiring => NotifyEvent::GrantExpiring,
             EventKind::GrantExpired | EventKind::GrantRevoked => NotifyEvent::GrantEnded,
             EventKind::GrantFailed => NotifyEvent::GrantFailed,
+            EventKind::RunReady => NotifyEvent::RunReady,
+            EventKind::RunFailed => NotifyEvent::RunFailed,
             _ => return None,
         })
     }
@@ -234,6 +246,8 @@ pub fn default_rules(channels: &[String]) -> Vec<NotifyRule> {
                 NotifyEvent::GrantExpiring,
                 NotifyEvent::GrantEnded,
                 NotifyEvent::GrantFailed,
+                NotifyEvent::RunReady,
+                NotifyEvent::RunFailed,
             ]),
             resources: vec![],
             to: vec![Audience::Requester],

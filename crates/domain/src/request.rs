@@ -350,6 +350,10 @@ pub struct Request {
     /// The one action asked for, on a resource of `kind = "action"` (issue 18).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<crate::action::Action>,
+    /// The run of a runbook this request asks access for, and the step it stopped at
+    /// (issue 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::run::RunLink>,
 }
 
 /// What an application sends with a request (rule 21), kept as sent.
@@ -461,6 +465,8 @@ pub struct NewRequest {
     pub context: Context,
     /// The action asked for, on a resource of `kind = "action"` (issue 18).
     pub action: Option<crate::action::ActionInput>,
+    /// The run this request asks access for (issue 17).
+    pub run: Option<crate::run::RunLink>,
 }
 
 /// One reviewer's decision as submitted.
@@ -667,6 +673,7 @@ impl Request {
             context: new.context,
             follow_up: None,
             action,
+            run: new.run,
         })
     }
 

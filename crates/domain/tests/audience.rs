@@ -102,6 +102,7 @@ fn fay_asks(id: &str, through: Option<&str>) -> NewRequest {
             ..Context::default()
         },
         action: None,
+        run: None,
     }
 }
 

@@ -290,6 +290,7 @@ impl Engine {
             extends: None,
             context: input.context,
             action: input.action,
+            run: None,
         };
         let (mut req, _changes) = Request::create(
             new,

@@ -22,7 +22,9 @@ pub mod notify;
 pub mod options;
 pub mod outbound;
 pub mod present;
+mod program;
 mod recheck;
+pub mod runs;
 pub mod slack;
 pub mod socket;
 mod worker;
@@ -69,6 +71,9 @@ pub struct CreateRequest {
     pub break_glass: bool,
     /// The one action asked for, on a resource of `kind = "action"` (issue 18).
     pub action: Option<domain::ActionInput>,
+    /// The run of a runbook this request asks access for (issue 17): set by
+    /// [`Engine::request_run_access`].
+    pub run: Option<domain::RunLink>,
 }
 
 /// An `Idempotency-Key` (rule 25): the key, and a hash of the canonical body it came with.
@@ -449,7 +454,17 @@ impl Engine {
             Box::pin(async move {
                 // The notifications of what the job changed are written with it (rule 32).
                 let r = match f(tx).await {
-                    Ok(v) => notify::enqueue(tx, &config).await.map(|()| v),
+                    Ok(v) => {
+                        // Runs waiting on what the job decided move with it (issue 17).
+                        let mut appended = tx.take_appended();
+                        match runs::follow(tx, &appended).await {
+                            Ok(()) => {
+                                appended.extend(tx.take_appended());
+                                notify::enqueue(tx, &config, appended).await.map(|()| v)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 };
                 let answer = if r.is_ok() {
@@ -528,6 +543,7 @@ impl Engine {
             extends: None,
             context,
             action: input.action,
+            run: input.run,
         };
         // The request is built inside the transaction, where the covering grant (rule 5) is
         // read consistently with the write.
@@ -595,8 +611,10 @@ impl Engine {
                         subject,
                         (now, notice, ttl),
                     )
-                    .await
-                    .map(|()| (req, false))
+                    .await?;
+                    // A request for a run's access: the run waits for it (issue 17).
+                    runs::link_request(tx, &req, now).await?;
+                    Ok((req, false))
                 })
             })
             .await;
@@ -1115,6 +1133,7 @@ impl Engine {
                     extends: Some(g.id.clone()),
                     context: domain::Context::default(),
                     action: None,
+                    run: None,
                 };
                 // Rule 5 does not apply: the grant that covers the resource is the one to
                 // extend.

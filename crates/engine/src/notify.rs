@@ -59,8 +59,11 @@ pub struct PayloadData {
 
 /// Writes the notifications of the events this job appended. Cheap when nothing is
 /// configured: no rule names the event, so nothing is read.
-pub(crate) async fn enqueue(tx: &mut dyn Tx, config: &Config) -> Result<(), EngineError> {
-    let appended = tx.take_appended();
+pub(crate) async fn enqueue(
+    tx: &mut dyn Tx,
+    config: &Config,
+    appended: Vec<(i64, domain::Timestamp, Event)>,
+) -> Result<(), EngineError> {
     if appended.is_empty() || config.notify.is_empty() {
         return Ok(());
     }

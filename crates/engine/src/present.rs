@@ -3,7 +3,7 @@
 //! written from them, so a request reads the same wherever it is seen. A notification's
 //! headline and lines are made here too ([`headline`], [`lines`]), for every channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use domain::notify::NotifyEvent;
 use domain::request::Constraint;
@@ -155,6 +155,10 @@ pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestV
             comment: f.closed.as_ref().and_then(|c| c.comment.clone()),
         }),
         action: action(r),
+        run: r.run.as_ref().map(|l| proto::RunRefView {
+            id: l.run.clone(),
+            step: l.step.clone(),
+        }),
         summary: summary(r),
     }
 }
@@ -390,6 +394,22 @@ pub fn headline(
         }
         NotifyEvent::GrantEnded => format!("{access}'s access to {resource} has ended"),
         NotifyEvent::GrantFailed => format!("{access}'s access to {resource} could not be given"),
+        NotifyEvent::RunReady => match request.and_then(|r| r.run.as_ref()) {
+            Some(run) => format!(
+                "{resource} was granted: run {} can resume at step {}",
+                run.id, run.step
+            ),
+            None => format!("{resource} was granted: the run can resume"),
+        },
+        NotifyEvent::RunFailed => match request.and_then(|r| r.run.as_ref()) {
+            Some(run) => format!(
+                "Run {} could not complete for lack of permissions: {resource} was denied",
+                run.id
+            ),
+            None => {
+                format!("A run could not complete for lack of permissions: {resource} was denied")
+            }
+        },
         NotifyEvent::BreakGlass => {
             format!("Break-glass: {requester} took {resource} without review")
         }
@@ -514,4 +534,187 @@ pub fn human_span(s: domain::Span) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// A step of a runbook as the catalog and a run's timeline show it: its type, prompt, value
+/// type, action and resource.
+fn step_def(s: &domain::RunbookStep) -> proto::RunbookStepView {
+    use domain::run::StepKind;
+    let (prompt, value_type, action, resource) = match &s.kind {
+        StepKind::Action {
+            store,
+            name,
+            resource,
+            ..
+        } => (
+            None,
+            None,
+            Some(format!("{store}.{name}")),
+            resource.clone(),
+        ),
+        StepKind::Input {
+            value_type, prompt, ..
+        } => (
+            Some(prompt.clone()),
+            Some(value_type.as_str().to_owned()),
+            None,
+            None,
+        ),
+        StepKind::Message { prompt } => (Some(prompt.clone()), None, None, None),
+    };
+    proto::RunbookStepView {
+        id: s.id.clone(),
+        kind: s.kind.as_str().to_owned(),
+        prompt,
+        value_type,
+        action,
+        resource,
+    }
+}
+
+/// A runbook of the catalog.
+pub fn runbook(rb: &config::runbook::Runbook) -> proto::RunbookView {
+    proto::RunbookView {
+        name: rb.name.clone(),
+        description: rb.description.clone(),
+        version: domain::run::version_of(&rb.source),
+        steps: rb.steps.iter().map(step_def).collect(),
+    }
+}
+
+/// A run as every surface shows it (issue 17): its timeline, what it waits for, and who can
+/// approve the access it stopped for.
+pub fn run(r: &domain::Run, config: &config::Config) -> proto::RunView {
+    use domain::RunState;
+    use domain::run::Next;
+    let at = r.done.len();
+    let ended = r.state.is_terminal();
+    let steps = r
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let def = step_def(s);
+            let done = r.done.get(i);
+            proto::RunStepView {
+                id: def.id,
+                kind: def.kind,
+                status: match (done, i == at && !ended) {
+                    (Some(_), _) => "done",
+                    (None, true) => "current",
+                    (None, false) => "pending",
+                }
+                .to_owned(),
+                prompt: def.prompt,
+                action: def.action,
+                resource: def.resource,
+                output: done.map(|d| d.output.clone()),
+                completed_at: done.map(|d| ts(d.at)),
+                attempts: done.map(|d| d.attempts).filter(|n| *n > 0),
+            }
+        })
+        .collect();
+    let input = match (r.state, r.next()) {
+        (
+            RunState::WaitingForInput,
+            Ok(Next::Input {
+                step,
+                value_type,
+                offered,
+            }),
+        ) => Some(proto::RunInputView {
+            prompt: match r.current().map(|s| &s.kind) {
+                Some(domain::run::StepKind::Input { prompt, .. }) => prompt.clone(),
+                _ => String::new(),
+            },
+            step,
+            value_type: value_type.as_str().to_owned(),
+            possible_values: offered,
+        }),
+        _ => None,
+    };
+    let needs_access = match (&r.blocked, r.state) {
+        (
+            Some(b),
+            RunState::NeedsAccess | RunState::WaitingForApproval | RunState::ReadyToResume,
+        ) => {
+            let action = match r.current().map(|s| &s.kind) {
+                Some(domain::run::StepKind::Action { store, name, .. }) => {
+                    format!("{store}.{name}")
+                }
+                _ => String::new(),
+            };
+            Some(proto::NeedsAccessView {
+                step: b.step.clone(),
+                action,
+                resource: b.resource.clone(),
+                approvers: approvers(config, &b.resource, &r.runner),
+                request_id: b.request.clone(),
+            })
+        }
+        _ => None,
+    };
+    let here = r.current().map(|s| s.id.clone());
+    let status = match r.state {
+        RunState::Running => "Running".to_owned(),
+        RunState::WaitingForInput => format!(
+            "Waiting for {}'s answer at step {}",
+            r.runner,
+            here.as_deref().unwrap_or("?")
+        ),
+        RunState::NeedsAccess => format!(
+            "Stopped at step {}: {} holds no grant of {}; ask for access to go on",
+            here.as_deref().unwrap_or("?"),
+            r.runner,
+            r.blocked.as_ref().map_or("?", |b| b.resource.as_str())
+        ),
+        RunState::WaitingForApproval => format!(
+            "Waiting for the approval of request {}",
+            r.blocked
+                .as_ref()
+                .and_then(|b| b.request.as_deref())
+                .unwrap_or("?")
+        ),
+        RunState::ReadyToResume => format!(
+            "Access granted: {} may resume at step {}",
+            r.runner,
+            here.as_deref().unwrap_or("?")
+        ),
+        RunState::Succeeded => "Succeeded".to_owned(),
+        RunState::Failed => format!("Failed: {}", r.error.as_deref().unwrap_or("")),
+        RunState::Cancelled => "Cancelled".to_owned(),
+    };
+    proto::RunView {
+        id: r.id.clone(),
+        runbook: r.runbook.clone(),
+        version: r.version.clone(),
+        runner: r.runner.clone(),
+        state: r.state.as_str().to_owned(),
+        current_step: if ended { None } else { here },
+        steps,
+        input,
+        needs_access,
+        error: r.error.clone(),
+        status,
+        created_at: ts(r.created_at),
+        updated_at: ts(r.updated_at),
+    }
+}
+
+/// The people who could decide a resource's first step for `runner`.
+fn approvers(config: &config::Config, resource: &str, runner: &str) -> Vec<String> {
+    let Some(def) = config.resources.get(resource) else {
+        return vec![];
+    };
+    let Some(step) = def.workflow.steps.first() else {
+        return vec![];
+    };
+    let people: BTreeSet<String> = step
+        .reviewers
+        .principals()
+        .iter()
+        .flat_map(|p| config.directory.people(p))
+        .filter(|p| def.allow_self_approval || p != runner)
+        .collect();
+    people.into_iter().collect()
 }

@@ -288,7 +288,8 @@ async fn timer(
         | TimerKind::Repair
         | TimerKind::Reconcile
         | TimerKind::PolicyCheck
-        | TimerKind::SlackInteraction => {}
+        | TimerKind::SlackInteraction
+        | TimerKind::RunStep => {}
     }
     Ok(())
 }
@@ -301,6 +302,7 @@ async fn run_call(engine: &Arc<Engine>, job: &DueJob, now: Timestamp) -> Result<
         TimerKind::Reconcile => reconcile(engine, now).await,
         TimerKind::PolicyCheck => crate::recheck::sweep(engine, now).await,
         TimerKind::SlackInteraction => crate::interactions::replay(engine, &job.key, now).await,
+        TimerKind::RunStep => crate::runs::advance(engine, &job.key, now).await,
         _ => Ok(()),
     }
 }

@@ -512,9 +512,21 @@ pub struct RequestView {
     /// The one action asked for (issue 18); absent for an access request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionView>,
+    /// The run of a runbook this request asks access for (issue 17); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunRefView>,
     /// The request in sentences, as every surface shows it.
     #[serde(default)]
     pub summary: SummaryView,
+}
+
+/// The run a request asks access for, and the step that needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunRefView {
+    /// The run's id (`GET /v1/runs/{id}`).
+    pub id: String,
+    /// The action step the run stopped at.
+    pub step: String,
 }
 
 /// What a request says in sentences. The server's presenter writes them once; the portal,
@@ -808,4 +820,189 @@ pub struct GraphqlRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub operation_name: Option<String>,
+}
+
+// ----- Gated runbooks (issue 17) -----
+
+/// A run's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    WaitingForInput,
+    NeedsAccess,
+    WaitingForApproval,
+    ReadyToResume,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// A runbook of the catalog (`GET /v1/runbooks`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunbookView {
+    pub name: String,
+    pub description: String,
+    /// SHA-256 of its file as loaded now: a run keeps the version it started with.
+    pub version: String,
+    pub steps: Vec<RunbookStepView>,
+}
+
+/// One step of a runbook as it is defined.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunbookStepView {
+    pub id: String,
+    /// `action`, `input` or `message`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(action|input|message)$")]
+    pub kind: String,
+    /// An input's question, or a message's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// An input's type: `enum`, `string`, `int` or `bool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    /// An action as `store.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The resource an action needs a grant of; absent for an ungated action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunbookList {
+    pub runbooks: Vec<RunbookView>,
+}
+
+/// `POST /v1/runs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunBody {
+    pub runbook: String,
+    /// Answers to input steps given ahead, by step id (at most 64); each is checked when the
+    /// run gets there, and asked for if it is not one of the values offered then.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Value>,
+}
+
+/// `POST /v1/runs/{id}/input`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunInputBody {
+    /// The answer: one of the values offered, of the step's type (an `int` or `bool` may be
+    /// given as text).
+    pub value: Value,
+}
+
+/// `POST /v1/runs/{id}/access`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunAccessBody {
+    #[schema(schema_with = schema::nonempty_text)]
+    pub reason: String,
+    /// How long the access is asked for (the resource's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::span_or_null)]
+    pub duration: Option<String>,
+}
+
+/// A run of a runbook, as every surface shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub runbook: String,
+    /// The version of the runbook this run runs (SHA-256 of its file when it started).
+    pub version: String,
+    pub runner: String,
+    #[schema(value_type = RunState)]
+    pub state: String,
+    /// The step the run is at; absent once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// Every step, in order: the timeline.
+    pub steps: Vec<RunStepView>,
+    /// When the run waits for its runner's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<RunInputView>,
+    /// When the run stopped at an action for lack of access (rule 37).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_access: Option<NeedsAccessView>,
+    /// Why it failed, was cancelled, or needs access again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the run's state asks of its runner, in a sentence.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunStepView {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(action|input|message)$")]
+    pub kind: String,
+    /// `done`, `current` or `pending`.
+    #[schema(pattern = "^(done|current|pending)$")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// What a done step produced: an action's JSON, the value given, a message's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// For a done action: how many times its program started (more than 1 only after a
+    /// crash: actions run at least once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+/// The input step a run waits at.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunInputView {
+    pub step: String,
+    pub prompt: String,
+    pub value_type: String,
+    /// The values it takes, when it offers a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possible_values: Option<Vec<Value>>,
+}
+
+/// The action a run stopped at, the resource it needs and who can approve it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NeedsAccessView {
+    pub step: String,
+    /// The action as `store.name`.
+    pub action: String,
+    pub resource: String,
+    /// The people who could decide the resource's first step for this runner (Kubiya's
+    /// "resource operator").
+    pub approvers: Vec<String>,
+    /// The request that asks for it, once asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    /// Pass as `cursor` to read the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::cursor_or_null)]
+    pub next_cursor: Option<String>,
+}
+
+/// What `POST /v1/runs/{id}/access` answers: the run, now waiting for approval (or ready,
+/// when a policy approved at once), and the request it opened.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunAccessView {
+    pub run: RunView,
+    pub request: RequestView,
 }

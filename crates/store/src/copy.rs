@@ -129,6 +129,19 @@ const TABLES: &[Table] = &[
         cleared: &[],
     },
     Table {
+        name: "runs",
+        columns: &[
+            ("id", Text),
+            ("runbook", Text),
+            ("runner", Text),
+            ("state", Text),
+            ("created_at", Int),
+            ("body", Text),
+        ],
+        key: &["id"],
+        cleared: &[],
+    },
+    Table {
         name: "callback_secrets",
         columns: &[("request_id", Text), ("secret", Text)],
         key: &["request_id"],

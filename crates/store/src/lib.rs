@@ -36,7 +36,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use domain::{Delivery, Event, Grant, GrantState, Request, RequestState, TimerKind, Timestamp};
+use domain::{
+    Delivery, Event, Grant, GrantState, Request, RequestState, Run, RunState, TimerKind, Timestamp,
+};
 
 pub use chain::StoredEvent;
 pub use copy::{CopyReport, copy};
@@ -186,6 +188,17 @@ pub struct GrantFilter {
     pub limit: u32,
 }
 
+/// Which runs a list reads, newest first by `(created_at, id)`.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only this person's runs; `None` reads every run (an admin's list).
+    pub runner: Option<String>,
+    pub state: Option<RunState>,
+    /// Only runs older than this `(created_at, id)`: the last of the previous page.
+    pub after: Option<(Timestamp, String)>,
+    pub limit: u32,
+}
+
 /// The grants of `subject`, and those of `resources` (the resources the person owns).
 #[derive(Clone, Debug, Default)]
 pub struct GrantAudience {
@@ -200,6 +213,10 @@ pub trait Tx: Send {
     async fn put_request(&mut self, r: &Request) -> Result<(), StoreError>;
     async fn grant(&mut self, id: &str) -> Result<Option<Grant>, StoreError>;
     async fn put_grant(&mut self, g: &Grant) -> Result<(), StoreError>;
+    /// A run of a runbook (issue 17), this job's own unsaved write included.
+    async fn run(&mut self, id: &str) -> Result<Option<Run>, StoreError>;
+    /// Writes a run: its state and its checkpoint (rule 37) commit with the job.
+    async fn put_run(&mut self, r: &Run) -> Result<(), StoreError>;
     /// An active, unexpired grant of `subject` on `resource`, or on the workflow `part_of`
     /// (rule 5).
     async fn active_grant_covering(
@@ -393,6 +410,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_requests(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError>;
     async fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
     async fn list_grants(&self, f: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>, StoreError>;
     /// Audit events with `seq > after`, in order.
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
     async fn due_jobs(&self, now: Timestamp, limit: u32) -> Result<Vec<DueJob>, StoreError>;

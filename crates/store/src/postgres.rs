@@ -36,6 +36,11 @@ fn migrator() -> Migrator {
             "slack_interactions",
             include_str!("../migrations/postgres/0004_slack_interactions.sql"),
         ),
+        step(
+            5,
+            "runs",
+            include_str!("../migrations/postgres/0005_runs.sql"),
+        ),
     ]);
     // `pg_advisory_lock` around the migrations (sqlx's default, said here because replicas
     // rely on it).

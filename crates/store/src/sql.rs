@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::{Delivery, Grant, Request, RequestState, TimerKind, Timestamp};
+use domain::{Delivery, Grant, Request, RequestState, Run, TimerKind, Timestamp};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use crate::chain::{Head, StoredEvent};
 use crate::db::{Arg, Conn, Dialect, Pool, Row, args};
 use crate::writer::{Cache, DUE_CHANNEL, Msg, Source, Writer, bodies, session_row};
 use crate::{
-    Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, SessionRow, Store,
-    StoreError, TokenRow, WriteJob,
+    Counts, DueJob, GrantFilter, JobFailure, JobResult, Options, RequestFilter, RunFilter,
+    SessionRow, Store, StoreError, TokenRow, WriteJob,
 };
 
 /// The most due jobs [`Store::counts`] counts: a backlog larger than this is reported as this.
@@ -374,6 +374,34 @@ impl Store for SqlStore {
         }
         q.push(") AS k ON g.id = k.id");
         q.keyset("k.created_at", "k.id", None, None, None, false, f.limit);
+        bodies(&self.read.rows(&q.sql, q.args).await?)
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let rows = self
+            .read
+            .rows("SELECT body FROM runs WHERE id = $1", args![id])
+            .await?;
+        Ok(bodies(&rows)?.pop())
+    }
+
+    async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let mut q = Query::new("SELECT body FROM runs WHERE 1 = 1");
+        if let Some(r) = &f.runner {
+            q.bind(" AND runner = #", r.as_str());
+        }
+        if let Some(s) = f.state {
+            q.bind(" AND state = #", s.as_str());
+        }
+        q.keyset(
+            "created_at",
+            "id",
+            None,
+            None,
+            f.after.as_ref(),
+            false,
+            f.limit,
+        );
         bodies(&self.read.rows(&q.sql, q.args).await?)
     }
 

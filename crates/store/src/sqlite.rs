@@ -57,6 +57,11 @@ fn migrator() -> Migrator {
             "slack_interactions",
             include_str!("../migrations/sqlite/0008_slack_interactions.sql"),
         ),
+        step(
+            9,
+            "runs",
+            include_str!("../migrations/sqlite/0009_runs.sql"),
+        ),
     ])
 }
 

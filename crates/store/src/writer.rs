@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::{Delivery, Event, Grant, GrantState, Request, TimerKind, Timestamp};
+use domain::{Delivery, Event, Grant, GrantState, Request, Run, TimerKind, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -404,6 +404,8 @@ struct Pending {
     slack_interactions: Vec<(String, String, i64)>,
     /// Slack interactions received before this are forgotten (a few per job).
     prune_slack_interactions: Option<i64>,
+    /// Runs written (last write of each wins).
+    runs: Vec<Run>,
     /// Deliveries with their claim (last write of each wins).
     deliveries: Vec<(Delivery, Option<i64>)>,
     /// Position of each delivery in `deliveries`.
@@ -435,6 +437,7 @@ impl Pending {
             && self.slack_interactions.is_empty()
             && self.prune_slack_interactions.is_none()
             && self.deliveries.is_empty()
+            && self.runs.is_empty()
             && self.idempotency.is_empty()
             && self.prune_idempotency.is_none()
             && self.sessions.is_empty()
@@ -484,6 +487,9 @@ impl Pending {
         for (d, claimed) in later.deliveries {
             self.put_delivery(d, claimed);
         }
+        for r in later.runs {
+            self.put_run(r);
+        }
         self.idempotency.extend(later.idempotency);
         self.prune_idempotency = self.prune_idempotency.max(later.prune_idempotency);
         self.sessions.extend(later.sessions);
@@ -492,6 +498,12 @@ impl Pending {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+    }
+
+    /// Records a run's write, replacing this job's earlier write of it.
+    fn put_run(&mut self, r: Run) {
+        self.runs.retain(|p| p.id != r.id);
+        self.runs.push(r);
     }
 
     /// Records a delivery's write, replacing this job's earlier write of it. Indexed by id: an
@@ -742,6 +754,22 @@ async fn flush(conn: &mut Conn, holder: &str, p: &Pending) -> Result<(), StoreEr
             "INSERT INTO slack_interactions (key, payload, received_at)
              VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
             args![key, payload, *at],
+        )
+        .await?;
+    }
+    for r in &p.runs {
+        conn.exec(
+            "INSERT INTO runs (id, runbook, runner, state, created_at, body)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
+            args![
+                &r.id,
+                &r.runbook,
+                &r.runner,
+                r.state.as_str(),
+                r.created_at.millis(),
+                to_json(r)?,
+            ],
         )
         .await?;
     }
@@ -1378,6 +1406,18 @@ impl Tx for BufferedTx<'_> {
             )
             .await?;
         row.map(|r| r.text(0).map(str::to_owned)).transpose()
+    }
+
+    async fn run(&mut self, id: &str) -> Result<Option<Run>, StoreError> {
+        if let Some(r) = self.pending.runs.iter().find(|r| r.id == id) {
+            return Ok(Some(r.clone()));
+        }
+        load(self.db().await?, "SELECT body FROM runs WHERE id = $1", id).await
+    }
+
+    async fn put_run(&mut self, r: &Run) -> Result<(), StoreError> {
+        self.pending.put_run(r.clone());
+        Ok(())
     }
 
     async fn delivery(&mut self, id: &str) -> Result<Option<Delivery>, StoreError> {

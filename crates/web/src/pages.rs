@@ -740,6 +740,7 @@ pub(crate) async fn create(
                 context: domain::Context::default(),
                 idempotency: None,
                 break_glass,
+                run: None,
                 // An action (issue 18) is asked by the program that will run it.
                 action: None,
             },

@@ -728,6 +728,7 @@ async fn create(engine: &Engine, actor: &Actor, view: &Value) -> Answer {
                 body_hash: store::chain::sha256_hex(values.to_string().as_bytes()),
             }),
         break_glass: false,
+        run: None,
         // An action (issue 18) is asked by the program that will run it, not from Slack.
         action: None,
     };

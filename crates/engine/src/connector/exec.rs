@@ -4,16 +4,11 @@
 //! timeout is a failure that the worker retries. The check program exits 0 when the access is
 //! in effect and 1 when it is not.
 
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
-
+use super::{Action, Call, Connector};
+use crate::program::{self, Finished, Program};
 use async_trait::async_trait;
 use config::ExecConnector;
 use domain::{Grant, Timestamp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
-
-use super::{Action, Call, Connector, truncate};
 
 /// The document a connector program reads on stdin (and a webhook receives as `data`).
 /// `grant_id` is the idempotency key: the same call may be repeated after a crash.
@@ -31,11 +26,6 @@ pub fn describe(action: &str, g: &Grant) -> serde_json::Value {
     })
 }
 
-const MAX_STDERR: usize = 2048;
-
-/// Variables passed through from the server's environment to connector programs.
-const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
-
 pub struct Exec(pub ExecConnector);
 
 #[async_trait]
@@ -45,22 +35,22 @@ impl Connector for Exec {
             Action::Grant => &self.0.grant_command,
             Action::Revoke => &self.0.revoke_command,
         };
-        let (program, status, stderr) = self.run(argv, call.action.as_str(), call.grant).await?;
-        if status.success() {
+        let done = self.run(argv, call.action.as_str(), call.grant).await?;
+        if done.status.success() {
             return Ok(());
         }
-        Err(failure(program, status, stderr))
+        Err(done.failure())
     }
 
     async fn check(&self, grant: &Grant, _now: Timestamp) -> Result<Option<bool>, String> {
         let Some(argv) = &self.0.check_command else {
             return Ok(None);
         };
-        let (program, status, stderr) = self.run(argv, "check", grant).await?;
-        match status.code() {
+        let done = self.run(argv, "check", grant).await?;
+        match done.status.code() {
             Some(0) => Ok(Some(true)),
             Some(1) => Ok(Some(false)),
-            _ => Err(failure(program, status, stderr)),
+            _ => Err(done.failure()),
         }
     }
 
@@ -70,85 +60,19 @@ impl Connector for Exec {
 }
 
 impl Exec {
-    /// Runs one program with the grant on stdin. The stderr text returned is safe to record:
-    /// values of the connector's environment (which may be secrets) are redacted from it.
-    async fn run<'a>(
-        &self,
-        argv: &'a [String],
-        action: &str,
-        g: &Grant,
-    ) -> Result<(&'a str, ExitStatus, String), String> {
+    /// Runs one program with the grant on stdin (through the one program runner, which
+    /// redacts the connector's environment from what it returns).
+    async fn run(&self, argv: &[String], action: &str, g: &Grant) -> Result<Finished, String> {
         let c = &self.0;
-        let (program, args) = argv.split_first().ok_or("the connector has no command")?;
-        // The program sees only its own configured environment and a few harmless variables,
-        // never the server's: that holds the secrets of every other connector.
-        let inherited = INHERITED
-            .iter()
-            .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&c.dir)
-            .env_clear()
-            .envs(inherited)
-            .envs(&c.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // Its own process group, so that a timeout ends whatever it started too.
-        #[cfg(unix)]
-        cmd.process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
-        let pid = child.id();
-        let input = describe(action, g).to_string();
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut stderr = child.stderr.take().ok_or("no stderr")?;
-        let run = async {
-            // A program that does not read its stdin must not make us fail: ignore broken pipes.
-            let _ = stdin.write_all(input.as_bytes()).await;
-            drop(stdin);
-            let mut err = Vec::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut err).await;
-            // Whatever else it writes is drained, so that a chatty program never blocks on a
-            // full pipe.
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-            let status = child.wait().await;
-            (status, err)
-        };
-        let limit = Duration::from_secs(c.timeout.secs());
-        let Ok((status, err)) = tokio::time::timeout(limit, run).await else {
-            kill_group(pid).await;
-            return Err(format!("{program:?} did not finish within {}", c.timeout));
-        };
-        let status = status.map_err(|e| format!("waiting for {program:?}: {e}"))?;
-        let mut text = String::from_utf8_lossy(&err).trim().to_owned();
-        for secret in c.env.values().filter(|v| v.len() >= 4) {
-            text = text.replace(secret.as_str(), "[redacted]");
-        }
-        Ok((program, status, truncate(text, MAX_STDERR)))
-    }
-}
-
-fn failure(program: &str, status: ExitStatus, stderr: String) -> String {
-    match status.code() {
-        Some(code) => format!("{program:?} exited with status {code}: {stderr}"),
-        None => format!("{program:?} was killed by a signal: {stderr}"),
-    }
-}
-
-/// Ends the process group of a program that ran past its timeout (the program itself is
-/// killed when its handle is dropped; this reaches what it started).
-async fn kill_group(pid: Option<u32>) {
-    #[cfg(unix)]
-    if let Some(pid) = pid {
-        // `kill -KILL -<pgid>`: no libc binding needed for one signal.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+        program::run(Program {
+            argv,
+            dir: &c.dir,
+            env: &c.env,
+            plain_env: &[],
+            input: describe(action, g).to_string(),
+            timeout: c.timeout,
+            stdout: None,
+        })
+        .await
     }
 }

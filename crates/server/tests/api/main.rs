@@ -31,6 +31,7 @@ mod portal;
 mod portal_e2e;
 mod replicas;
 mod rules;
+mod runs;
 mod security;
 mod slack;
 mod surface;

@@ -110,6 +110,7 @@ impl World {
             extends: None,
             context: Default::default(),
             action: None,
+            run: None,
         };
         Request::create(
             new,

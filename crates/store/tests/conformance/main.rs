@@ -87,6 +87,7 @@ conformance! {
     rows::list_grants_filters,
     rows::slack_links_and_messages,
     rows::slack_interactions_are_stored_once,
+    rows::runs_checkpoint_and_list,
     rows::reads_with_nul_find_nothing,
     replicas::handles_see_each_others_commits,
     replicas::idempotency_key_has_one_creator_across_handles,

@@ -911,3 +911,99 @@ pub async fn slack_interactions_are_stored_once(db: &Db) {
     seen.eq("T3", read(b.clone(), "T3").await, Some("{}".to_owned()));
     seen.assert();
 }
+
+/// Issue 17 (rule 37): a run and its checkpoint are written with the job and read back whole,
+/// within the job and after; a later write replaces it; lists are the runner's own, filtered
+/// by state and paged newest first.
+pub async fn runs_checkpoint_and_list(db: &Db) {
+    use domain::run::{Run, RunState};
+    let store = db.open().await;
+    let steps: Vec<domain::RunbookStep> = serde_json::from_value(serde_json::json!([
+        {"id": "hello", "type": "message", "prompt": "hi"},
+        {"id": "name", "type": "input", "value_type": "string", "prompt": "who?"}
+    ]))
+    .expect("steps");
+    let mut runs = vec![];
+    for (i, runner) in ["ann", "ann", "ben"].into_iter().enumerate() {
+        let (r, _) = Run::start(
+            format!("run{i}"),
+            "book",
+            "v1".into(),
+            runner,
+            steps.clone(),
+            Default::default(),
+            at(i as i64),
+        )
+        .expect("start");
+        runs.push(r);
+    }
+    let first = runs[0].clone();
+    let within = write(&*store, move |tx| {
+        Box::pin(async move {
+            for r in &runs {
+                tx.put_run(r).await?;
+            }
+            Ok(tx.run("run0").await?)
+        })
+    })
+    .await;
+    let mut done = first.clone();
+    done.complete(serde_json::json!("hi"), None, at(5))
+        .expect("complete");
+    done.wait_for_input(at(5));
+    let written = done.clone();
+    write(&*store, move |tx| {
+        Box::pin(async move { Ok(tx.put_run(&written).await?) })
+    })
+    .await;
+    let ann =
+        |state: Option<RunState>, after: Option<(domain::Timestamp, String)>| store::RunFilter {
+            runner: Some("ann".into()),
+            state,
+            after,
+            limit: 10,
+        };
+    let ids = |v: Vec<Run>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let mut seen = Seen::default();
+    seen.eq("read within the job", within, Some(first));
+    seen.eq(
+        "read after, with its checkpoint",
+        store.run("run0").await.expect("run"),
+        Some(done),
+    );
+    seen.eq(
+        "ann's, newest first",
+        ids(store.list_runs(&ann(None, None)).await.expect("list")),
+        vec!["run1".to_owned(), "run0".to_owned()],
+    );
+    seen.eq(
+        "ann's waiting for input",
+        ids(store
+            .list_runs(&ann(Some(RunState::WaitingForInput), None))
+            .await
+            .expect("list")),
+        vec!["run0".to_owned()],
+    );
+    seen.eq(
+        "after run1",
+        ids(store
+            .list_runs(&ann(None, Some((at(1), "run1".into()))))
+            .await
+            .expect("list")),
+        vec!["run0".to_owned()],
+    );
+    seen.eq(
+        "everyone's",
+        store
+            .list_runs(&store::RunFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .len(),
+        3,
+    );
+    seen.eq("no such run", store.run("nope").await.expect("run"), None);
+    seen.assert();
+}
