@@ -94,7 +94,7 @@ parameters = {{ "path.name" = {{ dictionary = "resources", probability = 0.8 }},
 # cursor that fits the schema's pattern is refused with 400.
 [[operations]]
 # (One regex on the name: a path regex and a method regex in one entry select either.)
-include-name-regex = "^GET /v1/(requests|grants|audit)$"
+include-name-regex = "^GET /v1/(requests|grants|runs|audit)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 # A write that fits the schema can still break a rule no schema can state, because it depends

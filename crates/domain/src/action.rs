@@ -93,7 +93,7 @@ pub fn digest(tool: &str, arguments: &Value) -> String {
 }
 
 /// How deeply arrays and objects nest in `v` (a scalar is 0).
-fn depth(v: &Value) -> usize {
+pub fn depth(v: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(v, 0usize)];
     while let Some((v, d)) = stack.pop() {

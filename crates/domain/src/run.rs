@@ -23,6 +23,9 @@ use crate::{Event, EventKind, Timestamp};
 pub const MAX_INPUTS: usize = 64;
 /// The largest output an action may write, in bytes of JSON.
 pub const MAX_OUTPUT: usize = 256 * 1024;
+/// The deepest an action's output may nest (arrays and objects), so that a run that keeps it
+/// always reads back.
+pub const MAX_OUTPUT_DEPTH: usize = 64;
 /// The largest value an input step takes, as compact JSON, in bytes.
 pub const MAX_VALUE: usize = 4096;
 
@@ -532,13 +535,17 @@ impl Run {
     }
 
     /// Whether `link` is for the action this run is stopped at.
-    pub fn waits_on(&self, link: &RunLink) -> bool {
+    /// `request` is the request that carries the link: once the run recorded which request
+    /// it waits for, no other moves it.
+    pub fn waits_on(&self, link: &RunLink, request: &str) -> bool {
         link.run == self.id
             && matches!(
                 self.state,
                 RunState::NeedsAccess | RunState::WaitingForApproval
             )
-            && self.blocked.as_ref().is_some_and(|b| b.step == link.step)
+            && self.blocked.as_ref().is_some_and(|b| {
+                b.step == link.step && b.request.as_deref().is_none_or(|r| r == request)
+            })
     }
 
     /// The access asked for is in effect: the runner may resume.
@@ -770,7 +777,8 @@ mod tests {
             ("sources", "news-read")
         );
         r.access_requested("req1", t);
-        assert!(r.waits_on(&link));
+        assert!(r.waits_on(&link, "req1"));
+        assert!(!r.waits_on(&link, "req2"), "only the request it waits for");
         assert!(r.resume(t).is_err(), "not while the request is pending");
         r.access_granted("req1", t);
         assert_eq!(r.state, RunState::ReadyToResume);

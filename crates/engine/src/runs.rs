@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use domain::run::{MAX_OUTPUT, Next, version_of};
+use domain::run::{MAX_OUTPUT, MAX_OUTPUT_DEPTH, Next, version_of};
 use domain::{Actor, DomainError, Event, EventKind, Run, RunState, Span, TimerKind, Timestamp};
 use serde_json::Value;
 use store::{RunFilter, Tx};
@@ -277,11 +277,14 @@ pub(crate) async fn follow(
         if !matches!(
             kind,
             EventKind::RequestApproved
+                | EventKind::RequestCoveredByGrant
                 | EventKind::GrantActivated
                 | EventKind::RequestDenied
                 | EventKind::RequestCancelled
                 | EventKind::RequestExpired
                 | EventKind::GrantFailed
+                | EventKind::GrantRevoked
+                | EventKind::GrantExpired
         ) {
             continue;
         }
@@ -299,14 +302,32 @@ pub(crate) async fn follow(
         let Some(link) = &request.run else {
             continue;
         };
-        let Some(mut run) = tx.run(&link.run).await? else {
-            continue;
+        // A run that cannot be read must not refuse the decision that names it.
+        let mut run = match tx.run(&link.run).await {
+            Ok(Some(run)) => run,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(run = %link.run, error = %e, "a run waiting for a decision cannot be read");
+                continue;
+            }
         };
-        if !run.waits_on(link) {
+        if !run.waits_on(link, &request.id) {
+            continue;
+        }
+        // A grant that ended is about this run only if it was its request's own grant
+        // (one that ended before the run could use it).
+        if matches!(
+            kind,
+            EventKind::GrantFailed | EventKind::GrantRevoked | EventKind::GrantExpired
+        ) && event.grant.is_some()
+            && event.grant != request.grant
+        {
             continue;
         }
         let events = match kind {
-            EventKind::RequestApproved | EventKind::GrantActivated => {
+            EventKind::RequestApproved
+            | EventKind::RequestCoveredByGrant
+            | EventKind::GrantActivated => {
                 // Ready once a grant that covers the action is in effect: the request's own
                 // (which a connector may still be activating), or the one that answered it.
                 let grant = match (&event.grant, &request.grant) {
@@ -332,7 +353,10 @@ pub(crate) async fn follow(
             EventKind::RequestExpired => {
                 run.access_lapsed("the request for access expired undecided", at)
             }
-            _ => run.access_lapsed("the access was approved but could not be given", at),
+            EventKind::GrantFailed => {
+                run.access_lapsed("the access was approved but could not be given", at)
+            }
+            _ => run.access_lapsed("the access granted ended before the run used it", at),
         };
         append_all(tx, events, at).await?;
         tx.put_run(&run).await?;
@@ -495,7 +519,12 @@ async fn walk(
                     append_all(tx, events, now).await?;
                     return Ok(None);
                 };
-                if let Some(resource) = &resource {
+                // The gate the run started with, and the action's gate now if it changed
+                // since: a run never gets past a gate the configuration has now.
+                let mut gates = vec![];
+                gates.extend(resource);
+                gates.extend(action.resource.clone().filter(|r| !gates.contains(r)));
+                for resource in &gates {
                     let part_of = config
                         .resources
                         .get(resource)
@@ -553,6 +582,13 @@ async fn run_action(w: &Work) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{:?} wrote output that is not JSON: {e}", done.program))
+    let output: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{:?} wrote output that is not JSON: {e}", done.program))?;
+    if domain::action::depth(&output) > MAX_OUTPUT_DEPTH {
+        return Err(format!(
+            "{:?} wrote output nested more than {MAX_OUTPUT_DEPTH} deep",
+            done.program
+        ));
+    }
+    Ok(output)
 }

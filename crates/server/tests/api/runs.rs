@@ -340,3 +340,33 @@ async fn rule_37_only_the_runner_acts_on_a_run() {
     assert_eq!(cancelled, StatusCode::OK, "{by_admin}");
     assert_eq!(by_admin["state"], "cancelled");
 }
+
+/// Two runs stopped at the same action; the first one's access is approved for the entire
+/// workflow. The second one's request is then answered by that grant at once (rule 5), and
+/// the run is ready to resume rather than waiting for an approval that will never come.
+#[tokio::test]
+async fn rule_37_a_request_answered_by_an_existing_grant_makes_the_run_ready() {
+    // Arrange
+    let app = spawn().await;
+    let first = start(&app).await;
+    let second = start(&app).await;
+    run(&app, &first).await;
+    run(&app, &second).await;
+    let asked = ask(&app, &first).await;
+    let (status, _) = app
+        .review(
+            "bob",
+            &asked["request"],
+            json!({ "decision": "approve", "scope": "workflow" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Act
+    let covered = ask(&app, &second).await;
+    let ready = run(&app, &second).await;
+
+    // Assert
+    assert_eq!(covered["request"]["state"], "approved", "{covered}");
+    assert_eq!(ready["state"], "ready_to_resume", "{ready}");
+}
