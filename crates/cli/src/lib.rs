@@ -8,10 +8,14 @@
 //! cannot accidentally decide anything itself.
 //!
 //! Exit codes: 0 success; with `request create --wait`, 1 denied and 2 cancelled or expired;
-//! 3 for any error (unreachable server, refused command, bad input).
+//! with `run start --wait`, 1 failed, 2 cancelled and 4 waiting for the runner; 3 for any
+//! error (unreachable server, refused command, bad input).
 
 mod audit_cmd;
+mod run_cmd;
 mod table;
+
+pub use run_cmd::{RunCmd, RunbookCmd};
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -74,6 +78,20 @@ pub enum ClientCommand {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// The runbooks you may run (gated runbooks, issue 17).
+    Runbook {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: RunbookCmd,
+    },
+    /// Start, follow, answer, ask access for, resume and cancel runs of runbooks.
+    Run {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: RunCmd,
+    },
     /// Show why a request was skipped, auto-decided or routed to whom (every policy
     /// evaluation, step by step).
     Explain {
@@ -114,6 +132,8 @@ impl ClientCommand {
             | ClientCommand::Review { conn, .. }
             | ClientCommand::Grant { conn, .. }
             | ClientCommand::Audit { conn, .. }
+            | ClientCommand::Runbook { conn, .. }
+            | ClientCommand::Run { conn, .. }
             | ClientCommand::Explain { conn, .. }
             | ClientCommand::Simulate { conn, .. } => conn,
         }
@@ -494,6 +514,8 @@ async fn run_inner(conn: &Conn, cmd: ClientCommand) -> Result<ExitCode, Failure>
     }
     let c = Client::new(conn)?;
     match cmd {
+        ClientCommand::Runbook { cmd, .. } => run_cmd::runbooks(&c, json, cmd).await,
+        ClientCommand::Run { cmd, .. } => run_cmd::runs(&c, json, cmd).await,
         ClientCommand::Explain { id, .. } => {
             let e: ExplainView = c.get(&format!("/v1/requests/{id}/explain"), &[]).await?;
             print(json, &e, || table::explanation(&e))?;

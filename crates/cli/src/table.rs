@@ -44,7 +44,7 @@ fn hidden(c: char) -> bool {
 }
 
 /// Lays out rows in columns separated by two spaces. Cells are made [`printable`] here.
-fn columns(rows: &[Vec<String>]) -> String {
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())

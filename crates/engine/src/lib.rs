@@ -198,6 +198,9 @@ pub struct Engine {
     in_flight: std::sync::Mutex<std::collections::HashSet<(TimerKind, String)>>,
     /// Bounds the connector calls running at once.
     calls: tokio::sync::Semaphore,
+    /// Runbook actions running at once (issue 17): apart from connector calls, so that slow
+    /// actions never hold up grants and revocations (rule 17).
+    run_calls: tokio::sync::Semaphore,
     /// Bounds the callback deliveries running at once, and per receiver.
     delivery_slots: tokio::sync::Semaphore,
     /// Dynamic field options fetched lately.
@@ -366,6 +369,7 @@ impl Engine {
             clock,
             in_flight: Default::default(),
             calls: tokio::sync::Semaphore::new(worker::MAX_CALLS),
+            run_calls: tokio::sync::Semaphore::new(worker::MAX_RUN_CALLS),
             delivery_slots: tokio::sync::Semaphore::new(callback::MAX_DELIVERIES),
             options: Default::default(),
             slack_pace: Default::default(),

@@ -93,6 +93,9 @@ pub(crate) async fn run(p: Program<'_>) -> Result<Finished, String> {
         .spawn()
         .map_err(|e| format!("cannot start {program:?}: {e}"))?;
     let pid = child.id();
+    // Whatever ends this call early (a shutdown's abort, a cancelled task) ends what the
+    // program started too, not only the program.
+    let mut group = Group(pid);
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
     let stdout = child.stdout.take();
@@ -117,9 +120,11 @@ pub(crate) async fn run(p: Program<'_>) -> Result<Finished, String> {
     };
     let limit_time = Duration::from_secs(p.timeout.secs());
     let Ok((status, out, err)) = tokio::time::timeout(limit_time, work).await else {
+        group.0 = None;
         kill_group(pid).await;
         return Err(format!("{program:?} did not finish within {}", p.timeout));
     };
+    group.0 = None;
     let status = status.map_err(|e| format!("waiting for {program:?}: {e}"))?;
     let mut text = String::from_utf8_lossy(&err.0).trim().to_owned();
     for secret in p.env.values().filter(|v| v.len() >= 4) {
@@ -152,6 +157,23 @@ async fn read_bounded(r: &mut (impl AsyncRead + Unpin), limit: usize) -> (Vec<u8
         .await
         .unwrap_or(0);
     (buf, more > 0)
+}
+
+/// The process group of a running program, killed if the call is dropped before it ends.
+struct Group(Option<u32>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self.0 {
+            // A drop cannot wait asynchronously; `kill` returns at once.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// Ends the process group of a program that ran past its timeout (the program itself is

@@ -187,10 +187,26 @@ impl Engine {
             return Err(DomainError::Invalid(format!("reason: at most {max} characters")).into());
         }
         let by = actor.id.clone();
-        self.change_run(actor, id, true, move |run, now| {
-            run.cancel(&by, reason, now)
-        })
-        .await
+        let run = self
+            .change_run(actor, id, true, move |run, now| {
+                run.cancel(&by, reason, now)
+            })
+            .await?;
+        // The access asked for this run is not needed any more: its pending request is
+        // withdrawn too, so that nobody is asked to review it.
+        if let Some(request) = run.blocked.as_ref().and_then(|b| b.request.as_deref())
+            && let Err(e) = self
+                .cancel(
+                    actor,
+                    request,
+                    Some(format!("run {} was cancelled", run.id)),
+                )
+                .await
+            && !matches!(e, EngineError::Domain(DomainError::Conflict(_)))
+        {
+            tracing::warn!(run = %run.id, request, error = %e, "the cancelled run's request stays open");
+        }
+        Ok(run)
     }
 
     /// The runner asks for the access the run stopped for: an ordinary request for the

@@ -52,6 +52,9 @@ pub const COMMENT_MODAL: &str = "cs_comment_modal";
 pub const EXTEND: &str = "cs_extend";
 pub const DROP: &str = "cs_drop";
 pub const EXTEND_MODAL: &str = "cs_extend_modal";
+/// The runner's buttons on `run_ready` (issue 17): resume the run, or leave it for later.
+pub const RESUME: &str = "cs_resume";
+pub const NOT_NOW: &str = "cs_not_now";
 pub const PICK_MODAL: &str = "cs_pick_modal";
 pub const REQUEST_MODAL: &str = "cs_request_modal";
 
@@ -632,6 +635,19 @@ fn message(payload: &crate::notify::Payload) -> Value {
                 "text": { "type": "plain_text", "text": "The access ends now." },
                 "confirm": { "type": "plain_text", "text": "Drop" },
                 "deny": { "type": "plain_text", "text": "Keep" } } }));
+    }
+    // The run's access is in effect: its runner resumes it from here, or not now (rule 37:
+    // it goes on only by their choice).
+    if let (NotifyEvent::RunReady, Some(run)) = (payload.kind, request.and_then(|r| r.run.as_ref()))
+    {
+        buttons.push(
+            json!({ "type": "button", "action_id": RESUME, "value": run.id,
+            "style": "primary", "text": { "type": "plain_text", "text": "Resume" } }),
+        );
+        buttons.push(
+            json!({ "type": "button", "action_id": NOT_NOW, "value": run.id,
+            "text": { "type": "plain_text", "text": "Not now" } }),
+        );
     }
     buttons.push(
         json!({ "type": "button", "action_id": VIEW, "url": payload.data.url,

@@ -27,6 +27,9 @@ use crate::{Engine, EngineError, apply, save_request};
 
 /// Connector calls running at once.
 pub(crate) const MAX_CALLS: usize = 32;
+/// How many runbook actions (`run_step` jobs) one worker runs at once, beside its
+/// [`MAX_CALLS`] connector calls.
+pub(crate) const MAX_RUN_CALLS: usize = 16;
 /// Jobs read per page.
 const PAGE: u32 = 4096;
 /// Timers run in one write job.
@@ -72,7 +75,12 @@ pub(crate) async fn run_due(
             ran += 1;
             let e = engine.clone();
             let call = async move {
-                let permit = e.calls.acquire().await;
+                let slots = if job.kind == TimerKind::RunStep {
+                    &e.run_calls
+                } else {
+                    &e.calls
+                };
+                let permit = slots.acquire().await;
                 let r = run_call(&e, &job, e.now().max(now)).await;
                 drop(permit);
                 e.end_call(&job);

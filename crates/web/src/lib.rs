@@ -21,6 +21,7 @@
 mod markdown;
 pub mod oidc;
 mod pages;
+mod run_pages;
 pub mod session;
 pub mod slack;
 mod view;
@@ -107,6 +108,13 @@ pub fn router(engine: Arc<Engine>, options: PortalOptions) -> Router {
         .route("/grants/{id}/drop", post(pages::drop_grant))
         .route("/grants/{id}/revoke", post(pages::revoke_grant))
         .route("/grants/{id}/extend", post(pages::extend_grant))
+        .route("/runbooks", get(run_pages::runbooks))
+        .route("/runbooks/{name}/start", post(run_pages::start))
+        .route("/runs/{id}", get(run_pages::run_page))
+        .route("/runs/{id}/input", post(run_pages::input))
+        .route("/runs/{id}/access", post(run_pages::access))
+        .route("/runs/{id}/resume", post(run_pages::resume))
+        .route("/runs/{id}/cancel", post(run_pages::cancel))
         .route("/admin/requests", get(pages::admin_requests))
         .route("/admin/grants", get(pages::admin_grants))
         .route("/admin/audit", get(pages::admin_audit))

@@ -24,7 +24,7 @@ use crate::markdown;
 use crate::session::{self, Current, PendingLogin, SessionData, Viewer, random_token};
 use crate::view::{Choice, GrantRow, RequestRow, When, approve_durations, badge, human_span};
 
-type Page = Result<Response, Response>;
+pub(crate) type Page = Result<Response, Response>;
 
 /// What every page shows around its content.
 pub(crate) struct Layout {
@@ -37,7 +37,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    fn new(title: impl Into<String>, viewer: Option<&Viewer>) -> Layout {
+    pub(crate) fn new(title: impl Into<String>, viewer: Option<&Viewer>) -> Layout {
         Layout {
             title: title.into(),
             user: viewer.map(|v| v.actor.id.clone()),
@@ -49,7 +49,7 @@ impl Layout {
     }
 }
 
-fn render(status: StatusCode, t: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, t: &impl Template) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -112,13 +112,13 @@ fn refusal(e: &EngineError) -> (StatusCode, String) {
     }
 }
 
-fn fail(viewer: &Viewer, e: EngineError) -> Response {
+pub(crate) fn fail(viewer: &Viewer, e: EngineError) -> Response {
     let (status, message) = refusal(&e);
     error_page(status, Some(viewer), message)
 }
 
 /// The signed-in viewer, or a redirect to the sign-in page that comes back here.
-fn signed_in(portal: &Portal, current: &Current, uri: &Uri) -> Result<Viewer, Response> {
+pub(crate) fn signed_in(portal: &Portal, current: &Current, uri: &Uri) -> Result<Viewer, Response> {
     current.viewer(&portal.engine).ok_or_else(|| {
         let next = uri
             .path_and_query()
@@ -128,7 +128,7 @@ fn signed_in(portal: &Portal, current: &Current, uri: &Uri) -> Result<Viewer, Re
     })
 }
 
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -1284,7 +1284,7 @@ pub(crate) struct ApproveForm {
     comment: String,
 }
 
-fn optional(text: &str) -> Option<String> {
+pub(crate) fn optional(text: &str) -> Option<String> {
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_owned())
 }

@@ -27,7 +27,7 @@ use axum::routing::post;
 use domain::{Actor, Decision, ReviewInput, Scope, Span};
 use engine::slack::{
     self as app, APPROVE, APPROVE_MODAL, ASSIGN, ASSIGN_MODAL, COMMENT, COMMENT_MODAL, DENY,
-    DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, PICK_MODAL, REQUEST_MODAL,
+    DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, NOT_NOW, PICK_MODAL, REQUEST_MODAL, RESUME,
 };
 use engine::{Engine, EngineError, interactions};
 use serde_json::{Value, json};
@@ -231,7 +231,9 @@ async fn replay(engine: Arc<Engine>, stored: Value) {
     } else {
         match payload["type"].as_str() {
             Some("block_actions") => match click_of(payload) {
-                Some(c) if c.action == DROP => {
+                // Acts, not a form: done again from the stored click (a second resume is
+                // refused as the run goes on already).
+                Some(c) if c.action == DROP || c.action == RESUME => {
                     clicked(&engine, c).await;
                     None
                 }
@@ -397,7 +399,11 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Handled {
 /// A click on one of the app's buttons, or `None` for anything else.
 fn click_of(p: &Value) -> Option<Click> {
     let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
-    if ![APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP].contains(&action) {
+    if ![
+        APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP, RESUME, NOT_NOW,
+    ]
+    .contains(&action)
+    {
         return None;
     }
     Some(Click {
@@ -446,6 +452,24 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
             .await
             .map_err(|e| refusal(&e))?;
         return Err(format!("Your access to {} was dropped.", g.spec.resource));
+    }
+    // A run's buttons (the runner's DM when its access is in effect): the value is the run.
+    if c.action == RESUME {
+        let run = engine
+            .resume_run(&actor, &c.request)
+            .await
+            .map_err(|e| refusal(&e))?;
+        return Err(format!("Run {} of {} resumed.", run.id, run.runbook));
+    }
+    if c.action == NOT_NOW {
+        let run = engine
+            .run(&actor, &c.request)
+            .await
+            .map_err(|e| refusal(&e))?;
+        return Err(format!(
+            "Run {} stays ready to resume: resume it from the portal or with `countersign run resume {}`.",
+            run.id, run.id
+        ));
     }
     if c.action == EXTEND {
         let g = engine

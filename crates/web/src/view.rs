@@ -45,8 +45,15 @@ pub fn relative(delta_ms: i64) -> String {
 /// The CSS class of a state badge.
 pub fn badge(state: &str) -> &'static str {
     match state {
-        "pending" | "scheduled" | "activating" => "badge wait",
-        "approved" | "active" | "delivered" => "badge ok",
+        "pending"
+        | "scheduled"
+        | "activating"
+        | "running"
+        | "waiting_for_input"
+        | "waiting_for_approval"
+        | "needs_access"
+        | "ready_to_resume" => "badge wait",
+        "approved" | "active" | "delivered" | "succeeded" => "badge ok",
         "denied" | "failed" => "badge bad",
         _ => "badge off",
     }

@@ -6,18 +6,18 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, email, id_of};
+use crate::helpers::{TestApp, assert_error, email, eventually, id_of, pause};
 
 /// The seed's workflow, as shipped.
-const NEWS_YAML: &str = include_str!("../../../../examples/runbooks/runbooks/news.yaml");
+pub(crate) const NEWS_YAML: &str = include_str!("../../../../examples/runbooks/runbooks/news.yaml");
 
-const SOURCES: &str = r#"#!/bin/sh
+pub(crate) const SOURCES: &str = r#"#!/bin/sh
 cat > /dev/null
 echo "get_all_sources $COUNTERSIGN_IDEMPOTENCY_KEY" >> calls.log
 printf '["BBC News", "CNN", "Al Jazeera"]\n'
 "#;
 
-const ARTICLES: &str = r#"#!/bin/sh
+pub(crate) const ARTICLES: &str = r#"#!/bin/sh
 source=$(cat)
 echo "get_articles $COUNTERSIGN_IDEMPOTENCY_KEY $source" >> calls.log
 printf '{"source": %s, "articles": ["Markets calm", "Rain expected"]}\n' "$source"
@@ -62,12 +62,16 @@ notify "runs" {
 "#;
 
 async fn spawn() -> TestApp {
+    spawn_with_articles(ARTICLES).await
+}
+
+async fn spawn_with_articles(articles: &str) -> TestApp {
     TestApp::spawn_with(
         r#"outbound_allow = ["127.0.0.1"]"#,
         &[
             ("news.yaml", NEWS_YAML),
             ("sources.sh", SOURCES),
-            ("articles.sh", ARTICLES),
+            ("articles.sh", articles),
         ],
         CONFIG,
     )
@@ -75,7 +79,7 @@ async fn spawn() -> TestApp {
 }
 
 /// The action calls recorded so far, one line each.
-fn calls(app: &TestApp) -> Vec<String> {
+pub(crate) fn calls(app: &TestApp) -> Vec<String> {
     std::fs::read_to_string(app.dir.path().join("calls.log"))
         .unwrap_or_default()
         .lines()
@@ -283,7 +287,8 @@ async fn rule_37_a_denied_run_fails_and_its_runner_is_told_why() {
 
 /// Only the runner answers, asks access for, resumes or cancels a run: anyone else gets 404
 /// (an admin may read and cancel it); a value outside `possible_values` is 422; an unknown
-/// runbook or an input that names no input step is 422.
+/// runbook or an input that names no input step is 422. An admin's cancel withdraws the run's
+/// pending access request.
 #[tokio::test]
 async fn rule_37_only_the_runner_acts_on_a_run() {
     // Arrange
@@ -318,6 +323,7 @@ async fn rule_37_only_the_runner_acts_on_a_run() {
             json!({ "runbook": "get_news_workflow", "inputs": { "articles": "x" } }),
         )
         .await;
+    let asked = ask(&app, &id).await;
     let (cancelled, by_admin) = app
         .post(
             "root",
@@ -325,6 +331,7 @@ async fn rule_37_only_the_runner_acts_on_a_run() {
             json!({ "reason": "cleanup" }),
         )
         .await;
+    let withdrawn = app.request("alice", &asked["request"]).await;
 
     // Assert
     for (status, body) in others {
@@ -339,6 +346,8 @@ async fn rule_37_only_the_runner_acts_on_a_run() {
     assert_error(bad_input, &bad_input_body, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(cancelled, StatusCode::OK, "{by_admin}");
     assert_eq!(by_admin["state"], "cancelled");
+    // The cancelled run's pending access request is withdrawn with it.
+    assert_eq!(withdrawn["state"], "cancelled", "{withdrawn}");
 }
 
 /// Two runs stopped at the same action; the first one's access is approved for the entire
@@ -369,4 +378,259 @@ async fn rule_37_a_request_answered_by_an_existing_grant_makes_the_run_ready() {
     // Assert
     assert_eq!(covered["request"]["state"], "approved", "{covered}");
     assert_eq!(ready["state"], "ready_to_resume", "{ready}");
+}
+
+/// Runs `countersign <args>` as `user` against the test server, ticking its worker (the test
+/// server has none) until the client ends; returns its exit code, stdout and stderr.
+async fn cli(app: &TestApp, user: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .env("COUNTERSIGN_URL", &app.api.base)
+        .env("COUNTERSIGN_TOKEN", app.api.token(user))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the client");
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    // At most 30 s: 300 rounds of 100 ms.
+    let mut rounds = 0;
+    let out = loop {
+        tokio::select! {
+            out = &mut wait => break out.expect("wait for the client"),
+            () = pause(std::time::Duration::from_millis(100)) => {
+                rounds += 1;
+                assert!(rounds < 300, "the client did not end: {args:?}");
+                app.tick().await;
+            }
+        }
+    };
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 17 item 5, the CLI: `runbook list`; `run start --wait` follows the run and ends with
+/// 4 when it needs its runner (access to ask for; an input when stdin is not a terminal);
+/// `run access`, `run resume --wait`, `run input` and `run show` take the news workflow to
+/// its end.
+#[tokio::test]
+async fn rule_37_the_cli_runs_the_news_workflow() {
+    // Arrange
+    let app = spawn().await;
+
+    // Act
+    let (listed, catalog, _) = cli(&app, "alice", &["runbook", "list"]).await;
+    let (stopped, started, err) = cli(
+        &app,
+        "alice",
+        &["run", "start", "get_news_workflow", "--wait", "--json"],
+    )
+    .await;
+    let run: Value =
+        serde_json::from_str(&started).unwrap_or_else(|e| panic!("{e}: {started} {err}"));
+    let id = id_of(&run).to_owned();
+    let (asked, access, _) = cli(
+        &app,
+        "alice",
+        &["run", "access", &id, "--reason", "briefing", "--json"],
+    )
+    .await;
+    let access: Value = serde_json::from_str(&access).expect("JSON");
+    app.review(
+        "bob",
+        &access["request"],
+        json!({ "decision": "approve", "scope": "workflow" }),
+    )
+    .await;
+    app.tick().await;
+    let (waiting, resumed, _) =
+        cli(&app, "alice", &["run", "resume", &id, "--wait", "--json"]).await;
+    let resumed: Value = serde_json::from_str(&resumed).expect("JSON");
+    let (answered, _, _) = cli(&app, "alice", &["run", "input", &id, "CNN"]).await;
+    app.tick().await;
+    let (shown, text, _) = cli(&app, "alice", &["run", "show", &id]).await;
+    let (others, _, refusal) = cli(&app, "mallory", &["run", "show", &id]).await;
+
+    // Assert
+    assert_eq!(listed, Some(0));
+    assert!(catalog.contains("get_news_workflow"), "{catalog}");
+    assert_eq!(
+        (stopped, run["state"].as_str()),
+        (Some(4), Some("needs_access"))
+    );
+    assert_eq!(asked, Some(0));
+    assert_eq!(access["run"]["state"], "waiting_for_approval");
+    assert_eq!(waiting, Some(4));
+    assert_eq!(resumed["state"], "waiting_for_input", "{resumed}");
+    assert_eq!(answered, Some(0));
+    assert_eq!(shown, Some(0));
+    assert!(
+        text.contains("succeeded") && text.contains("workflow executed!"),
+        "{text}"
+    );
+    assert_eq!(others, Some(3));
+    assert!(refusal.contains("404"), "{refusal}");
+}
+
+/// `get_articles` that hangs on its first attempt (until its process is killed) and records
+/// each start with its attempt number.
+const ARTICLES_HANGING_ONCE: &str = r#"#!/bin/sh
+source=$(cat)
+echo "get_articles $COUNTERSIGN_IDEMPOTENCY_KEY attempt $COUNTERSIGN_ATTEMPT" >> calls.log
+if [ "$COUNTERSIGN_ATTEMPT" = 1 ]; then exec sleep 60; fi
+printf '{"source": %s, "articles": []}\n' "$source"
+"#;
+
+/// Issue 17's crash test (rule 37, at least once): a process dies while `get_articles` runs
+/// (a second replica's worker runs it and is stopped mid-action; its claim is never renewed),
+/// and another one that reads the run from the database after an input wait takes it over:
+/// once the claim lapses, the in-flight action runs again with the same idempotency key; the
+/// steps completed before it (`get_all_sources`, the input) are not run again; the run
+/// succeeds and records two attempts.
+#[tokio::test]
+async fn rule_37_a_run_survives_a_crash_during_an_action_and_an_input_wait() {
+    // Arrange: approved for the whole workflow, the run waits for its input.
+    let app = spawn_with_articles(ARTICLES_HANGING_ONCE).await;
+    let id = start(&app).await;
+    run(&app, &id).await;
+    let asked = ask(&app, &id).await;
+    app.review(
+        "bob",
+        &asked["request"],
+        json!({ "decision": "approve", "scope": "workflow" }),
+    )
+    .await;
+    run(&app, &id).await;
+    act(&app, &id, "resume", json!({})).await;
+    let waiting = run(&app, &id).await;
+
+    // Act: a second process answers the input (the run's state came from the database), and
+    // its worker starts get_articles and dies mid-action.
+    let doomed = app.replica().await;
+    let (status, _) = doomed
+        .api
+        .post(
+            "alice",
+            &format!("/v1/runs/{id}/input"),
+            json!({ "value": "CNN" }),
+        )
+        .await;
+    let engine = doomed.engine.clone();
+    let worker = tokio::spawn(async move { engine.run_due().await });
+    eventually("get_articles has started", async || {
+        calls(&app)
+            .iter()
+            .any(|c| c.starts_with("get_articles"))
+            .then_some(())
+    })
+    .await;
+    worker.abort();
+    let _ = worker.await;
+    let during = run(&app, &id).await;
+    // Its claim lapses (4 s without a heartbeat); the surviving process takes the run over.
+    app.advance(std::time::Duration::from_secs(5)).await;
+    let done = run(&app, &id).await;
+
+    // Assert
+    assert_eq!(waiting["state"], "waiting_for_input", "{waiting}");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        during["state"], "running",
+        "the claim still holds: {during}"
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        calls(&app),
+        [
+            format!("get_all_sources {id}/sources"),
+            format!("get_articles {id}/articles attempt 1"),
+            format!("get_articles {id}/articles attempt 2"),
+        ]
+    );
+    assert_eq!(done["steps"][2]["attempts"], 2, "{done}");
+}
+
+/// Issue 17 item 5, the portal: the runbook catalog starts a run; the run's page shows the
+/// action it stopped at, its resource and who can approve it, and asks for access with a
+/// reason; once approved it offers Resume; the input is a select of the values offered; the
+/// timeline shows each step's output and the final message. Someone else gets 404.
+#[tokio::test]
+async fn rule_37_the_portal_runs_the_news_workflow() {
+    use crate::portal::Web;
+    // Arrange
+    let app = spawn().await;
+    let mut web = Web::sign_in(&app, "alice").await;
+
+    // Act
+    let catalog = web.get("/runbooks").await;
+    let started = web
+        .submit("/runbooks", "/runbooks/get_news_workflow/start", &[])
+        .await;
+    let page = started.location.clone().unwrap_or_default();
+    let id = page.trim_start_matches("/runs/").to_owned();
+    app.tick().await;
+    let stopped = web.get(&page).await;
+    let asked = web
+        .submit(
+            &page,
+            &format!("/runs/{id}/access"),
+            &[("reason", "morning briefing"), ("duration", "1h")],
+        )
+        .await;
+    let (_, run) = app.get("alice", &format!("/v1/runs/{id}")).await;
+    let request = run["needs_access"]["request_id"].clone();
+    app.review(
+        "bob",
+        &request,
+        json!({ "decision": "approve", "scope": "workflow" }),
+    )
+    .await;
+    app.tick().await;
+    let ready = web.get(&page).await;
+    web.submit(&page, &format!("/runs/{id}/resume"), &[]).await;
+    app.tick().await;
+    let asking = web.get(&page).await;
+    web.submit(
+        &page,
+        &format!("/runs/{id}/input"),
+        &[("value", "Al Jazeera")],
+    )
+    .await;
+    app.tick().await;
+    let done = web.get(&page).await;
+    let mut other = Web::sign_in(&app, "mallory").await;
+    let hidden = other.get(&page).await;
+
+    // Assert
+    assert!(
+        catalog.html.contains("get_news_workflow"),
+        "{}",
+        catalog.html
+    );
+    assert!(page.starts_with("/runs/"), "{page}");
+    assert!(stopped.html.contains("Access needed"), "{}", stopped.html);
+    assert!(stopped.html.contains("news.get_all_sources"));
+    assert!(stopped.html.contains(&email("bob")));
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.html);
+    assert!(ready.html.contains("resume-form"), "{}", ready.html);
+    assert!(
+        asking.html.contains("<option value=\"Al Jazeera\">"),
+        "{}",
+        asking.html
+    );
+    assert!(done.html.contains("succeeded"), "{}", done.html);
+    assert!(done.html.contains("workflow executed!"));
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        calls(&app),
+        [
+            format!("get_all_sources {id}/sources"),
+            format!("get_articles {id}/articles \"Al Jazeera\""),
+        ]
+    );
 }

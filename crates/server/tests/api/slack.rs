@@ -2072,3 +2072,129 @@ notify "cards" {{
     assert!(text.contains("&lt;!channel&gt;"), "escaped: {text}");
     assert!(!text.contains("*Duration:*"), "{text}");
 }
+
+/// Issue 17 item 5, Slack: when a run's access is in effect, its runner's DM carries Resume
+/// and Not now (rule 37: the run goes on only by their choice). Not now leaves it ready;
+/// Resume continues it (to its input step); someone unlinked is refused.
+#[tokio::test]
+async fn issue_17_the_runner_resumes_a_run_from_the_slack_dm() {
+    use crate::runs::{ARTICLES, NEWS_YAML, SOURCES, calls};
+    // Arrange
+    let fake = FakeSlack::start().await;
+    let resources = format!(
+        r#"{}
+resource "news-sources" {{
+  max_duration = "4h"
+  part_of      = "get_news_workflow"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+}}
+resource "news-articles" {{
+  max_duration = "4h"
+  part_of      = "get_news_workflow"
+  workflow = {{ steps = [ {{ reviewers = {{ one_of = ["bob@example.com"] }} }} ] }}
+}}
+action_store "news" {{
+  action "get_all_sources" {{
+    resource = "news-sources"
+    command  = ["sh", "sources.sh"]
+  }}
+  action "get_articles" {{
+    resource = "news-articles"
+    command  = ["sh", "articles.sh"]
+  }}
+}}
+runbook "get_news_workflow" {{
+  file = "news.yaml"
+}}
+notify "runs" {{
+  events = ["run_ready"]
+  to     = ["requester"]
+  via    = ["slack"]
+}}
+"#,
+        slack_channel(&fake, "")
+    );
+    let app = TestApp::spawn_with(
+        SERVER,
+        &[
+            ("news.yaml", NEWS_YAML),
+            ("sources.sh", SOURCES),
+            ("articles.sh", ARTICLES),
+        ],
+        &resources,
+    )
+    .await;
+    let slack = Slack::new(&app);
+    link(&app, &slack, "alice").await;
+    let (_, run) = app
+        .post(
+            "alice",
+            "/v1/runs",
+            json!({ "runbook": "get_news_workflow" }),
+        )
+        .await;
+    let id = id_of(&run).to_owned();
+    app.tick().await;
+    let (_, asked) = app
+        .post(
+            "alice",
+            &format!("/v1/runs/{id}/access"),
+            json!({ "reason": "briefing" }),
+        )
+        .await;
+    app.review(
+        "bob",
+        &asked["request"],
+        json!({ "decision": "approve", "scope": "workflow" }),
+    )
+    .await;
+    app.tick().await;
+
+    // Act
+    let dm = eventually("the runner's DM", async || {
+        app.tick().await;
+        fake.calls("chat.postMessage")
+            .into_iter()
+            .find(|c| c.body["channel"] == slack_id("alice"))
+    })
+    .await;
+    slack.click(&app, "alice", "cs_not_now", &id).await;
+    let told_later = eventually("Not now answered", async || {
+        fake.calls("chat.postEphemeral").into_iter().next()
+    })
+    .await;
+    let (_, still) = app.get("alice", &format!("/v1/runs/{id}")).await;
+    slack.click(&app, "mallory", "cs_resume", &id).await;
+    slack.click(&app, "alice", "cs_resume", &id).await;
+    let told = eventually("both resumes answered", async || {
+        let t = fake.calls("chat.postEphemeral");
+        (t.len() == 3).then_some(t)
+    })
+    .await;
+    app.tick().await;
+    let (_, resumed) = app.get("alice", &format!("/v1/runs/{id}")).await;
+
+    // Assert
+    assert!(
+        has_button(&dm.body, "cs_resume") && has_button(&dm.body, "cs_not_now"),
+        "{:?}",
+        dm.body
+    );
+    assert!(
+        text_of(&told_later.body).contains("stays ready"),
+        "{:?}",
+        told_later.body
+    );
+    assert_eq!(still["state"], "ready_to_resume", "{still}");
+    let said: Vec<String> = told.iter().map(|t| text_of(&t.body)).collect();
+    assert!(
+        said.iter().any(|t| t.contains("not linked")),
+        "mallory: {said:?}"
+    );
+    assert!(
+        said.iter().any(|t| t.contains("resumed")),
+        "alice: {said:?}"
+    );
+    assert_eq!(resumed["state"], "waiting_for_input", "{resumed}");
+    assert_eq!(calls(&app), [format!("get_all_sources {id}/sources")]);
+}
