@@ -161,6 +161,17 @@ connector "pg" {{
   timeout            = "5s"
 }}
 
+action_store "crash" {{
+  action "slow" {{
+    command = ["sh", "slow.sh"]
+    timeout = "30s"
+  }}
+}}
+
+runbook "crash" {{
+  file = "crash.yaml"
+}}
+
 resource "{resource}" {{
   connector    = "pg"
   grant        = {{ role = "{role}" }}
@@ -172,8 +183,52 @@ resource "{resource}" {{
 """
 
 
+# A runbook run under the kills (issue 17, rule 37): an action, an input the load answers, a
+# second action given that answer, and a message. Its actions are ungated, so that runs need no
+# grant, and slow, so that kills land while they run.
+RUNBOOK = """\
+version: 3
+type: conversation
+steps:
+  - id: first
+    type: action
+    store: crash
+    name: slow
+    parameters: {}
+  - id: answer
+    type: input
+    value_type: string
+    prompt: Go on?
+  - id: second
+    type: action
+    store: crash
+    name: slow
+    parameters: ${answer}
+  - id: done
+    type: message
+    prompt: finished
+"""
+
+# Records each start and end with the run's idempotency key (`<run>/<step>`) and attempt, so
+# that the check can tell what ran, in which order, and how often.
+SLOW_ACTION = """\
+#!/bin/sh
+cat > /dev/null
+echo "start $COUNTERSIGN_IDEMPOTENCY_KEY $COUNTERSIGN_ATTEMPT" >> {log}
+sleep 0.$(( $$ % 9 + 1 ))
+echo "end $COUNTERSIGN_IDEMPOTENCY_KEY $COUNTERSIGN_ATTEMPT" >> {log}
+echo '{{"ok": true}}'
+"""
+
+ACTION_LOG = "actions.log"
+
+
 def write_config(path: Path, port: int, users: int, database: str) -> Path:
-    """Writes the configuration; `database` is the HCL expression of the `database` setting."""
+    """Writes the configuration, and beside it the runbook and its action; `database` is the
+    HCL expression of the `database` setting."""
+    (path.parent / "crash.yaml").write_text(RUNBOOK)
+    (path.parent / "slow.sh").write_text(
+        SLOW_ACTION.format(log=json.dumps(str(path.parent / ACTION_LOG))))
     path.write_text(CONFIG.format(
         port=port,
         database=database,
@@ -392,6 +447,25 @@ class Ledger:
     # How creates whose answer was lost ended once sent again with their Idempotency-Key.
     retries: collections.Counter = field(default_factory=collections.Counter)
     unexpected: list[str] = field(default_factory=list)
+    # Runs whose start was acknowledged (201), and those whose input was answered (200, or
+    # found answered after a lost answer).
+    runs: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+    # Inputs whose answer was lost and never seen recorded: either end is right.
+    maybe_answered: set[str] = field(default_factory=set)
+
+    def add_run(self, run_id: str) -> None:
+        with self.lock:
+            self.runs.add(run_id)
+
+    def add_answered(self, run_id: str) -> None:
+        with self.lock:
+            self.answered.add(run_id)
+            self.maybe_answered.discard(run_id)
+
+    def add_maybe_answered(self, run_id: str) -> None:
+        with self.lock:
+            self.maybe_answered.add(run_id)
 
     def add_created(self, c: Created) -> None:
         with self.lock:
@@ -456,6 +530,122 @@ def load_worker(apis: list[Api], tokens: dict[str, str], users: list[str], ledge
         if not covered:
             approve(apis, turn + 1, tokens[ADMIN], reply["id"], ledger, stop)
         stop.wait(rng.uniform(0.05, 0.25))
+
+
+def run_worker(apis: list[Api], tokens: dict[str, str], users: list[str], ledger: Ledger,
+               stop: threading.Event, rng: random.Random) -> None:
+    """Starts runs of the `crash` runbook and answers each one's input once it waits for it,
+    until told to stop (issue 17). A start whose answer was lost is not retried (it has no
+    idempotency key): only acknowledged runs are checked."""
+    turn = rng.randrange(len(apis))
+    while not stop.is_set():
+        user = rng.choice(users)
+        turn += 1
+        try:
+            status, reply, _ = send(apis, turn, ledger, "run start", "POST", "/v1/runs",
+                                    tokens[user], {"runbook": "crash"})
+        except Unreachable:
+            ledger.count_unreachable("run start")
+            stop.wait(0.2)
+            continue
+        if status != 201:
+            ledger.add_unexpected(f"POST /v1/runs as {user} answered {status}: {reply}")
+            stop.wait(0.5)
+            continue
+        run_id = reply["id"]
+        ledger.add_run(run_id)
+        # Wait for the input (the first action runs first), then answer it.
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            turn += 1
+            try:
+                status, run, _ = send(apis, turn, ledger, "run read", "GET",
+                                      f"/v1/runs/{run_id}", tokens[user])
+            except Unreachable:
+                stop.wait(0.2)
+                continue
+            if status == 200 and run["state"] == "waiting_for_input":
+                try:
+                    status, answer, _ = send(apis, turn, ledger, "run input", "POST",
+                                             f"/v1/runs/{run_id}/input", tokens[user],
+                                             {"value": "yes"})
+                except Unreachable:
+                    ledger.add_maybe_answered(run_id)
+                    continue  # Read again: answered or not.
+                if status == 200:
+                    ledger.add_answered(run_id)
+                    break
+                ledger.add_unexpected(f"POST /v1/runs/{run_id}/input answered {status}: "
+                                      f"{answer}")
+                break
+            if status == 200 and run["state"] != "running":
+                if run["steps"][1]["status"] == "done":
+                    ledger.add_answered(run_id)  # The lost answer was recorded.
+                else:
+                    ledger.add_unexpected(f"run {run_id} is {run['state']}: {run}")
+                break
+            stop.wait(0.2)
+        stop.wait(rng.uniform(0.1, 0.5))
+
+
+def check_runs(api: Cluster, ledger: Ledger, tokens: dict[str, str], users: list[str],
+               log: Path, settle: float) -> tuple[list[str], collections.Counter]:
+    """Rule 37 under kills: every answered run succeeds, an unanswered one still waits for
+    its input; each action of a run ran, at least once, and a step never ran again once a
+    later step had started (a completed step is never run again); an action ran more than
+    once only with the same idempotency key, each attempt with a new, larger number, and the
+    run records the last attempt's number."""
+    found: list[str] = []
+    states: collections.Counter = collections.Counter()
+    admin = tokens[ADMIN]
+    deadline = time.time() + settle
+    views: dict[str, dict] = {}
+    for run_id in sorted(ledger.runs):
+        while True:
+            view = api.get(f"/v1/runs/{run_id}", admin)
+            if view["state"] not in ("running",) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        views[run_id] = view
+        states[view["state"]] += 1
+        if run_id in ledger.answered:
+            want = {"succeeded"}
+        elif run_id in ledger.maybe_answered:
+            want = {"succeeded", "waiting_for_input"}
+        else:
+            want = {"waiting_for_input"}
+        if view["state"] not in want:
+            found.append(f"run {run_id} is {view['state']}, expected {' or '.join(want)}: "
+                         f"{view.get('status')}")
+    calls: dict[str, list[tuple[str, str, int]]] = collections.defaultdict(list)
+    lines = log.read_text().splitlines() if log.exists() else []
+    for line in lines:
+        what, key, attempt = line.split()
+        run_id, step = key.split("/", 1)
+        calls[run_id].append((what, step, int(attempt)))
+    order = {"first": 0, "second": 2}
+    for run_id, view in views.items():
+        seen = calls.get(run_id, [])
+        starts = [(step, attempt) for what, step, attempt in seen if what == "start"]
+        reached = -1
+        for step, attempt in starts:
+            if order[step] < reached:
+                found.append(f"run {run_id}: {step} ran again after a later step: {seen}")
+            reached = max(reached, order[step])
+        for step in ("first", "second") if view["state"] == "succeeded" else ("first",):
+            attempts = [a for s, a in starts if s == step]
+            if not attempts:
+                found.append(f"run {run_id}: {step} never ran: {seen}")
+            elif len(set(attempts)) != len(attempts) or attempts != sorted(attempts):
+                # A claim whose process died before the program started leaves a gap.
+                found.append(f"run {run_id}: {step}'s attempts are {attempts}")
+            done = view["steps"][order[step]]
+            if view["state"] == "succeeded" and done.get("attempts", 0) != max(attempts,
+                                                                               default=0):
+                found.append(f"run {run_id}: {step} recorded {done.get('attempts')} attempts, "
+                             f"ran {attempts}")
+            states[f"{step} re-run"] += max(len(attempts) - 1, 0)
+    return found, states
 
 
 def create_keyed(apis: list[Api], turn: int, token: str, user: str, body: dict, ledger: Ledger,
@@ -897,6 +1087,8 @@ class CrashTest:
         self.tokens: dict[str, str] = {}
         # The PostgreSQL database of the servers' own store (--store postgres).
         self.store_db: str | None = None
+        # The runs' end states and re-runs, for the summary.
+        self.run_states: collections.Counter = collections.Counter()
 
     @property
     def replicated(self) -> bool:
@@ -969,6 +1161,10 @@ class CrashTest:
                                       self.stop_load, random.Random(self.rng.random()),
                                       self.replicated),
             daemon=True) for _ in range(args.workers)]
+        workers.append(threading.Thread(
+            target=run_worker, args=(self.apis, self.tokens, self.users, self.ledger,
+                                     self.stop_load, random.Random(self.rng.random())),
+            daemon=True))
         killer_thread = threading.Thread(
             target=killer, args=(self.servers, self.apis, self.stop_killer,
                                  random.Random(self.rng.random()), args.kill_min,
@@ -1019,6 +1215,11 @@ class CrashTest:
         self.violations += found
         if not any(o.members for o in self.observations):
             self.violations.append("the monitor never saw a membership: nothing was granted")
+        found, self.run_states = check_runs(self.api, self.ledger, self.tokens, self.users,
+                                            self.workdir / ACTION_LOG, args.settle)
+        self.violations += found
+        if not self.ledger.answered:
+            self.violations.append("no run was answered: the runs load did nothing")
         verify, log = audit(self.api, admin)
         if not verify.get("ok"):
             self.violations.append(f"GET /v1/audit/verify: {verify}")
@@ -1100,6 +1301,9 @@ class CrashTest:
             ("no answer", ", ".join(f"{n} {what}" for what, n in ledger.unreachable.items())
              or "none"),
         ]
+        lines.append(("runs", f"{len(ledger.runs)} acknowledged starts, "
+                              f"{len(ledger.answered)} answered: " + ", ".join(
+                                  f"{n} {s}" for s, n in sorted(self.run_states.items()))))
         if self.replicated:
             lines.append(("lost creates", ", ".join(
                 f"{n} {what}" for what, n in sorted(ledger.retries.items())) or "none"))

@@ -3,8 +3,8 @@
 //!
 //! `run start --wait` and `run resume --wait` follow the run until it ends or needs its
 //! runner: an input step is asked on the terminal (when stdin is one); anything else that
-//! waits for the runner (access to ask for, a run ready to resume) ends the command with the
-//! next command to type. Exit codes: 0 succeeded, 1 failed, 2 cancelled, 4 waiting for the
+//! waits for the runner (access to ask for, a run ready to resume) ends the command, printing
+//! the run and what it waits for. Exit codes: 0 succeeded, 1 failed, 2 cancelled, 4 waiting for the
 //! runner; 3 for any error.
 
 use std::io::{BufRead, IsTerminal, Write};

@@ -548,6 +548,17 @@ impl Run {
             })
     }
 
+    /// Whether the run is ready to resume on the access `request` (for `link`) gave: what a
+    /// grant of that request ending before the run used it takes back.
+    pub fn ready_on(&self, link: &RunLink, request: &str) -> bool {
+        link.run == self.id
+            && self.state == RunState::ReadyToResume
+            && self
+                .blocked
+                .as_ref()
+                .is_some_and(|b| b.step == link.step && b.request.as_deref() == Some(request))
+    }
+
     /// The access asked for is in effect: the runner may resume.
     pub fn access_granted(&mut self, request: &str, now: Timestamp) -> Vec<Event> {
         self.state = RunState::ReadyToResume;

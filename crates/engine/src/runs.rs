@@ -120,25 +120,19 @@ impl Engine {
     }
 
     /// Changes a run the caller is the runner of (anyone else gets 404, as if it did not
-    /// exist; an admin may only cancel).
-    async fn change_run<F>(
-        &self,
-        actor: &Actor,
-        id: &str,
-        admin_too: bool,
-        f: F,
-    ) -> Result<Run, EngineError>
+    /// exist).
+    async fn change_run<F>(&self, actor: &Actor, id: &str, f: F) -> Result<Run, EngineError>
     where
         F: FnOnce(&mut Run, Timestamp) -> Result<Vec<Event>, DomainError> + Send + 'static,
     {
         let now = self.now();
-        let (me, admin, id) = (actor.id.clone(), actor.admin && admin_too, id.to_owned());
+        let (me, id) = (actor.id.clone(), id.to_owned());
         self.write(move |tx| {
             Box::pin(async move {
                 let mut run = tx
                     .run(&id)
                     .await?
-                    .filter(|r| r.runner == me || admin)
+                    .filter(|r| r.runner == me)
                     .ok_or_else(|| not_found(&id))?;
                 let events = f(&mut run, now)?;
                 append_all(tx, events, now).await?;
@@ -163,17 +157,18 @@ impl Engine {
         id: &str,
         value: Value,
     ) -> Result<Run, EngineError> {
-        self.change_run(actor, id, false, move |run, now| run.answer(&value, now))
+        self.change_run(actor, id, move |run, now| run.answer(&value, now))
             .await
     }
 
     /// The runner resumes a run stopped at an action (rule 37: only by their choice).
     pub async fn resume_run(&self, actor: &Actor, id: &str) -> Result<Run, EngineError> {
-        self.change_run(actor, id, false, |run, now| run.resume(now))
-            .await
+        self.change_run(actor, id, |run, now| run.resume(now)).await
     }
 
-    /// The runner, or an admin, cancels a run.
+    /// The runner, or an admin, cancels a run. The access request the run waits on, if it is
+    /// still pending, is withdrawn in the same transaction, so that nobody is asked to review
+    /// it and no grant comes of it.
     pub async fn cancel_run(
         &self,
         actor: &Actor,
@@ -186,27 +181,38 @@ impl Engine {
             let max = domain::limits::MAX_TEXT;
             return Err(DomainError::Invalid(format!("reason: at most {max} characters")).into());
         }
-        let by = actor.id.clone();
-        let run = self
-            .change_run(actor, id, true, move |run, now| {
-                run.cancel(&by, reason, now)
+        let now = self.now();
+        let notice = self.config().server.expiry_notice;
+        let (actor, id) = (actor.clone(), id.to_owned());
+        self.write(move |tx| {
+            Box::pin(async move {
+                let mut run = tx
+                    .run(&id)
+                    .await?
+                    .filter(|r| r.runner == actor.id || actor.admin)
+                    .ok_or_else(|| not_found(&id))?;
+                let events = run.cancel(&actor.id, reason, now)?;
+                append_all(tx, events, now).await?;
+                tx.put_run(&run).await?;
+                tx.unschedule(TimerKind::RunStep, &run.id, now).await?;
+                let pending = match run.blocked.as_ref().and_then(|b| b.request.as_deref()) {
+                    Some(r) => tx
+                        .request(r)
+                        .await?
+                        .filter(|r| r.state == domain::RequestState::Pending),
+                    None => None,
+                };
+                if let Some(mut req) = pending {
+                    let why = format!("run {} was cancelled", run.id);
+                    // The runner is its requester; an admin gives the reason above.
+                    if let Ok(ch) = req.cancel(&actor, Some(why), now) {
+                        crate::save_request(tx, &mut req, ch, now, notice).await?;
+                    }
+                }
+                Ok(run)
             })
-            .await?;
-        // The access asked for this run is not needed any more: its pending request is
-        // withdrawn too, so that nobody is asked to review it.
-        if let Some(request) = run.blocked.as_ref().and_then(|b| b.request.as_deref())
-            && let Err(e) = self
-                .cancel(
-                    actor,
-                    request,
-                    Some(format!("run {} was cancelled", run.id)),
-                )
-                .await
-            && !matches!(e, EngineError::Domain(DomainError::Conflict(_)))
-        {
-            tracing::warn!(run = %run.id, request, error = %e, "the cancelled run's request stays open");
-        }
-        Ok(run)
+        })
+        .await
     }
 
     /// The runner asks for the access the run stopped for: an ordinary request for the
@@ -327,17 +333,16 @@ pub(crate) async fn follow(
                 continue;
             }
         };
-        if !run.waits_on(link, &request.id) {
-            continue;
-        }
-        // A grant that ended is about this run only if it was its request's own grant
-        // (one that ended before the run could use it).
-        if matches!(
+        let ended = matches!(
             kind,
             EventKind::GrantFailed | EventKind::GrantRevoked | EventKind::GrantExpired
-        ) && event.grant.is_some()
-            && event.grant != request.grant
-        {
+        );
+        // A grant that ended is about this run only if it was its request's own grant, and
+        // it takes back a readiness the run has not used yet.
+        if ended && event.grant.is_some() && event.grant != request.grant {
+            continue;
+        }
+        if !(run.waits_on(link, &request.id) || (ended && run.ready_on(link, &request.id))) {
             continue;
         }
         let events = match kind {

@@ -640,10 +640,11 @@ fn message(payload: &crate::notify::Payload) -> Value {
     // it goes on only by their choice).
     if let (NotifyEvent::RunReady, Some(run)) = (payload.kind, request.and_then(|r| r.run.as_ref()))
     {
-        buttons.push(
-            json!({ "type": "button", "action_id": RESUME, "value": run.id,
-            "style": "primary", "text": { "type": "plain_text", "text": "Resume" } }),
-        );
+        // The value names the stop too: a click on an old message never resumes the run
+        // from a later one.
+        buttons.push(json!({ "type": "button", "action_id": RESUME,
+            "value": format!("{}/{}", run.id, run.step),
+            "style": "primary", "text": { "type": "plain_text", "text": "Resume" } }));
         buttons.push(
             json!({ "type": "button", "action_id": NOT_NOW, "value": run.id,
             "text": { "type": "plain_text", "text": "Not now" } }),

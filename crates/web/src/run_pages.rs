@@ -214,7 +214,7 @@ pub(crate) async fn run_page(
         durations,
         mine,
         can_ask: mine && v.state == "needs_access",
-        can_resume: mine && matches!(v.state.as_str(), "ready_to_resume" | "needs_access"),
+        can_resume: mine && v.state == "ready_to_resume",
         can_cancel: (mine || viewer.actor.admin)
             && !matches!(v.state.as_str(), "succeeded" | "failed" | "cancelled"),
         refresh: matches!(v.state.as_str(), "running" | "waiting_for_approval"),

@@ -231,9 +231,9 @@ async fn replay(engine: Arc<Engine>, stored: Value) {
     } else {
         match payload["type"].as_str() {
             Some("block_actions") => match click_of(payload) {
-                // Acts, not a form: done again from the stored click (a second resume is
-                // refused as the run goes on already).
-                Some(c) if c.action == DROP || c.action == RESUME => {
+                // Acts, not a form: done again from the stored click. (A Resume is not: the
+                // runner chooses again, rule 37.)
+                Some(c) if c.action == DROP => {
                     clicked(&engine, c).await;
                     None
                 }
@@ -455,8 +455,19 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
     }
     // A run's buttons (the runner's DM when its access is in effect): the value is the run.
     if c.action == RESUME {
+        // `<run>/<step>`: only the stop the message was about.
+        let (id, step) = c.request.split_once('/').unwrap_or((&c.request, ""));
+        let run = engine.run(&actor, id).await.map_err(|e| refusal(&e))?;
+        let here = run.blocked.as_ref().map(|b| b.step.as_str());
+        if run.state != domain::RunState::ReadyToResume || here != Some(step) {
+            return Err(format!(
+                "Run {} is not waiting to resume at step {step} any more: it is {}.",
+                run.id,
+                run.state.as_str()
+            ));
+        }
         let run = engine
-            .resume_run(&actor, &c.request)
+            .resume_run(&actor, id)
             .await
             .map_err(|e| refusal(&e))?;
         return Err(format!("Run {} of {} resumed.", run.id, run.runbook));

@@ -477,12 +477,16 @@ async fn rule_37_the_cli_runs_the_news_workflow() {
     assert!(refusal.contains("404"), "{refusal}");
 }
 
-/// `get_articles` that hangs on its first attempt (until its process is killed) and records
-/// each start with its attempt number.
+/// `get_articles` that hangs on its first attempt (a `sleep` it started, whose pid it writes
+/// down, until its process group is killed) and records each start with its attempt number.
 const ARTICLES_HANGING_ONCE: &str = r#"#!/bin/sh
 source=$(cat)
 echo "get_articles $COUNTERSIGN_IDEMPOTENCY_KEY attempt $COUNTERSIGN_ATTEMPT" >> calls.log
-if [ "$COUNTERSIGN_ATTEMPT" = 1 ]; then exec sleep 60; fi
+if [ "$COUNTERSIGN_ATTEMPT" = 1 ]; then
+  sleep 60 &
+  echo $! > grandchild.pid
+  wait
+fi
 printf '{"source": %s, "articles": []}\n' "$source"
 "#;
 
@@ -522,15 +526,25 @@ async fn rule_37_a_run_survives_a_crash_during_an_action_and_an_input_wait() {
         .await;
     let engine = doomed.engine.clone();
     let worker = tokio::spawn(async move { engine.run_due().await });
-    eventually("get_articles has started", async || {
-        calls(&app)
-            .iter()
-            .any(|c| c.starts_with("get_articles"))
-            .then_some(())
+    // Started, and its own child too.
+    eventually("get_articles has started its sleep", async || {
+        std::fs::read_to_string(app.dir.path().join("grandchild.pid"))
+            .ok()
+            .filter(|p| p.ends_with('\n'))
     })
     .await;
     worker.abort();
     let _ = worker.await;
+    // Stopping the call ended what the program had started too (its process group).
+    let grandchild = std::fs::read_to_string(app.dir.path().join("grandchild.pid"))
+        .expect("the hanging attempt wrote its sleep's pid");
+    let gone = eventually("the program's own child is gone", async || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", grandchild.trim()));
+        // Gone, or a zombie waiting for its reaper.
+        let alive = stat.is_ok_and(|s| !s.contains(") Z "));
+        (!alive).then_some(true)
+    })
+    .await;
     let during = run(&app, &id).await;
     // Its claim lapses (4 s without a heartbeat); the surviving process takes the run over.
     app.advance(std::time::Duration::from_secs(5)).await;
@@ -539,6 +553,7 @@ async fn rule_37_a_run_survives_a_crash_during_an_action_and_an_input_wait() {
     // Assert
     assert_eq!(waiting["state"], "waiting_for_input", "{waiting}");
     assert_eq!(status, StatusCode::OK);
+    assert!(gone, "the process group of the stopped call was killed");
     assert_eq!(
         during["state"], "running",
         "the claim still holds: {during}"
@@ -633,4 +648,34 @@ async fn rule_37_the_portal_runs_the_news_workflow() {
             format!("get_articles {id}/articles \"Al Jazeera\""),
         ]
     );
+}
+
+/// A grant that ends before the run used it (revoked by an admin here) takes back the run's
+/// readiness: the run needs access again (rule 37).
+#[tokio::test]
+async fn rule_37_a_grant_revoked_before_the_run_resumes_takes_the_readiness_back() {
+    // Arrange
+    let app = spawn().await;
+    let id = start(&app).await;
+    run(&app, &id).await;
+    let asked = ask(&app, &id).await;
+    let approved = app.approve("bob", &asked["request"]).await;
+    let ready = run(&app, &id).await;
+    let grant = approved["grant_id"].clone();
+
+    // Act
+    let (status, _) = app
+        .post(
+            "root",
+            &format!("/v1/grants/{}/revoke", id_of(&grant)),
+            json!({ "reason": "wrong team" }),
+        )
+        .await;
+    let lapsed = run(&app, &id).await;
+
+    // Assert
+    assert_eq!(ready["state"], "ready_to_resume", "{ready}");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(lapsed["state"], "needs_access", "{lapsed}");
+    assert!(calls(&app).is_empty());
 }

@@ -2075,7 +2075,8 @@ notify "cards" {{
 
 /// Issue 17 item 5, Slack: when a run's access is in effect, its runner's DM carries Resume
 /// and Not now (rule 37: the run goes on only by their choice). Not now leaves it ready;
-/// Resume continues it (to its input step); someone unlinked is refused.
+/// Resume continues it (to its input step); someone unlinked, someone else, and a Resume of
+/// another stop are refused.
 #[tokio::test]
 async fn issue_17_the_runner_resumes_a_run_from_the_slack_dm() {
     use crate::runs::{ARTICLES, NEWS_YAML, SOURCES, calls};
@@ -2126,6 +2127,7 @@ notify "runs" {{
     .await;
     let slack = Slack::new(&app);
     link(&app, &slack, "alice").await;
+    link(&app, &slack, "bob").await;
     let (_, run) = app
         .post(
             "alice",
@@ -2164,11 +2166,17 @@ notify "runs" {{
     })
     .await;
     let (_, still) = app.get("alice", &format!("/v1/runs/{id}")).await;
-    slack.click(&app, "mallory", "cs_resume", &id).await;
-    slack.click(&app, "alice", "cs_resume", &id).await;
-    let told = eventually("both resumes answered", async || {
+    let stop = format!("{id}/sources");
+    slack.click(&app, "mallory", "cs_resume", &stop).await;
+    slack.click(&app, "bob", "cs_resume", &stop).await;
+    slack
+        .click(&app, "alice", "cs_resume", &format!("{id}/articles"))
+        .await;
+    let (_, not_yet) = app.get("alice", &format!("/v1/runs/{id}")).await;
+    slack.click(&app, "alice", "cs_resume", &stop).await;
+    let told = eventually("every resume answered", async || {
         let t = fake.calls("chat.postEphemeral");
-        (t.len() == 3).then_some(t)
+        (t.len() == 5).then_some(t)
     })
     .await;
     app.tick().await;
@@ -2191,6 +2199,16 @@ notify "runs" {{
         said.iter().any(|t| t.contains("not linked")),
         "mallory: {said:?}"
     );
+    assert!(
+        said.iter().any(|t| t.contains("not found")),
+        "bob: {said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|t| t.contains("not waiting to resume at step articles")),
+        "a button of another stop: {said:?}"
+    );
+    assert_eq!(not_yet["state"], "ready_to_resume", "{not_yet}");
     assert!(
         said.iter().any(|t| t.contains("resumed")),
         "alice: {said:?}"
