@@ -496,7 +496,7 @@ notify "soc" {{
     let out = errors(&src);
     expect_test::expect![[r#"
         test.hcl:20: in notify "pager": unknown channel "pager": declare it with a channel block
-        test.hcl:24: in notify "typo": unknown event "request_opened"; events: request_created, step_entered, reminder, escalated, request_approved, request_denied, request_cancelled, request_expired, comment_added, assigned, grant_active, grant_expiring, grant_ended, grant_failed, break_glass, run_ready, run_failed
+        test.hcl:24: in notify "typo": unknown event "request_opened"; events: request_created, step_entered, reminder, escalated, request_approved, request_denied, request_cancelled, request_expired, comment_added, assigned, grant_active, grant_expiring, grant_ended, grant_failed, break_glass, run_ready, run_failed, run_input
         test.hcl:31: in notify "strangers": unknown principal "zed@example.com": declare it with a user or group block
         test.hcl:31: in notify "strangers": unknown principal "group:ghosts": declare it with a user or group block
         test.hcl:37: in notify "robots": "app:deployer": an application cannot be notified

@@ -111,6 +111,8 @@ pub enum EventKind {
     RunNeedsAccess,
     /// The runner asked for access on behalf of a run; the request is the event's.
     RunAccessRequested,
+    /// A run waits for its runner's answer to an input step; `step` in the detail.
+    RunWaitingForInput,
     /// The access a run waited for is in effect: its runner may resume.
     RunReady,
     /// The runner resumed a run.
@@ -167,6 +169,7 @@ impl EventKind {
             EventKind::RunStepCompleted => "run_step_completed",
             EventKind::RunNeedsAccess => "run_needs_access",
             EventKind::RunAccessRequested => "run_access_requested",
+            EventKind::RunWaitingForInput => "run_waiting_for_input",
             EventKind::RunReady => "run_ready",
             EventKind::RunResumed => "run_resumed",
             EventKind::RunSucceeded => "run_succeeded",

@@ -43,10 +43,12 @@ pub enum NotifyEvent {
     /// A run of a runbook could not complete for lack of permissions: its access was
     /// denied (issue 17).
     RunFailed,
+    /// A run of a runbook waits for its runner's answer to an input step (issue 17).
+    RunInput,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 17] = [
+    pub const ALL: [NotifyEvent; 18] = [
         NotifyEvent::RequestCreated,
         NotifyEvent::StepEntered,
         NotifyEvent::Reminder,
@@ -64,6 +66,7 @@ impl NotifyEvent {
         NotifyEvent::BreakGlass,
         NotifyEvent::RunReady,
         NotifyEvent::RunFailed,
+        NotifyEvent::RunInput,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +88,7 @@ impl NotifyEvent {
             NotifyEvent::BreakGlass => "break_glass",
             NotifyEvent::RunReady => "run_ready",
             NotifyEvent::RunFailed => "run_failed",
+            NotifyEvent::RunInput => "run_input",
         }
     }
 
@@ -113,8 +117,17 @@ impl NotifyEvent {
             EventKind::GrantFailed => NotifyEvent::GrantFailed,
             EventKind::RunReady => NotifyEvent::RunReady,
             EventKind::RunFailed => NotifyEvent::RunFailed,
+            EventKind::RunWaitingForInput => NotifyEvent::RunInput,
             _ => return None,
         })
+    }
+
+    /// Whether the event is about a run of a runbook (its payload carries the run).
+    pub fn is_run(self) -> bool {
+        matches!(
+            self,
+            NotifyEvent::RunReady | NotifyEvent::RunFailed | NotifyEvent::RunInput
+        )
     }
 
     /// Whether the event is about a grant rather than a request.
@@ -248,6 +261,7 @@ pub fn default_rules(channels: &[String]) -> Vec<NotifyRule> {
                 NotifyEvent::GrantFailed,
                 NotifyEvent::RunReady,
                 NotifyEvent::RunFailed,
+                NotifyEvent::RunInput,
             ]),
             resources: vec![],
             to: vec![Audience::Requester],

@@ -452,10 +452,15 @@ impl Run {
         Ok(events)
     }
 
-    /// The current input step waits for the runner.
-    pub fn wait_for_input(&mut self, now: Timestamp) {
+    /// The current input step waits for the runner, who is told (`run_waiting_for_input`).
+    pub fn wait_for_input(&mut self, now: Timestamp) -> Vec<Event> {
         self.state = RunState::WaitingForInput;
         self.updated_at = now;
+        let step = self.current().map(|s| s.id.clone()).unwrap_or_default();
+        vec![
+            self.event(EventKind::RunWaitingForInput, None)
+                .with("step", step),
+        ]
     }
 
     /// Checks the runner's answer to the current input step against its type and the values
@@ -756,7 +761,8 @@ mod tests {
             panic!("an input step")
         };
         assert_eq!(offered, Some(vec![json!("BBC"), json!("CNN")]));
-        r.wait_for_input(t);
+        let asked = r.wait_for_input(t);
+        assert_eq!(asked[0].kind, EventKind::RunWaitingForInput);
         // Rule 37's input check: only an offered value is taken.
         assert!(matches!(
             r.answer(&json!("Fox"), t),

@@ -49,12 +49,15 @@ pub struct PayloadData {
     pub actor: Option<String>,
     /// Who the message is for.
     pub recipients: Vec<String>,
-    /// The request's page in the portal.
+    /// The page in the portal: the request's, or the run's for a run's event.
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Box<RequestView>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantView>,
+    /// The run of a runbook, for a run's event (issue 17), as `GET /v1/runs/{id}` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Box<proto::RunView>>,
 }
 
 /// Writes the notifications of the events this job appended. Cheap when nothing is
@@ -92,10 +95,125 @@ pub(crate) async fn enqueue(
         if !config.notify.iter().any(|r| r.events.contains(&kind)) {
             continue;
         }
-        let Some((request, grant)) = objects(tx, &event, kind).await? else {
+        let Some(about) = about(tx, config, &event, kind).await? else {
             continue;
         };
-        let parties = Parties {
+        let recipients = route(
+            &config.notify,
+            &reach,
+            &config.directory,
+            kind,
+            &about.parties,
+        );
+        for (n, rcpt) in recipients.into_iter().enumerate() {
+            let Some(channel) = config.channels.get(&rcpt.channel) else {
+                continue;
+            };
+            let people: Vec<String> = rcpt.people.into_iter().collect();
+            let body = Payload {
+                kind,
+                timestamp: present::ts(at),
+                data: PayloadData {
+                    event_seq: seq,
+                    actor: event.actor.clone(),
+                    recipients: people.clone(),
+                    url: about.url.clone(),
+                    request: about.request.clone(),
+                    grant: about.grant.clone(),
+                    run: about.run.clone(),
+                },
+            };
+            let body = serde_json::to_string(&body)
+                .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
+            let notice = Notice {
+                channel: rcpt.channel.clone(),
+                event: kind,
+                to: rcpt.to,
+                people,
+                seq,
+            };
+            let d = Delivery::notification(
+                format!("ntf_{seq}_{n}"),
+                &about.anchor,
+                receiver(channel),
+                notice,
+                body,
+                at,
+            );
+            tx.put_delivery(&d, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What a notification is about: the people around it, the page it links to, and the views
+/// its payload carries. `anchor` is the request its deliveries are listed under (a run's
+/// access request, or the run itself when it has none).
+struct About {
+    parties: Parties,
+    anchor: String,
+    url: String,
+    request: Option<Box<RequestView>>,
+    grant: Option<GrantView>,
+    run: Option<Box<proto::RunView>>,
+}
+
+async fn about(
+    tx: &mut dyn Tx,
+    config: &Config,
+    event: &Event,
+    kind: NotifyEvent,
+) -> Result<Option<About>, EngineError> {
+    let public = &config.server.public_url;
+    if kind.is_run() {
+        // A run's event: its runner hears of it (as its requester).
+        let Some(run) = event.detail.get("run") else {
+            return Ok(None);
+        };
+        let Some(run) = tx.run(run).await? else {
+            return Ok(None);
+        };
+        let request = match &event.request {
+            Some(id) => tx.request(id).await?,
+            None => None,
+        };
+        let resource = request.as_ref().map_or_else(
+            || {
+                run.blocked
+                    .as_ref()
+                    .map(|b| b.resource.clone())
+                    .unwrap_or_default()
+            },
+            |r| r.resource.clone(),
+        );
+        return Ok(Some(About {
+            parties: Parties {
+                resource,
+                requester: run.runner.clone(),
+                subject: run.runner.clone(),
+                reviewers: Default::default(),
+                owners: request
+                    .as_ref()
+                    .map(|r| r.owners.clone())
+                    .unwrap_or_default(),
+                actor: event.actor.clone(),
+            },
+            anchor: request
+                .as_ref()
+                .map_or_else(|| run.id.clone(), |r| r.id.clone()),
+            url: present::run_url(public, &run.id),
+            request: request
+                .as_ref()
+                .map(|r| Box::new(present::request(r, None, public))),
+            grant: None,
+            run: Some(Box::new(present::run(&run, config))),
+        }));
+    }
+    let Some((request, grant)) = objects(tx, event, kind).await? else {
+        return Ok(None);
+    };
+    Ok(Some(About {
+        parties: Parties {
             resource: request.resource.clone(),
             requester: request.requester.clone(),
             subject: grant
@@ -110,50 +228,13 @@ pub(crate) async fn enqueue(
             },
             owners: request.owners.clone(),
             actor: event.actor.clone(),
-        };
-        let recipients = route(&config.notify, &reach, &config.directory, kind, &parties);
-        for (n, rcpt) in recipients.into_iter().enumerate() {
-            let Some(channel) = config.channels.get(&rcpt.channel) else {
-                continue;
-            };
-            let people: Vec<String> = rcpt.people.into_iter().collect();
-            let body = Payload {
-                kind,
-                timestamp: present::ts(at),
-                data: PayloadData {
-                    event_seq: seq,
-                    actor: event.actor.clone(),
-                    recipients: people.clone(),
-                    url: present::portal_url(&config.server.public_url, &request.id),
-                    request: Some(Box::new(present::request(
-                        &request,
-                        grant.as_ref(),
-                        &config.server.public_url,
-                    ))),
-                    grant: grant.as_ref().map(present::grant),
-                },
-            };
-            let body = serde_json::to_string(&body)
-                .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
-            let notice = Notice {
-                channel: rcpt.channel.clone(),
-                event: kind,
-                to: rcpt.to,
-                people,
-                seq,
-            };
-            let d = Delivery::notification(
-                format!("ntf_{seq}_{n}"),
-                &request.id,
-                receiver(channel),
-                notice,
-                body,
-                at,
-            );
-            tx.put_delivery(&d, None).await?;
-        }
-    }
-    Ok(())
+        },
+        anchor: request.id.clone(),
+        url: present::portal_url(public, &request.id),
+        request: Some(Box::new(present::request(&request, grant.as_ref(), public))),
+        grant: grant.as_ref().map(present::grant),
+        run: None,
+    }))
 }
 
 /// The request an event is about, as this transaction left it, and the grant for a grant's
@@ -461,8 +542,9 @@ pub fn email(
 pub fn render(p: &Payload) -> (String, String, String) {
     let request = p.data.request.as_deref();
     let grant = p.data.grant.as_ref();
-    let headline = present::headline(p.kind, request, grant);
-    let lines = present::lines(request, grant);
+    let run = p.data.run.as_deref();
+    let headline = present::headline(p.kind, request, grant, run);
+    let lines = present::lines(request, grant, run);
     let url = &p.data.url;
     let mut text = format!("{headline}\n\n");
     for (label, value) in &lines {
@@ -519,6 +601,7 @@ mod tests {
                 url: "http://localhost:8080/requests/r1".into(),
                 request: None,
                 grant: None,
+                run: None,
             },
         };
         let (subject, text, html) = render(&p);

@@ -44,6 +44,11 @@ pub fn portal_url(public_url: &str, id: &str) -> String {
     format!("{}/requests/{id}", public_url.trim_end_matches('/'))
 }
 
+/// A run's page in the portal.
+pub fn run_url(public_url: &str, id: &str) -> String {
+    format!("{}/runs/{id}", public_url.trim_end_matches('/'))
+}
+
 pub fn request(r: &Request, grant: Option<&Grant>, public_url: &str) -> RequestView {
     let eligible = r.eligible_reviewers();
     let current = r.current_step();
@@ -360,6 +365,7 @@ pub fn headline(
     event: NotifyEvent,
     request: Option<&RequestView>,
     grant: Option<&GrantView>,
+    run: Option<&proto::RunView>,
 ) -> String {
     let resource = request
         .map(|r| r.resource.as_str())
@@ -410,6 +416,15 @@ pub fn headline(
                 format!("A run could not complete for lack of permissions: {resource} was denied")
             }
         },
+        NotifyEvent::RunInput => match run {
+            Some(r) => format!(
+                "Run {} of {} waits for your answer: {}",
+                r.id,
+                r.runbook,
+                r.input.as_ref().map_or("", |i| i.prompt.as_str())
+            ),
+            None => "A run waits for your answer".to_owned(),
+        },
         NotifyEvent::BreakGlass => {
             format!("Break-glass: {requester} took {resource} without review")
         }
@@ -421,8 +436,27 @@ pub fn headline(
 pub fn lines(
     request: Option<&RequestView>,
     grant: Option<&GrantView>,
+    run: Option<&proto::RunView>,
 ) -> Vec<(&'static str, String)> {
     let mut out = vec![];
+    if let Some(r) = run {
+        out.push(("Runbook", r.runbook.clone()));
+        out.push(("Run", r.id.clone()));
+        out.push(("Status", r.status.clone()));
+        if let Some(i) = &r.input {
+            out.push(("Asks", i.prompt.clone()));
+            if let Some(v) = &i.possible_values {
+                let v: Vec<String> = v
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.push(("Choices", v.join(", ")));
+            }
+        }
+    }
     if let Some(r) = request {
         out.push(("Resource", r.resource.clone()));
         out.push(("Requester", r.requester.clone()));

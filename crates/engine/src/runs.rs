@@ -516,7 +516,8 @@ async fn walk(
                     }
                     // Not given, or not one of the values offered now: the runner is asked.
                     _ => {
-                        run.wait_for_input(now);
+                        let events = run.wait_for_input(now);
+                        append_all(tx, events, now).await?;
                         return Ok(None);
                     }
                 }

@@ -55,6 +55,8 @@ pub const EXTEND_MODAL: &str = "cs_extend_modal";
 /// The runner's buttons on `run_ready` (issue 17): resume the run, or leave it for later.
 pub const RESUME: &str = "cs_resume";
 pub const NOT_NOW: &str = "cs_not_now";
+/// The runner's select of an input step's values (issue 17).
+pub const RUN_INPUT: &str = "cs_run_input";
 pub const PICK_MODAL: &str = "cs_pick_modal";
 pub const REQUEST_MODAL: &str = "cs_request_modal";
 
@@ -616,8 +618,9 @@ fn cut(text: &str) -> String {
 fn message(payload: &crate::notify::Payload) -> Value {
     let request = payload.data.request.as_deref();
     let grant = payload.data.grant.as_ref();
-    let headline = present::headline(payload.kind, request, grant);
-    let lines: Vec<String> = present::lines(request, grant)
+    let run = payload.data.run.as_deref();
+    let headline = present::headline(payload.kind, request, grant, run);
+    let lines: Vec<String> = present::lines(request, grant, run)
         .into_iter()
         .map(|(k, v)| format!("*{k}:* {}", escape(&v, 500)))
         .collect();
@@ -654,15 +657,60 @@ fn message(payload: &crate::notify::Payload) -> Value {
         json!({ "type": "button", "action_id": VIEW, "url": payload.data.url,
         "text": { "type": "plain_text", "text": "View" } }),
     );
-    json!({
-        "text": headline,
-        "blocks": [
-            { "type": "section", "text": { "type": "mrkdwn",
-                "text": cut(&format!("*{}*", escape(&headline, 500))) } },
-            { "type": "section", "text": { "type": "mrkdwn", "text": cut(&lines.join("\n")) } },
-            { "type": "actions", "elements": buttons },
-        ],
-    })
+    let mut blocks = vec![
+        json!({ "type": "section", "text": { "type": "mrkdwn",
+            "text": cut(&format!("*{}*", escape(&headline, 500))) } }),
+        json!({ "type": "section", "text": { "type": "mrkdwn",
+            "text": cut(&lines.join("\n")) } }),
+    ];
+    blocks.extend(run.and_then(input_select));
+    blocks.push(json!({ "type": "actions", "elements": buttons }));
+    json!({ "text": headline, "blocks": blocks })
+}
+
+/// A run's input step as a select (issue 17), when it offers values Slack can show: at most
+/// [`MAX_SELECT`] of them, each at most 150 characters as text (Block Kit's limit on an
+/// option's value). The block's id names the run and the step, so that a choice made on an
+/// old message never answers a later step. Otherwise the runner answers in the portal.
+fn input_select(run: &proto::RunView) -> Option<Value> {
+    let input = run.input.as_ref()?;
+    let values = input.possible_values.as_ref()?;
+    if values.is_empty() || values.len() > MAX_SELECT {
+        return None;
+    }
+    let options = values
+        .iter()
+        .map(|v| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (text.chars().count() <= 150).then(|| {
+                json!({ "text": { "type": "plain_text", "text": short(&text, 75) },
+                        "value": text })
+            })
+        })
+        .collect::<Option<Vec<Value>>>()?;
+    Some(json!({
+        "type": "actions",
+        "block_id": format!("{}/{}", run.id, input.step),
+        "elements": [{
+            "type": "static_select",
+            "action_id": RUN_INPUT,
+            "placeholder": { "type": "plain_text", "text": "Answer" },
+            "options": options,
+        }],
+    }))
+}
+
+/// At most `max` characters, with an ellipsis when cut (Block Kit's limit on a text).
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max - 1).collect();
+    s.push('…');
+    s
 }
 
 /// The approve modal: the duration from the closed set up to the requested one (required),

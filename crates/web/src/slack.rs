@@ -27,7 +27,7 @@ use axum::routing::post;
 use domain::{Actor, Decision, ReviewInput, Scope, Span};
 use engine::slack::{
     self as app, APPROVE, APPROVE_MODAL, ASSIGN, ASSIGN_MODAL, COMMENT, COMMENT_MODAL, DENY,
-    DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, NOT_NOW, PICK_MODAL, REQUEST_MODAL, RESUME,
+    DENY_MODAL, DROP, EXTEND, EXTEND_MODAL, NOT_NOW, PICK_MODAL, REQUEST_MODAL, RESUME, RUN_INPUT,
 };
 use engine::{Engine, EngineError, interactions};
 use serde_json::{Value, json};
@@ -400,19 +400,24 @@ async fn interaction(engine: Arc<Engine>, p: Value) -> Handled {
 fn click_of(p: &Value) -> Option<Click> {
     let action = p["actions"][0]["action_id"].as_str().unwrap_or_default();
     if ![
-        APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP, RESUME, NOT_NOW,
+        APPROVE, DENY, ASSIGN, COMMENT, EXTEND, DROP, RESUME, NOT_NOW, RUN_INPUT,
     ]
     .contains(&action)
     {
         return None;
     }
+    let a = &p["actions"][0];
+    // A select names its run and step in its block, and carries the option chosen.
+    let (target, chosen) = if action == RUN_INPUT {
+        (&a["block_id"], a["selected_option"]["value"].as_str())
+    } else {
+        (&a["value"], None)
+    };
     Some(Click {
         user: p["user"]["id"].as_str().unwrap_or_default().to_owned(),
         action: action.to_owned(),
-        request: p["actions"][0]["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        request: target.as_str().unwrap_or_default().to_owned(),
+        chosen: chosen.map(str::to_owned),
         trigger: p["trigger_id"].as_str().unwrap_or_default().to_owned(),
         channel: p["channel"]["id"]
             .as_str()
@@ -422,11 +427,14 @@ fn click_of(p: &Value) -> Option<Click> {
     })
 }
 
-/// A click on a card's Approve or Deny.
+/// A click on one of the app's buttons or selects.
 struct Click {
     user: String,
     action: String,
+    /// The button's value: a request, a grant, or a run and its step.
     request: String,
+    /// The option a select's click chose.
+    chosen: Option<String>,
     trigger: String,
     channel: String,
 }
@@ -471,6 +479,25 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
             .await
             .map_err(|e| refusal(&e))?;
         return Err(format!("Run {} of {} resumed.", run.id, run.runbook));
+    }
+    if c.action == RUN_INPUT {
+        // `<run>/<step>`: only the step the message asked.
+        let (id, step) = c.request.split_once('/').unwrap_or((&c.request, ""));
+        let value = c.chosen.clone().unwrap_or_default();
+        let run = engine.run(&actor, id).await.map_err(|e| refusal(&e))?;
+        let here = run.current().map(|s| s.id.as_str());
+        if run.state != domain::RunState::WaitingForInput || here != Some(step) {
+            return Err(format!(
+                "Run {} does not wait for step {step} any more: it is {}.",
+                run.id,
+                run.state.as_str()
+            ));
+        }
+        engine
+            .answer_run(&actor, id, Value::String(value.clone()))
+            .await
+            .map_err(|e| refusal(&e))?;
+        return Err(format!("Step {step} of run {id} answered: {value}."));
     }
     if c.action == NOT_NOW {
         let run = engine

@@ -950,7 +950,7 @@ pub async fn runs_checkpoint_and_list(db: &Db) {
     let mut done = first.clone();
     done.complete(serde_json::json!("hi"), None, at(5))
         .expect("complete");
-    done.wait_for_input(at(5));
+    let _ = done.wait_for_input(at(5));
     let written = done.clone();
     write(&*store, move |tx| {
         Box::pin(async move { Ok(tx.put_run(&written).await?) })
