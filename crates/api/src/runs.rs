@@ -149,7 +149,10 @@ async fn answer_run(
     body: Body<RunInputBody>,
 ) -> ApiResult<Json<RunView>> {
     let Json(body) = body?;
-    let run = state.engine.answer_run(&actor, &id, body.value).await?;
+    let run = state
+        .engine
+        .answer_run(&actor, &id, None, body.value)
+        .await?;
     Ok(Json(view(&state, &run)))
 }
 

@@ -475,14 +475,18 @@ impl Run {
             return Err(conflict(format!("run {} is not at an input step", self.id)));
         };
         let v = coerce(value_type, value).map_err(|e| invalid(format!("step {step:?}: {e}")))?;
-        if let Some(offered) = offered
-            && !offered.iter().any(|o| same(o, &v))
-        {
-            return Err(invalid(format!(
+        let Some(offered) = offered else {
+            return Ok(v);
+        };
+        match offered.iter().find(|o| same(o, &v)) {
+            // An enum records the value as it was offered (its type kept for later
+            // references); a typed input records its own type.
+            Some(o) if value_type == ValueType::Enum => Ok(o.clone()),
+            Some(_) => Ok(v),
+            None => Err(invalid(format!(
                 "step {step:?}: {v} is not one of the values offered"
-            )));
+            ))),
         }
-        Ok(v)
     }
 
     /// The runner answers the current input step.
@@ -707,13 +711,14 @@ fn coerce(t: ValueType, v: &Value) -> Result<Value, String> {
     }
 }
 
-/// Whether an answer is the offered value: equal, or the same text (an offered number
-/// chosen from a form arrives as text).
+/// Whether an answer is the offered value: equal, or the same text either way (an offered
+/// number chosen from a form arrives as text; an `int` input offered as text is answered as a
+/// number).
 fn same(offered: &Value, v: &Value) -> bool {
     offered == v
         || match (offered, v) {
-            (Value::String(_), _) => false,
-            (o, Value::String(s)) => s.as_str() == o.to_string().as_str(),
+            (Value::String(_), Value::String(_)) => false,
+            (Value::String(s), o) | (o, Value::String(s)) => s.as_str() == o.to_string().as_str(),
             _ => false,
         }
 }
@@ -836,12 +841,35 @@ mod tests {
     }
 
     #[test]
+    fn an_enum_records_the_offered_value_with_its_type() {
+        let t = Timestamp::from_millis(0);
+        let steps: Vec<RunbookStep> = serde_json::from_value(json!([
+            {"id": "n", "type": "input", "value_type": "enum", "prompt": "How many?",
+             "possible_values": [1, 2, "three"]},
+            {"id": "m", "type": "input", "value_type": "int", "prompt": "And?",
+             "possible_values": ["4", "5"]}
+        ]))
+        .unwrap();
+        let (mut r, _) =
+            Run::start("r".into(), "b", "v".into(), "a", steps, BTreeMap::new(), t).unwrap();
+        let _ = r.wait_for_input(t);
+        // Chosen from a form, as text: recorded as the number offered.
+        r.answer(&json!("2"), t).unwrap();
+        let _ = r.wait_for_input(t);
+        // An int input offered as text takes the number, and records a number.
+        r.answer(&json!(5), t).unwrap();
+        assert_eq!(r.output("n"), Some(&json!(2)));
+        assert_eq!(r.output("m"), Some(&json!(5)));
+    }
+
+    #[test]
     fn int_and_bool_inputs_take_text() {
         assert_eq!(coerce(ValueType::Int, &json!(" 42")), Ok(json!(42)));
         assert!(coerce(ValueType::Int, &json!("4.2")).is_err());
         assert_eq!(coerce(ValueType::Bool, &json!("true")), Ok(json!(true)));
         assert!(coerce(ValueType::String, &json!(3)).is_err());
         assert!(same(&json!(3), &json!("3")));
-        assert!(!same(&json!("3"), &json!(3)));
+        assert!(same(&json!("3"), &json!(3)));
+        assert!(!same(&json!("3"), &json!("03")));
     }
 }

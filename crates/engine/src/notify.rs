@@ -166,7 +166,12 @@ async fn about(
 ) -> Result<Option<About>, EngineError> {
     let public = &config.server.public_url;
     if kind.is_run() {
-        // A run's event: its runner hears of it (as its requester).
+        // A run's event: its runner hears of it (as its requester). A run that failed for
+        // another reason than a denied access (its action failed) is not announced: its
+        // runner is watching it.
+        if kind == NotifyEvent::RunFailed && event.request.is_none() {
+            return Ok(None);
+        }
         let Some(run) = event.detail.get("run") else {
             return Ok(None);
         };
@@ -186,6 +191,16 @@ async fn about(
             },
             |r| r.resource.clone(),
         );
+        let grant = match request.as_ref().and_then(|r| r.grant.as_deref()) {
+            Some(g) => tx.grant(g).await?,
+            None => None,
+        };
+        // The run without its steps' outputs: what it waits for, not what its actions
+        // returned (which may be large, and are the runner's to read in the portal).
+        let mut view = present::run(&run, config);
+        for s in &mut view.steps {
+            s.output = None;
+        }
         return Ok(Some(About {
             parties: Parties {
                 resource,
@@ -204,9 +219,9 @@ async fn about(
             url: present::run_url(public, &run.id),
             request: request
                 .as_ref()
-                .map(|r| Box::new(present::request(r, None, public))),
-            grant: None,
-            run: Some(Box::new(present::run(&run, config))),
+                .map(|r| Box::new(present::request(r, grant.as_ref(), public))),
+            grant: grant.as_ref().map(present::grant),
+            run: Some(Box::new(view)),
         }));
     }
     let Some((request, grant)) = objects(tx, event, kind).await? else {
@@ -550,7 +565,12 @@ pub fn render(p: &Payload) -> (String, String, String) {
     for (label, value) in &lines {
         text.push_str(&format!("{label}: {value}\n"));
     }
-    text.push_str(&format!("\nOpen the request: {url}\n"));
+    let open = if p.kind.is_run() {
+        "Open the run"
+    } else {
+        "Open the request"
+    };
+    text.push_str(&format!("\n{open}: {url}\n"));
     let mut html = format!(
         "<!doctype html>\n<html><body>\n<p><strong>{}</strong></p>\n<table>\n",
         escape(&headline)
@@ -563,7 +583,7 @@ pub fn render(p: &Payload) -> (String, String, String) {
         ));
     }
     html.push_str(&format!(
-        "</table>\n<p><a href=\"{}\">Open the request</a></p>\n</body></html>\n",
+        "</table>\n<p><a href=\"{}\">{open}</a></p>\n</body></html>\n",
         escape(url)
     ));
     (format!("[Countersign] {headline}"), text, html)

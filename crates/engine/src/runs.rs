@@ -150,15 +150,27 @@ impl Engine {
     }
 
     /// The runner answers the input step the run waits at (422 for a value it does not
-    /// take).
+    /// take). With `step`, only if the run waits at that step (409 otherwise): an answer
+    /// from a page or a message shown earlier never answers a later step.
     pub async fn answer_run(
         &self,
         actor: &Actor,
         id: &str,
+        step: Option<String>,
         value: Value,
     ) -> Result<Run, EngineError> {
-        self.change_run(actor, id, move |run, now| run.answer(&value, now))
-            .await
+        self.change_run(actor, id, move |run, now| {
+            if let Some(step) = &step
+                && run.current().map(|s| &s.id) != Some(step)
+            {
+                return Err(DomainError::Conflict(format!(
+                    "run {} does not wait for step {step:?}",
+                    run.id
+                )));
+            }
+            run.answer(&value, now)
+        })
+        .await
     }
 
     /// The runner resumes a run stopped at an action (rule 37: only by their choice).

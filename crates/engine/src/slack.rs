@@ -669,8 +669,8 @@ fn message(payload: &crate::notify::Payload) -> Value {
 }
 
 /// A run's input step as a select (issue 17), when it offers values Slack can show: at most
-/// [`MAX_SELECT`] of them, each at most 150 characters as text (Block Kit's limit on an
-/// option's value). The block's id names the run and the step, so that a choice made on an
+/// [`MAX_SELECT`] of them, each 1 to 150 characters as text (Block Kit's limits on an
+/// option). The block's id names the run and the step, so that a choice made on an
 /// old message never answers a later step. Otherwise the runner answers in the portal.
 fn input_select(run: &proto::RunView) -> Option<Value> {
     let input = run.input.as_ref()?;
@@ -685,7 +685,7 @@ fn input_select(run: &proto::RunView) -> Option<Value> {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            (text.chars().count() <= 150).then(|| {
+            (!text.is_empty() && text.chars().count() <= 150).then(|| {
                 json!({ "text": { "type": "plain_text", "text": short(&text, 75) },
                         "value": text })
             })

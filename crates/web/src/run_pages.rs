@@ -226,6 +226,9 @@ pub(crate) async fn run_page(
 #[derive(Deserialize)]
 pub(crate) struct InputForm {
     value: String,
+    /// The step the page asked: a stale page never answers a later one.
+    #[serde(default)]
+    step: String,
 }
 
 pub(crate) async fn input(
@@ -237,7 +240,11 @@ pub(crate) async fn input(
 ) -> Page {
     let viewer = signed_in(&portal, &current, &uri)?;
     let value = serde_json::Value::String(f.value);
-    match portal.engine.answer_run(&viewer.actor, &id, value).await {
+    match portal
+        .engine
+        .answer_run(&viewer.actor, &id, optional(&f.step), value)
+        .await
+    {
         Ok(r) => Ok(back(&r.id)),
         Err(e) => Err(fail(&viewer, e)),
     }

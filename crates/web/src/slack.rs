@@ -484,6 +484,7 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
         // `<run>/<step>`: only the step the message asked.
         let (id, step) = c.request.split_once('/').unwrap_or((&c.request, ""));
         let value = c.chosen.clone().unwrap_or_default();
+        // The step is checked again in the answer's own transaction.
         let run = engine.run(&actor, id).await.map_err(|e| refusal(&e))?;
         let here = run.current().map(|s| s.id.as_str());
         if run.state != domain::RunState::WaitingForInput || here != Some(step) {
@@ -494,7 +495,12 @@ async fn open_for(engine: &Engine, c: &Click) -> Result<(), String> {
             ));
         }
         engine
-            .answer_run(&actor, id, Value::String(value.clone()))
+            .answer_run(
+                &actor,
+                id,
+                Some(step.to_owned()),
+                Value::String(value.clone()),
+            )
             .await
             .map_err(|e| refusal(&e))?;
         return Err(format!("Step {step} of run {id} answered: {value}."));
