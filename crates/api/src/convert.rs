@@ -67,13 +67,6 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
             .enumerate()
             .map(|(i, s)| {
                 let (constraint, min) = reviewers(&s.reviewers);
-                let people: std::collections::BTreeSet<String> = s
-                    .reviewers
-                    .principals()
-                    .iter()
-                    .flat_map(|p| dir.people(p))
-                    .filter(|p| r.allow_self_approval || p != caller)
-                    .collect();
                 StepDefView {
                     index: i + 1,
                     constraint,
@@ -84,7 +77,7 @@ pub fn resource(r: &ResourceDef, dir: &domain::Directory, caller: &str) -> Resou
                         .iter()
                         .map(Principal::to_string)
                         .collect(),
-                    eligible: people.into_iter().collect(),
+                    eligible: engine::present::step_people(r, s, dir, caller),
                 }
             })
             .collect(),

@@ -743,12 +743,24 @@ fn approvers(config: &config::Config, resource: &str, runner: &str) -> Vec<Strin
     let Some(step) = def.workflow.steps.first() else {
         return vec![];
     };
+    step_people(def, step, &config.directory, runner)
+}
+
+/// The people who could decide `step` of `def` if `caller` asked now: its reviewers' people,
+/// without the caller unless the resource allows self-approval. The catalog and a run's
+/// "who can approve" both read it here.
+pub fn step_people(
+    def: &domain::ResourceDef,
+    step: &domain::StepDef,
+    dir: &domain::Directory,
+    caller: &str,
+) -> Vec<String> {
     let people: BTreeSet<String> = step
         .reviewers
         .principals()
         .iter()
-        .flat_map(|p| config.directory.people(p))
-        .filter(|p| def.allow_self_approval || p != runner)
+        .flat_map(|p| dir.people(p))
+        .filter(|p| def.allow_self_approval || p != caller)
         .collect();
     people.into_iter().collect()
 }
