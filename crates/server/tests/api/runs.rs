@@ -679,3 +679,66 @@ async fn rule_37_a_grant_revoked_before_the_run_resumes_takes_the_readiness_back
     assert_eq!(lapsed["state"], "needs_access", "{lapsed}");
     assert!(calls(&app).is_empty());
 }
+
+/// Issue 17 item 5: `run start --wait` on a terminal asks the input step there, the values
+/// offered numbered; typing `2` answers with the second (CNN), and the run goes on to its end
+/// (exit 0). The terminal is `script`'s pseudo-terminal (util-linux), fed what a person types.
+#[tokio::test]
+async fn rule_37_the_cli_asks_an_input_on_a_terminal() {
+    use tokio::io::AsyncWriteExt;
+    // Arrange: alice holds the whole workflow's access, from an earlier run's request.
+    let app = spawn().await;
+    let first = start(&app).await;
+    run(&app, &first).await;
+    let asked = ask(&app, &first).await;
+    app.review(
+        "bob",
+        &asked["request"],
+        json!({ "decision": "approve", "scope": "workflow" }),
+    )
+    .await;
+    app.tick().await;
+    let command = format!(
+        "'{}' run start get_news_workflow --wait",
+        env!("CARGO_BIN_EXE_countersign")
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("COUNTERSIGN_URL", &app.api.base)
+        .env("COUNTERSIGN_TOKEN", app.api.token("alice"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start script");
+
+    // Act: type the answer ahead (the terminal keeps it until the prompt reads it).
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"2\n").await.expect("type");
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    let mut rounds = 0;
+    let out = loop {
+        tokio::select! {
+            out = &mut wait => break out.expect("wait for the client"),
+            () = pause(std::time::Duration::from_millis(100)) => {
+                rounds += 1;
+                assert!(rounds < 300, "the client did not end");
+                app.tick().await;
+            }
+        }
+    };
+    drop(stdin);
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (_, list) = app.get("alice", "/v1/runs?state=succeeded").await;
+
+    // Assert
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(
+        screen.contains("What news channel do you wanna read?") && screen.contains("2. CNN"),
+        "{screen}"
+    );
+    let done = &list["runs"][0];
+    assert_eq!(done["steps"][1]["output"], "CNN", "{list}");
+}
