@@ -119,6 +119,18 @@ async fn ask(app: &TestApp, id: &str) -> Value {
     asked
 }
 
+/// Bob approves an access request for the entire workflow (rule 15), which must succeed.
+async fn approve_workflow(app: &TestApp, request: &Value) {
+    let (status, body) = app
+        .review(
+            "bob",
+            request,
+            json!({ "decision": "approve", "scope": "workflow" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn act(app: &TestApp, id: &str, what: &str, body: Value) -> (StatusCode, Value) {
     app.post("alice", &format!("/v1/runs/{id}/{what}"), body)
         .await
@@ -362,14 +374,7 @@ async fn rule_37_a_request_answered_by_an_existing_grant_makes_the_run_ready() {
     run(&app, &first).await;
     run(&app, &second).await;
     let asked = ask(&app, &first).await;
-    let (status, _) = app
-        .review(
-            "bob",
-            &asked["request"],
-            json!({ "decision": "approve", "scope": "workflow" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    approve_workflow(&app, &asked["request"]).await;
 
     // Act
     let covered = ask(&app, &second).await;
@@ -378,6 +383,26 @@ async fn rule_37_a_request_answered_by_an_existing_grant_makes_the_run_ready() {
     // Assert
     assert_eq!(covered["request"]["state"], "approved", "{covered}");
     assert_eq!(ready["state"], "ready_to_resume", "{ready}");
+}
+
+/// Waits for a client process to end, running the test server's due jobs every 100 ms
+/// meanwhile (the test server has no worker), for at most 30 s.
+async fn ticking(
+    app: &TestApp,
+    wait: impl std::future::Future<Output = std::io::Result<std::process::Output>>,
+) -> std::process::Output {
+    tokio::pin!(wait);
+    let mut rounds = 0;
+    loop {
+        tokio::select! {
+            out = &mut wait => return out.expect("wait for the client"),
+            () = pause(std::time::Duration::from_millis(100)) => {
+                rounds += 1;
+                assert!(rounds < 300, "the client did not end");
+                app.tick().await;
+            }
+        }
+    }
 }
 
 /// Runs `countersign <args>` as `user` against the test server, ticking its worker (the test
@@ -393,20 +418,7 @@ async fn cli(app: &TestApp, user: &str, args: &[&str]) -> (Option<i32>, String, 
         .kill_on_drop(true)
         .spawn()
         .expect("start the client");
-    let wait = child.wait_with_output();
-    tokio::pin!(wait);
-    // At most 30 s: 300 rounds of 100 ms.
-    let mut rounds = 0;
-    let out = loop {
-        tokio::select! {
-            out = &mut wait => break out.expect("wait for the client"),
-            () = pause(std::time::Duration::from_millis(100)) => {
-                rounds += 1;
-                assert!(rounds < 300, "the client did not end: {args:?}");
-                app.tick().await;
-            }
-        }
-    };
+    let out = ticking(app, child.wait_with_output()).await;
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -441,12 +453,7 @@ async fn rule_37_the_cli_runs_the_news_workflow() {
     )
     .await;
     let access: Value = serde_json::from_str(&access).expect("JSON");
-    app.review(
-        "bob",
-        &access["request"],
-        json!({ "decision": "approve", "scope": "workflow" }),
-    )
-    .await;
+    approve_workflow(&app, &access["request"]).await;
     app.tick().await;
     let (waiting, resumed, _) =
         cli(&app, "alice", &["run", "resume", &id, "--wait", "--json"]).await;
@@ -503,12 +510,7 @@ async fn rule_37_a_run_survives_a_crash_during_an_action_and_an_input_wait() {
     let id = start(&app).await;
     run(&app, &id).await;
     let asked = ask(&app, &id).await;
-    app.review(
-        "bob",
-        &asked["request"],
-        json!({ "decision": "approve", "scope": "workflow" }),
-    )
-    .await;
+    approve_workflow(&app, &asked["request"]).await;
     run(&app, &id).await;
     act(&app, &id, "resume", json!({})).await;
     let waiting = run(&app, &id).await;
@@ -599,12 +601,7 @@ async fn rule_37_the_portal_runs_the_news_workflow() {
         .await;
     let (_, run) = app.get("alice", &format!("/v1/runs/{id}")).await;
     let request = run["needs_access"]["request_id"].clone();
-    app.review(
-        "bob",
-        &request,
-        json!({ "decision": "approve", "scope": "workflow" }),
-    )
-    .await;
+    approve_workflow(&app, &request).await;
     app.tick().await;
     let ready = web.get(&page).await;
     web.submit(&page, &format!("/runs/{id}/resume"), &[]).await;
@@ -691,12 +688,7 @@ async fn rule_37_the_cli_asks_an_input_on_a_terminal() {
     let first = start(&app).await;
     run(&app, &first).await;
     let asked = ask(&app, &first).await;
-    app.review(
-        "bob",
-        &asked["request"],
-        json!({ "decision": "approve", "scope": "workflow" }),
-    )
-    .await;
+    approve_workflow(&app, &asked["request"]).await;
     app.tick().await;
     let command = format!(
         "'{}' run start get_news_workflow --wait",
@@ -716,19 +708,7 @@ async fn rule_37_the_cli_asks_an_input_on_a_terminal() {
     // Act: type the answer ahead (the terminal keeps it until the prompt reads it).
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"2\n").await.expect("type");
-    let wait = child.wait_with_output();
-    tokio::pin!(wait);
-    let mut rounds = 0;
-    let out = loop {
-        tokio::select! {
-            out = &mut wait => break out.expect("wait for the client"),
-            () = pause(std::time::Duration::from_millis(100)) => {
-                rounds += 1;
-                assert!(rounds < 300, "the client did not end");
-                app.tick().await;
-            }
-        }
-    };
+    let out = ticking(&app, child.wait_with_output()).await;
     drop(stdin);
     let screen = String::from_utf8_lossy(&out.stdout).into_owned();
     let (_, list) = app.get("alice", "/v1/runs?state=succeeded").await;
