@@ -78,6 +78,7 @@ fn spec(i: usize, resource: &str, duration: Span) -> GrantSpec {
         duration,
         start_at: None,
         extends: None,
+        run: None,
     }
 }
 

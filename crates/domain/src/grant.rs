@@ -90,6 +90,10 @@ pub struct GrantSpec {
     /// Set when the request extends this grant rather than asking for a new one (rule 19).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<String>,
+    /// The run the request asked on behalf of (rule 37): the grant's own events then move
+    /// that run on, and a grant without one is passed over without reading its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

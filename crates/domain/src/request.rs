@@ -1499,6 +1499,7 @@ impl Request {
             duration,
             start_at: self.start_at,
             extends: self.extends.clone(),
+            run: self.run.as_ref().map(|l| l.run.clone()),
         }
     }
 

@@ -324,9 +324,11 @@ pub(crate) async fn follow(
         }
         let request_id = match (&event.request, &event.grant) {
             (Some(r), _) => r.clone(),
+            // A grant that serves no run is passed over without reading its request (a
+            // burst of expiries reads none).
             (None, Some(g)) => match tx.grant(g).await? {
-                Some(g) => g.spec.request.clone(),
-                None => continue,
+                Some(g) if g.spec.run.is_some() => g.spec.request.clone(),
+                _ => continue,
             },
             (None, None) => continue,
         };

@@ -38,6 +38,7 @@ fn grant(id: &str, subject: &str, params: &[(&str, &str)]) -> Grant {
         duration: Span::from_secs(3600),
         start_at: None,
         extends: None,
+        run: None,
     };
     Grant::issue(id.to_owned(), spec, NOW).0
 }

@@ -166,6 +166,7 @@ pub fn grant(
         duration: Span::from_secs(3600),
         start_at: None,
         extends: None,
+        run: None,
     };
     Grant::issue(id.to_owned(), spec, now)
 }
