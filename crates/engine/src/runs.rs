@@ -324,10 +324,17 @@ pub(crate) async fn follow(
         }
         let request_id = match (&event.request, &event.grant) {
             (Some(r), _) => r.clone(),
-            // A grant that serves no run is passed over without reading its request (a
-            // burst of expiries reads none).
+            // An ending grant that serves no run is passed over without reading its request
+            // (a burst of expiries reads none). An activation's events, one per grant, read
+            // it whatever the grant says: a grant issued before grants carried their run
+            // (`GrantSpec::run`) may still be activating for one.
             (None, Some(g)) => match tx.grant(g).await? {
-                Some(g) if g.spec.run.is_some() => g.spec.request.clone(),
+                Some(g)
+                    if g.spec.run.is_some()
+                        || matches!(kind, EventKind::GrantActivated | EventKind::GrantFailed) =>
+                {
+                    g.spec.request.clone()
+                }
                 _ => continue,
             },
             (None, None) => continue,
