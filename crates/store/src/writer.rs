@@ -991,6 +991,15 @@ impl BufferedTx<'_> {
         }
         Ok(self.conn)
     }
+
+    /// The database as the sent writes left it, without sending the held ones: for a read
+    /// that lays the held writes it concerns over what it reads.
+    fn db_as_sent(&mut self) -> Result<&mut Conn, StoreError> {
+        if let Some(e) = self.broken {
+            return Err(StoreError::Corrupt(e.clone()));
+        }
+        Ok(self.conn)
+    }
 }
 
 #[async_trait]
@@ -1053,10 +1062,12 @@ impl Tx for BufferedTx<'_> {
         now: Timestamp,
     ) -> Result<Option<Grant>, StoreError> {
         // Every candidate is checked: one whose expiry timer has not run yet must not hide a
-        // valid one.
-        let rows = self
-            .db()
-            .await?
+        // valid one. Rule 5 asks this of every creation, so it is answered without sending
+        // the group's held writes (which would cost a few statements per creation): the
+        // grants the database has, overlaid with the ones written since and not sent (the
+        // earlier jobs' of the group, then this job's own), the latest write of each winning.
+        let conn = self.db_as_sent()?;
+        let rows = conn
             .rows(
                 "SELECT body FROM grants WHERE subject = $1 AND resource = $2 AND state = 'active'
                  UNION ALL
@@ -1064,12 +1075,18 @@ impl Tx for BufferedTx<'_> {
                 args![subject, resource, part_of],
             )
             .await?;
-        for g in bodies::<Grant>(&rows)? {
-            if g.covers(resource, part_of) && g.expires_at.is_some_and(|t| t > now) {
-                return Ok(Some(g));
+        let mut found = bodies::<Grant>(&rows)?;
+        for g in self.unflushed.grants.iter().chain(&self.pending.grants) {
+            found.retain(|f| f.id != g.id);
+            let matches = g.spec.resource == resource
+                || (part_of.is_some() && g.spec.workflow.as_deref() == part_of);
+            if g.spec.subject == subject && g.state == GrantState::Active && matches {
+                found.push(g.clone());
             }
         }
-        Ok(None)
+        Ok(found
+            .into_iter()
+            .find(|g| g.covers(resource, part_of) && g.expires_at.is_some_and(|t| t > now)))
     }
 
     async fn warm(&mut self, grants: &[&str], requests: &[&str]) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use domain::{GrantState, RequestState, TimerKind};
 use store::{IdempotencyRow, SessionRow, TokenRow};
 
 use crate::Db;
-use crate::fixtures::{ALICE, World, apply, at, delivery, event_of, grant};
+use crate::fixtures::{ALICE, World, apply, at, delivery, event_of, grant, revoked_grant};
 use crate::harness::{Failed, Seen, head_of, refuse, try_write, verified_chain, write};
 
 fn idempotency(subject: &str, key: &str, request: &str, expires: i64) -> IdempotencyRow {
@@ -395,6 +395,14 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
     let store = db.open().await;
     let now = at(0);
     let pairs = 60;
+    // Each pair's subject holds a grant already committed, which its `A` ends.
+    for i in 0..pairs {
+        let (old, _) = grant(&format!("old_{i}"), &format!("s{i}"), "res", false, now);
+        write(&*store, move |tx| {
+            Box::pin(async move { Ok(tx.put_grant(&old).await?) })
+        })
+        .await;
+    }
 
     // Act: pairs of jobs, each `A` queued before its `B`, all pairs at once.
     let mut set = tokio::task::JoinSet::new();
@@ -412,6 +420,11 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
                             .await?;
                         tx.schedule(TimerKind::GrantExpiry, &key, at(60_000))
                             .await?;
+                        let subject = format!("s{i}");
+                        let (new, _) = grant(&format!("new_{i}"), &subject, "res", false, now);
+                        tx.put_grant(&new).await?;
+                        let old = revoked_grant(&format!("old_{i}"), &subject, "res", now);
+                        tx.put_grant(&old).await?;
                         Ok(())
                     })
                 })
@@ -423,7 +436,13 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
                         let d = tx.delivery(&domain::Delivery::id_for(&req)).await?;
                         let k = tx.idempotency(ALICE, &key, now).await?;
                         let j = tx.scheduled(TimerKind::GrantExpiry, &key).await?;
-                        Ok((d.is_some(), k.is_some(), j))
+                        // Rule 5's question, answered through the held writes: the new grant
+                        // covers, the ended one no longer does.
+                        let covering = tx
+                            .active_grant_covering(&format!("s{i}"), "res", None, now)
+                            .await?
+                            .map(|g| g.id);
+                        Ok((d.is_some(), k.is_some(), j, covering))
                     })
                 })
             };
@@ -435,7 +454,11 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
 
     // Assert
     while let Some(seen) = set.join_next().await {
-        let (delivery, key, job) = seen.expect("the pair ran");
+        let (delivery, key, job, covering) = seen.expect("the pair ran");
+        assert!(
+            covering.as_deref().is_some_and(|g| g.starts_with("new_")),
+            "rule 5 read {covering:?}, not the earlier job's new grant"
+        );
         assert!(
             delivery,
             "a later job did not see an earlier job's delivery"
