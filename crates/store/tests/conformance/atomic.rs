@@ -425,7 +425,12 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
                         tx.put_grant(&new).await?;
                         let old = revoked_grant(&format!("old_{i}"), &subject, "res", now);
                         tx.put_grant(&old).await?;
-                        Ok(())
+                        // Rule 5 through the job's own unsent writes.
+                        let own = tx
+                            .active_grant_covering(&subject, "res", None, now)
+                            .await?
+                            .map(|g| g.id);
+                        Ok(own)
                     })
                 })
             };
@@ -433,31 +438,39 @@ pub async fn later_jobs_of_a_group_read_earlier_writes(db: &Db) {
                 let (key, req) = (key.clone(), req.clone());
                 write(&*store, move |tx| {
                     Box::pin(async move {
-                        let d = tx.delivery(&domain::Delivery::id_for(&req)).await?;
-                        let k = tx.idempotency(ALICE, &key, now).await?;
-                        let j = tx.scheduled(TimerKind::GrantExpiry, &key).await?;
-                        // Rule 5's question, answered through the held writes: the new grant
+                        // Rule 5's question first (the other reads send the held writes),
+                        // answered through the earlier job's unsent writes: the new grant
                         // covers, the ended one no longer does.
                         let covering = tx
                             .active_grant_covering(&format!("s{i}"), "res", None, now)
                             .await?
                             .map(|g| g.id);
+                        let d = tx.delivery(&domain::Delivery::id_for(&req)).await?;
+                        let k = tx.idempotency(ALICE, &key, now).await?;
+                        let j = tx.scheduled(TimerKind::GrantExpiry, &key).await?;
                         Ok((d.is_some(), k.is_some(), j, covering))
                     })
                 })
             };
             // `join!` polls `a` first, so its job is queued before `b`'s.
-            let ((), seen) = tokio::join!(a, b);
-            seen
+            let (own, seen) = tokio::join!(a, b);
+            (i, own, seen)
         });
     }
 
     // Assert
     while let Some(seen) = set.join_next().await {
-        let (delivery, key, job, covering) = seen.expect("the pair ran");
-        assert!(
-            covering.as_deref().is_some_and(|g| g.starts_with("new_")),
-            "rule 5 read {covering:?}, not the earlier job's new grant"
+        let (i, own, seen) = seen.expect("the pair ran");
+        assert_eq!(
+            own,
+            Some(format!("new_{i}")),
+            "rule 5 in the job that wrote the grants"
+        );
+        let (delivery, key, job, covering) = seen;
+        assert_eq!(
+            covering,
+            Some(format!("new_{i}")),
+            "rule 5 in a later job of the group"
         );
         assert!(
             delivery,
